@@ -1,0 +1,6 @@
+//! stylestream: style-transfer networks as hand-written WGSL compute shaders on wgpu, applied
+//! to images and video frames.
+
+pub mod frame;
+pub mod model;
+pub mod media;

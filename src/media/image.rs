@@ -1,0 +1,63 @@
+//! PNG / JPEG still images: decode to RGB8, encode and write atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use image::{ImageFormat, ImageReader};
+
+use super::MediaError;
+use crate::frame::RgbFrame;
+
+/// Reads a PNG or JPEG (decided by content, not extension) as RGB8.
+pub fn read_rgb(path: &Path) -> Result<RgbFrame, MediaError> {
+    let bytes = std::fs::read(path).map_err(|e| MediaError::Read { path: path.to_path_buf(), source: e })?;
+    let decode = |reason: String| MediaError::Decode { path: path.to_path_buf(), reason };
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode(e.to_string()))?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
+        Some(f) => return Err(decode(format!("{f:?} is not supported"))),
+        None => return Err(decode("unknown file type".into())),
+    }
+    let img = reader.decode().map_err(|e| decode(e.to_string()))?.to_rgb8();
+    let (w, h) = img.dimensions();
+    Ok(RgbFrame::new(w, h, img.into_raw()))
+}
+
+/// The image format for an output path's extension.
+pub fn output_format(path: &Path) -> Result<ImageFormat, MediaError> {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("png") => Ok(ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(ImageFormat::Jpeg),
+        _ => Err(MediaError::OutputFormat { path: path.to_path_buf() }),
+    }
+}
+
+/// Encodes a frame and writes it atomically: to a temporary file beside `path`, then renamed.
+/// On error nothing is left under `path` or the temporary name.
+pub fn write_rgb(path: &Path, frame: &RgbFrame) -> Result<(), MediaError> {
+    let format = output_format(path)?;
+    let write = |reason: String| MediaError::Write { path: path.to_path_buf(), reason };
+    let mut encoded = Vec::new();
+    image::write_buffer_with_format(
+        &mut std::io::Cursor::new(&mut encoded),
+        &frame.data,
+        frame.width,
+        frame.height,
+        image::ExtendedColorType::Rgb8,
+        format,
+    )
+    .map_err(|e| write(e.to_string()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stylestream-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| write(e.to_string()))?;
+    tmp.write_all(&encoded).map_err(|e| write(e.to_string()))?;
+    tmp.as_file().sync_all().map_err(|e| write(e.to_string()))?;
+    tmp.persist(path).map_err(|e| write(e.error.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! One wgpu device: adapter choice, the limits we ask for, and error capture.
+
+use std::sync::Arc;
+
+use super::GpuError;
+
+/// How to pick and configure the device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Index into the adapters found (Vulkan/Metal/DX12; `WGPU_BACKEND` overrides the set).
+    /// `None`: the first one (a discrete GPU is preferred when there are several).
+    pub adapter: Option<usize>,
+    /// Cap on one storage-buffer binding, below the adapter's own limit. Activations larger than
+    /// this are processed in row bands; tests use it to exercise banding at small sizes.
+    pub max_binding_bytes: Option<u64>,
+    /// Record per-kernel GPU times with timestamp queries when the adapter has them.
+    pub timestamps: bool,
+}
+
+/// What the adapter is, for logs and benchmark reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {})", self.name, self.backend, self.device_type)
+    }
+}
+
+/// A device and its queue, with the limits that were granted.
+pub struct GpuContext {
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
+    pub(super) adapter: AdapterSummary,
+    /// Largest storage binding we use (the adapter's limit or the configured cap).
+    pub(super) max_binding: u64,
+    pub(super) max_buffer: u64,
+    pub(super) offset_alignment: u64,
+    pub(super) timestamps: bool,
+}
+
+impl GpuContext {
+    /// Opens the chosen adapter and asks it for the largest buffers it can give.
+    pub fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    /// Lists the adapters that `new` can choose from.
+    pub fn adapters() -> Vec<AdapterSummary> {
+        pollster::block_on(async {
+            let instance = instance();
+            sorted_adapters(&instance).await.iter().map(summary).collect()
+        })
+    }
+
+    async fn new_async(opts: &GpuOptions) -> Result<Self, GpuError> {
+        let instance = instance();
+        let mut adapters = sorted_adapters(&instance).await;
+        if adapters.is_empty() {
+            return Err(GpuError::NoAdapter { backends: format!("{:?}", backends()) });
+        }
+        let index = opts.adapter.unwrap_or(0);
+        if index >= adapters.len() {
+            return Err(GpuError::AdapterIndex { index, count: adapters.len() });
+        }
+        let adapter = adapters.swap_remove(index);
+        let info = summary(&adapter);
+        let have = adapter.limits();
+        let timestamps = opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // Default (WebGPU) limits, except the buffer sizes: frames need as much as there is.
+        let required_limits = wgpu::Limits {
+            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+            max_buffer_size: have.max_buffer_size,
+            max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
+            ..wgpu::Limits::default()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("stylestream"),
+                required_features: features,
+                required_limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        // Errors are captured with error scopes where they can happen; anything else is logged
+        // instead of wgpu's default panic.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            tracing::error!(error = %e, "uncaptured wgpu error");
+        }));
+        let limits = device.limits();
+        let mut max_binding = limits.max_storage_buffer_binding_size;
+        if let Some(cap) = opts.max_binding_bytes {
+            max_binding = max_binding.min(cap);
+        }
+        tracing::info!(adapter = %info, max_binding_mib = max_binding as f64 / 1048576.0, "GPU device ready");
+        Ok(Self {
+            device,
+            queue,
+            adapter: info,
+            max_binding,
+            max_buffer: limits.max_buffer_size,
+            offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
+            timestamps,
+        })
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// Whether per-kernel timestamps are being recorded.
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
+    }
+}
+
+/// Runs `f` inside validation and out-of-memory error scopes and reports what they caught.
+pub(super) fn scoped<T>(device: &wgpu::Device, context: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let errors = pollster::block_on(async { (validation.pop().await, oom.pop().await) });
+    match errors {
+        (Some(e), _) | (None, Some(e)) => Err(GpuError::Device { context: context.to_string(), reason: e.to_string() }),
+        (None, None) => Ok(value),
+    }
+}
+
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12)
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
+}
+
+/// Adapters in a stable order: discrete GPUs first, then integrated, then the rest.
+async fn sorted_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = instance.enumerate_adapters(backends()).await;
+    let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    adapters.sort_by_key(rank);
+    adapters
+}
+
+fn summary(a: &wgpu::Adapter) -> AdapterSummary {
+    let i = a.get_info();
+    AdapterSummary {
+        name: i.name,
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+    }
+}

@@ -1,0 +1,96 @@
+//! The kernel registry: one variant per `.wgsl` file in `shaders/`, and a pipeline cache keyed
+//! by (kernel, override constants).
+
+use std::collections::HashMap;
+
+/// Every compute kernel. The variant's snake_case name is the shader's file name and its
+/// label in timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    Conv2d,
+    ConvTranspose2d,
+    InstanceNormStats,
+    InstanceNormFinalize,
+    InstanceNormApply,
+    Rgb8ToF32,
+    ToRgb8,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 7] = [
+        Kernel::Conv2d,
+        Kernel::ConvTranspose2d,
+        Kernel::InstanceNormStats,
+        Kernel::InstanceNormFinalize,
+        Kernel::InstanceNormApply,
+        Kernel::Rgb8ToF32,
+        Kernel::ToRgb8,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => "conv2d",
+            Kernel::ConvTranspose2d => "conv_transpose2d",
+            Kernel::InstanceNormStats => "instance_norm_stats",
+            Kernel::InstanceNormFinalize => "instance_norm_finalize",
+            Kernel::InstanceNormApply => "instance_norm_apply",
+            Kernel::Rgb8ToF32 => "rgb8_to_f32",
+            Kernel::ToRgb8 => "to_rgb8",
+        }
+    }
+
+    /// `shaders/<name>.wgsl`.
+    pub fn file_name(self) -> String {
+        format!("{}.wgsl", self.name())
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Kernel::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Kernel::ConvTranspose2d => include_str!("../../../shaders/conv_transpose2d.wgsl"),
+            Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
+            Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
+            Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
+            Kernel::Rgb8ToF32 => include_str!("../../../shaders/rgb8_to_f32.wgsl"),
+            Kernel::ToRgb8 => include_str!("../../../shaders/to_rgb8.wgsl"),
+        }
+    }
+}
+
+/// Override constants of one specialisation, as (name, value) in a fixed order.
+pub(super) type Overrides = Vec<(&'static str, f64)>;
+
+/// Compiled pipelines, one per (kernel, overrides); modules compiled once per kernel.
+#[derive(Default)]
+pub(super) struct PipelineCache {
+    modules: HashMap<Kernel, wgpu::ShaderModule>,
+    pipelines: HashMap<(Kernel, Vec<(&'static str, u64)>), wgpu::ComputePipeline>,
+}
+
+impl PipelineCache {
+    pub fn get(&mut self, device: &wgpu::Device, kernel: Kernel, overrides: &Overrides) -> wgpu::ComputePipeline {
+        let key = (kernel, overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect());
+        if let Some(p) = self.pipelines.get(&key) {
+            return p.clone();
+        }
+        let module = self.modules.entry(kernel).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            })
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name()),
+            layout: None,
+            module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: overrides,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        self.pipelines.insert(key, pipeline.clone());
+        pipeline
+    }
+}

@@ -1,0 +1,39 @@
+//! The network on wgpu: device context, the kernel registry (one `.wgsl` file per op), and the
+//! per-(model, frame size) plan. The only module of the crate that touches wgpu.
+
+mod context;
+mod kernels;
+mod plan;
+mod weights;
+
+pub use context::{AdapterSummary, GpuContext, GpuOptions};
+pub use kernels::Kernel;
+pub use plan::{FrameOutput, KernelTime, NetworkPlan};
+
+/// Errors of the GPU path, each with what was asked and what the adapter offered.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found ({backends}); on Linux without a GPU install mesa-vulkan-drivers (lavapipe)")]
+    NoAdapter { backends: String },
+    #[error("adapter {index} requested, but only {count} adapter(s) exist")]
+    AdapterIndex { index: usize, count: usize },
+    #[error("adapter `{adapter}` refused the device: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+    #[error(
+        "a {width}x{height} frame needs a {need_mib:.1} MiB buffer for `{tensor}`, but adapter `{adapter}` allows {limit_mib:.1} MiB"
+    )]
+    FrameTooLarge {
+        width: u32,
+        height: u32,
+        tensor: String,
+        need_mib: f64,
+        limit_mib: f64,
+        adapter: String,
+    },
+    #[error("frame size {width}x{height} is invalid: {reason}")]
+    FrameSize { width: u32, height: u32, reason: String },
+    #[error("GPU error in {context}: {reason}")]
+    Device { context: String, reason: String },
+    #[error("unknown layer `{0}`")]
+    UnknownLayer(String),
+}

@@ -1,0 +1,863 @@
+//! The network plan: everything a frame needs, built once per (model, frame size) — pipelines,
+//! weights, activation buffers, bind groups — so that a frame costs one upload, one submit and
+//! one readback.
+//!
+//! Activation buffers are reused by lifetime: tensors are HWC f32, the input is tensor 0 and
+//! layer `i` writes tensor `i + 1`. A tensor is live from the layer that writes it to the last
+//! layer that reads it (its successor, a residual add, or the output packing). Each tensor takes
+//! a free slot (one whose tensor is no longer live), and a slot's buffer is as large as the
+//! largest tensor it ever holds. The TransformNet needs three slots (a residual block keeps
+//! its input, its middle and its output alive together).
+//!
+//! Activations larger than the device's largest storage binding (a 32-channel 1080p tensor is
+//! 265 MB, lavapipe binds 128 MiB) are processed in row bands: every dispatch binds only the
+//! rows it reads and writes, at an offset aligned down to the device's alignment, and passes
+//! the remaining element shift in its parameters.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use super::context::{scoped, GpuContext};
+use super::kernels::{Kernel, Overrides, PipelineCache};
+use super::weights::{blocked, blocked_bias, ocb4};
+use super::GpuError;
+use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
+use crate::model::geometry::working_size;
+use crate::model::weights::Weights;
+
+/// Pixels per workgroup of the instance-norm statistics kernel.
+const STATS_CHUNK_PIXELS: u32 = 4096;
+/// Invocations per workgroup of the 1-D kernels.
+const WG_1D: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    in_w: u32,
+    in_h: u32,
+    in_c: u32,
+    in_row0: u32,
+    out_w: u32,
+    out_h: u32,
+    out_c: u32,
+    out_row0: u32,
+    band_rows: u32,
+    in_shift: u32,
+    out_shift: u32,
+    oc_blocks: u32,
+    pad_top: i32,
+    pad_left: i32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StatsParams {
+    channels: u32,
+    pixels: u32,
+    chunk_pixels: u32,
+    chunk_base: u32,
+    shift: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct FinalizeParams {
+    channels: u32,
+    chunks: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ApplyParams {
+    channels: u32,
+    count: u32,
+    shift: u32,
+    residual_shift: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct UnpackParams {
+    src_w: u32,
+    src_h: u32,
+    dst_w: u32,
+    dst_h: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PackParams {
+    src_w: u32,
+    dst_w: u32,
+    dst_h: u32,
+    _pad0: u32,
+    scale: f32,
+    offset: f32,
+    _pad1: [u32; 2],
+}
+
+/// One kernel over the whole tensor: one dispatch per row band.
+struct Step {
+    label: String,
+    kernel: Kernel,
+    pipeline: wgpu::ComputePipeline,
+    dispatches: Vec<(wgpu::BindGroup, [u32; 3])>,
+}
+
+/// A run of a frame: the styled pixels and, when asked for, the float output.
+#[derive(Debug, Clone)]
+pub struct FrameOutput {
+    /// RGB8, `width x height x 3`.
+    pub rgb: Vec<u8>,
+    /// HWC f32 before clamping, `width x height x 3` (empty unless requested).
+    pub values: Vec<f32>,
+}
+
+/// GPU time of one kernel over one frame, summed over layers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub ms: f64,
+}
+
+/// A tensor's place: its slot (buffer) and shape.
+#[derive(Clone, Copy)]
+struct TensorRef {
+    slot: usize,
+    shape: Shape,
+}
+
+/// A bound range of a tensor's rows.
+struct Window {
+    offset: u64,
+    size: u64,
+    shift: u32,
+}
+
+pub struct NetworkPlan {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    width: u32,
+    height: u32,
+    work: (u32, u32),
+    input: wgpu::Buffer,
+    steps: Vec<Step>,
+    /// For each layer, the number of steps after which its output is complete.
+    layer_done: Vec<usize>,
+    tensors: Vec<TensorRef>,
+    slots: Vec<wgpu::Buffer>,
+    out_f32: wgpu::Buffer,
+    out_rgb: wgpu::Buffer,
+    staging_rgb: wgpu::Buffer,
+    staging_f32: wgpu::Buffer,
+    timing: Option<Timing>,
+}
+
+struct Timing {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    period_ns: f64,
+}
+
+/// Builds plans; holds what is shared while building.
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    cache: PipelineCache,
+    tensors: Vec<TensorRef>,
+    slots: &'a [wgpu::Buffer],
+    steps: Vec<Step>,
+}
+
+impl NetworkPlan {
+    /// Builds the whole network for frames of `width x height`.
+    pub fn new(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, GpuError> {
+        if width == 0 || height == 0 {
+            return Err(GpuError::FrameSize { width, height, reason: "width and height must be at least 1".into() });
+        }
+        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height))?
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, GpuError> {
+        let device = &ctx.device;
+        let (ww, wh) = working_size(desc, width, height);
+        let mut shapes = vec![Shape { c: desc.input_channels, h: wh, w: ww }];
+        shapes.extend(desc.shapes(wh, ww));
+        let slot_of = assign_slots(desc, &shapes);
+        let n_slots = slot_of.iter().max().map_or(0, |m| m + 1);
+        let mut slot_bytes = vec![0u64; n_slots];
+        for (t, s) in shapes.iter().enumerate() {
+            slot_bytes[slot_of[t]] = slot_bytes[slot_of[t]].max(s.len() as u64 * 4);
+        }
+        for (t, s) in shapes.iter().enumerate() {
+            let need = s.len() as u64 * 4;
+            let name = if t == 0 { "input".to_string() } else { desc.layers[t - 1].name.clone() };
+            let too_big = need > ctx.max_buffer || (s.c == 3 && need > ctx.max_binding);
+            if too_big {
+                let limit = if s.c == 3 { ctx.max_binding } else { ctx.max_buffer };
+                return Err(GpuError::FrameTooLarge {
+                    width,
+                    height,
+                    tensor: name,
+                    need_mib: need as f64 / 1048576.0,
+                    limit_mib: limit as f64 / 1048576.0,
+                    adapter: ctx.adapter.name.clone(),
+                });
+            }
+        }
+        let slots: Vec<wgpu::Buffer> = slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("activation slot {i}")),
+                    size: size.max(16),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let tensors: Vec<TensorRef> =
+            shapes.iter().enumerate().map(|(t, &shape)| TensorRef { slot: slot_of[t], shape }).collect();
+
+        let input = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("input rgb8"),
+            size: (width as u64 * height as u64 * 3).div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let pixels = width as u64 * height as u64;
+        let out_f32 = storage(device, "output f32", pixels * 12, wgpu::BufferUsages::COPY_SRC);
+        let out_rgb = storage(device, "output rgb8", pixels * 4, wgpu::BufferUsages::COPY_SRC);
+        let staging_rgb = staging(device, "staging rgb8", pixels * 4);
+        let staging_f32 = staging(device, "staging f32", pixels * 12);
+
+        let mut b = Builder { ctx, cache: PipelineCache::default(), tensors, slots: &slots, steps: Vec::new() };
+        b.unpack(&input, width, height, desc.input_scale);
+        let mut layer_done = Vec::with_capacity(desc.layers.len());
+        let norm_scratch = NormScratch::new(device, &b.tensors);
+        for (i, l) in desc.layers.iter().enumerate() {
+            b.layer(i, l, desc, weights, &norm_scratch)?;
+            layer_done.push(b.steps.len());
+        }
+        b.pack(&desc.output, &out_f32, &out_rgb, width, height);
+
+        let timing = ctx.timestamps.then(|| {
+            let count = 2 * b.steps.len() as u32;
+            Timing {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamp resolve"),
+                    size: count as u64 * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                staging: staging(device, "timestamp staging", count as u64 * 8),
+                period_ns: ctx.queue.get_timestamp_period() as f64,
+            }
+        });
+
+        let (steps, tensors) = (b.steps, b.tensors);
+        Ok(Self {
+            device: ctx.device.clone(),
+            queue: ctx.queue.clone(),
+            width,
+            height,
+            work: (ww, wh),
+            input,
+            steps,
+            layer_done,
+            tensors,
+            slots,
+            out_f32,
+            out_rgb,
+            staging_rgb,
+            staging_f32,
+            timing,
+        })
+    }
+
+    /// The frame size this plan was built for.
+    pub fn frame_size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The size the network runs at (see `model::geometry`).
+    pub fn working_size(&self) -> (u32, u32) {
+        self.work
+    }
+
+    /// Number of dispatches per frame (row bands count separately).
+    pub fn dispatch_count(&self) -> usize {
+        self.steps.iter().map(|s| s.dispatches.len()).sum()
+    }
+
+    /// Styles one RGB8 frame (`width x height x 3` bytes).
+    pub fn run(&self, rgb: &[u8]) -> Result<FrameOutput, GpuError> {
+        self.run_inner(rgb, false)
+    }
+
+    /// Styles one frame and also returns the float output before clamping.
+    pub fn run_with_values(&self, rgb: &[u8]) -> Result<FrameOutput, GpuError> {
+        self.run_inner(rgb, true)
+    }
+
+    fn run_inner(&self, rgb: &[u8], values: bool) -> Result<FrameOutput, GpuError> {
+        self.check_input(rgb)?;
+        let mut out = FrameOutput { rgb: Vec::new(), values: Vec::new() };
+        self.scoped("running a frame", || {
+            self.upload(rgb);
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            self.encode(&mut enc, self.steps.len());
+            let pixels = self.width as u64 * self.height as u64;
+            enc.copy_buffer_to_buffer(&self.out_rgb, 0, &self.staging_rgb, 0, pixels * 4);
+            if values {
+                enc.copy_buffer_to_buffer(&self.out_f32, 0, &self.staging_f32, 0, pixels * 12);
+            }
+            if let Some(t) = &self.timing {
+                let n = t.queries.count();
+                enc.resolve_query_set(&t.queries, 0..n, &t.resolve, 0);
+                enc.copy_buffer_to_buffer(&t.resolve, 0, &t.staging, 0, n as u64 * 8);
+            }
+            self.queue.submit([enc.finish()]);
+        })?;
+        let pixels = self.width as usize * self.height as usize;
+        let bytes = self.read(&self.staging_rgb, pixels * 4)?;
+        out.rgb = bytes.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        if values {
+            out.values = bytemuck::cast_slice::<u8, f32>(&self.read(&self.staging_f32, pixels * 12)?).to_vec();
+        }
+        Ok(out)
+    }
+
+    /// Per-kernel GPU times of the last frame, when timestamps are on.
+    pub fn kernel_times(&self) -> Result<Option<Vec<KernelTime>>, GpuError> {
+        let Some(t) = &self.timing else { return Ok(None) };
+        let bytes = self.read(&t.staging, self.steps.len() * 16)?;
+        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
+        let mut by_kernel: BTreeMap<&str, f64> = BTreeMap::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let d = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * t.period_ns / 1e6;
+            *by_kernel.entry(step.kernel.name()).or_default() += d;
+        }
+        Ok(Some(by_kernel.into_iter().map(|(k, ms)| KernelTime { kernel: k.to_string(), ms }).collect()))
+    }
+
+    /// Runs the frame up to and including layer `name` and returns that layer's output as HWC
+    /// f32 at the working size (for layer-by-layer checks against a reference).
+    pub fn run_to_layer(&self, rgb: &[u8], layer: usize) -> Result<Vec<f32>, GpuError> {
+        self.check_input(rgb)?;
+        let Some(&done) = self.layer_done.get(layer) else {
+            return Err(GpuError::UnknownLayer(format!("#{layer}")));
+        };
+        let t = self.tensors[layer + 1];
+        let bytes = t.shape.len() as u64 * 4;
+        let stage = staging(&self.device, "layer staging", bytes.max(4));
+        self.scoped("running to a layer", || {
+            self.upload(rgb);
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            self.encode(&mut enc, done);
+            enc.copy_buffer_to_buffer(&self.slots[t.slot], 0, &stage, 0, bytes);
+            self.queue.submit([enc.finish()]);
+        })?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&self.read(&stage, bytes as usize)?).to_vec())
+    }
+
+    fn check_input(&self, rgb: &[u8]) -> Result<(), GpuError> {
+        let want = self.width as usize * self.height as usize * 3;
+        if rgb.len() != want {
+            return Err(GpuError::FrameSize {
+                width: self.width,
+                height: self.height,
+                reason: format!("got {} bytes of RGB, expected {want}", rgb.len()),
+            });
+        }
+        Ok(())
+    }
+
+    fn upload(&self, rgb: &[u8]) {
+        let pad = (4 - rgb.len() % 4) % 4;
+        if pad == 0 {
+            self.queue.write_buffer(&self.input, 0, rgb);
+        } else {
+            let mut v = rgb.to_vec();
+            v.resize(rgb.len() + pad, 0);
+            self.queue.write_buffer(&self.input, 0, &v);
+        }
+    }
+
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, steps: usize) {
+        for (i, step) in self.steps.iter().take(steps).enumerate() {
+            let timestamp_writes = self.timing.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+                query_set: &t.queries,
+                beginning_of_pass_write_index: Some(2 * i as u32),
+                end_of_pass_write_index: Some(2 * i as u32 + 1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&step.label),
+                timestamp_writes,
+            });
+            pass.set_pipeline(&step.pipeline);
+            for (bg, [x, y, z]) in &step.dispatches {
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(*x, *y, *z);
+            }
+        }
+    }
+
+    fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+        scoped(&self.device, context, f)
+    }
+
+    /// Maps a staging buffer, waits for the GPU, copies the first `len` bytes out.
+    fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u8>, GpuError> {
+        let (tx, rx) = mpsc::channel();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        let dev = |reason: String| GpuError::Device { context: "reading results back".into(), reason };
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev(e.to_string()))?;
+        rx.recv().map_err(|e| dev(e.to_string()))?.map_err(|e| dev(e.to_string()))?;
+        let bytes = buffer.get_mapped_range(..).map_err(|e| dev(e.to_string()))?[..len].to_vec();
+        buffer.unmap();
+        Ok(bytes)
+    }
+}
+
+/// Which slot each tensor uses; see the module documentation for the rule.
+fn assign_slots(desc: &NetworkDescription, shapes: &[Shape]) -> Vec<usize> {
+    let n = shapes.len();
+    // last_use[t]: index of the last layer reading tensor t (n - 1 = the output packing).
+    let mut last_use: Vec<usize> = (0..n).map(|t| t.min(n - 1)).collect();
+    last_use[n - 1] = n - 1;
+    for (i, l) in desc.layers.iter().enumerate() {
+        if let Some(j) = l.residual.as_ref().and_then(|r| desc.layer_index(r)) {
+            last_use[j + 1] = last_use[j + 1].max(i);
+        }
+    }
+    let mut slot_of = vec![0usize; n];
+    // occupant[s]: the tensor currently in slot s.
+    let mut occupant: Vec<usize> = Vec::new();
+    for t in 0..n {
+        // Tensor t is written by layer t - 1 (the input by the upload, "layer -1").
+        let free = occupant.iter().position(|&o| t >= 1 && last_use[o] < t - 1);
+        let s = match free {
+            Some(s) => s,
+            None => {
+                occupant.push(t);
+                occupant.len() - 1
+            }
+        };
+        occupant[s] = t;
+        slot_of[t] = s;
+    }
+    slot_of
+}
+
+fn storage(device: &wgpu::Device, label: &str, size: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: size.max(16),
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    })
+}
+
+fn staging(device: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: size.max(16),
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Folds a 1-D count of workgroups into (x, y) within the per-dimension limit.
+fn fold(workgroups: u32) -> [u32; 3] {
+    let x = workgroups.clamp(1, 65535);
+    [x, workgroups.div_ceil(x).max(1), 1]
+}
+
+/// Scratch shared by all norm layers: Welford partials and the per-channel coefficients.
+struct NormScratch {
+    partials: wgpu::Buffer,
+    coef: wgpu::Buffer,
+}
+
+impl NormScratch {
+    fn new(device: &wgpu::Device, tensors: &[TensorRef]) -> Self {
+        // Enough partials for the largest tensor even when cut into single-row bands.
+        let mut most = 16u64;
+        let mut max_c = 4u64;
+        for t in &tensors[1..] {
+            let chunks = t.shape.h as u64 * (t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64)
+                + (t.shape.h as u64 * t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64);
+            most = most.max(chunks * t.shape.c as u64 * 16);
+            max_c = max_c.max(t.shape.c as u64);
+        }
+        Self {
+            partials: storage(device, "norm partials", most, wgpu::BufferUsages::empty()),
+            coef: storage(device, "norm coefficients", max_c * 8, wgpu::BufferUsages::empty()),
+        }
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn device(&self) -> &wgpu::Device {
+        &self.ctx.device
+    }
+
+    fn uniform<T: Pod>(&self, value: &T) -> wgpu::Buffer {
+        self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    fn init(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        let data = if data.is_empty() { &[0f32][..] } else { data };
+        self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    }
+
+    /// The binding window of rows `[r0, r1)` of tensor `t`.
+    fn window(&self, t: TensorRef, r0: u32, r1: u32) -> Window {
+        let row = t.shape.w as u64 * t.shape.c as u64 * 4;
+        let start = r0 as u64 * row;
+        let offset = start / self.ctx.offset_alignment * self.ctx.offset_alignment;
+        Window { offset, size: (r1 - r0).max(1) as u64 * row + (start - offset), shift: ((start - offset) / 4) as u32 }
+    }
+
+    fn binding(&self, t: TensorRef, w: &Window) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.slots[t.slot],
+            offset: w.offset,
+            size: std::num::NonZeroU64::new(w.size),
+        })
+    }
+
+    /// Splits `rows` output rows into the fewest equal bands whose windows (as computed by
+    /// `windows(r0, r1)`, in bytes) all fit one binding.
+    fn bands(&self, rows: u32, what: &str, windows: impl Fn(u32, u32) -> Vec<u64>) -> Result<Vec<(u32, u32)>, GpuError> {
+        for n in 1..=rows.max(1) {
+            let h = rows.div_ceil(n);
+            let bands: Vec<(u32, u32)> = (0..rows).step_by(h as usize).map(|r0| (r0, (r0 + h).min(rows))).collect();
+            if bands.iter().all(|&(a, b)| windows(a, b).iter().all(|&s| s <= self.ctx.max_binding)) {
+                return Ok(bands);
+            }
+        }
+        Err(GpuError::Device {
+            context: format!("planning {what}"),
+            reason: format!("one row does not fit a {} byte storage binding", self.ctx.max_binding),
+        })
+    }
+
+    fn unpack(&mut self, input: &wgpu::Buffer, width: u32, height: u32, scale: f32) {
+        let t = self.tensors[0];
+        let params = self.uniform(&UnpackParams {
+            src_w: width,
+            src_h: height,
+            dst_w: t.shape.w,
+            dst_h: t.shape.h,
+            scale,
+            _pad: [0; 3],
+        });
+        let w = self.window(t, 0, t.shape.h);
+        let entries = vec![
+            entry(0, params.as_entire_binding()),
+            entry(1, input.as_entire_binding()),
+            entry(2, self.binding(t, &w)),
+        ];
+        let wg = fold((t.shape.w * t.shape.h).div_ceil(WG_1D));
+        self.push_groups("input:rgb8_to_f32".into(), Kernel::Rgb8ToF32, &vec![], vec![(entries, wg)]);
+    }
+
+    fn pack(&mut self, transform: &OutputTransform, out_f32: &wgpu::Buffer, out_rgb: &wgpu::Buffer, width: u32, height: u32) {
+        let t = *self.tensors.last().unwrap_or(&self.tensors[0]);
+        let (tanh, scale, offset) = match transform {
+            OutputTransform::Tanh { scale, offset } => (true, *scale, *offset),
+            OutputTransform::Clamp => (false, 1.0, 0.0),
+        };
+        let params = self.uniform(&PackParams { src_w: t.shape.w, dst_w: width, dst_h: height, _pad0: 0, scale, offset, _pad1: [0; 2] });
+        let w = self.window(t, 0, t.shape.h);
+        let entries = vec![
+            entry(0, params.as_entire_binding()),
+            entry(1, self.binding(t, &w)),
+            entry(2, out_f32.as_entire_binding()),
+            entry(3, out_rgb.as_entire_binding()),
+        ];
+        let wg = fold((width * height).div_ceil(WG_1D));
+        self.push_groups("output:to_rgb8".into(), Kernel::ToRgb8, &vec![("TANH", tanh as u32 as f64)], vec![(entries, wg)]);
+    }
+
+    /// Input rows `[a, b)` that output rows `[r0, r1)` of `layer` read.
+    fn input_rows(layer: &Layer, input: Shape, r0: u32, r1: u32) -> (u32, u32) {
+        let k = layer.kernel as i64;
+        let n = input.h as i64;
+        match layer.op {
+            Op::ConvTranspose => {
+                let a = ((r0 as i64 - k + 1).max(0) + 1) / 2;
+                let b = ((r1 as i64 - 1) / 2 + 1).min(n);
+                (a.min(b) as u32, b as u32)
+            }
+            Op::Conv => {
+                let (s, up) = (layer.stride as i64, layer.upsample as i64);
+                let pt = layer.pad_before(input.h) as i64;
+                let virt = n * up;
+                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+                for v in (r0 as i64 * s - pt)..((r1 as i64 - 1) * s - pt + k) {
+                    let m = match layer.padding {
+                        Padding::Same if !(0..virt).contains(&v) => continue,
+                        Padding::Same => v,
+                        Padding::Reflect => (if v < 0 { -v } else if v >= virt { 2 * (virt - 1) - v } else { v }).clamp(0, virt - 1),
+                    };
+                    lo = lo.min(m / up);
+                    hi = hi.max(m / up);
+                }
+                if lo > hi {
+                    (0, 1)
+                } else {
+                    (lo as u32, hi as u32 + 1)
+                }
+            }
+        }
+    }
+
+    fn layer(
+        &mut self,
+        index: usize,
+        l: &Layer,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        scratch: &NormScratch,
+    ) -> Result<(), GpuError> {
+        let (tin, tout) = (self.tensors[index], self.tensors[index + 1]);
+        let (is, os) = (tin.shape, tout.shape);
+        let wbuf = self.init(&format!("{} weights", l.name), &blocked(l, weights.get(&l.weight)));
+        let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
+        let o4 = ocb4(l.out_channels);
+        let oc_blocks = l.out_channels.div_ceil(o4 * 4);
+        let pxn = 32 / o4;
+        let bands = self.bands(os.h, &l.name, |r0, r1| {
+            let (a, b) = Self::input_rows(l, is, r0, r1);
+            vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
+        })?;
+        let mut groups = Vec::new();
+        let mut params_bufs = Vec::new();
+        for &(r0, r1) in &bands {
+            let (a, b) = Self::input_rows(l, is, r0, r1);
+            let (win, wout) = (self.window(tin, a, b), self.window(tout, r0, r1));
+            params_bufs.push((
+                self.uniform(&ConvParams {
+                    in_w: is.w,
+                    in_h: is.h,
+                    in_c: is.c,
+                    in_row0: a,
+                    out_w: os.w,
+                    out_h: os.h,
+                    out_c: os.c,
+                    out_row0: r0,
+                    band_rows: r1 - r0,
+                    in_shift: win.shift,
+                    out_shift: wout.shift,
+                    oc_blocks,
+                    pad_top: l.pad_before(is.h) as i32,
+                    pad_left: l.pad_before(is.w) as i32,
+                    _pad: [0; 2],
+                }),
+                win,
+                wout,
+                r1 - r0,
+            ));
+        }
+        let (kernel, overrides): (Kernel, Overrides) = match l.op {
+            Op::Conv => (
+                Kernel::Conv2d,
+                vec![
+                    ("K", l.kernel as f64),
+                    ("OCB4", o4 as f64),
+                    ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
+                    ("STRIDE", l.stride as f64),
+                    ("UPSAMPLE", l.upsample as f64),
+                ],
+            ),
+            Op::ConvTranspose => (Kernel::ConvTranspose2d, vec![("K", l.kernel as f64), ("OCB4", o4 as f64)]),
+        };
+        for (params, win, wout, rows) in &params_bufs {
+            let cols = match l.op {
+                Op::Conv => os.w.div_ceil(pxn),
+                Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
+            };
+            let z = match l.op {
+                Op::Conv => oc_blocks,
+                Op::ConvTranspose => 2 * oc_blocks,
+            };
+            groups.push((
+                vec![
+                    entry(0, params.as_entire_binding()),
+                    entry(1, self.binding(tin, win)),
+                    entry(2, wbuf.as_entire_binding()),
+                    entry(3, bbuf.as_entire_binding()),
+                    entry(4, self.binding(tout, wout)),
+                ],
+                [cols.div_ceil(8), rows.div_ceil(8), z],
+            ));
+        }
+        self.push_groups(format!("{}:{}", l.name, kernel.name()), kernel, &overrides, groups);
+
+        match &l.norm {
+            Some(n) => {
+                let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
+                self.norm(index, l, weights.get(&n.scale), weights.get(&n.shift), n.eps, residual, scratch)?;
+            }
+            None => {
+                if l.activation == Activation::Relu || l.residual.is_some() {
+                    // Identity norm (a = 1, b = 0) carries the activation and the residual add.
+                    let c = l.out_channels as usize;
+                    let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
+                    self.apply(index, l, &vec![1.0; c], &vec![0.0; c], residual)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm(
+        &mut self,
+        index: usize,
+        l: &Layer,
+        scale: &[f32],
+        shift: &[f32],
+        eps: f32,
+        residual: Option<TensorRef>,
+        scratch: &NormScratch,
+    ) -> Result<(), GpuError> {
+        let t = self.tensors[index + 1];
+        let s = t.shape;
+        // Statistics, band by band, into consecutive chunks of the partials buffer.
+        let bands = self.bands(s.h, &l.name, |r0, r1| vec![self.window(t, r0, r1).size])?;
+        let mut groups = Vec::new();
+        let mut chunk_base = 0u32;
+        let mut keep = Vec::new();
+        for &(r0, r1) in &bands {
+            let w = self.window(t, r0, r1);
+            let pixels = (r1 - r0) * s.w;
+            let chunks = pixels.div_ceil(STATS_CHUNK_PIXELS);
+            let params = self.uniform(&StatsParams { channels: s.c, pixels, chunk_pixels: STATS_CHUNK_PIXELS, chunk_base, shift: w.shift, _pad: [0; 3] });
+            chunk_base += chunks;
+            keep.push((params, w, chunks));
+        }
+        for (params, w, chunks) in &keep {
+            groups.push((
+                vec![entry(0, params.as_entire_binding()), entry(1, self.binding(t, w)), entry(2, scratch.partials.as_entire_binding())],
+                [*chunks, s.c, 1],
+            ));
+        }
+        self.push_groups(format!("{}:instance_norm_stats", l.name), Kernel::InstanceNormStats, &vec![], groups);
+
+        let params = self.uniform(&FinalizeParams { channels: s.c, chunks: chunk_base, eps, _pad: 0 });
+        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
+        let groups = vec![(
+            vec![
+                entry(0, params.as_entire_binding()),
+                entry(1, scratch.partials.as_entire_binding()),
+                entry(2, sbuf.as_entire_binding()),
+                entry(3, hbuf.as_entire_binding()),
+                entry(4, scratch.coef.as_entire_binding()),
+            ],
+            [s.c.div_ceil(64), 1, 1],
+        )];
+        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
+        self.apply_coef(index, l, &scratch.coef, residual)
+    }
+
+    /// Activation and residual without a norm: fixed coefficients.
+    fn apply(&mut self, index: usize, l: &Layer, a: &[f32], b: &[f32], residual: Option<TensorRef>) -> Result<(), GpuError> {
+        let coef: Vec<f32> = a.iter().zip(b).flat_map(|(a, b)| [*a, *b]).collect();
+        let buf = self.init("identity coefficients", &coef);
+        self.apply_coef(index, l, &buf, residual)
+    }
+
+    fn apply_coef(&mut self, index: usize, l: &Layer, coef: &wgpu::Buffer, residual: Option<TensorRef>) -> Result<(), GpuError> {
+        let t = self.tensors[index + 1];
+        let s = t.shape;
+        let bands = self.bands(s.h, &l.name, |r0, r1| {
+            let mut v = vec![self.window(t, r0, r1).size];
+            if let Some(r) = residual {
+                v.push(self.window(r, r0, r1).size);
+            }
+            v
+        })?;
+        let mut keep = Vec::new();
+        for &(r0, r1) in &bands {
+            let w = self.window(t, r0, r1);
+            let rw = residual.map(|r| self.window(r, r0, r1));
+            let count = (r1 - r0) * s.w * s.c;
+            let params = self.uniform(&ApplyParams { channels: s.c, count, shift: w.shift, residual_shift: rw.as_ref().map_or(0, |w| w.shift) });
+            keep.push((params, w, rw, count));
+        }
+        // Without a residual the residual binding is a tiny placeholder.
+        let placeholder = self.init("no residual", &[0.0; 4]);
+        let mut groups = Vec::new();
+        for (params, w, rw, count) in &keep {
+            let res = match (residual, rw) {
+                (Some(r), Some(rw)) => self.binding(r, rw),
+                _ => placeholder.as_entire_binding(),
+            };
+            groups.push((
+                vec![entry(0, params.as_entire_binding()), entry(1, coef.as_entire_binding()), entry(2, self.binding(t, w)), entry(3, res)],
+                fold(count.div_ceil(WG_1D)),
+            ));
+        }
+        let overrides = vec![
+            ("RELU", (l.activation == Activation::Relu) as u32 as f64),
+            ("RESIDUAL", residual.is_some() as u32 as f64),
+        ];
+        self.push_groups(format!("{}:instance_norm_apply", l.name), Kernel::InstanceNormApply, &overrides, groups);
+        Ok(())
+    }
+
+    fn push_groups(&mut self, label: String, kernel: Kernel, overrides: &Overrides, groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>) {
+        let pipeline = self.cache.get(&self.ctx.device, kernel, overrides);
+        let layout = pipeline.get_bind_group_layout(0);
+        let dispatches = groups
+            .into_iter()
+            .map(|(e, wg)| (self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&label), layout: &layout, entries: &e }), wg))
+            .collect();
+        self.steps.push(Step { label, kernel, pipeline, dispatches });
+    }
+}
+
+fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource }
+}
