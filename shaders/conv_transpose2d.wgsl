@@ -1,15 +1,15 @@
-// conv_transpose2d: TensorFlow conv2d_transpose with stride 2, 'SAME' output size (2H x 2W),
+// conv_transpose2d: TensorFlow conv2d_transpose with stride 2 and 'SAME' output size (2H x 2W)
 // over an HWC f32 activation, register blocked, written as a gather:
 //   y[r, s, o] = sum over (dy, dx, c) with r = 2i + dy, s = 2j + dx of x[i, j, c] * w[c, o, dy, dx]
-// Every output pixel of one invocation has the same column parity, so the taps that reach it
-// are known per invocation and the others are skipped.
+// Each invocation computes 16 output channels for 8 output pixels of one row that share a
+// column parity, so the taps that reach them are known per invocation and the rest skipped.
 //
-// Bindings (group 0): same as conv2d.wgsl
+// Bindings (group 0): as conv2d.wgsl
 //   0 params  uniform  ConvParams     1 input   storage read   HWC f32 (band window)
-//   2 weights storage  read [oc_block][ky][kx][ic][OCB4] vec4    3 bias storage read
+//   2 weights storage  read [oc_block][ky][kx][ic][16]          3 bias storage read
 //   4 output  storage  read_write HWC f32 (band window)
-// Overrides: K (kernel size), OCB4 (output channels per invocation / 4).
-// Dispatch: workgroups (ceil(ceil(ceil(out_w / 2) / PXN) / 8), ceil(band_rows / 8), 2 * oc_blocks);
+// Overrides: K (kernel size).
+// Dispatch: workgroups (ceil(ceil(ceil(out_w / 2) / 8) / 8), ceil(band_rows / 8), 2 * oc_blocks);
 //   z = 2 * oc_block + column parity.
 
 struct ConvParams {
@@ -20,9 +20,6 @@ struct ConvParams {
 }
 
 override K: u32 = 3u;
-override OCB4: u32 = 4u;
-
-const ACC: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -30,82 +27,73 @@ const ACC: u32 = 32u;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
+// Offset of the input pixel that output column `s` reads at tap column `kx` (same parity), or -1.
+fn offset(s: u32, kx: u32, row_base: i32) -> i32 {
+    let d = i32(s) - i32(kx);
+    let ix = d / 2;
+    return select(-1, row_base + ix * i32(p.in_c), d >= 0 && ix < i32(p.in_w) && s < p.out_w);
+}
+
+fn ld(o: i32, ic: u32) -> f32 {
+    return select(0.0, input[max(o, 0) + i32(ic)], o >= 0);
+}
+
+fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
+    if (ox >= p.out_w) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let oc0 = ocb * 16u + j * 4u;
+        let v = a[j] + bias[ocb * 4u + j];
+        let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
+        for (var c = 0u; c < 4u; c++) {
+            if (oc0 + c < p.out_c) {
+                output[base + c] = v[c];
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let pxn = ACC / OCB4;
     let band_row = gid.y;
     let ocb = gid.z / 2u;
     let phx = gid.z % 2u;
-    // Output columns of this invocation: 2 * (j0 + px) + phx.
-    let j0 = gid.x * pxn;
-    if (2u * j0 + phx >= p.out_w || band_row >= p.band_rows || ocb >= p.oc_blocks) {
+    // Output columns of this invocation: 2 * (j0 + q) + phx for q in 0..8.
+    let j0 = gid.x * 8u;
+    let s0 = 2u * j0 + phx;
+    if (s0 >= p.out_w || band_row >= p.band_rows || ocb >= p.oc_blocks) {
         return;
     }
     let oy = p.out_row0 + band_row;
-
-    var acc: array<vec4<f32>, ACC>;
-    for (var i = 0u; i < ACC; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
-    var xoff: array<i32, ACC>;
-
-    let wstride_tap = p.in_c * OCB4;
-    let wbase_block = ocb * K * K * wstride_tap;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    let tap = p.in_c * 4u;
     for (var ky = 0u; ky < K; ky++) {
         let dyr = i32(oy) - i32(ky);
-        if (dyr < 0 || (dyr % 2) != 0) {
+        if (dyr < 0 || (dyr % 2) != 0 || dyr / 2 >= i32(p.in_h)) {
             continue;
         }
-        let iy = dyr / 2;
-        if (iy >= i32(p.in_h)) {
-            continue;
-        }
-        let row_base = i32(p.in_shift) + (iy - i32(p.in_row0)) * i32(p.in_w * p.in_c);
+        let rb = i32(p.in_shift) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c);
         for (var kx = 0u; kx < K; kx++) {
-            // Column s = 2 * (j0 + px) + phx receives input column (s - kx) / 2 when s - kx is even.
             if (((phx + kx) % 2u) != 0u) {
                 continue;
             }
-            for (var px = 0u; px < pxn; px++) {
-                let s = i32(2u * (j0 + px) + phx);
-                let ix = (s - i32(kx)) / 2;
-                let ok = s - i32(kx) >= 0 && ix < i32(p.in_w) && u32(s) < p.out_w;
-                xoff[px] = select(-1, row_base + ix * i32(p.in_c), ok);
-            }
-            var widx = wbase_block + (ky * K + kx) * wstride_tap;
+            let o0 = offset(s0, kx, rb); let o1 = offset(s0 + 2u, kx, rb);
+            let o2 = offset(s0 + 4u, kx, rb); let o3 = offset(s0 + 6u, kx, rb);
+            let o4 = offset(s0 + 8u, kx, rb); let o5 = offset(s0 + 10u, kx, rb);
+            let o6 = offset(s0 + 12u, kx, rb); let o7 = offset(s0 + 14u, kx, rb);
+            var wi = ((ocb * K + ky) * K + kx) * tap;
             for (var ic = 0u; ic < p.in_c; ic++) {
-                var w: array<vec4<f32>, 4>;
-                for (var j = 0u; j < OCB4; j++) {
-                    w[j] = weights[widx + j];
-                }
-                widx += OCB4;
-                for (var px = 0u; px < pxn; px++) {
-                    let o = xoff[px];
-                    let v = select(0.0, input[max(o, 0) + i32(ic)], o >= 0);
-                    for (var j = 0u; j < OCB4; j++) {
-                        acc[px * OCB4 + j] += v * w[j];
-                    }
-                }
+                let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
+                wi += 4u;
+                a0 += w * ld(o0, ic); a1 += w * ld(o1, ic); a2 += w * ld(o2, ic); a3 += w * ld(o3, ic);
+                a4 += w * ld(o4, ic); a5 += w * ld(o5, ic); a6 += w * ld(o6, ic); a7 += w * ld(o7, ic);
             }
         }
     }
-
-    let out_row = p.out_shift + band_row * p.out_w * p.out_c;
-    for (var j = 0u; j < OCB4; j++) {
-        let oc0 = (ocb * OCB4 + j) * 4u;
-        let b = bias[ocb * OCB4 + j];
-        for (var px = 0u; px < pxn; px++) {
-            let ox = 2u * (j0 + px) + phx;
-            if (ox >= p.out_w) {
-                break;
-            }
-            let v = acc[px * OCB4 + j] + b;
-            let base = out_row + ox * p.out_c + oc0;
-            for (var c = 0u; c < 4u; c++) {
-                if (oc0 + c < p.out_c) {
-                    output[base + c] = v[c];
-                }
-            }
-        }
-    }
+    store16(band_row, s0, ocb, a0); store16(band_row, s0 + 2u, ocb, a1);
+    store16(band_row, s0 + 4u, ocb, a2); store16(band_row, s0 + 6u, ocb, a3);
+    store16(band_row, s0 + 8u, ocb, a4); store16(band_row, s0 + 10u, ocb, a5);
+    store16(band_row, s0 + 12u, ocb, a6); store16(band_row, s0 + 14u, ocb, a7);
 }

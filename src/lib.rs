@@ -4,3 +4,5 @@
 pub mod frame;
 pub mod model;
 pub mod media;
+pub mod app;
+pub mod cli;

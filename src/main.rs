@@ -1,1 +1,48 @@
-fn main() {}
+//! CLI entry: parse, set up logging, run the command, map errors to one line and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stylestream::app;
+use stylestream::cli::{Cli, Command};
+use stylestream::model::gpu::GpuContext;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match &cli.command {
+        Command::Stylize(args) => app::stylize(args).map(|()| {
+            eprintln!("wrote {}", app::shown(&args.output));
+        }),
+        Command::Bench(args) => app::bench(args).map(|report| {
+            let mut stdout = std::io::stdout();
+            let _ = app::print_bench(&report, &mut stdout);
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+        }),
+        Command::Adapters => {
+            let adapters = GpuContext::adapters();
+            if adapters.is_empty() {
+                eprintln!("no GPU adapters found");
+            }
+            for (i, a) in adapters.iter().enumerate() {
+                println!("{i}: {a} [{}]", a.driver);
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

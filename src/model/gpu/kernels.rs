@@ -64,12 +64,19 @@ pub(super) type Overrides = Vec<(&'static str, f64)>;
 #[derive(Default)]
 pub(super) struct PipelineCache {
     modules: HashMap<Kernel, wgpu::ShaderModule>,
-    pipelines: HashMap<(Kernel, Vec<(&'static str, u64)>), wgpu::ComputePipeline>,
+    pipelines: HashMap<(Kernel, &'static str, Vec<(&'static str, u64)>), wgpu::ComputePipeline>,
 }
 
 impl PipelineCache {
-    pub fn get(&mut self, device: &wgpu::Device, kernel: Kernel, overrides: &Overrides) -> wgpu::ComputePipeline {
-        let key = (kernel, overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect());
+    /// The pipeline for `kernel`'s entry point `entry` (usually "main") specialised with `overrides`.
+    pub fn get(
+        &mut self,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        entry: &'static str,
+        overrides: &Overrides,
+    ) -> wgpu::ComputePipeline {
+        let key = (kernel, entry, overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect());
         if let Some(p) = self.pipelines.get(&key) {
             return p.clone();
         }
@@ -83,7 +90,7 @@ impl PipelineCache {
             label: Some(kernel.name()),
             layout: None,
             module,
-            entry_point: Some("main"),
+            entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: overrides,
                 zero_initialize_workgroup_memory: false,

@@ -22,7 +22,7 @@ use wgpu::util::DeviceExt;
 
 use super::context::{scoped, GpuContext};
 use super::kernels::{Kernel, Overrides, PipelineCache};
-use super::weights::{blocked, blocked_bias, ocb4};
+use super::weights::{block_channels, blocked, blocked_bias, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
 use crate::model::geometry::working_size;
@@ -664,9 +664,9 @@ impl<'a> Builder<'a> {
         let (is, os) = (tin.shape, tout.shape);
         let wbuf = self.init(&format!("{} weights", l.name), &blocked(l, weights.get(&l.weight)));
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
-        let o4 = ocb4(l.out_channels);
-        let oc_blocks = l.out_channels.div_ceil(o4 * 4);
-        let pxn = 32 / o4;
+        let narrow = narrow(l);
+        let oc_blocks = l.out_channels.div_ceil(block_channels(l));
+        let pxn = if narrow { 32 } else { 8 };
         let bands = self.bands(os.h, &l.name, |r0, r1| {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
@@ -704,13 +704,12 @@ impl<'a> Builder<'a> {
                 Kernel::Conv2d,
                 vec![
                     ("K", l.kernel as f64),
-                    ("OCB4", o4 as f64),
                     ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
                     ("STRIDE", l.stride as f64),
                     ("UPSAMPLE", l.upsample as f64),
                 ],
             ),
-            Op::ConvTranspose => (Kernel::ConvTranspose2d, vec![("K", l.kernel as f64), ("OCB4", o4 as f64)]),
+            Op::ConvTranspose => (Kernel::ConvTranspose2d, vec![("K", l.kernel as f64)]),
         };
         for (params, win, wout, rows) in &params_bufs {
             let cols = match l.op {
@@ -732,7 +731,8 @@ impl<'a> Builder<'a> {
                 [cols.div_ceil(8), rows.div_ceil(8), z],
             ));
         }
-        self.push_groups(format!("{}:{}", l.name, kernel.name()), kernel, &overrides, groups);
+        let entry = if narrow { "main_narrow" } else { "main" };
+        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry, &overrides, groups);
 
         match &l.norm {
             Some(n) => {
@@ -848,7 +848,19 @@ impl<'a> Builder<'a> {
     }
 
     fn push_groups(&mut self, label: String, kernel: Kernel, overrides: &Overrides, groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>) {
-        let pipeline = self.cache.get(&self.ctx.device, kernel, overrides);
+        self.push_entry(label, kernel, "main", overrides, groups)
+    }
+
+    /// Adds a step: one pipeline, one bind group and dispatch per band.
+    fn push_entry(
+        &mut self,
+        label: String,
+        kernel: Kernel,
+        entry: &'static str,
+        overrides: &Overrides,
+        groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
+    ) {
+        let pipeline = self.cache.get(&self.ctx.device, kernel, entry, overrides);
         let layout = pipeline.get_bind_group_layout(0);
         let dispatches = groups
             .into_iter()

@@ -1,0 +1,152 @@
+//! Wiring: loads what a command needs, runs the stages, reports. Knows no stage internals.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cli::{BenchArgs, ModelArgs, StylizeArgs};
+use crate::frame::RgbFrame;
+use crate::media::{self, MediaError};
+use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
+use crate::model::{ModelError, NetworkDescription, Weights};
+
+/// Everything that can end a command, each with the thing that is wrong named.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("model `{name}` not found: no such file, and no {name}.safetensors in {searched} \
+(set STYLESTREAM_MODELS_DIR, or see README.md for where to get models)")]
+    ModelNotFound { name: String, searched: String },
+}
+
+/// The description and checked weights named on the command line.
+pub fn load_model(args: &ModelArgs) -> Result<(NetworkDescription, Weights), AppError> {
+    let desc = NetworkDescription::load(&args.network)?;
+    let path = resolve_model(&args.model)?;
+    let weights = Weights::load(&path, &desc)?;
+    tracing::info!(model = %path.display(), sha256 = %weights.sha256, network = %desc.name, "model loaded");
+    Ok((desc, weights))
+}
+
+/// A model argument is a path, or a bare name looked up in `$STYLESTREAM_MODELS_DIR`.
+fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
+    let path = PathBuf::from(model);
+    let bare = path.components().count() == 1 && path.extension().is_none();
+    if !bare {
+        return Ok(path);
+    }
+    let dir = std::env::var_os("STYLESTREAM_MODELS_DIR").map(PathBuf::from);
+    if let Some(candidate) = dir.as_ref().map(|d| d.join(format!("{model}.safetensors"))) {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(AppError::ModelNotFound {
+        name: model.to_string(),
+        searched: dir.map_or("$STYLESTREAM_MODELS_DIR (unset)".into(), |d| d.display().to_string()),
+    })
+}
+
+pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
+    // Cheap checks first: a bad output name must not cost a GPU run.
+    media::image::output_format(&args.output)?;
+    let (desc, weights) = load_model(&args.model)?;
+    let frame = media::image::read_rgb(&args.input)?;
+    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
+    let started = Instant::now();
+    let plan = NetworkPlan::new(&ctx, &desc, &weights, frame.width, frame.height)?;
+    let out = plan.run(&frame.data)?;
+    tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "frame styled");
+    media::image::write_rgb(&args.output, &RgbFrame::new(frame.width, frame.height, out.rgb))?;
+    Ok(())
+}
+
+/// A deterministic test card: smooth gradients with some edges, so no layer sees constants.
+pub fn synthetic_frame(width: u32, height: u32) -> RgbFrame {
+    let mut data = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let checker = if (x / 16 + y / 16) % 2 == 0 { 40 } else { 0 };
+            data.push(((x * 255 / width.max(1)) as u8).saturating_add(checker));
+            data.push((y * 255 / height.max(1)) as u8);
+            data.push((((x + y) * 7) % 256) as u8);
+        }
+    }
+    RgbFrame::new(width, height, data)
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+    pub ms_per_frame: f64,
+    pub fps: f64,
+    pub gflops: f64,
+    pub plan_ms: f64,
+    pub warmup_ms: f64,
+    pub kernels: Vec<crate::model::gpu::KernelTime>,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
+    let (desc, weights) = load_model(&args.model)?;
+    let (width, height) = args.size;
+    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, timestamps: true, ..Default::default() })?;
+    let frame = synthetic_frame(width, height);
+    let t0 = Instant::now();
+    let plan = NetworkPlan::new(&ctx, &desc, &weights, width, height)?;
+    let plan_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    plan.run(&frame.data)?;
+    let warmup_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let frames = args.frames.max(1);
+    let t2 = Instant::now();
+    for _ in 0..frames {
+        plan.run(&frame.data)?;
+    }
+    let secs = t2.elapsed().as_secs_f64() / frames as f64;
+    // Effective rate: 2 FLOP per multiply-add of the network at the frame's own size.
+    let flop = 2.0 * desc.macs_per_pixel() * width as f64 * height as f64;
+    Ok(BenchReport {
+        adapter: ctx.adapter().to_string(),
+        width,
+        height,
+        frames,
+        ms_per_frame: secs * 1e3,
+        fps: 1.0 / secs,
+        gflops: flop / secs / 1e9,
+        plan_ms,
+        warmup_ms,
+        kernels: plan.kernel_times()?.unwrap_or_default(),
+    })
+}
+
+/// Human-readable bench report.
+pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    writeln!(out, "adapter      {}", r.adapter)?;
+    writeln!(out, "frame        {}x{}, {} frames timed", r.width, r.height, r.frames)?;
+    writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
+    writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;
+    writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;
+    if !r.kernels.is_empty() {
+        let total: f64 = r.kernels.iter().map(|k| k.ms).sum();
+        writeln!(out, "GPU time per kernel (last frame, timestamp queries):")?;
+        for k in &r.kernels {
+            writeln!(out, "  {:<24} {:>9.2} ms  {:>5.1} %", k.kernel, k.ms, 100.0 * k.ms / total.max(1e-9))?;
+        }
+    }
+    Ok(())
+}
+
+/// For messages: a path as the user typed it.
+pub fn shown(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,86 @@
+//! Command-line interface: the commands, their options and their help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stylestream",
+    version,
+    about = "Repaint images in the style of a painting with a style-transfer network on the GPU (wgpu).",
+    long_about = "Repaint images in the style of a painting with a feed-forward style-transfer network \
+(Johnson et al. 2016) running as hand-written WGSL compute shaders on wgpu: Vulkan, Metal or DX12 GPUs, \
+or Mesa lavapipe on a CPU.\n\nModels are safetensors files; `--model udnie` also finds \
+$STYLESTREAM_MODELS_DIR/udnie.safetensors.",
+    after_help = "Examples:\n  stylestream stylize photo.jpg -o photo-udnie.png --model udnie.safetensors\n  \
+stylestream bench --model udnie.safetensors --size 640x360 --frames 5\n  stylestream adapters"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level or filter for diagnostics on stderr (e.g. info, debug, stylestream=debug).
+    #[arg(long, global = true, default_value = "warn", env = "STYLESTREAM_LOG")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Style one image (PNG or JPEG) and write the result (PNG or JPEG, by OUTPUT's extension).
+    Stylize(StylizeArgs),
+    /// Measure the network's speed on the GPU with a synthetic frame.
+    Bench(BenchArgs),
+    /// List the GPU adapters stylestream can use, in the order `--adapter` counts them.
+    Adapters,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Style model: a .safetensors file, or a name looked up in $STYLESTREAM_MODELS_DIR.
+    #[arg(long, short = 'm', value_name = "MODEL")]
+    pub model: String,
+    /// Network description: `transformnet-tf` (the default, for the shared pretrained models),
+    /// `transformnet-torch`, or a path to a description .toml (see pipelines/networks/).
+    #[arg(long, value_name = "NAME|FILE", default_value = "transformnet-tf")]
+    pub network: String,
+    /// Which GPU adapter to use (see `stylestream adapters`); the first by default.
+    #[arg(long, value_name = "INDEX")]
+    pub adapter: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct StylizeArgs {
+    /// The image to style (PNG or JPEG).
+    pub input: PathBuf,
+    /// Where to write the styled image; written atomically, nothing is left there on error.
+    #[arg(long, short = 'o', value_name = "OUTPUT")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Frame size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x360", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Frames to time (after one untimed warm-up frame, which compiles the kernels).
+    #[arg(long, default_value_t = 5)]
+    pub frames: u32,
+    /// Print one JSON object as the last line (keys: adapter, width, height, frames,
+    /// ms_per_frame, fps, gflops, kernels).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("`{s}` is not WIDTHxHEIGHT"))?;
+    let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|&n| (1..=16384).contains(&n));
+    match (parse(w), parse(h)) {
+        (Some(w), Some(h)) => Ok((w, h)),
+        _ => Err(format!("`{s}`: width and height must be whole numbers from 1 to 16384")),
+    }
+}
