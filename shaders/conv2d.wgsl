@@ -8,10 +8,13 @@
 //                with few output channels such as the final 32 -> 3 layer
 //                (accumulator a<q> column c holds pixel 4q + c, 4 channels)
 // Accumulators are named variables, not arrays: lavapipe spills indexed private arrays to memory.
+// The input is read as vec4s of 4 consecutive channels (in_c must be a multiple of 4; the
+// network input is padded to RGB0): lavapipe turns each buffer load into a per-lane loop,
+// so one vec4 load costs about what one f32 load does.
 //
 // Bindings (group 0):
 //   0 params  uniform  ConvParams (sizes, padding, band window, element shifts)
-//   1 input   storage  read        HWC f32, rows [in_row0, ...) of the input tensor
+//   1 input   storage  read        HWC f32 as vec4, rows [in_row0, ...) of the input tensor
 //   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][OCB] with OCB = 16 (main)
 //                                  or 4 (main_narrow) channels (see model::gpu::weights)
 //   3 bias    storage  read        out_c zero-padded to a whole number of blocks
@@ -35,7 +38,7 @@ override UPSAMPLE: u32 = 1u;
 override REFLECT: bool = false;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
@@ -55,33 +58,35 @@ fn source(v: i32, real: u32) -> i32 {
     return s / i32(UPSAMPLE);
 }
 
-// Element offset (without the channel) of the input pixel that output column `ox` reads at
-// tap column `kx`, or -1 for padding or a column past the output's edge.
+// Offset in vec4s (without the channel group) of the input pixel that output column `ox`
+// reads at tap column `kx`, or -1 for padding or a column past the output's edge.
 fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
     let ix = source(i32(ox * STRIDE + kx) - p.pad_left, p.in_w);
-    return select(-1, row_base + ix * i32(p.in_c), ix >= 0 && ox < p.out_w);
+    return select(-1, row_base + ix * i32(p.in_c / 4u), ix >= 0 && ox < p.out_w);
 }
 
-fn ld(o: i32, ic: u32) -> f32 {
-    return select(0.0, input[max(o, 0) + i32(ic)], o >= 0);
+// Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
+fn ld(o: i32, g: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), input[max(o, 0) + i32(g)], o >= 0);
 }
 
-fn ld4(o: vec4<i32>, ic: u32) -> vec4<f32> {
-    return vec4<f32>(ld(o.x, ic), ld(o.y, ic), ld(o.z, ic), ld(o.w, ic));
-}
-
-// a += w (4 channels) outer x (4 pixels): column c is pixel c.
-fn outer(w: vec4<f32>, x: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(w * x.x, w * x.y, w * x.z, w * x.w);
-}
-
-// Input row offset for output row `oy` at tap row `ky`, or -1 for padding.
+// Input row offset (vec4s) for output row `oy` at tap row `ky`, or -1 for padding.
 fn row_base(oy: u32, ky: u32) -> i32 {
     let iy = source(i32(oy * STRIDE + ky) - p.pad_top, p.in_h);
     if (iy < 0) {
         return -1;
     }
-    return i32(p.in_shift) + (iy - i32(p.in_row0)) * i32(p.in_w * p.in_c);
+    return i32(p.in_shift / 4u) + (iy - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u);
+}
+
+// Weights of 16 output channels for one input channel: column j = channels 4j..4j+3.
+fn w16(i: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+}
+
+// a += sum over the 4 input channels of x of (weights of that channel) * x[c].
+fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
+    *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
 }
 
 // Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.
@@ -126,11 +131,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let o4 = offset(ox0 + 4u, kx, rb); let o5 = offset(ox0 + 5u, kx, rb);
             let o6 = offset(ox0 + 6u, kx, rb); let o7 = offset(ox0 + 7u, kx, rb);
             var wi = ((ocb * K + ky) * K + kx) * tap;
-            for (var ic = 0u; ic < p.in_c; ic++) {
-                let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
-                wi += 4u;
-                a0 += w * ld(o0, ic); a1 += w * ld(o1, ic); a2 += w * ld(o2, ic); a3 += w * ld(o3, ic);
-                a4 += w * ld(o4, ic); a5 += w * ld(o5, ic); a6 += w * ld(o6, ic); a7 += w * ld(o7, ic);
+            for (var g = 0u; g < p.in_c / 4u; g++) {
+                let w0 = w16(wi); let w1 = w16(wi + 4u); let w2 = w16(wi + 8u); let w3 = w16(wi + 12u);
+                wi += 16u;
+                mac16(&a0, w0, w1, w2, w3, ld(o0, g)); mac16(&a1, w0, w1, w2, w3, ld(o1, g));
+                mac16(&a2, w0, w1, w2, w3, ld(o2, g)); mac16(&a3, w0, w1, w2, w3, ld(o3, g));
+                mac16(&a4, w0, w1, w2, w3, ld(o4, g)); mac16(&a5, w0, w1, w2, w3, ld(o5, g));
+                mac16(&a6, w0, w1, w2, w3, ld(o6, g)); mac16(&a7, w0, w1, w2, w3, ld(o7, g));
             }
         }
     }
@@ -140,8 +147,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
 }
 
-fn offsets4(ox: u32, kx: u32, rb: i32) -> vec4<i32> {
-    return vec4<i32>(offset(ox, kx, rb), offset(ox + 1u, kx, rb), offset(ox + 2u, kx, rb), offset(ox + 3u, kx, rb));
+// Narrow accumulators: column c of a<q> is output pixel 4q + c (4 channels). `w` holds the
+// weights of the 4 output channels (columns: input channels 4g..4g+3), so w * x is one pixel.
+fn mac4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
+    *a += mat4x4<f32>(w * x0, w * x1, w * x2, w * x3);
 }
 
 fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
@@ -149,6 +158,12 @@ fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         store4(band_row, ox + c, ocb * 4u, a[c] + b);
     }
+}
+
+// Loads channel group g of the 4 pixels starting at output column ox and accumulates them.
+fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32) {
+    mac4(a, w, ld(offset(ox, kx, rb), g), ld(offset(ox + 1u, kx, rb), g),
+         ld(offset(ox + 2u, kx, rb), g), ld(offset(ox + 3u, kx, rb), g));
 }
 
 @compute @workgroup_size(8, 8, 1)
@@ -168,18 +183,16 @@ fn main_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
             continue;
         }
         for (var kx = 0u; kx < K; kx++) {
-            let o0 = offsets4(ox0, kx, rb); let o1 = offsets4(ox0 + 4u, kx, rb);
-            let o2 = offsets4(ox0 + 8u, kx, rb); let o3 = offsets4(ox0 + 12u, kx, rb);
-            let o4 = offsets4(ox0 + 16u, kx, rb); let o5 = offsets4(ox0 + 20u, kx, rb);
-            let o6 = offsets4(ox0 + 24u, kx, rb); let o7 = offsets4(ox0 + 28u, kx, rb);
             var wi = ((ocb * K + ky) * K + kx) * p.in_c;
-            for (var ic = 0u; ic < p.in_c; ic++) {
-                let w = weights[wi];
-                wi += 1u;
-                a0 += outer(w, ld4(o0, ic)); a1 += outer(w, ld4(o1, ic));
-                a2 += outer(w, ld4(o2, ic)); a3 += outer(w, ld4(o3, ic));
-                a4 += outer(w, ld4(o4, ic)); a5 += outer(w, ld4(o5, ic));
-                a6 += outer(w, ld4(o6, ic)); a7 += outer(w, ld4(o7, ic));
+            for (var g = 0u; g < p.in_c / 4u; g++) {
+                // Transposed: column i = weights of input channel 4g + i for the 4 outputs;
+                // w * x then sums over the 4 input channels of x.
+                let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
+                wi += 4u;
+                step4(&a0, w, ox0, kx, rb, g); step4(&a1, w, ox0 + 4u, kx, rb, g);
+                step4(&a2, w, ox0 + 8u, kx, rb, g); step4(&a3, w, ox0 + 12u, kx, rb, g);
+                step4(&a4, w, ox0 + 16u, kx, rb, g); step4(&a5, w, ox0 + 20u, kx, rb, g);
+                step4(&a6, w, ox0 + 24u, kx, rb, g); step4(&a7, w, ox0 + 28u, kx, rb, g);
             }
         }
     }

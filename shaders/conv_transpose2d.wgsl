@@ -5,7 +5,7 @@
 // column parity, so the taps that reach them are known per invocation and the rest skipped.
 //
 // Bindings (group 0): as conv2d.wgsl
-//   0 params  uniform  ConvParams     1 input   storage read   HWC f32 (band window)
+//   0 params  uniform  ConvParams     1 input   storage read   HWC f32 as vec4 (band window)
 //   2 weights storage  read [oc_block][ky][kx][ic][16]          3 bias storage read
 //   4 output  storage  read_write HWC f32 (band window)
 // Overrides: K (kernel size).
@@ -22,20 +22,28 @@ struct ConvParams {
 override K: u32 = 3u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-// Offset of the input pixel that output column `s` reads at tap column `kx` (same parity), or -1.
+// Offset (vec4s) of the input pixel that output column `s` reads at tap column `kx`, or -1.
 fn offset(s: u32, kx: u32, row_base: i32) -> i32 {
     let d = i32(s) - i32(kx);
     let ix = d / 2;
-    return select(-1, row_base + ix * i32(p.in_c), d >= 0 && ix < i32(p.in_w) && s < p.out_w);
+    return select(-1, row_base + ix * i32(p.in_c / 4u), d >= 0 && ix < i32(p.in_w) && s < p.out_w);
 }
 
-fn ld(o: i32, ic: u32) -> f32 {
-    return select(0.0, input[max(o, 0) + i32(ic)], o >= 0);
+fn ld(o: i32, g: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), input[max(o, 0) + i32(g)], o >= 0);
+}
+
+fn w16(i: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+}
+
+fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
+    *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
 }
 
 fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
@@ -74,7 +82,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (dyr < 0 || (dyr % 2) != 0 || dyr / 2 >= i32(p.in_h)) {
             continue;
         }
-        let rb = i32(p.in_shift) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c);
+        let rb = i32(p.in_shift / 4u) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u);
         for (var kx = 0u; kx < K; kx++) {
             if (((phx + kx) % 2u) != 0u) {
                 continue;
@@ -84,11 +92,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let o4 = offset(s0 + 8u, kx, rb); let o5 = offset(s0 + 10u, kx, rb);
             let o6 = offset(s0 + 12u, kx, rb); let o7 = offset(s0 + 14u, kx, rb);
             var wi = ((ocb * K + ky) * K + kx) * tap;
-            for (var ic = 0u; ic < p.in_c; ic++) {
-                let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
-                wi += 4u;
-                a0 += w * ld(o0, ic); a1 += w * ld(o1, ic); a2 += w * ld(o2, ic); a3 += w * ld(o3, ic);
-                a4 += w * ld(o4, ic); a5 += w * ld(o5, ic); a6 += w * ld(o6, ic); a7 += w * ld(o7, ic);
+            for (var g = 0u; g < p.in_c / 4u; g++) {
+                let w0 = w16(wi); let w1 = w16(wi + 4u); let w2 = w16(wi + 8u); let w3 = w16(wi + 12u);
+                wi += 16u;
+                mac16(&a0, w0, w1, w2, w3, ld(o0, g)); mac16(&a1, w0, w1, w2, w3, ld(o1, g));
+                mac16(&a2, w0, w1, w2, w3, ld(o2, g)); mac16(&a3, w0, w1, w2, w3, ld(o3, g));
+                mac16(&a4, w0, w1, w2, w3, ld(o4, g)); mac16(&a5, w0, w1, w2, w3, ld(o5, g));
+                mac16(&a6, w0, w1, w2, w3, ld(o6, g)); mac16(&a7, w0, w1, w2, w3, ld(o7, g));
             }
         }
     }

@@ -15,6 +15,8 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Record per-kernel GPU times with timestamp queries when the adapter has them.
     pub timestamps: bool,
+    /// Do not use the subgroup kernel variants even where the adapter has subgroups.
+    pub no_subgroups: bool,
 }
 
 /// What the adapter is, for logs and benchmark reports.
@@ -42,6 +44,8 @@ pub struct GpuContext {
     pub(super) max_buffer: u64,
     pub(super) offset_alignment: u64,
     pub(super) timestamps: bool,
+    /// Subgroups of a multiple of 8 invocations are available: use the `*_subgroup` kernels.
+    pub(super) subgroups: bool,
 }
 
 impl GpuContext {
@@ -72,9 +76,17 @@ impl GpuContext {
         let info = summary(&adapter);
         let have = adapter.limits();
         let timestamps = opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let raw = adapter.get_info();
+        let subgroups = !opts.no_subgroups
+            && adapter.features().contains(wgpu::Features::SUBGROUP)
+            && raw.subgroup_min_size >= 8
+            && raw.subgroup_max_size <= 64;
         let mut features = wgpu::Features::empty();
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
         }
         // Default (WebGPU) limits, except the buffer sizes: frames need as much as there is.
         let required_limits = wgpu::Limits {
@@ -104,7 +116,7 @@ impl GpuContext {
         if let Some(cap) = opts.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
-        tracing::info!(adapter = %info, max_binding_mib = max_binding as f64 / 1048576.0, "GPU device ready");
+        tracing::info!(adapter = %info, max_binding_mib = max_binding as f64 / 1048576.0, subgroups, "GPU device ready");
         Ok(Self {
             device,
             queue,
@@ -113,11 +125,17 @@ impl GpuContext {
             max_buffer: limits.max_buffer_size,
             offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
             timestamps,
+            subgroups,
         })
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
         &self.adapter
+    }
+
+    /// Whether the subgroup kernel variants are in use.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// Whether per-kernel timestamps are being recorded.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     Conv2d,
+    Conv2dSubgroup,
     ConvTranspose2d,
     InstanceNormStats,
     InstanceNormFinalize,
@@ -17,8 +18,9 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Conv2d,
+        Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
         Kernel::InstanceNormStats,
         Kernel::InstanceNormFinalize,
@@ -30,6 +32,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d",
+            Kernel::Conv2dSubgroup => "conv2d_subgroup",
             Kernel::ConvTranspose2d => "conv_transpose2d",
             Kernel::InstanceNormStats => "instance_norm_stats",
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
@@ -44,9 +47,15 @@ impl Kernel {
         format!("{}.wgsl", self.name())
     }
 
+    /// Whether the shader needs the SUBGROUP feature.
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Kernel::Conv2dSubgroup)
+    }
+
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Kernel::Conv2dSubgroup => include_str!("../../../shaders/conv2d_subgroup.wgsl"),
             Kernel::ConvTranspose2d => include_str!("../../../shaders/conv_transpose2d.wgsl"),
             Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),

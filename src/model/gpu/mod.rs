@@ -34,6 +34,8 @@ pub enum GpuError {
     FrameSize { width: u32, height: u32, reason: String },
     #[error("GPU error in {context}: {reason}")]
     Device { context: String, reason: String },
+    #[error("network not supported on the GPU: {0}")]
+    Unsupported(String),
     #[error("unknown layer `{0}`")]
     UnknownLayer(String),
 }

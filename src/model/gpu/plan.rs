@@ -22,7 +22,7 @@ use wgpu::util::DeviceExt;
 
 use super::context::{scoped, GpuContext};
 use super::kernels::{Kernel, Overrides, PipelineCache};
-use super::weights::{block_channels, blocked, blocked_bias, narrow};
+use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
 use crate::model::geometry::working_size;
@@ -202,8 +202,15 @@ impl NetworkPlan {
     ) -> Result<Self, GpuError> {
         let device = &ctx.device;
         let (ww, wh) = working_size(desc, width, height);
-        let mut shapes = vec![Shape { c: desc.input_channels, h: wh, w: ww }];
+        // The input tensor is RGB0: the conv kernels read channels four at a time.
+        let mut shapes = vec![Shape { c: gpu_channels(desc.input_channels), h: wh, w: ww }];
         shapes.extend(desc.shapes(wh, ww));
+        if let Some(l) = desc.layers.iter().skip(1).find(|l| l.in_channels % 4 != 0) {
+            return Err(GpuError::Unsupported(format!(
+                "layer `{}` has {} input channels; the GPU kernels need a multiple of 4",
+                l.name, l.in_channels
+            )));
+        }
         let slot_of = assign_slots(desc, &shapes);
         let n_slots = slot_of.iter().max().map_or(0, |m| m + 1);
         let mut slot_bytes = vec![0u64; n_slots];
@@ -363,6 +370,7 @@ impl NetworkPlan {
         let mut by_kernel: BTreeMap<&str, f64> = BTreeMap::new();
         for (i, step) in self.steps.iter().enumerate() {
             let d = stamps[2 * i + 1].saturating_sub(stamps[2 * i]) as f64 * t.period_ns / 1e6;
+            tracing::debug!(step = %step.label, ms = d, "step time");
             *by_kernel.entry(step.kernel.name()).or_default() += d;
         }
         Ok(Some(by_kernel.into_iter().map(|(k, ms)| KernelTime { kernel: k.to_string(), ms }).collect()))
@@ -701,7 +709,7 @@ impl<'a> Builder<'a> {
         }
         let (kernel, overrides): (Kernel, Overrides) = match l.op {
             Op::Conv => (
-                Kernel::Conv2d,
+                if self.ctx.subgroups { Kernel::Conv2dSubgroup } else { Kernel::Conv2d },
                 vec![
                     ("K", l.kernel as f64),
                     ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),

@@ -23,12 +23,19 @@ pub(super) fn block_channels(layer: &Layer) -> u32 {
     }
 }
 
-/// Regroups OIHW (conv) or IOHW (conv_transpose) weights into the kernel's block layout.
+/// Input channels as the kernels see them: rounded up to a multiple of 4 (vec4 loads).
+pub(super) fn gpu_channels(c: u32) -> u32 {
+    c.div_ceil(4) * 4
+}
+
+/// Regroups OIHW (conv) or IOHW (conv_transpose) weights into the kernel's block layout, with
+/// the input channels zero-padded to `gpu_channels`.
 pub(super) fn blocked(layer: &Layer, w: &[f32]) -> Vec<f32> {
     let (k, cin, cout) = (layer.kernel as usize, layer.in_channels as usize, layer.out_channels as usize);
+    let cin_pad = gpu_channels(layer.in_channels) as usize;
     let ocb = block_channels(layer) as usize;
     let blocks = cout.div_ceil(ocb);
-    let mut out = vec![0f32; blocks * k * k * cin * ocb];
+    let mut out = vec![0f32; blocks * k * k * cin_pad * ocb];
     for oc in 0..cout {
         for ic in 0..cin {
             for ky in 0..k {
@@ -38,7 +45,7 @@ pub(super) fn blocked(layer: &Layer, w: &[f32]) -> Vec<f32> {
                         Op::ConvTranspose => ((ic * cout + oc) * k + ky) * k + kx,
                     };
                     let (b, o) = (oc / ocb, oc % ocb);
-                    out[(((b * k + ky) * k + kx) * cin + ic) * ocb + o] = w[src];
+                    out[(((b * k + ky) * k + kx) * cin_pad + ic) * ocb + o] = w[src];
                 }
             }
         }

@@ -1,0 +1,213 @@
+// conv2d_subgroup: conv2d.wgsl for adapters with subgroups (feature SUBGROUP, subgroup size a
+// multiple of 8). Same bindings, overrides, layouts, dispatch and results as conv2d.wgsl; the
+// difference is how weights are read: the 8 invocations of a subgroup that share an output
+// channel block each load a different vec4 of the block's weights and share them with
+// subgroupBroadcast, so every weight is loaded once per subgroup instead of once per lane.
+// The loops must stay uniform across the subgroup: there is no early return, and rows or
+// columns outside the output read zeros and store nothing.
+//
+// Entry points: main (16 output channels x 8 pixels), main_narrow (4 x 32); see conv2d.wgsl.
+//
+// Bindings (group 0):
+//   0 params  uniform  ConvParams
+//   1 input   storage  read        HWC f32 as vec4, band window
+//   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][16 or 4]
+//   3 bias    storage  read
+//   4 output  storage  read_write  HWC f32, band window
+// Overrides: K, STRIDE, UPSAMPLE, REFLECT (as conv2d.wgsl).
+// Dispatch: as conv2d.wgsl.
+
+// (No `enable subgroups;`: naga 30 rejects the directive and accepts the builtins when the
+// device has the SUBGROUP feature.)
+
+struct ConvParams {
+    in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
+    out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
+    band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
+    pad_top: i32, pad_left: i32, _pad0: u32, _pad1: u32,
+}
+
+override K: u32 = 3u;
+override STRIDE: u32 = 1u;
+override UPSAMPLE: u32 = 1u;
+override REFLECT: bool = false;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+
+// Maps a coordinate of the (upsampled, padded) input to a real input coordinate, or -1 when
+// the tap falls on zero padding.
+fn source(v: i32, real: u32) -> i32 {
+    let n = i32(real * UPSAMPLE);
+    var s = v;
+    if (REFLECT) {
+        if (s < 0) { s = -s; }
+        if (s >= n) { s = 2 * (n - 1) - s; }
+        s = clamp(s, 0, n - 1);
+    } else if (s < 0 || s >= n) {
+        return -1;
+    }
+    return s / i32(UPSAMPLE);
+}
+
+// Offset in vec4s (without the channel group) of the input pixel that output column `ox`
+// reads at tap column `kx`, or -1 for padding or a column past the output's edge.
+fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
+    let ix = source(i32(ox * STRIDE + kx) - p.pad_left, p.in_w);
+    return select(-1, row_base + ix * i32(p.in_c / 4u), ix >= 0 && ox < p.out_w && row_base >= 0);
+}
+
+// Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
+fn ld(o: i32, g: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), input[max(o, 0) + i32(g)], o >= 0);
+}
+
+// Input row offset (vec4s) for output row `oy` at tap row `ky`, or -1 for padding.
+fn row_base(oy: u32, ky: u32) -> i32 {
+    let iy = source(i32(oy * STRIDE + ky) - p.pad_top, p.in_h);
+    if (iy < 0 || oy >= p.out_row0 + p.band_rows) {
+        return -1;
+    }
+    return i32(p.in_shift / 4u) + (iy - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u);
+}
+
+// Weights of 16 output channels for one input channel: column j = channels 4j..4j+3.
+fn w16(i: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+}
+
+// a += sum over the 4 input channels of x of (weights of that channel) * x[c].
+fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
+    *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
+}
+
+// Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.
+fn store4(band_row: u32, ox: u32, oc0: u32, v: vec4<f32>) {
+    if (ox >= p.out_w) {
+        return;
+    }
+    let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
+    for (var c = 0u; c < 4u; c++) {
+        if (oc0 + c < p.out_c) {
+            output[base + c] = v[c];
+        }
+    }
+}
+
+fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        store4(band_row, ox, ocb * 16u + j * 4u, a[j] + bias[ocb * 4u + j]);
+    }
+}
+
+// Subgroup builtins need a 1-D workgroup: 64 invocations laid out as conv2d.wgsl's 8 x 8.
+fn grid(wid: vec3<u32>, li: u32) -> vec3<u32> {
+    return vec3<u32>(wid.x * 8u + li % 8u, wid.y * 8u + li / 8u, wid.z);
+}
+
+// The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
+fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
+    return array<mat4x4<f32>, 4>(
+        mat4x4<f32>(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u)),
+        mat4x4<f32>(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u)),
+        mat4x4<f32>(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u)),
+        mat4x4<f32>(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)),
+    );
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32) {
+    let gid = grid(wid, li);
+    let ox0 = gid.x * 8u;
+    let band_row = gid.y;
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    let lane = sid % 8u;
+    let oy = p.out_row0 + band_row;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    let tap = p.in_c * 4u;
+    for (var ky = 0u; ky < K; ky++) {
+        let rb = row_base(oy, ky);
+        for (var kx = 0u; kx < K; kx++) {
+            let o0 = offset(ox0, kx, rb); let o1 = offset(ox0 + 1u, kx, rb);
+            let o2 = offset(ox0 + 2u, kx, rb); let o3 = offset(ox0 + 3u, kx, rb);
+            let o4 = offset(ox0 + 4u, kx, rb); let o5 = offset(ox0 + 5u, kx, rb);
+            let o6 = offset(ox0 + 6u, kx, rb); let o7 = offset(ox0 + 7u, kx, rb);
+            var wi = ((ocb * K + ky) * K + kx) * tap;
+            for (var g = 0u; g < p.in_c / 4u; g++) {
+                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                wi += 16u;
+                mac16(&a0, w[0], w[1], w[2], w[3], ld(o0, g)); mac16(&a1, w[0], w[1], w[2], w[3], ld(o1, g));
+                mac16(&a2, w[0], w[1], w[2], w[3], ld(o2, g)); mac16(&a3, w[0], w[1], w[2], w[3], ld(o3, g));
+                mac16(&a4, w[0], w[1], w[2], w[3], ld(o4, g)); mac16(&a5, w[0], w[1], w[2], w[3], ld(o5, g));
+                mac16(&a6, w[0], w[1], w[2], w[3], ld(o6, g)); mac16(&a7, w[0], w[1], w[2], w[3], ld(o7, g));
+            }
+        }
+    }
+    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
+        return;
+    }
+    store16(band_row, ox0, ocb, a0); store16(band_row, ox0 + 1u, ocb, a1);
+    store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
+    store16(band_row, ox0 + 4u, ocb, a4); store16(band_row, ox0 + 5u, ocb, a5);
+    store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
+}
+
+// Narrow accumulators: column c of a<q> is output pixel 4q + c (4 channels). `w` holds the
+// weights of the 4 output channels (columns: input channels 4g..4g+3), so w * x is one pixel.
+fn mac4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
+    *a += mat4x4<f32>(w * x0, w * x1, w * x2, w * x3);
+}
+
+fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
+    let b = bias[ocb];
+    for (var c = 0u; c < 4u; c++) {
+        store4(band_row, ox + c, ocb * 4u, a[c] + b);
+    }
+}
+
+// Loads channel group g of the 4 pixels starting at output column ox and accumulates them.
+fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32) {
+    mac4(a, w, ld(offset(ox, kx, rb), g), ld(offset(ox + 1u, kx, rb), g),
+         ld(offset(ox + 2u, kx, rb), g), ld(offset(ox + 3u, kx, rb), g));
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32) {
+    let gid = grid(wid, li);
+    let ox0 = gid.x * 32u;
+    let band_row = gid.y;
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    let lane = sid % 4u;
+    let oy = p.out_row0 + band_row;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    for (var ky = 0u; ky < K; ky++) {
+        let rb = row_base(oy, ky);
+        for (var kx = 0u; kx < K; kx++) {
+            var wi = ((ocb * K + ky) * K + kx) * p.in_c;
+            for (var g = 0u; g < p.in_c / 4u; g++) {
+                let mine = weights[wi + lane];
+                let w = mat4x4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
+                                    subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
+                wi += 4u;
+                step4(&a0, w, ox0, kx, rb, g); step4(&a1, w, ox0 + 4u, kx, rb, g);
+                step4(&a2, w, ox0 + 8u, kx, rb, g); step4(&a3, w, ox0 + 12u, kx, rb, g);
+                step4(&a4, w, ox0 + 16u, kx, rb, g); step4(&a5, w, ox0 + 20u, kx, rb, g);
+                step4(&a6, w, ox0 + 24u, kx, rb, g); step4(&a7, w, ox0 + 28u, kx, rb, g);
+            }
+        }
+    }
+    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
+        return;
+    }
+    store_narrow(band_row, ox0, ocb, a0); store_narrow(band_row, ox0 + 4u, ocb, a1);
+    store_narrow(band_row, ox0 + 8u, ocb, a2); store_narrow(band_row, ox0 + 12u, ocb, a3);
+    store_narrow(band_row, ox0 + 16u, ocb, a4); store_narrow(band_row, ox0 + 20u, ocb, a5);
+    store_narrow(band_row, ox0 + 24u, ocb, a6); store_narrow(band_row, ox0 + 28u, ocb, a7);
+}
