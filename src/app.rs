@@ -85,6 +85,8 @@ pub fn synthetic_frame(width: u32, height: u32) -> RgbFrame {
 #[derive(Debug, serde::Serialize)]
 pub struct BenchReport {
     pub adapter: String,
+    /// Whether the subgroup conv kernels ran.
+    pub subgroups: bool,
     pub width: u32,
     pub height: u32,
     pub frames: u32,
@@ -99,7 +101,12 @@ pub struct BenchReport {
 pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     let (desc, weights) = load_model(&args.model)?;
     let (width, height) = args.size;
-    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, timestamps: true, ..Default::default() })?;
+    let ctx = GpuContext::new(&GpuOptions {
+        adapter: args.model.adapter,
+        timestamps: true,
+        no_subgroups: args.no_subgroups,
+        ..Default::default()
+    })?;
     let frame = synthetic_frame(width, height);
     let t0 = Instant::now();
     let plan = NetworkPlan::new(&ctx, &desc, &weights, width, height)?;
@@ -117,6 +124,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     let flop = 2.0 * desc.macs_per_pixel() * width as f64 * height as f64;
     Ok(BenchReport {
         adapter: ctx.adapter().to_string(),
+        subgroups: ctx.uses_subgroups(),
         width,
         height,
         frames,
@@ -131,7 +139,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
 
 /// Human-readable bench report.
 pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
-    writeln!(out, "adapter      {}", r.adapter)?;
+    writeln!(out, "adapter      {}{}", r.adapter, if r.subgroups { ", subgroup kernels" } else { ", plain kernels" })?;
     writeln!(out, "frame        {}x{}, {} frames timed", r.width, r.height, r.frames)?;
     writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
     writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;

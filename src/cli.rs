@@ -73,6 +73,9 @@ pub struct BenchArgs {
     /// ms_per_frame, fps, gflops, kernels).
     #[arg(long)]
     pub json: bool,
+    /// Use the plain conv kernels even where the adapter has subgroups (for comparison).
+    #[arg(long)]
+    pub no_subgroups: bool,
 }
 
 /// Parses `WIDTHxHEIGHT`.

@@ -8,6 +8,10 @@ use stylestream::cli::{Cli, Command};
 use stylestream::model::gpu::GpuContext;
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan drivers warn on every start when this is unset (headless machines, CI).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match &cli.command {
@@ -35,7 +39,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line: wgpu and others nest multi-line causes into their messages.
+            let text = e.to_string();
+            let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", parts.join(" | "));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,174 @@
+//! The command line as a user runs it: golden results, one-line errors, no partial outputs.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn stylestream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(args)
+        .env("STYLESTREAM_MODELS_DIR", models_dir())
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with one line on stderr naming `what`, and leaves no file at `output`.
+fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(err.contains(what), "message should name `{what}`: {err}");
+    assert!(!output.exists(), "{} was left behind", output.display());
+    let dir = output.parent().unwrap();
+    if dir.exists() {
+        let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+}
+
+/// A safetensors file with the given (name, shape, f32 data) tensors.
+fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let len = values.len() * 4;
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}));
+        offset += len;
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(h);
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn stylize_writes_the_golden_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cat.png");
+    let input = golden("input_64x48.png");
+    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "scream"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stylestream::media::image::read_rgb(&out).unwrap();
+    let want = stylestream::media::image::read_rgb(&golden("scream_64x48.png")).unwrap();
+    assert_eq!((got.width, got.height), (64, 48));
+    let level = got.data.iter().zip(&want.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(level <= 1, "differs from golden by {level} levels");
+}
+
+#[test]
+fn stylize_keeps_odd_sizes_and_writes_jpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("odd.png");
+    let frame = stylestream::app::synthetic_frame(37, 23);
+    stylestream::media::image::write_rgb(&odd, &frame).unwrap();
+    let out = dir.path().join("odd-styled.jpg");
+    let o = stylestream(&["stylize", odd.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stylestream::media::image::read_rgb(&out).unwrap();
+    assert_eq!((got.width, got.height), (37, 23));
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let o = out.to_str().unwrap();
+    let input = golden("input_64x48.png");
+    let input = input.to_str().unwrap();
+
+    let missing = dir.path().join("missing.png");
+    let r = stylestream(&["stylize", missing.to_str().unwrap(), "-o", o, "--model", "udnie"]);
+    assert_clean_failure(&r, "missing.png", &out);
+
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "this is not an image").unwrap();
+    let r = stylestream(&["stylize", text.to_str().unwrap(), "-o", o, "--model", "udnie"]);
+    assert_clean_failure(&r, "notes.png", &out);
+
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(models_dir().join("udnie.safetensors")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let r = stylestream(&["stylize", input, "-o", o, "--model", truncated.to_str().unwrap()]);
+    assert_clean_failure(&r, "truncated.safetensors", &out);
+
+    // A model whose conv2 kernel is 3x2 instead of 3x3: the message names the tensor.
+    let desc = tf();
+    let weights = style("udnie");
+    let mut tensors = Vec::new();
+    for l in &desc.layers {
+        tensors.push((l.weight.clone(), l.weight_shape().to_vec(), weights.get(&l.weight).to_vec()));
+        let n = l.norm.as_ref().unwrap();
+        tensors.push((n.scale.clone(), vec![l.out_channels as usize], weights.get(&n.scale).to_vec()));
+        tensors.push((n.shift.clone(), vec![l.out_channels as usize], weights.get(&n.shift).to_vec()));
+    }
+    let mut bad = tensors.clone();
+    let conv2 = bad.iter_mut().find(|(n, _, _)| n == "conv2.weight").unwrap();
+    conv2.1[3] = 2;
+    conv2.2.truncate(conv2.1.iter().product());
+    let bad_shape = dir.path().join("bad-shape.safetensors");
+    write_safetensors(&bad_shape, &bad);
+    let r = stylestream(&["stylize", input, "-o", o, "--model", bad_shape.to_str().unwrap()]);
+    assert_clean_failure(&r, "conv2.weight", &out);
+    assert!(stderr(&r).contains("[64, 32, 3, 3]"), "{}", stderr(&r));
+
+    let missing_tensor = dir.path().join("no-in6.safetensors");
+    tensors.retain(|(n, _, _)| n != "in6.scale");
+    write_safetensors(&missing_tensor, &tensors);
+    let r = stylestream(&["stylize", input, "-o", o, "--model", missing_tensor.to_str().unwrap()]);
+    assert_clean_failure(&r, "in6.scale", &out);
+
+    let r = stylestream(&["stylize", input, "-o", o, "--model", "no-such-style"]);
+    assert_clean_failure(&r, "no-such-style", &out);
+
+    let nowhere = dir.path().join("no/such/dir/out.png");
+    let r = stylestream(&["stylize", input, "-o", nowhere.to_str().unwrap(), "--model", "udnie"]);
+    assert_clean_failure(&r, "no/such/dir/out.png", &nowhere);
+
+    let bmp = dir.path().join("out.bmp");
+    let r = stylestream(&["stylize", input, "-o", bmp.to_str().unwrap(), "--model", "udnie"]);
+    assert_clean_failure(&r, "out.bmp", &bmp);
+}
+
+#[test]
+fn help_lists_the_commands_and_examples() {
+    let o = stylestream(&["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in ["stylize", "bench", "adapters", "Examples"] {
+        assert!(text.contains(want), "--help lacks `{want}`:\n{text}");
+    }
+    let o = stylestream(&["stylize", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--model"));
+}
+
+#[test]
+fn bench_prints_a_json_report_last() {
+    let o = stylestream(&["bench", "--model", "udnie", "--size", "64x48", "--frames", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.trim_end().lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    for key in ["adapter", "width", "height", "frames", "ms_per_frame", "fps", "gflops"] {
+        assert!(v.get(key).is_some(), "missing `{key}` in {last}");
+    }
+    assert_eq!(v["width"], 64);
+    assert_eq!(v["frames"], 2);
+    let (ms, fps, gflops) = (v["ms_per_frame"].as_f64().unwrap(), v["fps"].as_f64().unwrap(), v["gflops"].as_f64().unwrap());
+    assert!((ms * fps - 1000.0).abs() < 1.0, "ms/frame and fps disagree");
+    assert!((gflops - 2.0 * 126_144.0 * 64.0 * 48.0 / ms / 1e6).abs() < 0.01 * gflops);
+    assert!(stdout.contains("adapter"));
+}
