@@ -12,7 +12,7 @@ export STYLESTREAM_MODELS_DIR ?= $(MODELS_DIR)
 # lavapipe Vulkan driver (the GPU code runs on the CPU where no GPU is present), RabbitMQ.
 APT_PACKAGES := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libswresample-dev libavfilter-dev libavdevice-dev pkg-config clang libclang-dev \
-	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server
+	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time
 
 .PHONY: deps services build test demo bench bench-onnx clean
 
@@ -35,9 +35,11 @@ services: deps
 build: deps
 	cargo build --release
 
+# Benches run once each as tests first; the integration tests last, so their summary closes the log.
 test: deps services
-	cargo test --all-targets
+	cargo test --benches
 	cargo test --doc
+	cargo test --lib --bins --tests
 
 demo: deps
 	@model="$${STYLESTREAM_MODEL:-$(MODELS_DIR)/udnie.safetensors}"; \

@@ -23,7 +23,8 @@
 //   K        kernel size (square)          STRIDE   stride
 //   UPSAMPLE nearest-neighbour upsampling factor applied to the input first (1 = none)
 //   REFLECT  reflection padding (true) or zero padding (false)
-// Dispatch: workgroups (ceil(ceil(out_w / pixels per invocation) / 8), ceil(band_rows / 8), oc_blocks).
+// Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), oc_blocks), groups = ceil(out_w /
+// pixels per invocation), tw = min(8, groups), th = 64 / tw (see `grid`).
 
 struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
@@ -89,6 +90,18 @@ fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: ma
     *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
 }
 
+// (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th
+// invocations, tw = min(8, pixel groups per row), th = 64 / tw: square-ish tiles reuse input rows
+// across neighbouring output rows, and narrow frames still fill the lanes. Lanes past tw * th
+// get an out-of-range row (they still run the loops, which keeps subgroups uniform).
+fn grid(wid: vec3<u32>, li: u32, px: u32) -> vec3<u32> {
+    let groups = (p.out_w + px - 1u) / px;
+    let tw = min(8u, groups);
+    let th = 64u / tw;
+    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
+    return vec3<u32>(wid.x * tw + li % tw, row, wid.z);
+}
+
 // Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.
 fn store4(band_row: u32, ox: u32, oc0: u32, v: vec4<f32>) {
     if (ox >= p.out_w) {
@@ -108,8 +121,9 @@ fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
     }
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let gid = grid(wid, li, 8u);
     let ox0 = gid.x * 8u;
     let band_row = gid.y;
     let ocb = gid.z;
@@ -166,8 +180,9 @@ fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i3
          ld(offset(ox + 2u, kx, rb), g), ld(offset(ox + 3u, kx, rb), g));
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn main_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
+@compute @workgroup_size(64, 1, 1)
+fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let gid = grid(wid, li, 32u);
     let ox0 = gid.x * 32u;
     let band_row = gid.y;
     let ocb = gid.z;

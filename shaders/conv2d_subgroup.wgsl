@@ -84,6 +84,18 @@ fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: ma
     *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
 }
 
+// (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th
+// invocations, tw = min(8, pixel groups per row), th = 64 / tw: square-ish tiles reuse input rows
+// across neighbouring output rows, and narrow frames still fill the lanes. Lanes past tw * th
+// get an out-of-range row (they still run the loops, which keeps subgroups uniform).
+fn grid(wid: vec3<u32>, li: u32, px: u32) -> vec3<u32> {
+    let groups = (p.out_w + px - 1u) / px;
+    let tw = min(8u, groups);
+    let th = 64u / tw;
+    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
+    return vec3<u32>(wid.x * tw + li % tw, row, wid.z);
+}
+
 // Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.
 fn store4(band_row: u32, ox: u32, oc0: u32, v: vec4<f32>) {
     if (ox >= p.out_w) {
@@ -103,11 +115,6 @@ fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
     }
 }
 
-// Subgroup builtins need a 1-D workgroup: 64 invocations laid out as conv2d.wgsl's 8 x 8.
-fn grid(wid: vec3<u32>, li: u32) -> vec3<u32> {
-    return vec3<u32>(wid.x * 8u + li % 8u, wid.y * 8u + li / 8u, wid.z);
-}
-
 // The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
 fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
     return array<mat4x4<f32>, 4>(
@@ -121,7 +128,7 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32) {
-    let gid = grid(wid, li);
+    let gid = grid(wid, li, 8u);
     let ox0 = gid.x * 8u;
     let band_row = gid.y;
     let ocb = min(gid.z, p.oc_blocks - 1u);
@@ -179,7 +186,7 @@ fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i3
 @compute @workgroup_size(64, 1, 1)
 fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32) {
-    let gid = grid(wid, li);
+    let gid = grid(wid, li, 32u);
     let ox0 = gid.x * 32u;
     let band_row = gid.y;
     let ocb = min(gid.z, p.oc_blocks - 1u);

@@ -9,8 +9,8 @@
 //   2 weights storage  read [oc_block][ky][kx][ic][16]          3 bias storage read
 //   4 output  storage  read_write HWC f32 (band window)
 // Overrides: K (kernel size).
-// Dispatch: workgroups (ceil(ceil(ceil(out_w / 2) / 8) / 8), ceil(band_rows / 8), 2 * oc_blocks);
-//   z = 2 * oc_block + column parity.
+// Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), 2 * oc_blocks) with groups =
+//   ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw; z = 2 * oc_block + parity.
 
 struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
@@ -62,8 +62,14 @@ fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
     }
 }
 
-@compute @workgroup_size(8, 8, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    // Tiles of tw x th invocations as in conv2d.wgsl's `grid`.
+    let groups = ((p.out_w + 1u) / 2u + 7u) / 8u;
+    let tw = min(8u, groups);
+    let th = 64u / tw;
+    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
+    let gid = vec3<u32>(wid.x * tw + li % tw, row, wid.z);
     let band_row = gid.y;
     let ocb = gid.z / 2u;
     let phx = gid.z % 2u;

@@ -5,7 +5,12 @@ use std::time::Instant;
 
 use crate::cli::{BenchArgs, ModelArgs, StylizeArgs};
 use crate::frame::RgbFrame;
-use crate::media::{self, MediaError};
+use crate::media::sequence::{SequenceReader, SequenceWriter, FPS_SIDECAR};
+use crate::media::video_in::VideoDecoder;
+use crate::media::video_out::{Companion, EncodeSettings, VideoEncoder};
+use crate::media::{self, MediaError, Sink, Source};
+use crate::pipeline::{self, PipelineError, PipelineOptions};
+use crate::telemetry::progress::{Progress, ProgressMode};
 use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
 use crate::model::{ModelError, NetworkDescription, Weights};
 
@@ -18,6 +23,10 @@ pub enum AppError {
     Gpu(#[from] GpuError),
     #[error(transparent)]
     Media(#[from] MediaError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    Usage(String),
     #[error("model `{name}` not found: no such file, and no {name}.safetensors in {searched} \
 (set STYLESTREAM_MODELS_DIR, or see README.md for where to get models)")]
     ModelNotFound { name: String, searched: String },
@@ -54,17 +63,101 @@ fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
     })
 }
 
+/// What the input of `stylize` is.
+enum InputKind {
+    Image,
+    Video,
+    Sequence,
+}
+
+fn input_kind(input: &str) -> InputKind {
+    let path = Path::new(input);
+    if path.is_dir() || (!path.exists() && media::sequence::is_pattern(input)) {
+        return InputKind::Sequence;
+    }
+    if media::image::looks_like_image(path) {
+        InputKind::Image
+    } else {
+        InputKind::Video
+    }
+}
+
+/// Whether OUTPUT names a directory of frames.
+fn is_dir_output(output: &Path) -> bool {
+    output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/')
+}
+
+fn is_image_output(output: &Path) -> bool {
+    media::image::output_format(output).is_ok()
+}
+
 pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
+    let path = Path::new(&args.input);
+    if !path.exists() && !media::sequence::is_pattern(&args.input) {
+        return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
+    }
+    match input_kind(&args.input) {
+        InputKind::Image if !is_dir_output(&args.output) => stylize_image(args),
+        _ => stylize_stream(args),
+    }
+}
+
+fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
     // Cheap checks first: a bad output name must not cost a GPU run.
     media::image::output_format(&args.output)?;
     let (desc, weights) = load_model(&args.model)?;
-    let frame = media::image::read_rgb(&args.input)?;
+    let frame = media::image::read_rgb(Path::new(&args.input))?;
     let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
     let started = Instant::now();
     let plan = NetworkPlan::new(&ctx, &desc, &weights, frame.width, frame.height)?;
     let out = plan.run(&frame.data)?;
     tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "frame styled");
     media::image::write_rgb(&args.output, &RgbFrame::new(frame.width, frame.height, out.rgb))?;
+    Ok(())
+}
+
+/// A video or an image sequence, to a video or a directory of frames.
+fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
+    let dir_out = is_dir_output(&args.output);
+    let (desc, weights) = load_model(&args.model)?;
+    let (source, names, companion) = match input_kind(&args.input) {
+        InputKind::Sequence => {
+            let reader = SequenceReader::open(&args.input, args.fps)?;
+            let names = reader.names();
+            (Source::Sequence(reader), Some(names), Companion::default())
+        }
+        _ => {
+            let path = PathBuf::from(&args.input);
+            let decoder = VideoDecoder::open(&path)?;
+            (Source::Video(decoder), None, Companion { path: Some(path) })
+        }
+    };
+    let info = source.info().clone();
+    if !dir_out && is_image_output(&args.output) {
+        return Err(AppError::Usage(format!(
+            "{}: a video or frame sequence cannot be written as one image; name a video file or a directory ending in /",
+            args.output.display()
+        )));
+    }
+    let sink = if dir_out {
+        Sink::Sequence(SequenceWriter::create(&args.output, names)?)
+    } else {
+        if info.frame_rate.num <= 0 {
+            return Err(MediaError::NoFrameRate { what: format!("making a video from {}", args.input), sidecar: FPS_SIDECAR }.into());
+        }
+        let settings = EncodeSettings { codec: args.codec.clone(), crf: args.crf, preset: args.preset.clone() };
+        Sink::Video(Box::new(VideoEncoder::create(&args.output, &info, &settings, &companion)?))
+    };
+    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
+    let plan = NetworkPlan::new(&ctx, &desc, &weights, info.width, info.height)?;
+    tracing::info!(adapter = %ctx.adapter(), width = info.width, height = info.height, frames = ?info.frames, "styling");
+    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    let progress = Progress::new(mode, info.frames);
+    let stylize = |img: &RgbFrame| plan.run(&img.data).map(|out| RgbFrame::new(img.width, img.height, out.rgb));
+    let started = Instant::now();
+    let frames = pipeline::run(source, stylize, sink, PipelineOptions { max_frames_in_flight: args.max_frames_in_flight }, progress)?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(frames, secs, fps = frames as f64 / secs, "done");
     Ok(())
 }
 

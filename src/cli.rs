@@ -50,13 +50,43 @@ pub struct ModelArgs {
 
 #[derive(Debug, Args)]
 pub struct StylizeArgs {
-    /// The image to style (PNG or JPEG).
-    pub input: PathBuf,
-    /// Where to write the styled image; written atomically, nothing is left there on error.
+    /// What to style: a PNG/JPEG image, a video (anything ffmpeg reads: mp4, mkv, mov, webm,
+    /// ...), a directory of PNG/JPEG frames (taken in name order), or a printf pattern such as
+    /// `frames/%05d.png`.
+    pub input: String,
+    /// Where to write: an image (.png, .jpg), a video (the extension picks the container:
+    /// .mp4, .mkv, .mov, .webm, ...), or a directory (an existing empty one, or a path ending
+    /// in /) for PNG frames. Written atomically: nothing appears there unless it completes.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
     pub output: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Video encoder (ffmpeg name): libx264, libx265, libvpx-vp9, mpeg4, ...
+    #[arg(long, default_value = "libx264", value_name = "NAME")]
+    pub codec: String,
+    /// Constant rate factor of the video encoder (x264: 0 lossless .. 51; 18 looks lossless).
+    #[arg(long, default_value_t = 18, value_name = "N")]
+    pub crf: u32,
+    /// Encoder speed preset for x264/x265 (ultrafast, veryfast, fast, medium, slow, ...).
+    #[arg(long, default_value = "medium", value_name = "PRESET")]
+    pub preset: String,
+    /// Frame rate of an image-sequence input (25, 29.97 or 30000/1001); default: the
+    /// sequence's fps.txt.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub fps: Option<crate::frame::Rate>,
+    /// Progress on stderr: auto (a bar on a terminal), bar, json (one line per second), none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: crate::telemetry::progress::ProgressMode,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Frames queued between decode, GPU and encode (bounds memory: at most 2N + 3 frames).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_frames_in_flight: usize,
+}
+
+fn parse_rate(s: &str) -> Result<crate::frame::Rate, String> {
+    crate::frame::Rate::parse(s).ok_or_else(|| format!("`{s}` is not a frame rate (e.g. 25, 29.97, 30000/1001)"))
 }
 
 #[derive(Debug, Args)]

@@ -4,5 +4,8 @@
 pub mod frame;
 pub mod model;
 pub mod media;
+pub mod pipeline;
+pub mod reorder;
+pub mod telemetry;
 pub mod app;
 pub mod cli;

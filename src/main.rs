@@ -13,10 +13,14 @@ fn main() -> ExitCode {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     let cli = Cli::parse();
+    // Ctrl-C: stop the pipeline, discard the output in progress, exit non-zero.
+    let _ = ctrlc::set_handler(stylestream::pipeline::interrupt);
     init_logging(&cli.log);
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
-            eprintln!("wrote {}", app::shown(&args.output));
+            if !args.quiet {
+                eprintln!("wrote {}", app::shown(&args.output));
+            }
         }),
         Command::Bench(args) => app::bench(args).map(|report| {
             let mut stdout = std::io::stdout();

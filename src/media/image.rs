@@ -23,6 +23,13 @@ pub fn read_rgb(path: &Path) -> Result<RgbFrame, MediaError> {
     Ok(RgbFrame::new(w, h, img.into_raw()))
 }
 
+/// Whether a file is a PNG or JPEG (by its first bytes, not its name).
+pub fn looks_like_image(path: &Path) -> bool {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    matches!(image::guess_format(&head[..n]), Ok(ImageFormat::Png | ImageFormat::Jpeg))
+}
+
 /// The image format for an output path's extension.
 pub fn output_format(path: &Path) -> Result<ImageFormat, MediaError> {
     match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {

@@ -1,19 +1,78 @@
-//! Media in and out: still images now (video with ffmpeg-next follows). Knows nothing of the
-//! network or of scheduling.
+//! Media in and out: still images, image sequences, and video with ffmpeg (decode, encode,
+//! audio passthrough). Knows nothing of the network or of scheduling.
 
 pub mod image;
+pub mod sequence;
+pub mod video_in;
+pub mod video_out;
 
 use std::path::PathBuf;
+
+use crate::frame::{Frame, SourceInfo};
 
 /// Errors of reading or writing media, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a readable PNG or JPEG image: {reason}")]
+    #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: String },
+    #[error("{path} has no video stream")]
+    NoVideo { path: PathBuf },
+    #[error("{path} has no frames")]
+    NoFrames { path: PathBuf },
+    #[error("{path} is truncated or damaged: it declares {declared} frames but only {decoded} could be decoded")]
+    Truncated { path: PathBuf, declared: u64, decoded: u64 },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
-    #[error("{path}: unsupported output format (use .png, .jpg or .jpeg)")]
+    #[error("{path}: unsupported output type (use .png/.jpg for images, a video extension such as .mp4, .mkv, .mov, .webm, or a directory ending in /)")]
     OutputFormat { path: PathBuf },
+    #[error("{what} needs a frame rate: pass --fps (e.g. --fps 25) or put it in {sidecar} beside the frames")]
+    NoFrameRate { what: String, sidecar: &'static str },
+}
+
+/// Where frames come from: a video or an image sequence.
+pub enum Source {
+    Video(video_in::VideoDecoder),
+    Sequence(sequence::SequenceReader),
+}
+
+impl Source {
+    pub fn info(&self) -> &SourceInfo {
+        match self {
+            Source::Video(v) => v.info(),
+            Source::Sequence(s) => s.info(),
+        }
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        match self {
+            Source::Video(v) => v.next_frame(),
+            Source::Sequence(s) => s.next_frame(),
+        }
+    }
+}
+
+/// Where styled frames go: a video file or a directory of images.
+pub enum Sink {
+    Video(Box<video_out::VideoEncoder>),
+    Sequence(sequence::SequenceWriter),
+}
+
+impl Sink {
+    pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        match self {
+            Sink::Video(v) => v.write(frame),
+            Sink::Sequence(s) => s.write(frame),
+        }
+    }
+
+    /// Publishes the output under its final name. Dropping a sink without finishing removes
+    /// everything it wrote.
+    pub fn finish(self) -> Result<(), MediaError> {
+        match self {
+            Sink::Video(v) => v.finish(),
+            Sink::Sequence(s) => s.finish(),
+        }
+    }
 }

@@ -128,7 +128,15 @@ impl Shape {
     }
 }
 
-/// TensorFlow 'SAME' padding (before, after) for one dimension.
+/// TensorFlow 'SAME' padding (before, after) for one dimension of `n` pixels, kernel `k`,
+/// stride `s`. The odd pixel goes after:
+///
+/// ```
+/// use stylestream::model::description::same_pad;
+/// assert_eq!(same_pad(256, 9, 1), (4, 4));
+/// assert_eq!(same_pad(256, 3, 2), (0, 1)); // asymmetric: not PyTorch's padding=1
+/// assert_eq!(same_pad(255, 3, 2), (1, 1));
+/// ```
 pub fn same_pad(n: u32, k: u32, s: u32) -> (u32, u32) {
     let out = n.div_ceil(s);
     let total = ((out - 1) * s + k).saturating_sub(n);

@@ -736,7 +736,10 @@ impl<'a> Builder<'a> {
                     entry(3, bbuf.as_entire_binding()),
                     entry(4, self.binding(tout, wout)),
                 ],
-                [cols.div_ceil(8), rows.div_ceil(8), z],
+                {
+                    let tw = cols.clamp(1, 8);
+                    [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
+                },
             ));
         }
         let entry = if narrow { "main_narrow" } else { "main" };

@@ -1,0 +1,197 @@
+//! Video decoding with ffmpeg: frames as RGB8 with their own timestamps.
+
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::format::Pixel;
+use ffmpeg::media::Type;
+use ffmpeg::software::scaling;
+
+use super::MediaError;
+use crate::frame::{Frame, RgbFrame, Rate, SourceInfo};
+
+/// Initialises ffmpeg once and keeps its own logging quiet: our errors say what went wrong.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Only fails when the libraries are broken; then every open reports it anyway.
+        let _ = ffmpeg::init();
+        ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
+    });
+}
+
+/// An swscale context. SAFETY: it is used by one thread at a time (it moves with the stage
+/// that owns it) and holds no thread-local state.
+pub(super) struct Scaler(pub(super) scaling::Context);
+unsafe impl Send for Scaler {}
+
+/// Sets the YUV <-> RGB matrix and ranges of a scaler from the stream's colour tags
+/// (untagged: BT.601, as ffmpeg itself assumes).
+pub(super) fn set_colorspace(s: &mut scaling::Context, space: ffmpeg::color::Space, yuv_full: bool, yuv_is_src: bool) {
+    use ffmpeg::ffi;
+    let cs = match space {
+        ffmpeg::color::Space::BT709 => ffi::SWS_CS_ITU709,
+        ffmpeg::color::Space::FCC => ffi::SWS_CS_FCC,
+        ffmpeg::color::Space::SMPTE240M => ffi::SWS_CS_SMPTE240M,
+        ffmpeg::color::Space::BT2020NCL | ffmpeg::color::Space::BT2020CL => ffi::SWS_CS_BT2020,
+        _ => ffi::SWS_CS_DEFAULT,
+    } as i32;
+    // SAFETY: plain calls on a valid context; the coefficient table is static in swscale.
+    unsafe {
+        let coefs = ffi::sws_getCoefficients(cs);
+        let (src_range, dst_range) = if yuv_is_src { (yuv_full as i32, 1) } else { (1, yuv_full as i32) };
+        ffi::sws_setColorspaceDetails(s.as_mut_ptr(), coefs, src_range, coefs, dst_range, 0, 1 << 16, 1 << 16);
+    }
+}
+
+pub(super) fn rate(r: ffmpeg::Rational) -> Rate {
+    Rate::new(r.numerator(), r.denominator())
+}
+
+/// Reads one video stream of a file, frame by frame.
+pub struct VideoDecoder {
+    path: PathBuf,
+    input: ffmpeg::format::context::Input,
+    decoder: ffmpeg::decoder::Video,
+    stream: usize,
+    info: SourceInfo,
+    scaler: Option<Scaler>,
+    next: u64,
+    eof_sent: bool,
+    last_pts: Option<i64>,
+}
+
+impl VideoDecoder {
+    /// Opens a file and its best video stream.
+    pub fn open(path: &Path) -> Result<Self, MediaError> {
+        init();
+        if !path.exists() {
+            return Err(MediaError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let input = ffmpeg::format::input(path).map_err(|e| MediaError::Decode {
+            path: path.to_path_buf(),
+            reason: format!("not a readable video or image ({e})"),
+        })?;
+        let stream = input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?;
+        let index = stream.index();
+        let bad = |e: ffmpeg::Error| MediaError::Decode { path: path.to_path_buf(), reason: e.to_string() };
+        let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(bad)?;
+        ctx.set_threading(ffmpeg::threading::Config { kind: ffmpeg::threading::Type::Frame, count: 0, ..Default::default() });
+        let decoder = ctx.decoder().video().map_err(bad)?;
+        let time_base = rate(stream.time_base());
+        let mut frame_rate = rate(stream.avg_frame_rate());
+        if frame_rate.num <= 0 || frame_rate.den <= 0 {
+            frame_rate = rate(stream.rate());
+        }
+        let declared = stream.frames();
+        let (frames, frames_exact) = if declared > 0 {
+            (Some(declared as u64), true)
+        } else {
+            let secs = if stream.duration() > 0 {
+                stream.duration() as f64 * time_base.as_f64()
+            } else {
+                input.duration() as f64 / ffmpeg::ffi::AV_TIME_BASE as f64
+            };
+            let est = secs * frame_rate.as_f64();
+            ((est.is_finite() && est >= 1.0).then(|| est.round() as u64), false)
+        };
+        if decoder.width() == 0 || decoder.height() == 0 {
+            return Err(MediaError::Decode { path: path.to_path_buf(), reason: "the video stream has no frame size".into() });
+        }
+        let info = SourceInfo { width: decoder.width(), height: decoder.height(), time_base, frame_rate, frames, frames_exact };
+        Ok(Self { path: path.to_path_buf(), input, decoder, stream: index, info, scaler: None, next: 0, eof_sent: false, last_pts: None })
+    }
+
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    /// The next frame in presentation order, or `None` at the end of the stream.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        let mut decoded = ffmpeg::frame::Video::empty();
+        loop {
+            match self.decoder.receive_frame(&mut decoded) {
+                Ok(()) => return self.convert(&decoded).map(Some),
+                Err(ffmpeg::Error::Eof) => return self.end(),
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {}
+                Err(e) => return Err(self.decode_error(e)),
+            }
+            if self.eof_sent {
+                return self.end();
+            }
+            let mut packet = ffmpeg::Packet::empty();
+            match packet.read(&mut self.input) {
+                Ok(()) if packet.stream() == self.stream => {
+                    self.decoder.send_packet(&packet).map_err(|e| self.decode_error(e))?;
+                }
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => {
+                    self.decoder.send_eof().map_err(|e| self.decode_error(e))?;
+                    self.eof_sent = true;
+                }
+                Err(e) => return Err(self.decode_error(e)),
+            }
+        }
+    }
+
+    fn end(&self) -> Result<Option<Frame>, MediaError> {
+        if self.next == 0 {
+            return Err(MediaError::NoFrames { path: self.path.clone() });
+        }
+        if let (Some(declared), true) = (self.info.frames, self.info.frames_exact) {
+            if self.next < declared {
+                return Err(MediaError::Truncated { path: self.path.clone(), declared, decoded: self.next });
+            }
+        }
+        Ok(None)
+    }
+
+    fn decode_error(&self, e: ffmpeg::Error) -> MediaError {
+        MediaError::Decode { path: self.path.clone(), reason: format!("frame {}: {e}", self.next) }
+    }
+
+    fn convert(&mut self, f: &ffmpeg::frame::Video) -> Result<Frame, MediaError> {
+        let (w, h) = (self.info.width, self.info.height);
+        if f.width() != w || f.height() != h {
+            return Err(MediaError::Decode {
+                path: self.path.clone(),
+                reason: format!("frame {} is {}x{}, the stream started at {w}x{h}", self.next, f.width(), f.height()),
+            });
+        }
+        if self.scaler.is_none() {
+            let mut s = scaling::Context::get(f.format(), w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
+                .map_err(|e| MediaError::Decode { path: self.path.clone(), reason: format!("pixel format {:?}: {e}", f.format()) })?;
+            set_colorspace(&mut s, f.color_space(), f.color_range() == ffmpeg::color::Range::JPEG, true);
+            self.scaler = Some(Scaler(s));
+        }
+        let mut rgb = ffmpeg::frame::Video::empty();
+        if let Some(s) = self.scaler.as_mut() {
+            s.0.run(f, &mut rgb).map_err(|e| MediaError::Decode { path: self.path.clone(), reason: e.to_string() })?;
+        }
+        // Rows are padded to the stride: copy them one by one.
+        let (stride, row) = (rgb.stride(0), w as usize * 3);
+        let plane = rgb.data(0);
+        let mut data = Vec::with_capacity(row * h as usize);
+        for y in 0..h as usize {
+            data.extend_from_slice(&plane[y * stride..y * stride + row]);
+        }
+        // Best-effort timestamp; a stream without any gets one frame duration per frame.
+        let step = (self.info.frame_rate.den as i64 * self.info.time_base.den as i64)
+            .checked_div(self.info.frame_rate.num as i64 * self.info.time_base.num as i64)
+            .unwrap_or(1)
+            .max(1);
+        let pts = f.timestamp().or(f.pts()).unwrap_or_else(|| self.last_pts.map_or(0, |p| p + step));
+        let pts = match self.last_pts {
+            Some(p) if pts <= p => p + 1,
+            _ => pts,
+        };
+        self.last_pts = Some(pts);
+        let duration = f.packet().duration;
+        let frame = Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data) };
+        self.next += 1;
+        Ok(frame)
+    }
+}

@@ -1,0 +1,333 @@
+//! Video encoding with ffmpeg: styled RGB8 frames with their source timestamps, the source's
+//! audio streams copied packet for packet, written to a temporary file beside the output and
+//! renamed when complete.
+//!
+//! Pixel formats: the encoder gets yuv420p when it supports it and the frame size is even;
+//! odd sizes (4:2:0 needs even ones) get yuv444p, and encoders without either get their first
+//! supported format. Colour tags (matrix, range) follow the source; untagged means BT.601.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::format::Pixel;
+use ffmpeg::media::Type;
+use ffmpeg::software::scaling;
+
+use super::video_in::{init, set_colorspace, Scaler};
+use super::MediaError;
+use crate::frame::{Frame, Rate, SourceInfo};
+
+/// How to encode the video stream.
+#[derive(Debug, Clone)]
+pub struct EncodeSettings {
+    /// ffmpeg encoder name (libx264, libx265, libvpx-vp9, mpeg4, ...).
+    pub codec: String,
+    /// Constant rate factor, for encoders that have one (lower is better; x264: 0-51).
+    pub crf: u32,
+    /// Speed preset for x264/x265 (ultrafast ... veryslow).
+    pub preset: String,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self { codec: "libx264".into(), crf: 18, preset: "medium".into() }
+    }
+}
+
+/// Where the source's audio, rotation and colour tags come from (a video file), if anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Companion {
+    pub path: Option<PathBuf>,
+}
+
+/// Copies the audio streams of the source file, interleaved with the video by timestamp.
+struct AudioCopy {
+    input: ffmpeg::format::context::Input,
+    /// Input stream index -> (output stream index, input time base).
+    map: HashMap<usize, (usize, ffmpeg::Rational)>,
+    pending: Option<ffmpeg::Packet>,
+    done: bool,
+}
+
+pub struct VideoEncoder {
+    output: ffmpeg::format::context::Output,
+    encoder: ffmpeg::encoder::Video,
+    scaler: Scaler,
+    frame: ffmpeg::frame::Video,
+    enc_tb: ffmpeg::Rational,
+    ost_tb: ffmpeg::Rational,
+    /// Frame durations by pts: encoders like libx264 leave packet durations at 0.
+    durations: HashMap<i64, i64>,
+    audio: Option<AudioCopy>,
+    ost_time_bases: Vec<ffmpeg::Rational>,
+    tmp: tempfile::TempPath,
+    path: PathBuf,
+    width: u32,
+    height: u32,
+}
+
+fn out_err(path: &Path, reason: impl std::fmt::Display) -> MediaError {
+    MediaError::Write { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+impl VideoEncoder {
+    /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
+    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<Self, MediaError> {
+        init();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        // Check the container exists before touching the disk.
+        let probe = format!("x.{ext}");
+        // SAFETY: av_guess_format only reads the NUL-terminated name.
+        let known = !ext.is_empty() && unsafe {
+            let c = std::ffi::CString::new(probe).unwrap_or_default();
+            !ffmpeg::ffi::av_guess_format(std::ptr::null(), c.as_ptr(), std::ptr::null()).is_null()
+        };
+        if !known {
+            return Err(MediaError::OutputFormat { path: path.to_path_buf() });
+        }
+        let codec = ffmpeg::encoder::find_by_name(&settings.codec)
+            .filter(|c| c.medium() == Type::Video)
+            .ok_or_else(|| out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec)))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(&format!(".partial.{ext}"))
+            .tempfile_in(dir)
+            .map_err(|e| out_err(path, e))?
+            .into_temp_path();
+        let mut output = ffmpeg::format::output(&tmp).map_err(|e| out_err(path, e))?;
+        let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
+
+        let source = match &companion.path {
+            Some(p) => Some(ffmpeg::format::input(p).map_err(|e| MediaError::Decode { path: p.clone(), reason: e.to_string() })?),
+            None => None,
+        };
+        let src_video = source.as_ref().and_then(|s| s.streams().best(Type::Video));
+        let (space, full_range) = match &src_video {
+            Some(s) => {
+                let params = s.parameters();
+                // SAFETY: reading two plain fields of valid codec parameters.
+                let (cs, cr) = unsafe { ((*params.as_ptr()).color_space, (*params.as_ptr()).color_range) };
+                (ffmpeg::color::Space::from(cs), ffmpeg::color::Range::from(cr) == ffmpeg::color::Range::JPEG)
+            }
+            None => (ffmpeg::color::Space::Unspecified, false),
+        };
+
+        let (w, h) = (info.width, info.height);
+        let formats: Vec<Pixel> = codec.video().ok().and_then(|v| v.formats()).map(|f| f.collect()).unwrap_or_default();
+        let even = w % 2 == 0 && h % 2 == 0;
+        let pix = if formats.contains(&Pixel::YUV420P) && even {
+            Pixel::YUV420P
+        } else if formats.contains(&Pixel::YUV444P) {
+            Pixel::YUV444P
+        } else if let Some(&f) = formats.first() {
+            f
+        } else {
+            Pixel::YUV420P
+        };
+        let enc_tb = ffmpeg::Rational::new(info.time_base.num, info.time_base.den);
+        let mut ctx = ffmpeg::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| out_err(path, e))?;
+        ctx.set_width(w);
+        ctx.set_height(h);
+        ctx.set_format(pix);
+        ctx.set_time_base(enc_tb);
+        if info.frame_rate.num > 0 {
+            ctx.set_frame_rate(Some(ffmpeg::Rational::new(info.frame_rate.num, info.frame_rate.den)));
+        }
+        let tag_space = if space == ffmpeg::color::Space::Unspecified { ffmpeg::color::Space::BT470BG } else { space };
+        ctx.set_colorspace(tag_space);
+        ctx.set_color_range(if full_range { ffmpeg::color::Range::JPEG } else { ffmpeg::color::Range::MPEG });
+        if global_header {
+            ctx.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
+        }
+        let mut opts = ffmpeg::Dictionary::new();
+        let crf = settings.crf.to_string();
+        match settings.codec.as_str() {
+            "libx264" | "libx265" => {
+                opts.set("crf", &crf);
+                opts.set("preset", &settings.preset);
+            }
+            "libvpx-vp9" | "libvpx" | "libaom-av1" | "libsvtav1" => {
+                opts.set("crf", &crf);
+                opts.set("b", "0");
+            }
+            _ => ctx.set_global_quality((settings.crf as i32).max(1) * ffmpeg::ffi::FF_QP2LAMBDA),
+        }
+        let encoder = ctx.open_with(opts).map_err(|e| out_err(path, format!("cannot open encoder {}: {e}", settings.codec)))?;
+
+        let mut ost = output.add_stream(codec).map_err(|e| out_err(path, e))?;
+        ost.set_parameters(&encoder);
+        ost.set_time_base(enc_tb);
+        if info.frame_rate.num > 0 {
+            ost.set_avg_frame_rate(ffmpeg::Rational::new(info.frame_rate.num, info.frame_rate.den));
+        }
+        if let Some(sv) = &src_video {
+            ost.set_metadata(sv.metadata().to_owned());
+            copy_side_data(sv, &mut ost);
+        }
+        drop(ost);
+
+        // Audio: every stream the container can hold is copied as it is.
+        let mut audio = None;
+        if let Some(src) = source {
+            let mut map = HashMap::new();
+            // SAFETY: the output format is static in libavformat.
+            let format_ptr = unsafe { output.format().as_ptr() };
+            for s in src.streams() {
+                if s.parameters().medium() != Type::Audio {
+                    continue;
+                }
+                let id = s.parameters().id();
+                // SAFETY: querying a valid output format with a codec id.
+                let ok = unsafe { ffmpeg::ffi::avformat_query_codec(format_ptr, id.into(), ffmpeg::ffi::FF_COMPLIANCE_NORMAL) } == 1;
+                if !ok {
+                    eprintln!(
+                        "warning: audio stream {} ({id:?}) cannot be stored in .{ext} without re-encoding, which is not supported yet: it is left out",
+                        s.index()
+                    );
+                    continue;
+                }
+                let mut ost = output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(path, e))?;
+                ost.set_parameters(s.parameters());
+                ost.set_metadata(s.metadata().to_owned());
+                // SAFETY: clearing the source container's codec tag so the muxer picks its own.
+                unsafe {
+                    (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+                }
+                map.insert(s.index(), (ost.index(), s.time_base()));
+            }
+            if !map.is_empty() {
+                audio = Some(AudioCopy { input: src, map, pending: None, done: false });
+            }
+        }
+        output.write_header().map_err(|e| out_err(path, format!("cannot write the header: {e}")))?;
+        // The muxer may have changed the time bases: read them back.
+        let ost_time_bases: Vec<ffmpeg::Rational> = output.streams().map(|s| s.time_base()).collect();
+        let ost_tb = ost_time_bases[0];
+
+        let mut scaler = scaling::Context::get(Pixel::RGB24, w, h, pix, w, h, scaling::Flags::BICUBIC).map_err(|e| out_err(path, e))?;
+        set_colorspace(&mut scaler, tag_space, full_range, false);
+        Ok(Self {
+            output,
+            encoder,
+            scaler: Scaler(scaler),
+            frame: ffmpeg::frame::Video::new(pix, w, h),
+            enc_tb,
+            ost_tb,
+            durations: HashMap::new(),
+            audio,
+            ost_time_bases,
+            tmp,
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+        })
+    }
+
+    /// Encodes one frame (frames must come in presentation order).
+    pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        let img = &frame.image;
+        if (img.width, img.height) != (self.width, self.height) {
+            return Err(out_err(&self.path, format!("frame {} is {}x{}, expected {}x{}", frame.index, img.width, img.height, self.width, self.height)));
+        }
+        let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, img.width, img.height);
+        let stride = rgb.stride(0);
+        let row = img.width as usize * 3;
+        let plane = rgb.data_mut(0);
+        for y in 0..img.height as usize {
+            plane[y * stride..y * stride + row].copy_from_slice(&img.data[y * row..(y + 1) * row]);
+        }
+        self.scaler.0.run(&rgb, &mut self.frame).map_err(|e| out_err(&self.path, e))?;
+        self.frame.set_pts(Some(frame.pts));
+        self.durations.insert(frame.pts, frame.duration);
+        self.encoder.send_frame(&self.frame).map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<(), MediaError> {
+        let mut packet = ffmpeg::Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            if let Some(d) = packet.pts().and_then(|p| self.durations.remove(&p)) {
+                if packet.duration() == 0 {
+                    packet.set_duration(d);
+                }
+            }
+            packet.set_stream(0);
+            packet.rescale_ts(self.enc_tb, self.ost_tb);
+            let until = packet.dts().or(packet.pts());
+            self.write_audio_until(until.map(|t| (t, self.ost_tb)))?;
+            packet.write_interleaved(&mut self.output).map_err(|e| out_err(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes audio packets up to time `until` (all remaining ones for `None`).
+    fn write_audio_until(&mut self, until: Option<(i64, ffmpeg::Rational)>) -> Result<(), MediaError> {
+        let Some(a) = self.audio.as_mut() else { return Ok(()) };
+        loop {
+            if a.pending.is_none() && !a.done {
+                let mut p = ffmpeg::Packet::empty();
+                match p.read(&mut a.input) {
+                    Ok(()) => {
+                        if a.map.contains_key(&p.stream()) {
+                            a.pending = Some(p);
+                        }
+                        continue;
+                    }
+                    Err(ffmpeg::Error::Eof) => a.done = true,
+                    Err(e) => return Err(out_err(&self.path, format!("reading audio: {e}"))),
+                }
+            }
+            let Some(p) = a.pending.as_ref() else { return Ok(()) };
+            let (out_index, in_tb) = a.map[&p.stream()];
+            if let (Some((t, tb)), Some(ts)) = (until, p.dts().or(p.pts())) {
+                // SAFETY: av_compare_ts is a pure function of its arguments.
+                let later = unsafe { ffmpeg::ffi::av_compare_ts(ts, in_tb.into(), t, tb.into()) } > 0;
+                if later {
+                    return Ok(());
+                }
+            }
+            let mut p = a.pending.take().unwrap_or_else(ffmpeg::Packet::empty);
+            p.rescale_ts(in_tb, self.ost_time_bases[out_index]);
+            p.set_position(-1);
+            p.set_stream(out_index);
+            p.write_interleaved(&mut self.output).map_err(|e| out_err(&self.path, e))?;
+        }
+    }
+
+    /// Flushes the encoder and the audio, writes the trailer, renames into place.
+    pub fn finish(mut self) -> Result<(), MediaError> {
+        self.encoder.send_eof().map_err(|e| out_err(&self.path, e))?;
+        self.drain()?;
+        self.write_audio_until(None)?;
+        self.output.write_trailer().map_err(|e| out_err(&self.path, e))?;
+        let path = self.path.clone();
+        drop(self.output);
+        self.tmp.persist(&path).map_err(|e| out_err(&path, e.error))?;
+        Ok(())
+    }
+}
+
+/// Copies stream side data (the display matrix that carries rotation, among others).
+fn copy_side_data(src: &ffmpeg::format::stream::Stream, dst: &mut ffmpeg::format::stream::StreamMut) {
+    for sd in src.side_data() {
+        let data = sd.data();
+        // SAFETY: av_stream_new_side_data allocates `len` bytes owned by the stream; we fill them.
+        unsafe {
+            let ptr = ffmpeg::ffi::av_stream_new_side_data(dst.as_mut_ptr(), sd.kind().into(), data.len());
+            if !ptr.is_null() {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len());
+            }
+        }
+    }
+}
+
+/// The frame rate as a string for messages.
+pub fn describe_rate(r: Rate) -> String {
+    format!("{}/{}", r.num, r.den)
+}

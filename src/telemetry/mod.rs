@@ -1,0 +1,3 @@
+//! What users and scripts see while work runs: progress reporting.
+
+pub mod progress;

@@ -1,0 +1,100 @@
+//! Progress of a video: a bar on a terminal, JSON lines for scripts, or nothing.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// Always a bar (on stderr).
+    Bar,
+    /// One JSON object per second on stderr: frames_done, frames_total, fps, eta_secs, elapsed_secs.
+    Json,
+    /// Nothing.
+    None,
+}
+
+pub struct Progress {
+    mode: ProgressMode,
+    total: Option<u64>,
+    done: u64,
+    start: Instant,
+    last_json: Option<Instant>,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode, total: Option<u64>) -> Self {
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::None,
+            m => m,
+        };
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = match total {
+                Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            };
+            let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} frames  {per_sec}  ETA {eta}";
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self { mode, total, done: 0, start: Instant::now(), last_json: None, bar }
+    }
+
+    /// One more frame written.
+    pub fn inc(&mut self) {
+        self.done += 1;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        if self.mode == ProgressMode::Json && self.last_json.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.json();
+        }
+    }
+
+    fn json(&mut self) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let fps = if elapsed > 0.0 { self.done as f64 / elapsed } else { 0.0 };
+        let eta = self.total.filter(|_| fps > 0.0).map(|t| t.saturating_sub(self.done) as f64 / fps);
+        let line = serde_json::json!({
+            "frames_done": self.done,
+            "frames_total": self.total,
+            "fps": (fps * 100.0).round() / 100.0,
+            "eta_secs": eta.map(|e| (e * 10.0).round() / 10.0),
+            "elapsed_secs": (elapsed * 10.0).round() / 10.0,
+        });
+        let _ = writeln!(std::io::stderr(), "{line}");
+        self.last_json = Some(Instant::now());
+    }
+
+    /// The end: a final JSON line with every frame, or the bar cleared.
+    pub fn finish(&mut self) {
+        self.total = Some(self.done);
+        if self.mode == ProgressMode::Json {
+            self.json();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    /// Frames per second so far.
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.abandon();
+        }
+    }
+}
