@@ -41,6 +41,8 @@ test: deps services
 	cargo test --doc
 	cargo test --lib --bins --tests
 
+# The demo: a short sample video with sound (ffmpeg test sources), styled with a shared model
+# (or STYLESTREAM_MODEL), audio copied; plus one still frame in every shared style side by side.
 demo: deps
 	@model="$${STYLESTREAM_MODEL:-$(MODELS_DIR)/udnie.safetensors}"; \
 	if [ ! -f "$$model" ]; then \
@@ -52,19 +54,21 @@ demo: deps
 		exit 1; \
 	fi; \
 	set -e; cargo build --release; mkdir -p $(DEMO_DIR); \
-	ffmpeg -loglevel error -y -f lavfi -i "mandelbrot=size=640x360:start_scale=0.5" -frames:v 1 $(DEMO_DIR)/sample.png; \
-	target/release/stylestream stylize $(DEMO_DIR)/sample.png -o $(DEMO_DIR)/sample-styled.png --model "$$model"; \
-	echo "input:  $(CURDIR)/$(DEMO_DIR)/sample.png"; \
-	echo "styled: $(CURDIR)/$(DEMO_DIR)/sample-styled.png (model $$model)"; \
+	ffmpeg -loglevel error -y -f lavfi -i "mandelbrot=size=256x144:rate=12:start_scale=0.5" \
+		-f lavfi -i "sine=frequency=330:sample_rate=44100" -t 2.5 -c:v libx264 -pix_fmt yuv420p -c:a aac \
+		$(DEMO_DIR)/sample.mp4; \
+	target/release/stylestream stylize $(DEMO_DIR)/sample.mp4 -o $(DEMO_DIR)/sample-styled.mp4 --model "$$model" --progress bar; \
+	echo "input:  $(CURDIR)/$(DEMO_DIR)/sample.mp4"; \
+	echo "styled: $(CURDIR)/$(DEMO_DIR)/sample-styled.mp4 (model $$model, audio copied)"; \
+	ffmpeg -loglevel error -y -i $(DEMO_DIR)/sample.mp4 -frames:v 1 $(DEMO_DIR)/still.png; \
 	styles=""; for s in udnie wave scream wreck; do \
 		if [ -f "$(MODELS_DIR)/$$s.safetensors" ]; then \
-			ffmpeg -loglevel error -y -i $(DEMO_DIR)/sample.png -vf scale=320:180 $(DEMO_DIR)/small.png; \
-			target/release/stylestream stylize $(DEMO_DIR)/small.png -o $(DEMO_DIR)/small-$$s.png --model $(MODELS_DIR)/$$s.safetensors 2>/dev/null; \
-			styles="$$styles -i $(DEMO_DIR)/small-$$s.png"; fi; done; \
+			target/release/stylestream stylize $(DEMO_DIR)/still.png -o $(DEMO_DIR)/still-$$s.png --model $(MODELS_DIR)/$$s.safetensors --quiet; \
+			styles="$$styles -i $(DEMO_DIR)/still-$$s.png"; fi; done; \
 	if [ -n "$$styles" ]; then \
 		n=$$(( $$(echo $$styles | wc -w) / 2 + 1 )); \
-		ffmpeg -loglevel error -y -i $(DEMO_DIR)/small.png $$styles -filter_complex "hstack=inputs=$$n" $(DEMO_DIR)/styles.png; \
-		echo "all styles side by side (input first): $(CURDIR)/$(DEMO_DIR)/styles.png"; fi
+		ffmpeg -loglevel error -y -i $(DEMO_DIR)/still.png $$styles -filter_complex "hstack=inputs=$$n" $(DEMO_DIR)/styles.png; \
+		echo "first frame in every style (input first): $(CURDIR)/$(DEMO_DIR)/styles.png"; fi
 
 # Speed of the network on this machine's adapter, then the criterion benches.
 bench: deps

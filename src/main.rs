@@ -15,7 +15,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C: stop the pipeline, discard the output in progress, exit non-zero.
     let _ = ctrlc::set_handler(stylestream::pipeline::interrupt);
-    init_logging(&cli.log);
+    let quiet = matches!(&cli.command, Command::Stylize(a) if a.quiet);
+    init_logging(if quiet { "error" } else { &cli.log });
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
             if !args.quiet {
@@ -55,5 +56,8 @@ fn main() -> ExitCode {
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

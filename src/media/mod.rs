@@ -1,6 +1,7 @@
 //! Media in and out: still images, image sequences, and video with ffmpeg (decode, encode,
 //! audio passthrough). Knows nothing of the network or of scheduling.
 
+pub mod audio;
 pub mod image;
 pub mod sequence;
 pub mod video_in;

@@ -16,7 +16,15 @@ pub fn init() {
     ONCE.call_once(|| {
         // Only fails when the libraries are broken; then every open reports it anyway.
         let _ = ffmpeg::init();
-        ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
+        // STYLESTREAM_FFMPEG_LOG=warning (or info, debug) shows ffmpeg's own messages.
+        let level = match std::env::var("STYLESTREAM_FFMPEG_LOG").as_deref() {
+            Ok("error") => ffmpeg::log::Level::Error,
+            Ok("warning") => ffmpeg::log::Level::Warning,
+            Ok("info") => ffmpeg::log::Level::Info,
+            Ok("debug") => ffmpeg::log::Level::Debug,
+            _ => ffmpeg::log::Level::Fatal,
+        };
+        ffmpeg::log::set_level(level);
     });
 }
 

@@ -14,6 +14,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::media::Type;
 use ffmpeg::software::scaling;
 
+use super::audio::AudioTranscoder;
 use super::video_in::{init, set_colorspace, Scaler};
 use super::MediaError;
 use crate::frame::{Frame, Rate, SourceInfo};
@@ -41,13 +42,23 @@ pub struct Companion {
     pub path: Option<PathBuf>,
 }
 
-/// Copies the audio streams of the source file, interleaved with the video by timestamp.
+/// How one source audio stream reaches the output.
+enum AudioRoute {
+    /// Packet for packet.
+    Copy,
+    /// Through a decoder and the container's default encoder (it cannot hold the codec).
+    Transcode(Box<AudioTranscoder>),
+}
+
+/// Copies (or, where it must, re-encodes) the audio streams of the source file, interleaved
+/// with the video by timestamp.
 struct AudioCopy {
     input: ffmpeg::format::context::Input,
-    /// Input stream index -> (output stream index, input time base).
-    map: HashMap<usize, (usize, ffmpeg::Rational)>,
+    /// Input stream index -> (output stream index, input time base, route).
+    map: HashMap<usize, (usize, ffmpeg::Rational, AudioRoute)>,
     pending: Option<ffmpeg::Packet>,
     done: bool,
+    flushed: bool,
 }
 
 pub struct VideoEncoder {
@@ -184,25 +195,40 @@ impl VideoEncoder {
                 }
                 let id = s.parameters().id();
                 // SAFETY: querying a valid output format with a codec id.
-                let ok = unsafe { ffmpeg::ffi::avformat_query_codec(format_ptr, id.into(), ffmpeg::ffi::FF_COMPLIANCE_NORMAL) } == 1;
-                if !ok {
-                    eprintln!(
-                        "warning: audio stream {} ({id:?}) cannot be stored in .{ext} without re-encoding, which is not supported yet: it is left out",
-                        s.index()
+                let holds = unsafe { ffmpeg::ffi::avformat_query_codec(format_ptr, id.into(), ffmpeg::ffi::FF_COMPLIANCE_NORMAL) } == 1;
+                let route = if holds {
+                    AudioRoute::Copy
+                } else {
+                    // SAFETY: the parameters and the output format are valid for this call.
+                    let t = unsafe { AudioTranscoder::new(s.parameters().as_ptr(), format_ptr, global_header) }
+                        .map_err(|e| out_err(path, format!("audio stream {}: {e}", s.index())))?;
+                    tracing::warn!(
+                        "audio stream {} ({id:?}) cannot be stored in .{ext}: re-encoding it with {}",
+                        s.index(),
+                        t.encoder_name
                     );
-                    continue;
-                }
+                    AudioRoute::Transcode(Box::new(t))
+                };
                 let mut ost = output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(path, e))?;
-                ost.set_parameters(s.parameters());
-                ost.set_metadata(s.metadata().to_owned());
-                // SAFETY: clearing the source container's codec tag so the muxer picks its own.
-                unsafe {
-                    (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+                match &route {
+                    AudioRoute::Copy => {
+                        ost.set_parameters(s.parameters());
+                        // SAFETY: clearing the source container's codec tag so the muxer picks its own.
+                        unsafe {
+                            (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+                        }
+                    }
+                    AudioRoute::Transcode(t) => {
+                        // SAFETY: the new stream's parameters are valid and owned by the output.
+                        unsafe { t.fill_parameters(ost.parameters().as_mut_ptr()) };
+                        ost.set_time_base(t.time_base());
+                    }
                 }
-                map.insert(s.index(), (ost.index(), s.time_base()));
+                ost.set_metadata(s.metadata().to_owned());
+                map.insert(s.index(), (ost.index(), s.time_base(), route));
             }
             if !map.is_empty() {
-                audio = Some(AudioCopy { input: src, map, pending: None, done: false });
+                audio = Some(AudioCopy { input: src, map, pending: None, done: false, flushed: false });
             }
         }
         output.write_header().map_err(|e| out_err(path, format!("cannot write the header: {e}")))?;
@@ -269,6 +295,9 @@ impl VideoEncoder {
     /// Writes audio packets up to time `until` (all remaining ones for `None`).
     fn write_audio_until(&mut self, until: Option<(i64, ffmpeg::Rational)>) -> Result<(), MediaError> {
         let Some(a) = self.audio.as_mut() else { return Ok(()) };
+        let path = &self.path;
+        let output = &mut self.output;
+        let ost_tbs = &self.ost_time_bases;
         loop {
             if a.pending.is_none() && !a.done {
                 let mut p = ffmpeg::Packet::empty();
@@ -280,24 +309,52 @@ impl VideoEncoder {
                         continue;
                     }
                     Err(ffmpeg::Error::Eof) => a.done = true,
-                    Err(e) => return Err(out_err(&self.path, format!("reading audio: {e}"))),
+                    Err(e) => return Err(out_err(path, format!("reading audio: {e}"))),
                 }
             }
-            let Some(p) = a.pending.as_ref() else { return Ok(()) };
-            let (out_index, in_tb) = a.map[&p.stream()];
+            let Some(p) = a.pending.take() else { break };
+            let Some((out_index, in_tb, route)) = a.map.get_mut(&p.stream()) else { continue };
             if let (Some((t, tb)), Some(ts)) = (until, p.dts().or(p.pts())) {
                 // SAFETY: av_compare_ts is a pure function of its arguments.
-                let later = unsafe { ffmpeg::ffi::av_compare_ts(ts, in_tb.into(), t, tb.into()) } > 0;
-                if later {
+                if unsafe { ffmpeg::ffi::av_compare_ts(ts, (*in_tb).into(), t, tb.into()) } > 0 {
+                    a.pending = Some(p);
                     return Ok(());
                 }
             }
-            let mut p = a.pending.take().unwrap_or_else(ffmpeg::Packet::empty);
-            p.rescale_ts(in_tb, self.ost_time_bases[out_index]);
-            p.set_position(-1);
-            p.set_stream(out_index);
-            p.write_interleaved(&mut self.output).map_err(|e| out_err(&self.path, e))?;
+            let out_tb = ost_tbs[*out_index];
+            match route {
+                AudioRoute::Copy => {
+                    let mut p = p;
+                    p.rescale_ts(*in_tb, out_tb);
+                    p.set_position(-1);
+                    p.set_stream(*out_index);
+                    p.write_interleaved(output).map_err(|e| out_err(path, e))?;
+                }
+                AudioRoute::Transcode(t) => {
+                    let tb = t.time_base();
+                    for mut q in t.push(Some(&p)).map_err(|e| out_err(path, e))? {
+                        q.rescale_ts(tb, out_tb);
+                        q.set_stream(*out_index);
+                        q.write_interleaved(output).map_err(|e| out_err(path, e))?;
+                    }
+                }
+            }
         }
+        // Everything read: flush the re-encoders once.
+        if until.is_none() && a.done && !a.flushed {
+            a.flushed = true;
+            for (out_index, _, route) in a.map.values_mut() {
+                if let AudioRoute::Transcode(t) = route {
+                    let (tb, out_tb) = (t.time_base(), ost_tbs[*out_index]);
+                    for mut q in t.push(None).map_err(|e| out_err(path, e))? {
+                        q.rescale_ts(tb, out_tb);
+                        q.set_stream(*out_index);
+                        q.write_interleaved(output).map_err(|e| out_err(path, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Flushes the encoder and the audio, writes the trailer, renames into place.

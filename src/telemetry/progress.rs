@@ -23,6 +23,8 @@ pub struct Progress {
     done: u64,
     start: Instant,
     last_json: Option<Instant>,
+    /// When the first frame was done: the rate after it excludes start-up (kernel compilation).
+    first: Option<Instant>,
     bar: Option<ProgressBar>,
 }
 
@@ -45,12 +47,13 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self { mode, total, done: 0, start: Instant::now(), last_json: None, bar }
+        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar }
     }
 
     /// One more frame written.
     pub fn inc(&mut self) {
         self.done += 1;
+        self.first.get_or_insert_with(Instant::now);
         if let Some(b) = &self.bar {
             b.inc(1);
         }
@@ -69,6 +72,7 @@ impl Progress {
             "fps": (fps * 100.0).round() / 100.0,
             "eta_secs": eta.map(|e| (e * 10.0).round() / 10.0),
             "elapsed_secs": (elapsed * 10.0).round() / 10.0,
+            "steady_fps": self.steady_fps().map(|f| (f * 1000.0).round() / 1000.0),
         });
         let _ = writeln!(std::io::stderr(), "{line}");
         self.last_json = Some(Instant::now());
@@ -85,9 +89,11 @@ impl Progress {
         }
     }
 
-    /// Frames per second so far.
-    pub fn rate(&self) -> f64 {
-        self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    /// Frames per second after the first frame (which pays for compiling the kernels).
+    pub fn steady_fps(&self) -> Option<f64> {
+        let first = self.first?;
+        let secs = first.elapsed().as_secs_f64();
+        (self.done > 1 && secs > 0.0).then(|| (self.done - 1) as f64 / secs)
     }
 }
 
