@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     init_logging(if quiet { "error" } else { &cli.log });
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
-            if !args.quiet {
+            // With JSON progress, stderr carries JSON lines only.
+            if !args.quiet && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
                 eprintln!("wrote {}", app::shown(&args.output));
             }
         }),

@@ -62,7 +62,7 @@ pub fn write_rgb(path: &Path, frame: &RgbFrame) -> Result<(), MediaError> {
         .prefix(".stylestream-")
         .suffix(".partial")
         .tempfile_in(dir)
-        .map_err(|e| write(e.to_string()))?;
+        .map_err(|e| write(super::plain_io(e).to_string()))?;
     tmp.write_all(&encoded).map_err(|e| write(e.to_string()))?;
     tmp.as_file().sync_all().map_err(|e| write(e.to_string()))?;
     tmp.persist(path).map_err(|e| write(e.error.to_string()))?;

@@ -32,6 +32,16 @@ pub enum MediaError {
     NoFrameRate { what: String, sidecar: &'static str },
 }
 
+/// An I/O error without the temporary path that tempfile appends (users never see
+/// temporaries): "No such file or directory (os error 2) at path ..." loses the " at path ...".
+pub(crate) fn plain_io(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path ") {
+        Some(i) => std::io::Error::new(e.kind(), text[..i].to_string()),
+        None => e,
+    }
+}
+
 /// Where frames come from: a video or an image sequence.
 pub enum Source {
     Video(video_in::VideoDecoder),

@@ -109,7 +109,7 @@ impl VideoEncoder {
             .prefix(&format!(".{name}."))
             .suffix(&format!(".partial.{ext}"))
             .tempfile_in(dir)
-            .map_err(|e| out_err(path, e))?
+            .map_err(|e| out_err(path, super::plain_io(e)))?
             .into_temp_path();
         let mut output = ffmpeg::format::output(&tmp).map_err(|e| out_err(path, e))?;
         let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
