@@ -148,10 +148,22 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
         let settings = EncodeSettings { codec: args.codec.clone(), crf: args.crf, preset: args.preset.clone() };
         Sink::Video(Box::new(VideoEncoder::create(&args.output, &info, &settings, &companion)?))
     };
+    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    if let Some(workers) = args.workers {
+        let opts = crate::dataflow::DataflowOptions {
+            workers,
+            max_frames_in_flight: args.max_frames_in_flight,
+            gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
+        };
+        let progress = Progress::new(mode, info.frames);
+        let started = Instant::now();
+        let frames = crate::dataflow::run(source, sink, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts, progress)?;
+        tracing::info!(frames, workers, secs = started.elapsed().as_secs_f64(), "done (dataflow)");
+        return Ok(());
+    }
     let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
     let plan = NetworkPlan::new(&ctx, &desc, &weights, info.width, info.height)?;
     tracing::info!(adapter = %ctx.adapter(), width = info.width, height = info.height, frames = ?info.frames, "styling");
-    let mode = if args.quiet { ProgressMode::None } else { args.progress };
     let progress = Progress::new(mode, info.frames);
     let stylize = |img: &RgbFrame| plan.run(&img.data).map(|out| RgbFrame::new(img.width, img.height, out.rgb));
     let started = Instant::now();

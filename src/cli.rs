@@ -83,6 +83,10 @@ pub struct StylizeArgs {
     /// Frames queued between decode, GPU and encode (bounds memory: at most 2N + 3 frames).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_frames_in_flight: usize,
+    /// Run the frames through the timely dataflow with N worker threads, each with its own GPU
+    /// device (worker i uses adapter i mod adapters). Without it, the direct pipeline runs.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 fn parse_rate(s: &str) -> Result<crate::frame::Rate, String> {

@@ -1,7 +1,7 @@
 //! Record types that flow between stages. Depends on nothing else in the crate.
 
 /// An 8-bit RGB image, row-major, 3 bytes per pixel, no row padding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RgbFrame {
     pub width: u32,
     pub height: u32,
@@ -19,7 +19,7 @@ impl RgbFrame {
 pub type FrameIdx = u64;
 
 /// One frame of a video or image sequence on its way through the stages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub index: FrameIdx,
     /// Presentation timestamp in the source's time base (kept, never invented).

@@ -9,3 +9,4 @@ pub mod reorder;
 pub mod telemetry;
 pub mod app;
 pub mod cli;
+pub mod dataflow;

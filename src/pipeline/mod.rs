@@ -15,6 +15,11 @@ use crate::telemetry::progress::Progress;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether Ctrl-C was pressed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Asks every running pipeline to stop (Ctrl-C); outputs in progress are discarded.
 pub fn interrupt() {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -30,6 +35,8 @@ pub enum PipelineError {
     Reorder(#[from] ReorderError),
     #[error("interrupted: no output was written")]
     Interrupted,
+    #[error("dataflow: {0}")]
+    Dataflow(String),
 }
 
 #[derive(Debug, Clone, Copy)]
