@@ -37,3 +37,54 @@ impl<'scope> ReorderFrames<'scope> for Stream<'scope, u64, Vec<Frame>> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use timely::dataflow::operators::core::UnorderedInput;
+    use timely::dataflow::operators::Inspect;
+
+    use super::*;
+    use crate::frame::RgbFrame;
+
+    fn frame(index: u64) -> Frame {
+        Frame { index, pts: index as i64 * 40, duration: 40, image: RgbFrame::new(1, 1, vec![index as u8; 3]) }
+    }
+
+    /// Each worker sends its share of frames in a scrambled order (each frame at its own
+    /// timestamp, through capabilities of an unordered input); worker 0 must see 0..n in order.
+    fn released_in_order(workers: usize, n: u64) -> Vec<u64> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen_w = seen.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (me, peers) = (worker.index() as u64, worker.peers() as u64);
+            let seen = seen_w.clone();
+            let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+                let ((input, cap), stream) =
+                    scope.new_unordered_input::<timely::container::CapacityContainerBuilder<Vec<Frame>>>();
+                stream.reorder_frames().inspect(move |f: &Frame| seen.lock().unwrap().push(f.index));
+                (input, cap)
+            });
+            let mut mine: Vec<u64> = (0..n).filter(|i| i % peers == me).collect();
+            // Scramble: odd positions reversed, then even ones.
+            mine.sort_by_key(|i| (i % 2, std::cmp::Reverse(*i)));
+            for i in mine {
+                input.activate().session(&cap.delayed(&i)).give(frame(i));
+                worker.step();
+            }
+            drop(cap);
+            while worker.step_or_park(None) {}
+        })
+        .unwrap();
+        Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+    }
+
+    #[test]
+    fn scrambled_arrivals_are_released_in_order_at_1_2_and_3_workers() {
+        for workers in [1, 2, 3] {
+            let seen = released_in_order(workers, 40);
+            assert_eq!(seen, (0..40).collect::<Vec<_>>(), "{workers} workers");
+        }
+    }
+}
