@@ -20,6 +20,13 @@ print(f"256x144 network only (bench): {m['fps']:.3f} fps   end to end (stylize, 
       f"   ratio {e['steady_fps'] / m['fps']:.3f}")
 PY
 
+# The dataflow against the direct pipeline, same clip, same run.
+for mode in direct "--workers 1" "--workers 2"; do
+  extra=""; [ "$mode" != direct ] && extra="$mode"
+  r=$("$BIN" stylize "$T/clip256.mp4" -o "$T/df.mp4" --model udnie --progress json $extra 2>&1 | grep '^{' | tail -n 1)
+  echo "256x144 $mode: steady $(python3 -c "import json,sys; print(json.loads(sys.argv[1])['steady_fps'])" "$r") fps"
+done
+
 for n in 60 600; do
   ffmpeg -loglevel error -f lavfi -i testsrc2=size=64x48:rate=25 -frames:v $n -c:v libx264 -pix_fmt yuv420p "$T/clip$n.mp4"
   /usr/bin/time -v "$BIN" stylize "$T/clip$n.mp4" -o "$T/out$n.mp4" --model udnie --quiet 2> "$T/time$n.txt"

@@ -116,8 +116,43 @@ fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
     Ok(())
 }
 
+/// The cluster from --processes / --process / --hostfile, checked.
+fn cluster(args: &StylizeArgs) -> Result<Option<crate::dataflow::Cluster>, AppError> {
+    if args.processes <= 1 {
+        return Ok(None);
+    }
+    let usage = |m: String| AppError::Usage(m);
+    let file = args.hostfile.as_ref().ok_or_else(|| usage("--processes needs --hostfile (one host:port per line)".into()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| MediaError::Read { path: file.clone(), source: e })?;
+    let addresses: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    if addresses.len() < args.processes {
+        return Err(usage(format!("{}: {} addresses for {} processes", file.display(), addresses.len(), args.processes)));
+    }
+    if args.process >= args.processes {
+        return Err(usage(format!("--process {} is not below --processes {}", args.process, args.processes)));
+    }
+    Ok(Some(crate::dataflow::Cluster { process: args.process, addresses: addresses[..args.processes].to_vec() }))
+}
+
+/// A helper process of a cluster: styles frames, reads and writes nothing.
+fn stylize_helper(args: &StylizeArgs, cluster: crate::dataflow::Cluster) -> Result<(), AppError> {
+    let (desc, weights) = load_model(&args.model)?;
+    let opts = crate::dataflow::DataflowOptions {
+        workers: args.workers.unwrap_or(1),
+        cluster: Some(cluster),
+        max_frames_in_flight: args.max_frames_in_flight,
+        gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
+    };
+    crate::dataflow::run(None, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
+    Ok(())
+}
+
 /// A video or an image sequence, to a video or a directory of frames.
 fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
+    let cluster = cluster(args)?;
+    if let Some(c) = cluster.clone().filter(|c| c.process != 0) {
+        return stylize_helper(args, c);
+    }
     let dir_out = is_dir_output(&args.output);
     let (desc, weights) = load_model(&args.model)?;
     let (source, names, companion) = match input_kind(&args.input) {
@@ -149,15 +184,17 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
         Sink::Video(Box::new(VideoEncoder::create(&args.output, &info, &settings, &companion)?))
     };
     let mode = if args.quiet { ProgressMode::None } else { args.progress };
-    if let Some(workers) = args.workers {
+    if args.workers.is_some() || cluster.is_some() {
+        let workers = args.workers.unwrap_or(1);
         let opts = crate::dataflow::DataflowOptions {
             workers,
+            cluster,
             max_frames_in_flight: args.max_frames_in_flight,
             gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
         };
         let progress = Progress::new(mode, info.frames);
         let started = Instant::now();
-        let frames = crate::dataflow::run(source, sink, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts, progress)?;
+        let frames = crate::dataflow::run(Some((source, sink, progress)), std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
         tracing::info!(frames, workers, secs = started.elapsed().as_secs_f64(), "done (dataflow)");
         return Ok(());
     }

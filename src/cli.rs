@@ -87,6 +87,17 @@ pub struct StylizeArgs {
     /// device (worker i uses adapter i mod adapters). Without it, the direct pipeline runs.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Run the dataflow over N processes (on one or several hosts); needs --hostfile. Every
+    /// process runs the same command with its own --process; process 0 reads the input and
+    /// writes the output, the others only style frames.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0 .. N-1.
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    pub process: usize,
+    /// File with one `host:port` per line, one line per process, in process order.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<crate::frame::Rate, String> {

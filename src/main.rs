@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
             // With JSON progress, stderr carries JSON lines only.
-            if !args.quiet && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
+            let helper = args.processes > 1 && args.process != 0;
+            if !args.quiet && !helper && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
                 eprintln!("wrote {}", app::shown(&args.output));
             }
         }),

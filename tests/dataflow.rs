@@ -104,3 +104,52 @@ fn a_truncated_input_fails_cleanly_with_two_workers() {
     let partial = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial")).count();
     assert_eq!(partial, 0, "temporary left behind");
 }
+
+/// Two free loopback ports (bound, read, released; a small race is acceptable in a test).
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+#[test]
+fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    clip(&input, 7);
+    let (p0, p1) = free_ports();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).unwrap();
+    let out = dir.path().join("cluster/");
+    let args = |process: &str| -> Vec<String> {
+        [
+            "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q",
+            "--processes", "2", "--process", process, "--hostfile", hosts.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_stylestream"))
+        .args(args("1"))
+        .env("STYLESTREAM_MODELS_DIR", models_dir())
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let main: Vec<String> = args("0");
+    let o = stylestream(&main.iter().map(String::as_str).collect::<Vec<_>>());
+    if !o.status.success() {
+        // Process 1 would wait for its peer forever.
+        let _ = helper.kill();
+    }
+    let helper = helper.wait_with_output().unwrap();
+    assert!(o.status.success(), "process 0: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(helper.status.success(), "process 1 failed");
+    let direct = dir.path().join("direct/");
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q"]);
+    assert!(d.status.success());
+    let (a, b) = (frames(&direct), frames(&out));
+    assert_eq!(a.len(), 7);
+    assert!(a == b, "frames from two processes differ from the direct path");
+}

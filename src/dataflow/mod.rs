@@ -2,8 +2,9 @@
 //! device. The only module that imports timely.
 //!
 //! ```text
-//! worker 0: decode --input--> exchange (index mod workers) --> Stylize (every worker, own GPU)
-//!           --> exchange (to worker 0) --> ReorderFrames (frontier-driven) --> encode sink
+//! worker 0: decode thread --input--> exchange (index mod workers) --> Stylize (every worker,
+//!           own GPU) --> exchange (to worker 0) --> ReorderFrames (frontier-driven)
+//!           --> EncodeSink --> encoder thread
 //! ```
 //! Timestamps are frame indices. Worker 0 feeds at most `max_frames_in_flight` frames ahead of
 //! the probe after the sink (back-pressure through the probe, not unbounded queues), so memory
@@ -13,6 +14,9 @@
 mod reorder_frames;
 mod stylize;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use timely::dataflow::operators::{Input, Operator, Probe};
@@ -29,11 +33,23 @@ use crate::telemetry::progress::Progress;
 pub use reorder_frames::ReorderFrames;
 pub use stylize::Stylize;
 
+/// Several processes (possibly on several hosts) running the same job together.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// This process's index, 0-based; process 0 decodes and writes the output.
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
 /// How the dataflow runs.
 #[derive(Debug, Clone)]
 pub struct DataflowOptions {
-    /// Worker threads in this process; worker i uses adapter (first + i) mod adapters.
+    /// Worker threads per process; worker i (counted over all processes) uses adapter
+    /// (first + i) mod adapters of its machine.
     pub workers: usize,
+    /// `None`: one process.
+    pub cluster: Option<Cluster>,
     /// Frames between the decoder and the sink, whatever the number of workers.
     pub max_frames_in_flight: usize,
     pub gpu: GpuOptions,
@@ -63,35 +79,50 @@ impl ErrorSlot {
     }
 }
 
-/// Runs one video through the dataflow; returns the frames written. The source and sink are
-/// used by worker 0; every worker builds its own GPU device and plan.
+impl DataflowOptions {
+    fn timely_config(&self) -> timely::Config {
+        let threads = self.workers.max(1);
+        match &self.cluster {
+            None => timely::Config::process(threads),
+            Some(c) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads,
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        }
+    }
+}
+
+/// Runs one video through the dataflow; returns the frames written (0 on processes other
+/// than 0). `ends` — the source, sink and progress — belong to process 0, whose worker 0
+/// decodes and writes; every worker builds its own GPU device and plan.
 pub fn run(
-    source: Source,
-    sink: Sink,
+    ends: Option<(Source, Sink, Progress)>,
     desc: Arc<NetworkDescription>,
     weights: Arc<Weights>,
     opts: DataflowOptions,
-    progress: Progress,
 ) -> Result<u64, PipelineError> {
-    let ends = Arc::new(Mutex::new(Some((source, sink, progress))));
+    let ends = Arc::new(Mutex::new(ends));
     let errors = ErrorSlot::default();
     let written = Arc::new(Mutex::new(0u64));
-    let config = timely::Config::process(opts.workers.max(1));
+    let config = opts.timely_config();
     let (errors_w, written_w) = (errors.clone(), written.clone());
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let mut gpu = opts.gpu.clone();
         gpu.adapter = Some(gpu.adapter.unwrap_or(0) + index);
-        let mine = if index == 0 { ends.lock().ok().and_then(|mut e| e.take()) } else { None };
-        let (source, sink, progress) = match mine {
-            Some((a, b, c)) => (Some(a), Some(b), Some(c)),
-            None => (None, None, None),
-        };
-        let sink = std::rc::Rc::new(std::cell::RefCell::new(sink.map(|s| (s, progress, Reorder::<()>::new()))));
+        let cap = opts.max_frames_in_flight.max(1);
+        // Worker 0 hands styled frames to its encoder thread through this queue.
+        let (to_encoder, from_sink) = sync_channel::<Frame>(cap);
+        let to_encoder = Rc::new(RefCell::new(Some(to_encoder)));
         let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
         let probe = ProbeHandle::new();
-        let sink_op = sink.clone();
-        let errors_op = errors_w.clone();
+        let (sink_queue, errors_op) = (to_encoder.clone(), errors_w.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             scope
                 .input_from(&mut input)
@@ -101,85 +132,101 @@ pub fn run(
                 .probe_with(&probe)
                 .sink(timely::dataflow::channels::pact::Pipeline, "EncodeSink", move |(input, _frontier)| {
                     input.for_each(|_cap, frames| {
-                        let mut guard = sink_op.borrow_mut();
-                        let Some((sink, progress, order)) = guard.as_mut() else { return };
+                        let queue = sink_queue.borrow();
                         for f in frames.drain(..) {
-                            if errors_op.is_set() {
-                                continue;
-                            }
-                            // The frontier released it: it must be the next frame.
-                            if let Err(e) = order.push(f.index, ()) {
-                                errors_op.set(e.into());
-                                continue;
-                            }
-                            match sink.write(&f) {
-                                Ok(()) => {
-                                    if let Some(p) = progress.as_mut() {
-                                        p.inc();
-                                    }
-                                }
-                                Err(e) => errors_op.set(e.into()),
+                            // A closed queue means the encoder stopped on an error it recorded.
+                            if let Some(q) = queue.as_ref() {
+                                let _ = q.send(f);
                             }
                         }
                     });
                 });
         });
-        // Worker 0 decodes and feeds; the others only run their share of the operators.
-        if let Some(mut source) = source {
-            let mut sent = 0u64;
-            let cap = opts.max_frames_in_flight.max(1) as u64;
-            loop {
-                if errors_w.is_set() || crate::pipeline::interrupted() {
-                    break;
-                }
-                // Back-pressure: wait while more than `cap` frames are between the input and the
-                // sink, as the probe after the reorder stage sees it.
-                while sent >= cap && probe.less_than(&(sent - cap)) && !errors_w.is_set() {
-                    worker.step();
-                }
-                match source.next_frame() {
-                    Ok(Some(f)) => {
-                        input.send(f);
-                        sent += 1;
-                        input.advance_to(sent);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        errors_w.set(e.into());
+        let mine = if index == 0 { ends.lock().ok().and_then(|mut e| e.take()) } else { None };
+        let Some((mut source, mut sink, mut progress)) = mine else {
+            // Other workers run their share of the operators until the input closes.
+            drop(input);
+            while worker.step_or_park(None) {}
+            return;
+        };
+        std::thread::scope(|threads| {
+            // Decode ahead on a thread of its own, at most `cap` frames.
+            let (to_feed, decoded) = sync_channel::<Frame>(cap);
+            let decoder = threads.spawn(move || -> Result<(), PipelineError> {
+                while let Some(f) = source.next_frame()? {
+                    if to_feed.send(f).is_err() {
                         break;
                     }
                 }
-            }
-            drop(input);
-            while worker.step_or_park(None) {}
-            // Everything has flowed: publish the output only if the job is whole.
-            if let Some((sink, mut progress, order)) = sink.borrow_mut().take() {
-                if crate::pipeline::interrupted() {
-                    errors_w.set(PipelineError::Interrupted);
-                }
-                if !errors_w.is_set() {
-                    match order.finish(Some(sent)) {
-                        Ok(n) => {
-                            if let Some(p) = progress.as_mut() {
-                                p.finish();
-                            }
-                            match sink.finish() {
-                                Ok(()) => {
-                                    if let Ok(mut w) = written_w.lock() {
-                                        *w = n;
-                                    }
-                                }
-                                Err(e) => errors_w.set(e.into()),
-                            }
+                Ok(())
+            });
+            // Encode on a thread of its own, checking the order once more.
+            let errors_enc = errors_w.clone();
+            let encoder = threads.spawn(move || {
+                let mut order = Reorder::<()>::new();
+                for f in from_sink.iter() {
+                    if errors_enc.is_set() {
+                        break;
+                    }
+                    let written = order.push(f.index, ()).map_err(PipelineError::from).and_then(|_| sink.write(&f).map_err(PipelineError::from));
+                    match written {
+                        Ok(()) => progress.inc(),
+                        Err(e) => {
+                            errors_enc.set(e);
+                            break;
                         }
-                        Err(e) => errors_w.set(e.into()),
                     }
                 }
+                (sink, order, progress)
+            });
+            // Feed the dataflow.
+            let mut sent = 0u64;
+            for f in decoded.iter() {
+                if errors_w.is_set() || crate::pipeline::interrupted() {
+                    break;
+                }
+                // Back-pressure: wait while more than `cap` frames are between the input and
+                // the sink, as the probe after the reorder stage sees it.
+                while sent >= cap as u64 && probe.less_than(&(sent - cap as u64)) && !errors_w.is_set() {
+                    worker.step();
+                }
+                input.send(f);
+                sent += 1;
+                input.advance_to(sent);
             }
-        } else {
+            drop(decoded);
             drop(input);
             while worker.step_or_park(None) {}
-        }
+            to_encoder.borrow_mut().take();
+            match decoder.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors_w.set(e),
+                Err(_) => errors_w.set(PipelineError::Dataflow("the decoder thread panicked".into())),
+            }
+            let Ok((sink, order, mut progress)) = encoder.join() else {
+                errors_w.set(PipelineError::Dataflow("the encoder thread panicked".into()));
+                return;
+            };
+            if crate::pipeline::interrupted() {
+                errors_w.set(PipelineError::Interrupted);
+            }
+            if errors_w.is_set() {
+                return; // `sink` is dropped unfinished: nothing is published.
+            }
+            // Everything has flowed: publish the output only if the job is whole.
+            let published = order.finish(Some(sent)).map_err(PipelineError::from).and_then(|n| {
+                progress.finish();
+                sink.finish().map(|()| n).map_err(PipelineError::from)
+            });
+            match published {
+                Ok(n) => {
+                    if let Ok(mut w) = written_w.lock() {
+                        *w = n;
+                    }
+                }
+                Err(e) => errors_w.set(e),
+            }
+        });
     })
     .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
     for r in guards.join() {
