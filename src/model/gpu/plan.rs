@@ -326,27 +326,34 @@ impl NetworkPlan {
 
     /// Styles one RGB8 frame (`width x height x 3` bytes).
     pub fn run(&self, rgb: &[u8]) -> Result<FrameOutput, GpuError> {
-        self.run_inner(rgb, false)
+        self.run_inner(rgb, false, false)
     }
 
     /// Styles one frame and also returns the float output before clamping.
     pub fn run_with_values(&self, rgb: &[u8]) -> Result<FrameOutput, GpuError> {
-        self.run_inner(rgb, true)
+        self.run_inner(rgb, true, false)
     }
 
-    fn run_inner(&self, rgb: &[u8], values: bool) -> Result<FrameOutput, GpuError> {
+    /// Styles one frame recording per-kernel timestamps (when the device has them; read them
+    /// with `kernel_times`). Timestamp writes cost time on some adapters: `run` never does them.
+    pub fn run_profiled(&self, rgb: &[u8]) -> Result<FrameOutput, GpuError> {
+        self.run_inner(rgb, false, true)
+    }
+
+    fn run_inner(&self, rgb: &[u8], values: bool, profile: bool) -> Result<FrameOutput, GpuError> {
+        let timing = self.timing.as_ref().filter(|_| profile);
         self.check_input(rgb)?;
         let mut out = FrameOutput { rgb: Vec::new(), values: Vec::new() };
         self.scoped("running a frame", || {
             self.upload(rgb);
             let mut enc = self.device.create_command_encoder(&Default::default());
-            self.encode(&mut enc, self.steps.len());
+            self.encode(&mut enc, self.steps.len(), timing);
             let pixels = self.width as u64 * self.height as u64;
             enc.copy_buffer_to_buffer(&self.out_rgb, 0, &self.staging_rgb, 0, pixels * 4);
             if values {
                 enc.copy_buffer_to_buffer(&self.out_f32, 0, &self.staging_f32, 0, pixels * 12);
             }
-            if let Some(t) = &self.timing {
+            if let Some(t) = timing {
                 let n = t.queries.count();
                 enc.resolve_query_set(&t.queries, 0..n, &t.resolve, 0);
                 enc.copy_buffer_to_buffer(&t.resolve, 0, &t.staging, 0, n as u64 * 8);
@@ -362,7 +369,7 @@ impl NetworkPlan {
         Ok(out)
     }
 
-    /// Per-kernel GPU times of the last frame, when timestamps are on.
+    /// Per-kernel GPU times of the last `run_profiled` frame, when timestamps are on.
     pub fn kernel_times(&self) -> Result<Option<Vec<KernelTime>>, GpuError> {
         let Some(t) = &self.timing else { return Ok(None) };
         let bytes = self.read(&t.staging, self.steps.len() * 16)?;
@@ -389,7 +396,7 @@ impl NetworkPlan {
         self.scoped("running to a layer", || {
             self.upload(rgb);
             let mut enc = self.device.create_command_encoder(&Default::default());
-            self.encode(&mut enc, done);
+            self.encode(&mut enc, done, None);
             enc.copy_buffer_to_buffer(&self.slots[t.slot], 0, &stage, 0, bytes);
             self.queue.submit([enc.finish()]);
         })?;
@@ -419,9 +426,9 @@ impl NetworkPlan {
         }
     }
 
-    fn encode(&self, enc: &mut wgpu::CommandEncoder, steps: usize) {
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, steps: usize, timing: Option<&Timing>) {
         for (i, step) in self.steps.iter().take(steps).enumerate() {
-            let timestamp_writes = self.timing.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+            let timestamp_writes = timing.map(|t| wgpu::ComputePassTimestampWrites {
                 query_set: &t.queries,
                 beginning_of_pass_write_index: Some(2 * i as u32),
                 end_of_pass_write_index: Some(2 * i as u32 + 1),
