@@ -142,6 +142,9 @@ fn stylize_helper(args: &StylizeArgs, cluster: crate::dataflow::Cluster) -> Resu
         cluster: Some(cluster),
         max_frames_in_flight: args.max_frames_in_flight,
         gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
+        frames_per_batch: args.frames_per_batch,
+        retries: args.retries,
+        fail_frame: args.fail_frame,
     };
     crate::dataflow::run(None, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
     Ok(())
@@ -191,6 +194,9 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
             cluster,
             max_frames_in_flight: args.max_frames_in_flight,
             gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
+            frames_per_batch: args.frames_per_batch,
+            retries: args.retries,
+            fail_frame: args.fail_frame,
         };
         let progress = Progress::new(mode, info.frames);
         let started = Instant::now();

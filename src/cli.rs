@@ -98,6 +98,20 @@ pub struct StylizeArgs {
     /// File with one `host:port` per line, one line per process, in process order.
     #[arg(long, value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
+    /// Dataflow: consecutive frames sent to one worker together.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub frames_per_batch: u64,
+    /// Dataflow: retries of a frame that failed on a worker, each on another worker.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+    /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
+    #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
+    pub fail_frame: Option<(u64, u32)>,
+}
+
+fn parse_fail(s: &str) -> Result<(u64, u32), String> {
+    let (k, n) = s.split_once(':').ok_or("expected K:N")?;
+    Ok((k.parse().map_err(|_| "K must be a frame index")?, n.parse().map_err(|_| "N must be a count")?))
 }
 
 fn parse_rate(s: &str) -> Result<crate::frame::Rate, String> {

@@ -153,3 +153,41 @@ fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
     assert_eq!(a.len(), 7);
     assert!(a == b, "frames from two processes differ from the direct path");
 }
+
+#[test]
+fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    clip(&input, 6);
+    let direct = dir.path().join("direct/");
+    let retried = dir.path().join("retried/");
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q"]);
+    assert!(d.status.success());
+    let o = stylestream(&[
+        "stylize", input.to_str().unwrap(), "-o", retried.to_str().unwrap(), "--model", "udnie",
+        "--workers", "2", "--fail-frame", "3:1", "--progress", "none",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("styling failed"), "the failed attempt is reported: {err}");
+    assert!(frames(&direct) == frames(&retried), "the retried run differs from the direct path");
+}
+
+#[test]
+fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    clip(&input, 6);
+    let out = dir.path().join("out.mp4");
+    let o = stylestream(&[
+        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
+        "--workers", "2", "--retries", "2", "--fail-frame", "4:0", "-q",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "must fail: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("frame 4") && err.contains("3 attempts"), "{err}");
+    assert!(!out.exists(), "nothing may be published");
+    let partial = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial")).count();
+    assert_eq!(partial, 0, "temporary left behind");
+}

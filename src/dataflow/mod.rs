@@ -31,7 +31,7 @@ use crate::reorder::Reorder;
 use crate::telemetry::progress::Progress;
 
 pub use reorder_frames::ReorderFrames;
-pub use stylize::Stylize;
+pub use stylize::{Stylize, StylizeSpec, Work, WorkerGpu};
 
 /// Several processes (possibly on several hosts) running the same job together.
 #[derive(Debug, Clone)]
@@ -53,6 +53,12 @@ pub struct DataflowOptions {
     /// Frames between the decoder and the sink, whatever the number of workers.
     pub max_frames_in_flight: usize,
     pub gpu: GpuOptions,
+    /// Consecutive frames that go to the same worker (the reference's "images per job").
+    pub frames_per_batch: u64,
+    /// How often a frame that failed is retried, each time on another worker.
+    pub retries: u32,
+    /// Test hook: frame `.0` fails its first `.1` attempts (0: all).
+    pub fail_frame: Option<(u64, u32)>,
 }
 
 /// The first error any worker met (later ones are consequences), shared by all workers.
@@ -64,7 +70,8 @@ impl ErrorSlot {
     pub fn set(&self, e: PipelineError) {
         if let Ok(mut slot) = self.0.lock() {
             if slot.is_none() {
-                tracing::error!(error = %e, "job failed");
+                // Reported once, by whoever ends the job (the CLI prints it as its error line).
+                tracing::debug!(error = %e, "job failed");
                 *slot = Some(e);
             }
         }
@@ -114,8 +121,15 @@ pub fn run(
     let (errors_w, written_w) = (errors.clone(), written.clone());
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
-        let mut gpu = opts.gpu.clone();
-        gpu.adapter = Some(gpu.adapter.unwrap_or(0) + index);
+        let device = WorkerGpu::new(&opts.gpu, index);
+        let spec = StylizeSpec {
+            desc: desc.clone(),
+            weights: weights.clone(),
+            gpu: opts.gpu.clone(),
+            frames_per_batch: opts.frames_per_batch,
+            retries: opts.retries,
+            fail_frame: opts.fail_frame,
+        };
         let cap = opts.max_frames_in_flight.max(1);
         // Worker 0 hands styled frames to its encoder thread through this queue.
         let (to_encoder, from_sink) = sync_channel::<Frame>(cap);
@@ -127,7 +141,7 @@ pub fn run(
             scope
                 .input_from(&mut input)
                 .container::<Vec<Frame>>()
-                .stylize(desc.clone(), weights.clone(), gpu.clone(), errors_op.clone())
+                .stylize(spec, device, errors_op.clone())
                 .reorder_frames()
                 .probe_with(&probe)
                 .sink(timely::dataflow::channels::pact::Pipeline, "EncodeSink", move |(input, _frontier)| {

@@ -37,6 +37,8 @@ pub enum PipelineError {
     Interrupted,
     #[error("dataflow: {0}")]
     Dataflow(String),
+    #[error("frame {index} (pts {pts}) could not be styled after {attempts} attempts: {reason}")]
+    FrameFailed { index: u64, pts: i64, attempts: u32, reason: String },
 }
 
 #[derive(Debug, Clone, Copy)]
