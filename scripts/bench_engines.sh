@@ -8,11 +8,9 @@ export STYLESTREAM_MODELS_DIR=${STYLESTREAM_MODELS_DIR:-$(cd "$(dirname "$0")/..
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 ffmpeg -loglevel error -f lavfi -i testsrc2=size=256x144:rate=25 -f lavfi -i sine=sample_rate=44100 \
   -t 1.6 -c:v libx264 -pix_fmt yuv420p -c:a aac "$T/clip.mp4"
-steady() { "$BIN" stylize "$T/clip.mp4" -o "$T/out.mp4" --model udnie --progress json "$@" 2>/dev/null \
-  | tail -n 1; }
 for r in $(seq "$ROUNDS"); do
   net=$("$BIN" bench --model udnie --size 256x144 --frames 20 --json | tail -n 1)
-  direct=$("$BIN" stylize "$T/clip.mp4" -o "$T/o1.mp4" --model udnie --progress json 2>&1 | grep '^{' | tail -n 1)
+  direct=$("$BIN" stylize "$T/clip.mp4" -o "$T/o1.mp4" --model udnie --progress json --direct 2>&1 | grep '^{' | tail -n 1)
   w1=$("$BIN" stylize "$T/clip.mp4" -o "$T/o2.mp4" --model udnie --progress json --workers 1 2>&1 | grep '^{' | tail -n 1)
   w2=$("$BIN" stylize "$T/clip.mp4" -o "$T/o3.mp4" --model udnie --progress json --workers 2 2>&1 | grep '^{' | tail -n 1)
   echo "$net|$direct|$w1|$w2"

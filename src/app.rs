@@ -138,7 +138,7 @@ fn cluster(args: &StylizeArgs) -> Result<Option<crate::dataflow::Cluster>, AppEr
 fn stylize_helper(args: &StylizeArgs, cluster: crate::dataflow::Cluster) -> Result<(), AppError> {
     let (desc, weights) = load_model(&args.model)?;
     let opts = crate::dataflow::DataflowOptions {
-        workers: args.workers.unwrap_or(1),
+        workers: args.workers,
         cluster: Some(cluster),
         max_frames_in_flight: args.max_frames_in_flight,
         gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
@@ -187,8 +187,8 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
         Sink::Video(Box::new(VideoEncoder::create(&args.output, &info, &settings, &companion)?))
     };
     let mode = if args.quiet { ProgressMode::None } else { args.progress };
-    if args.workers.is_some() || cluster.is_some() {
-        let workers = args.workers.unwrap_or(1);
+    if !args.direct {
+        let workers = args.workers;
         let opts = crate::dataflow::DataflowOptions {
             workers,
             cluster,

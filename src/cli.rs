@@ -83,10 +83,13 @@ pub struct StylizeArgs {
     /// Frames queued between decode, GPU and encode (bounds memory: at most 2N + 3 frames).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub max_frames_in_flight: usize,
-    /// Run the frames through the timely dataflow with N worker threads, each with its own GPU
-    /// device (worker i uses adapter i mod adapters). Without it, the direct pipeline runs.
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
+    /// Worker threads of the timely dataflow, each with its own GPU device (worker i uses
+    /// adapter i mod adapters).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub workers: usize,
+    /// Run the direct three-thread pipeline instead of the dataflow (one GPU; for comparison).
+    #[arg(long, conflicts_with_all = ["processes", "hostfile"])]
+    pub direct: bool,
     /// Run the dataflow over N processes (on one or several hosts); needs --hostfile. Every
     /// process runs the same command with its own --process; process 0 reads the input and
     /// writes the output, the others only style frames.

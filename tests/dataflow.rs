@@ -1,4 +1,4 @@
-//! The timely dataflow path (`--workers N`) against the direct pipeline: byte-identical frames
+//! The timely dataflow path (the default; `--workers N`) against the direct pipeline (`--direct`): byte-identical frames
 //! at 1, 2 and 3 workers, complete videos, and clean failures.
 
 mod common;
@@ -51,7 +51,7 @@ fn one_two_and_three_workers_give_the_frames_of_the_direct_path() {
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         frames(&out)
     };
-    let direct = run("direct/", &[]);
+    let direct = run("direct/", &["--direct"]);
     assert_eq!(direct.len(), 9);
     for w in ["1", "2", "3"] {
         let got = run(&format!("workers{w}/"), &["--workers", w, "--max-frames-in-flight", "2"]);
@@ -147,7 +147,7 @@ fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
     assert!(o.status.success(), "process 0: {}", String::from_utf8_lossy(&o.stderr));
     assert!(helper.status.success(), "process 1 failed");
     let direct = dir.path().join("direct/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q"]);
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
     assert!(d.status.success());
     let (a, b) = (frames(&direct), frames(&out));
     assert_eq!(a.len(), 7);
@@ -161,7 +161,7 @@ fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical
     clip(&input, 6);
     let direct = dir.path().join("direct/");
     let retried = dir.path().join("retried/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q"]);
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
     assert!(d.status.success());
     let o = stylestream(&[
         "stylize", input.to_str().unwrap(), "-o", retried.to_str().unwrap(), "--model", "udnie",
