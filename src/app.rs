@@ -25,6 +25,8 @@ pub enum AppError {
     Media(#[from] MediaError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Usage(String),
     #[error("model `{name}` not found: no such file, and no {name}.safetensors in {searched} \
@@ -92,6 +94,8 @@ fn is_image_output(output: &Path) -> bool {
 }
 
 pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
+    // A bad configuration is refused whatever the input is.
+    dataflow_options(args)?;
     let path = Path::new(&args.input);
     if !path.exists() && !media::sequence::is_pattern(&args.input) {
         return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
@@ -116,45 +120,65 @@ fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The cluster from --processes / --process / --hostfile, checked.
-fn cluster(args: &StylizeArgs) -> Result<Option<crate::dataflow::Cluster>, AppError> {
-    if args.processes <= 1 {
-        return Ok(None);
-    }
+/// How the dataflow runs: the command line over the config file over the defaults.
+fn dataflow_options(args: &StylizeArgs) -> Result<crate::dataflow::DataflowOptions, AppError> {
+    let file = match &args.config {
+        Some(p) => crate::config::RunConfig::load(p)?,
+        None => crate::config::RunConfig::default(),
+    };
     let usage = |m: String| AppError::Usage(m);
-    let file = args.hostfile.as_ref().ok_or_else(|| usage("--processes needs --hostfile (one host:port per line)".into()))?;
-    let text = std::fs::read_to_string(file).map_err(|e| MediaError::Read { path: file.clone(), source: e })?;
-    let addresses: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
-    if addresses.len() < args.processes {
-        return Err(usage(format!("{}: {} addresses for {} processes", file.display(), addresses.len(), args.processes)));
-    }
-    if args.process >= args.processes {
-        return Err(usage(format!("--process {} is not below --processes {}", args.process, args.processes)));
-    }
-    Ok(Some(crate::dataflow::Cluster { process: args.process, addresses: addresses[..args.processes].to_vec() }))
+    // Cluster: --processes with --hostfile, else the config's [cluster].
+    let hosts: Option<Vec<String>> = match (&args.hostfile, &file.cluster) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| MediaError::Read { path: path.clone(), source: e })?;
+            Some(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+        }
+        (None, Some(c)) => Some(c.hosts.clone()),
+        (None, None) => None,
+    };
+    let processes = args.processes.unwrap_or_else(|| hosts.as_ref().map_or(1, Vec::len));
+    let cluster = if processes <= 1 {
+        None
+    } else {
+        let hosts = hosts.ok_or_else(|| usage("--processes needs --hostfile (one host:port per line) or a config with [cluster]".into()))?;
+        if hosts.len() < processes {
+            return Err(usage(format!("{} addresses for {processes} processes", hosts.len())));
+        }
+        let process = args.process.or(file.cluster.as_ref().and_then(|c| c.process)).unwrap_or(0);
+        if process >= processes {
+            return Err(usage(format!("--process {process} is not below --processes {processes}")));
+        }
+        Some(crate::dataflow::Cluster { process, addresses: hosts[..processes].to_vec() })
+    };
+    Ok(crate::dataflow::DataflowOptions {
+        workers: args.workers.or(file.workers).unwrap_or(1).max(1),
+        cluster,
+        max_frames_in_flight: args.max_frames_in_flight.or(file.max_frames_in_flight).unwrap_or(4).max(1),
+        gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
+        frames_per_batch: args.frames_per_batch.or(file.frames_per_batch).unwrap_or(1).max(1),
+        retries: args.retries.or(file.retries).unwrap_or(2),
+        fail_frame: args.fail_frame,
+        gpus: file.gpus.clone(),
+    })
 }
 
 /// A helper process of a cluster: styles frames, reads and writes nothing.
-fn stylize_helper(args: &StylizeArgs, cluster: crate::dataflow::Cluster) -> Result<(), AppError> {
+fn stylize_helper(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
     let (desc, weights) = load_model(&args.model)?;
-    let opts = crate::dataflow::DataflowOptions {
-        workers: args.workers,
-        cluster: Some(cluster),
-        max_frames_in_flight: args.max_frames_in_flight,
-        gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
-        frames_per_batch: args.frames_per_batch,
-        retries: args.retries,
-        fail_frame: args.fail_frame,
-    };
     crate::dataflow::run(None, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
     Ok(())
 }
 
+/// Whether this process is a helper of a cluster (not process 0).
+pub fn is_helper(args: &StylizeArgs) -> bool {
+    dataflow_options(args).ok().and_then(|o| o.cluster).is_some_and(|c| c.process != 0)
+}
+
 /// A video or an image sequence, to a video or a directory of frames.
 fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
-    let cluster = cluster(args)?;
-    if let Some(c) = cluster.clone().filter(|c| c.process != 0) {
-        return stylize_helper(args, c);
+    let opts = dataflow_options(args)?;
+    if opts.cluster.as_ref().is_some_and(|c| c.process != 0) {
+        return stylize_helper(args, opts);
     }
     let dir_out = is_dir_output(&args.output);
     let (desc, weights) = load_model(&args.model)?;
@@ -188,16 +212,7 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
     };
     let mode = if args.quiet { ProgressMode::None } else { args.progress };
     if !args.direct {
-        let workers = args.workers;
-        let opts = crate::dataflow::DataflowOptions {
-            workers,
-            cluster,
-            max_frames_in_flight: args.max_frames_in_flight,
-            gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
-            frames_per_batch: args.frames_per_batch,
-            retries: args.retries,
-            fail_frame: args.fail_frame,
-        };
+        let workers = opts.workers;
         let progress = Progress::new(mode, info.frames);
         let started = Instant::now();
         let frames = crate::dataflow::run(Some((source, sink, progress)), std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
@@ -210,7 +225,7 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
     let progress = Progress::new(mode, info.frames);
     let stylize = |img: &RgbFrame| plan.run(&img.data).map(|out| RgbFrame::new(img.width, img.height, out.rgb));
     let started = Instant::now();
-    let frames = pipeline::run(source, stylize, sink, PipelineOptions { max_frames_in_flight: args.max_frames_in_flight }, progress)?;
+    let frames = pipeline::run(source, stylize, sink, PipelineOptions { max_frames_in_flight: opts.max_frames_in_flight }, progress)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(frames, secs, fps = frames as f64 / secs, "done");
     Ok(())

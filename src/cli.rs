@@ -81,32 +81,40 @@ pub struct StylizeArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Frames queued between decode, GPU and encode (bounds memory: at most 2N + 3 frames).
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub max_frames_in_flight: usize,
+    /// [default: 4, or the config's]
+    #[arg(long, value_name = "N")]
+    pub max_frames_in_flight: Option<usize>,
     /// Worker threads of the timely dataflow, each with its own GPU device (worker i uses
     /// adapter i mod adapters).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub workers: usize,
+    /// [default: 1, or the config's]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Run the direct three-thread pipeline instead of the dataflow (one GPU; for comparison).
     #[arg(long, conflicts_with_all = ["processes", "hostfile"])]
     pub direct: bool,
     /// Run the dataflow over N processes (on one or several hosts); needs --hostfile. Every
     /// process runs the same command with its own --process; process 0 reads the input and
     /// writes the output, the others only style frames.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub processes: usize,
+    #[arg(long, value_name = "N")]
+    pub processes: Option<usize>,
     /// This process's index, 0 .. N-1.
-    #[arg(long, value_name = "I", default_value_t = 0)]
-    pub process: usize,
+    #[arg(long, value_name = "I")]
+    pub process: Option<usize>,
     /// File with one `host:port` per line, one line per process, in process order.
     #[arg(long, value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
     /// Dataflow: consecutive frames sent to one worker together.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub frames_per_batch: u64,
+    /// [default: 1, or the config's]
+    #[arg(long, value_name = "N")]
+    pub frames_per_batch: Option<u64>,
     /// Dataflow: retries of a frame that failed on a worker, each on another worker.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub retries: u32,
+    /// [default: 2, or the config's]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Run configuration (workers, GPUs, batching, cluster); see config/*.toml. Flags given on
+    /// the command line win over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
     #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
     pub fail_frame: Option<(u64, u32)>,

@@ -9,4 +9,5 @@ pub mod reorder;
 pub mod telemetry;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod dataflow;

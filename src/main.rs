@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
             // With JSON progress, stderr carries JSON lines only.
-            let helper = args.processes > 1 && args.process != 0;
+            let helper = app::is_helper(args);
             if !args.quiet && !helper && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
                 eprintln!("wrote {}", app::shown(&args.output));
             }

@@ -59,6 +59,8 @@ pub struct DataflowOptions {
     pub retries: u32,
     /// Test hook: frame `.0` fails its first `.1` attempts (0: all).
     pub fail_frame: Option<(u64, u32)>,
+    /// Adapter indices for the workers of each process (worker i: gpus[i mod len]).
+    pub gpus: Option<Vec<usize>>,
 }
 
 /// The first error any worker met (later ones are consequences), shared by all workers.
@@ -121,7 +123,7 @@ pub fn run(
     let (errors_w, written_w) = (errors.clone(), written.clone());
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
-        let device = WorkerGpu::new(&opts.gpu, index);
+        let device = WorkerGpu::new(&opts.gpu, opts.gpus.as_deref(), index);
         let spec = StylizeSpec {
             desc: desc.clone(),
             weights: weights.clone(),

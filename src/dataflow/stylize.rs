@@ -40,17 +40,22 @@ pub struct StylizeSpec {
 
 /// The worker's device and a plan for the current frame size, shared by its Stylize stages.
 pub struct WorkerGpu {
+    worker: usize,
     gpu: GpuOptions,
     ctx: Option<GpuContext>,
     plan: Option<NetworkPlan>,
 }
 
 impl WorkerGpu {
-    /// A device for worker `index`: adapter (first + index) mod adapters, opened on first use.
-    pub fn new(gpu: &GpuOptions, index: usize) -> Rc<RefCell<Self>> {
+    /// A device for worker `index`: adapter `gpus[index mod len]` when a list is given, else
+    /// (first + index) mod adapters; opened on first use.
+    pub fn new(gpu: &GpuOptions, gpus: Option<&[usize]>, index: usize) -> Rc<RefCell<Self>> {
         let mut gpu = gpu.clone();
-        gpu.adapter = Some(gpu.adapter.unwrap_or(0) + index);
-        Rc::new(RefCell::new(Self { gpu, ctx: None, plan: None }))
+        gpu.adapter = Some(match gpus.filter(|g| !g.is_empty()) {
+            Some(list) => list[index % list.len()],
+            None => gpu.adapter.unwrap_or(0) + index,
+        });
+        Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plan: None }))
     }
 
     fn run(&mut self, spec: &StylizeSpec, img: &RgbFrame) -> Result<RgbFrame, GpuError> {
@@ -60,7 +65,7 @@ impl WorkerGpu {
             let mut opts = self.gpu.clone();
             opts.adapter = Some(opts.adapter.unwrap_or(0) % count);
             let ctx = GpuContext::new(&opts)?;
-            tracing::info!(adapter = %ctx.adapter(), "worker GPU ready");
+            tracing::info!(worker = self.worker, adapter = %ctx.adapter(), "worker GPU ready");
             self.ctx = Some(ctx);
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
