@@ -162,54 +162,107 @@ fn dataflow_options(args: &StylizeArgs) -> Result<crate::dataflow::DataflowOptio
     })
 }
 
-/// A helper process of a cluster: styles frames, reads and writes nothing.
-fn stylize_helper(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
-    let (desc, weights) = load_model(&args.model)?;
-    crate::dataflow::run(None, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
-    Ok(())
-}
-
 /// Whether this process is a helper of a cluster (not process 0).
 pub fn is_helper(args: &StylizeArgs) -> bool {
     dataflow_options(args).ok().and_then(|o| o.cluster).is_some_and(|c| c.process != 0)
 }
 
-/// A video or an image sequence, to a video or a directory of frames.
-fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
-    let opts = dataflow_options(args)?;
-    if opts.cluster.as_ref().is_some_and(|c| c.process != 0) {
-        return stylize_helper(args, opts);
-    }
-    let dir_out = is_dir_output(&args.output);
-    let (desc, weights) = load_model(&args.model)?;
-    let (source, names, companion) = match input_kind(&args.input) {
+/// Opens one job's source (video or frames) and sink (video or frame directory).
+fn open_job(args: &StylizeArgs, input: &str, output: &Path) -> Result<(Source, Sink), AppError> {
+    let dir_out = is_dir_output(output);
+    let (source, names, companion) = match input_kind(input) {
         InputKind::Sequence => {
-            let reader = SequenceReader::open(&args.input, args.fps)?;
+            let reader = SequenceReader::open(input, args.fps)?;
             let names = reader.names();
             (Source::Sequence(reader), Some(names), Companion::default())
         }
         _ => {
-            let path = PathBuf::from(&args.input);
+            let path = PathBuf::from(input);
             let decoder = VideoDecoder::open(&path)?;
             (Source::Video(decoder), None, Companion { path: Some(path) })
         }
     };
     let info = source.info().clone();
-    if !dir_out && is_image_output(&args.output) {
+    if !dir_out && is_image_output(output) {
         return Err(AppError::Usage(format!(
             "{}: a video or frame sequence cannot be written as one image; name a video file or a directory ending in /",
-            args.output.display()
+            output.display()
         )));
     }
     let sink = if dir_out {
-        Sink::Sequence(SequenceWriter::create(&args.output, names)?)
+        Sink::Sequence(SequenceWriter::create(output, names)?)
     } else {
         if info.frame_rate.num <= 0 {
-            return Err(MediaError::NoFrameRate { what: format!("making a video from {}", args.input), sidecar: FPS_SIDECAR }.into());
+            return Err(MediaError::NoFrameRate { what: format!("making a video from {input}"), sidecar: FPS_SIDECAR }.into());
         }
         let settings = EncodeSettings { codec: args.codec.clone(), crf: args.crf, preset: args.preset.clone() };
-        Sink::Video(Box::new(VideoEncoder::create(&args.output, &info, &settings, &companion)?))
+        Sink::Video(Box::new(VideoEncoder::create(output, &info, &settings, &companion)?))
     };
+    Ok((source, sink))
+}
+
+/// `--and IN=OUT` jobs, parsed.
+fn extra_jobs(args: &StylizeArgs) -> Result<Vec<(String, PathBuf)>, AppError> {
+    args.and
+        .iter()
+        .map(|j| {
+            j.split_once('=')
+                .map(|(i, o)| (i.to_string(), PathBuf::from(o)))
+                .ok_or_else(|| AppError::Usage(format!("--and {j}: expected INPUT=OUTPUT")))
+        })
+        .collect()
+}
+
+/// Several videos in one dataflow, each with its own sink: all are attempted; the first error
+/// is returned after every job has ended (the others' outputs are published).
+fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
+    let helper = opts.cluster.as_ref().is_some_and(|c| c.process != 0);
+    let (desc, weights) = load_model(&args.model)?;
+    let mut jobs = vec![(args.input.clone(), args.output.clone())];
+    jobs.extend(extra_jobs(args)?);
+    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    let mut ends = Vec::new();
+    for (input, output) in &jobs {
+        if helper {
+            ends.push(None);
+            continue;
+        }
+        let (source, sink) = open_job(args, input, output)?;
+        let progress = Progress::new(if jobs.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
+        ends.push(Some((source, sink, progress)));
+    }
+    let results = crate::dataflow::run_jobs(ends, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts);
+    let mut first_error = None;
+    for ((_, output), r) in jobs.iter().zip(results) {
+        match r {
+            Ok(frames) if !helper && !args.quiet && jobs.len() > 1 => eprintln!("wrote {} ({frames} frames)", output.display()),
+            Ok(_) => {}
+            Err(e) => {
+                if jobs.len() > 1 {
+                    eprintln!("error: {}: {e}", output.display());
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// A video or an image sequence, to a video or a directory of frames.
+fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
+    let opts = dataflow_options(args)?;
+    if !args.and.is_empty() || opts.cluster.as_ref().is_some_and(|c| c.process != 0) {
+        if args.direct {
+            return Err(AppError::Usage("--and runs several videos in the dataflow: drop --direct".into()));
+        }
+        return stylize_many(args, opts);
+    }
+    let (desc, weights) = load_model(&args.model)?;
+    let (source, sink) = open_job(args, &args.input, &args.output)?;
+    let info = source.info().clone();
     let mode = if args.quiet { ProgressMode::None } else { args.progress };
     if !args.direct {
         let workers = opts.workers;

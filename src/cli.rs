@@ -115,6 +115,10 @@ pub struct StylizeArgs {
     /// the command line win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Another video to style in the same dataflow, as INPUT=OUTPUT (repeatable). Each has its
+    /// own sink: a slow or failing one does not hold back the others.
+    #[arg(long = "and", value_name = "IN=OUT")]
+    pub and: Vec<String>,
     /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
     #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
     pub fail_frame: Option<(u64, u32)>,

@@ -20,8 +20,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args).map(|()| {
             // With JSON progress, stderr carries JSON lines only.
-            let helper = app::is_helper(args);
-            if !args.quiet && !helper && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
+            // Helpers write nothing; several jobs report each output themselves.
+            let silent = app::is_helper(args) || !args.and.is_empty();
+            if !args.quiet && !silent && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
                 eprintln!("wrote {}", app::shown(&args.output));
             }
         }),

@@ -191,3 +191,26 @@ fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
     let partial = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial")).count();
     assert_eq!(partial, 0, "temporary left behind");
 }
+
+#[test]
+fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.mp4"), dir.path().join("b.mp4"));
+    clip(&a, 5);
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-frames:v", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", b.to_str().unwrap()]);
+    let (a_out, b_out) = (dir.path().join("a-styled/"), dir.path().join("b-styled/"));
+    let and = format!("{}={}", b.to_str().unwrap(), b_out.to_str().unwrap());
+    let o = stylestream(&["stylize", a.to_str().unwrap(), "-o", a_out.to_str().unwrap(), "--and", &and, "--model", "udnie", "--workers", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("a-styled") && err.contains("b-styled"), "each output is reported: {err}");
+    // Each equals the video styled on its own by the direct path.
+    for (input, out, n) in [(&a, &a_out, 5), (&b, &b_out, 8)] {
+        let alone = dir.path().join(format!("{}-alone/", n));
+        let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+        assert!(d.status.success());
+        let (x, y) = (frames(out), frames(&alone));
+        assert_eq!(x.len(), n);
+        assert!(x == y, "{} differs when styled together with another video", input.display());
+    }
+}

@@ -116,12 +116,35 @@ pub fn run(
     weights: Arc<Weights>,
     opts: DataflowOptions,
 ) -> Result<u64, PipelineError> {
-    let ends = Arc::new(Mutex::new(ends));
-    let errors = ErrorSlot::default();
-    let written = Arc::new(Mutex::new(0u64));
+    let jobs = vec![ends];
+    run_jobs(jobs, desc, weights, opts).pop().unwrap_or(Ok(0))
+}
+
+/// One job's ends on worker 0, while it runs.
+struct Feeding {
+    decoded: std::sync::mpsc::Receiver<Frame>,
+    input: Option<InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Frame>>>>,
+    probe: ProbeHandle<u64>,
+    sent: u64,
+}
+
+/// Runs several videos in the dataflow at once, each in a dataflow of its own (its own input,
+/// frontier, reorder stage and sink), so a slow job never holds back a fast one; the workers
+/// and their GPUs are shared. Returns each job's result, in order. Every process must be given
+/// the same number of jobs; only process 0 has their ends.
+pub fn run_jobs(
+    jobs: Vec<Option<(Source, Sink, Progress)>>,
+    desc: Arc<NetworkDescription>,
+    weights: Arc<Weights>,
+    opts: DataflowOptions,
+) -> Vec<Result<u64, PipelineError>> {
+    let count = jobs.len();
+    let ends = Arc::new(Mutex::new(jobs));
+    let errors: Vec<ErrorSlot> = (0..count).map(|_| ErrorSlot::default()).collect();
+    let written = Arc::new(Mutex::new(vec![0u64; count]));
     let config = opts.timely_config();
     let (errors_w, written_w) = (errors.clone(), written.clone());
-    let guards = timely::execute(config, move |worker| {
+    let outcome = timely::execute(config, move |worker| {
         let index = worker.index();
         let device = WorkerGpu::new(&opts.gpu, opts.gpus.as_deref(), index);
         let spec = StylizeSpec {
@@ -133,124 +156,170 @@ pub fn run(
             fail_frame: opts.fail_frame,
         };
         let cap = opts.max_frames_in_flight.max(1);
-        // Worker 0 hands styled frames to its encoder thread through this queue.
-        let (to_encoder, from_sink) = sync_channel::<Frame>(cap);
-        let to_encoder = Rc::new(RefCell::new(Some(to_encoder)));
-        let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let (sink_queue, errors_op) = (to_encoder.clone(), errors_w.clone());
-        worker.dataflow::<u64, _, _>(|scope| {
-            scope
-                .input_from(&mut input)
-                .container::<Vec<Frame>>()
-                .stylize(spec, device, errors_op.clone())
-                .reorder_frames()
-                .probe_with(&probe)
-                .sink(timely::dataflow::channels::pact::Pipeline, "EncodeSink", move |(input, _frontier)| {
-                    input.for_each(|_cap, frames| {
-                        let queue = sink_queue.borrow();
-                        for f in frames.drain(..) {
-                            // A closed queue means the encoder stopped on an error it recorded.
-                            if let Some(q) = queue.as_ref() {
-                                let _ = q.send(f);
+        // One dataflow per job; worker 0 hands each job's styled frames to its encoder thread.
+        let mut inputs = Vec::new();
+        let mut probes = Vec::new();
+        let mut queues = Vec::new();
+        let mut receivers = Vec::new();
+        for job in 0..count {
+            let (to_encoder, from_sink) = sync_channel::<Frame>(cap);
+            let to_encoder = Rc::new(RefCell::new(Some(to_encoder)));
+            let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
+            let probe = ProbeHandle::new();
+            let (sink_queue, errors_op) = (to_encoder.clone(), errors_w[job].clone());
+            let (spec, device) = (spec.clone(), device.clone());
+            worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .container::<Vec<Frame>>()
+                    .stylize(spec, device, errors_op.clone())
+                    .reorder_frames()
+                    .probe_with(&probe)
+                    .sink(timely::dataflow::channels::pact::Pipeline, "EncodeSink", move |(input, _frontier)| {
+                        input.for_each(|_cap, frames| {
+                            let queue = sink_queue.borrow();
+                            for f in frames.drain(..) {
+                                // A closed queue means the encoder stopped on an error it recorded.
+                                if let Some(q) = queue.as_ref() {
+                                    let _ = q.send(f);
+                                }
                             }
-                        }
+                        });
                     });
-                });
-        });
-        let mine = if index == 0 { ends.lock().ok().and_then(|mut e| e.take()) } else { None };
-        let Some((mut source, mut sink, mut progress)) = mine else {
-            // Other workers run their share of the operators until the input closes.
-            drop(input);
+            });
+            inputs.push(input);
+            probes.push(probe);
+            queues.push(to_encoder);
+            receivers.push(from_sink);
+        }
+        let mine: Vec<Option<(Source, Sink, Progress)>> =
+            if index == 0 { ends.lock().map(|mut e| e.drain(..).collect()).unwrap_or_default() } else { Vec::new() };
+        if mine.len() != count {
+            // Other workers run their share of the operators until the inputs close.
+            drop(inputs);
             while worker.step_or_park(None) {}
             return;
-        };
+        }
         std::thread::scope(|threads| {
-            // Decode ahead on a thread of its own, at most `cap` frames.
-            let (to_feed, decoded) = sync_channel::<Frame>(cap);
-            let decoder = threads.spawn(move || -> Result<(), PipelineError> {
-                while let Some(f) = source.next_frame()? {
-                    if to_feed.send(f).is_err() {
-                        break;
-                    }
-                }
-                Ok(())
-            });
-            // Encode on a thread of its own, checking the order once more.
-            let errors_enc = errors_w.clone();
-            let encoder = threads.spawn(move || {
-                let mut order = Reorder::<()>::new();
-                for f in from_sink.iter() {
-                    if errors_enc.is_set() {
-                        break;
-                    }
-                    let written = order.push(f.index, ()).map_err(PipelineError::from).and_then(|_| sink.write(&f).map_err(PipelineError::from));
-                    match written {
-                        Ok(()) => progress.inc(),
-                        Err(e) => {
-                            errors_enc.set(e);
+            let mut feeding = Vec::new();
+            let mut decoders = Vec::new();
+            let mut encoders = Vec::new();
+            for (job, ((end, input), (probe, from_sink))) in mine.into_iter().zip(inputs).zip(probes.into_iter().zip(receivers)).enumerate() {
+                let Some((mut source, mut sink, mut progress)) = end else { continue };
+                // Decode ahead on a thread of its own, at most `cap` frames.
+                let (to_feed, decoded) = sync_channel::<Frame>(cap);
+                decoders.push(threads.spawn(move || -> Result<(), PipelineError> {
+                    while let Some(f) = source.next_frame()? {
+                        if to_feed.send(f).is_err() {
                             break;
                         }
                     }
-                }
-                (sink, order, progress)
-            });
-            // Feed the dataflow.
-            let mut sent = 0u64;
-            for f in decoded.iter() {
-                if errors_w.is_set() || crate::pipeline::interrupted() {
-                    break;
-                }
-                // Back-pressure: wait while more than `cap` frames are between the input and
-                // the sink, as the probe after the reorder stage sees it.
-                while sent >= cap as u64 && probe.less_than(&(sent - cap as u64)) && !errors_w.is_set() {
-                    worker.step();
-                }
-                input.send(f);
-                sent += 1;
-                input.advance_to(sent);
+                    Ok(())
+                }));
+                // Encode on a thread of its own, checking the order once more.
+                let errors_enc = errors_w[job].clone();
+                encoders.push(threads.spawn(move || {
+                    let mut order = Reorder::<()>::new();
+                    for f in from_sink.iter() {
+                        if errors_enc.is_set() {
+                            break;
+                        }
+                        let written = order
+                            .push(f.index, ())
+                            .map_err(PipelineError::from)
+                            .and_then(|_| sink.write(&f).map_err(PipelineError::from));
+                        match written {
+                            Ok(()) => progress.inc(),
+                            Err(e) => {
+                                errors_enc.set(e);
+                                break;
+                            }
+                        }
+                    }
+                    (sink, order, progress)
+                }));
+                feeding.push(Feeding { decoded, input: Some(input), probe, sent: 0 });
             }
-            drop(decoded);
-            drop(input);
-            while worker.step_or_park(None) {}
-            to_encoder.borrow_mut().take();
-            match decoder.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors_w.set(e),
-                Err(_) => errors_w.set(PipelineError::Dataflow("the decoder thread panicked".into())),
-            }
-            let Ok((sink, order, mut progress)) = encoder.join() else {
-                errors_w.set(PipelineError::Dataflow("the encoder thread panicked".into()));
-                return;
-            };
-            if crate::pipeline::interrupted() {
-                errors_w.set(PipelineError::Interrupted);
-            }
-            if errors_w.is_set() {
-                return; // `sink` is dropped unfinished: nothing is published.
-            }
-            // Everything has flowed: publish the output only if the job is whole.
-            let published = order.finish(Some(sent)).map_err(PipelineError::from).and_then(|n| {
-                progress.finish();
-                sink.finish().map(|()| n).map_err(PipelineError::from)
-            });
-            match published {
-                Ok(n) => {
-                    if let Ok(mut w) = written_w.lock() {
-                        *w = n;
+            // Feed every job, round robin: a job waits only for its own frames in flight.
+            loop {
+                let mut active = false;
+                let mut fed = false;
+                for (job, f) in feeding.iter_mut().enumerate() {
+                    let Some(input) = f.input.as_mut() else { continue };
+                    active = true;
+                    let stop = errors_w[job].is_set() || crate::pipeline::interrupted();
+                    // Back-pressure: at most `cap` frames between this job's input and its sink.
+                    if !stop && f.sent >= cap as u64 && f.probe.less_than(&(f.sent - cap as u64)) {
+                        continue;
+                    }
+                    match if stop { Err(std::sync::mpsc::TryRecvError::Disconnected) } else { f.decoded.try_recv() } {
+                        Ok(frame) => {
+                            input.send(frame);
+                            f.sent += 1;
+                            input.advance_to(f.sent);
+                            fed = true;
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => f.input = None,
                     }
                 }
-                Err(e) => errors_w.set(e),
+                if !active {
+                    break;
+                }
+                if !fed {
+                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                }
+            }
+            while worker.step_or_park(None) {}
+            for q in &queues {
+                q.borrow_mut().take();
+            }
+            for (job, ((decoder, encoder), f)) in decoders.into_iter().zip(encoders).zip(feeding).enumerate() {
+                let errors = &errors_w[job];
+                drop(f.decoded);
+                match decoder.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errors.set(e),
+                    Err(_) => errors.set(PipelineError::Dataflow("the decoder thread panicked".into())),
+                }
+                let Ok((sink, order, mut progress)) = encoder.join() else {
+                    errors.set(PipelineError::Dataflow("the encoder thread panicked".into()));
+                    continue;
+                };
+                if crate::pipeline::interrupted() {
+                    errors.set(PipelineError::Interrupted);
+                }
+                if errors.is_set() {
+                    continue; // `sink` is dropped unfinished: nothing is published.
+                }
+                // Everything has flowed: publish the output only if the job is whole.
+                let published = order.finish(Some(f.sent)).map_err(PipelineError::from).and_then(|n| {
+                    progress.finish();
+                    sink.finish().map(|()| n).map_err(PipelineError::from)
+                });
+                match published {
+                    Ok(n) => {
+                        if let Ok(mut w) = written_w.lock() {
+                            w[job] = n;
+                        }
+                    }
+                    Err(e) => errors.set(e),
+                }
             }
         });
-    })
-    .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
-    for r in guards.join() {
-        r.map_err(|e| PipelineError::Dataflow(e.to_string()))?;
-    }
-    if let Some(e) = errors.take() {
-        return Err(e);
-    }
-    let n = *written.lock().map_err(|_| PipelineError::Dataflow("a worker panicked".into()))?;
-    Ok(n)
+    });
+    let failure = match outcome {
+        Err(e) => Some(e),
+        Ok(guards) => guards.join().into_iter().find_map(|r| r.err()),
+    };
+    let written = written.lock().map(|w| w.clone()).unwrap_or_default();
+    errors
+        .iter()
+        .enumerate()
+        .map(|(job, slot)| match (slot.take(), &failure) {
+            (Some(e), _) => Err(e),
+            (None, Some(f)) => Err(PipelineError::Dataflow(f.to_string())),
+            (None, None) => Ok(written.get(job).copied().unwrap_or(0)),
+        })
+        .collect()
 }

@@ -38,12 +38,13 @@ pub struct StylizeSpec {
     pub fail_frame: Option<(u64, u32)>,
 }
 
-/// The worker's device and a plan for the current frame size, shared by its Stylize stages.
+/// The worker's device and one plan per frame size (several videos may share a worker),
+/// shared by the worker's Stylize stages of every job.
 pub struct WorkerGpu {
     worker: usize,
     gpu: GpuOptions,
     ctx: Option<GpuContext>,
-    plan: Option<NetworkPlan>,
+    plans: std::collections::HashMap<(u32, u32), NetworkPlan>,
 }
 
 impl WorkerGpu {
@@ -55,7 +56,7 @@ impl WorkerGpu {
             Some(list) => list[index % list.len()],
             None => gpu.adapter.unwrap_or(0) + index,
         });
-        Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plan: None }))
+        Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plans: Default::default() }))
     }
 
     fn run(&mut self, spec: &StylizeSpec, img: &RgbFrame) -> Result<RgbFrame, GpuError> {
@@ -69,10 +70,12 @@ impl WorkerGpu {
             self.ctx = Some(ctx);
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
-        if self.plan.as_ref().is_none_or(|p| p.frame_size() != (img.width, img.height)) {
-            self.plan = Some(NetworkPlan::new(ctx, &spec.desc, &spec.weights, img.width, img.height)?);
+        let size = (img.width, img.height);
+        if !self.plans.contains_key(&size) {
+            let plan = NetworkPlan::new(ctx, &spec.desc, &spec.weights, img.width, img.height)?;
+            self.plans.insert(size, plan);
         }
-        let Some(plan) = self.plan.as_ref() else { unreachable!("set above") };
+        let Some(plan) = self.plans.get(&size) else { unreachable!("inserted above") };
         let out = plan.run(&img.data)?;
         Ok(RgbFrame::new(img.width, img.height, out.rgb))
     }
