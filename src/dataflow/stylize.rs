@@ -71,9 +71,8 @@ impl WorkerGpu {
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
         let size = (img.width, img.height);
-        if !self.plans.contains_key(&size) {
-            let plan = NetworkPlan::new(ctx, &spec.desc, &spec.weights, img.width, img.height)?;
-            self.plans.insert(size, plan);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.plans.entry(size) {
+            slot.insert(NetworkPlan::new(ctx, &spec.desc, &spec.weights, img.width, img.height)?);
         }
         let Some(plan) = self.plans.get(&size) else { unreachable!("inserted above") };
         let out = plan.run(&img.data)?;

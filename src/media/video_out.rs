@@ -181,7 +181,6 @@ impl VideoEncoder {
             ost.set_metadata(sv.metadata().to_owned());
             copy_side_data(sv, &mut ost);
         }
-        drop(ost);
 
         // Audio: every stream the container can hold is copied as it is.
         let mut audio = None;

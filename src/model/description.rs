@@ -247,7 +247,7 @@ impl NetworkDescription {
                 )));
             }
             if let Some(n) = &l.norm {
-                if !(n.eps > 0.0) {
+                if !n.eps.is_finite() || n.eps <= 0.0 {
                     return Err(bad(format!("layer `{name}`: norm eps must be > 0")));
                 }
             }
