@@ -94,15 +94,27 @@ fn is_image_output(output: &Path) -> bool {
 }
 
 pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
-    // A bad configuration is refused whatever the input is.
-    dataflow_options(args)?;
+    // Read once, here: a bad configuration is refused whatever the input is.
+    let opts = dataflow_options(args)?;
     let path = Path::new(&args.input);
     if !path.exists() && !media::sequence::is_pattern(&args.input) {
         return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
     }
     match input_kind(&args.input) {
         InputKind::Image if !is_dir_output(&args.output) => stylize_image(args),
-        _ => stylize_stream(args),
+        _ => stylize_stream(args, opts),
+    }
+}
+
+/// Tells the user an output is complete: `wrote PATH`, with the frame count when several
+/// videos ran together. Nothing with --quiet, or with JSON progress (stderr is JSON only).
+fn report_written(args: &StylizeArgs, output: &Path, frames: Option<u64>) {
+    if args.quiet || args.progress == ProgressMode::Json {
+        return;
+    }
+    match frames {
+        Some(n) => eprintln!("wrote {} ({n} frames)", output.display()),
+        None => eprintln!("wrote {}", output.display()),
     }
 }
 
@@ -117,6 +129,7 @@ fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
     let out = plan.run(&frame.data)?;
     tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "frame styled");
     media::image::write_rgb(&args.output, &RgbFrame::new(frame.width, frame.height, out.rgb))?;
+    report_written(args, &args.output, None);
     Ok(())
 }
 
@@ -160,11 +173,6 @@ fn dataflow_options(args: &StylizeArgs) -> Result<crate::dataflow::DataflowOptio
         fail_frame: args.fail_frame,
         gpus: file.gpus.clone(),
     })
-}
-
-/// Whether this process is a helper of a cluster (not process 0).
-pub fn is_helper(args: &StylizeArgs) -> bool {
-    dataflow_options(args).ok().and_then(|o| o.cluster).is_some_and(|c| c.process != 0)
 }
 
 /// Opens one job's source (video or frames) and sink (video or frame directory).
@@ -235,7 +243,7 @@ fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> R
     let mut first_error = None;
     for ((_, output), r) in jobs.iter().zip(results) {
         match r {
-            Ok(frames) if !helper && !args.quiet && jobs.len() > 1 => eprintln!("wrote {} ({frames} frames)", output.display()),
+            Ok(frames) if !helper => report_written(args, output, (jobs.len() > 1).then_some(frames)),
             Ok(_) => {}
             Err(e) => {
                 if jobs.len() > 1 {
@@ -252,8 +260,7 @@ fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> R
 }
 
 /// A video or an image sequence, to a video or a directory of frames.
-fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
-    let opts = dataflow_options(args)?;
+fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
     if !args.and.is_empty() || opts.cluster.as_ref().is_some_and(|c| c.process != 0) {
         if args.direct {
             return Err(AppError::Usage("--and runs several videos in the dataflow: drop --direct".into()));
@@ -270,6 +277,7 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
         let started = Instant::now();
         let frames = crate::dataflow::run(Some((source, sink, progress)), std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
         tracing::info!(frames, workers, secs = started.elapsed().as_secs_f64(), "done (dataflow)");
+        report_written(args, &args.output, None);
         return Ok(());
     }
     let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
@@ -281,6 +289,7 @@ fn stylize_stream(args: &StylizeArgs) -> Result<(), AppError> {
     let frames = pipeline::run(source, stylize, sink, PipelineOptions { max_frames_in_flight: opts.max_frames_in_flight }, progress)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(frames, secs, fps = frames as f64 / secs, "done");
+    report_written(args, &args.output, None);
     Ok(())
 }
 
@@ -373,7 +382,3 @@ pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::R
     Ok(())
 }
 
-/// For messages: a path as the user typed it.
-pub fn shown(p: &Path) -> String {
-    p.display().to_string()
-}

@@ -18,14 +18,7 @@ fn main() -> ExitCode {
     let quiet = matches!(&cli.command, Command::Stylize(a) if a.quiet);
     init_logging(if quiet { "error" } else { &cli.log });
     let result = match &cli.command {
-        Command::Stylize(args) => app::stylize(args).map(|()| {
-            // With JSON progress, stderr carries JSON lines only.
-            // Helpers write nothing; several jobs report each output themselves.
-            let silent = app::is_helper(args) || !args.and.is_empty();
-            if !args.quiet && !silent && args.progress != stylestream::telemetry::progress::ProgressMode::Json {
-                eprintln!("wrote {}", app::shown(&args.output));
-            }
-        }),
+        Command::Stylize(args) => app::stylize(args),
         Command::Bench(args) => app::bench(args).map(|report| {
             let mut stdout = std::io::stdout();
             let _ = app::print_bench(&report, &mut stdout);

@@ -3,36 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::*;
-
-fn stylestream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args)
-        .env("STYLESTREAM_MODELS_DIR", models_dir())
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Fails with one line on stderr naming `what`, and leaves no file at `output`.
-fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got:\n{err}");
-    assert!(err.contains(what), "message should name `{what}`: {err}");
-    assert!(!output.exists(), "{} was left behind", output.display());
-    let dir = output.parent().unwrap();
-    if dir.exists() {
-        let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
-        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    }
-}
 
 /// A safetensors file with the given (name, shape, f32 data) tensors.
 fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {

@@ -24,15 +24,6 @@ fn every_shipped_config_validates() {
     assert!(n >= 3, "expected local, multi-GPU node and cluster examples, found {n}");
 }
 
-fn stylestream(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args)
-        .env("STYLESTREAM_MODELS_DIR", models_dir())
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_bad_config_is_refused_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();

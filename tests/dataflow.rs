@@ -4,18 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
-
-fn stylestream(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args)
-        .env("STYLESTREAM_MODELS_DIR", models_dir())
-        .env("XDG_RUNTIME_DIR", "/tmp")
-        .output()
-        .unwrap()
-}
 
 fn ffmpeg(args: &[&str]) {
     let o = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().unwrap();
@@ -97,12 +88,7 @@ fn a_truncated_input_fails_cleanly_with_two_workers() {
     std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
     let out = dir.path().join("out.mp4");
     let o = stylestream(&["stylize", cut.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--workers", "2"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "a truncated input must fail: {err}");
-    assert!(err.contains("cut.mp4"), "{err}");
-    assert!(!out.exists(), "no output may be left");
-    let partial = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial")).count();
-    assert_eq!(partial, 0, "temporary left behind");
+    assert_clean_failure(&o, "cut.mp4", &out);
 }
 
 /// Two free loopback ports (bound, read, released; a small race is acceptable in a test).
@@ -130,10 +116,8 @@ fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
         .map(|s| s.to_string())
         .collect()
     };
-    let mut helper = Command::new(env!("CARGO_BIN_EXE_stylestream"))
-        .args(args("1"))
-        .env("STYLESTREAM_MODELS_DIR", models_dir())
-        .env("XDG_RUNTIME_DIR", "/tmp")
+    let helper_args = args("1");
+    let mut helper = stylestream_command(&helper_args.iter().map(String::as_str).collect::<Vec<_>>())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -183,13 +167,8 @@ fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
         "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
         "--workers", "2", "--retries", "2", "--fail-frame", "4:0", "-q",
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "must fail: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("frame 4") && err.contains("3 attempts"), "{err}");
-    assert!(!out.exists(), "nothing may be published");
-    let partial = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("partial")).count();
-    assert_eq!(partial, 0, "temporary left behind");
+    assert_clean_failure(&o, "frame 4", &out);
+    assert!(stderr(&o).contains("3 attempts"), "{}", stderr(&o));
 }
 
 #[test]

@@ -16,16 +16,6 @@ use serde_json::Value;
 // ------------------------------------------------------------------------------------------------
 
 /// The stylestream binary with the test environment (models dir, XDG_RUNTIME_DIR for lavapipe).
-fn stylestream_command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stylestream"));
-    c.args(args).env("STYLESTREAM_MODELS_DIR", models_dir()).env("XDG_RUNTIME_DIR", "/tmp");
-    c
-}
-
-fn stylestream(args: &[&str]) -> Output {
-    stylestream_command(args).output().unwrap()
-}
-
 /// `stylestream stylize INPUT -o OUTPUT --model udnie EXTRA...`.
 fn stylize(input: &str, output: &str, extra: &[&str]) -> Output {
     let mut args = vec!["stylize", input, "-o", output, "--model", "udnie"];
@@ -40,33 +30,8 @@ fn stylize_ok(input: &str, output: &str, extra: &[&str]) -> Output {
     o
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Files in `dir` whose name contains `partial` (the implementation's temporaries).
-fn partial_files(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).map(|e| e.path()).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Fails with one line on stderr (starting `error:`) naming `what`, and leaves neither a file at
-/// `output` nor a temporary beside it.
-fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line on stderr, got:\n{err}");
-    assert!(err.starts_with("error:"), "the line should start with `error:`: {err}");
-    assert!(err.contains(what), "message should name `{what}`: {err}");
-    assert!(!output.exists(), "{} was left behind", output.display());
-    let leftovers = partial_files(output.parent().unwrap());
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! Shared test helpers: where the models are, one GPU device per test binary, file readers.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use stylestream::model::gpu::{GpuContext, GpuOptions};
@@ -54,4 +55,41 @@ pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
+}
+
+/// The stylestream binary with the models directory and a runtime directory set.
+pub fn stylestream_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stylestream"));
+    c.args(args).env("STYLESTREAM_MODELS_DIR", models_dir()).env("XDG_RUNTIME_DIR", "/tmp");
+    c
+}
+
+/// Runs stylestream to completion.
+pub fn stylestream(args: &[&str]) -> Output {
+    stylestream_command(args).output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Files in `dir` whose name contains `partial` (the implementation's temporaries).
+pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Fails with one line on stderr (starting `error:`) naming `what`, and leaves neither a file at
+/// `output` nor a temporary beside it.
+pub fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line on stderr, got:\n{err}");
+    assert!(err.starts_with("error:"), "the line should start with `error:`: {err}");
+    assert!(err.contains(what), "message should name `{what}`: {err}");
+    assert!(!output.exists(), "{} was left behind", output.display());
+    let leftovers = partial_files(output.parent().unwrap());
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
