@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::{BenchArgs, ModelArgs, StylizeArgs};
+use crate::cli::{BenchArgs, ClusterArgs, EncodeArgs, ModelArgs, RunArgs, StylizeArgs};
 use crate::frame::RgbFrame;
 use crate::media::sequence::{SequenceReader, SequenceWriter, FPS_SIDECAR};
 use crate::media::video_in::VideoDecoder;
@@ -44,7 +44,7 @@ pub fn load_model(args: &ModelArgs) -> Result<(NetworkDescription, Weights), App
 }
 
 /// A model argument is a path, or a bare name looked up in `$STYLESTREAM_MODELS_DIR`.
-fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
+pub(crate) fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
     let path = PathBuf::from(model);
     let bare = path.components().count() == 1 && path.extension().is_none();
     if !bare {
@@ -95,7 +95,7 @@ fn is_image_output(output: &Path) -> bool {
 
 pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
     // Read once, here: a bad configuration is refused whatever the input is.
-    let opts = dataflow_options(args)?;
+    let opts = dataflow_options(&args.run, Some(&args.cluster), args.model.adapter)?;
     let path = Path::new(&args.input);
     if !path.exists() && !media::sequence::is_pattern(&args.input) {
         return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
@@ -109,7 +109,7 @@ pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
 /// Tells the user an output is complete: `wrote PATH`, with the frame count when several
 /// videos ran together. Nothing with --quiet, or with JSON progress (stderr is JSON only).
 fn report_written(args: &StylizeArgs, output: &Path, frames: Option<u64>) {
-    if args.quiet || args.progress == ProgressMode::Json {
+    if args.run.quiet || args.run.progress == ProgressMode::Json {
         return;
     }
     match frames {
@@ -134,13 +134,19 @@ fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
 }
 
 /// How the dataflow runs: the command line over the config file over the defaults.
-fn dataflow_options(args: &StylizeArgs) -> Result<crate::dataflow::DataflowOptions, AppError> {
-    let file = match &args.config {
+pub(crate) fn dataflow_options(
+    run: &RunArgs,
+    cluster: Option<&ClusterArgs>,
+    adapter: Option<usize>,
+) -> Result<crate::dataflow::DataflowOptions, AppError> {
+    let file = match &run.config {
         Some(p) => crate::config::RunConfig::load(p)?,
         None => crate::config::RunConfig::default(),
     };
     let usage = |m: String| AppError::Usage(m);
     // Cluster: --processes with --hostfile, else the config's [cluster].
+    let none = ClusterArgs { processes: None, process: None, hostfile: None };
+    let args = cluster.unwrap_or(&none);
     let hosts: Option<Vec<String>> = match (&args.hostfile, &file.cluster) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| MediaError::Read { path: path.clone(), source: e })?;
@@ -164,23 +170,28 @@ fn dataflow_options(args: &StylizeArgs) -> Result<crate::dataflow::DataflowOptio
         Some(crate::dataflow::Cluster { process, addresses: hosts[..processes].to_vec() })
     };
     Ok(crate::dataflow::DataflowOptions {
-        workers: args.workers.or(file.workers).unwrap_or(1).max(1),
+        workers: run.workers.or(file.workers).unwrap_or(1).max(1),
         cluster,
-        max_frames_in_flight: args.max_frames_in_flight.or(file.max_frames_in_flight).unwrap_or(4).max(1),
-        gpu: GpuOptions { adapter: args.model.adapter, ..Default::default() },
-        frames_per_batch: args.frames_per_batch.or(file.frames_per_batch).unwrap_or(1).max(1),
-        retries: args.retries.or(file.retries).unwrap_or(2),
-        fail_frame: args.fail_frame,
+        max_frames_in_flight: run.max_frames_in_flight.or(file.max_frames_in_flight).unwrap_or(4).max(1),
+        gpu: GpuOptions { adapter, ..Default::default() },
+        frames_per_batch: run.frames_per_batch.or(file.frames_per_batch).unwrap_or(1).max(1),
+        retries: run.retries.or(file.retries).unwrap_or(2),
+        fail_frame: run.fail_frame,
         gpus: file.gpus.clone(),
     })
 }
 
 /// Opens one job's source (video or frames) and sink (video or frame directory).
-fn open_job(args: &StylizeArgs, input: &str, output: &Path) -> Result<(Source, Sink), AppError> {
+pub(crate) fn open_job(
+    input: &str,
+    output: &Path,
+    fps: Option<crate::frame::Rate>,
+    encode: &EncodeArgs,
+) -> Result<(Source, Sink), AppError> {
     let dir_out = is_dir_output(output);
     let (source, names, companion) = match input_kind(input) {
         InputKind::Sequence => {
-            let reader = SequenceReader::open(input, args.fps)?;
+            let reader = SequenceReader::open(input, fps)?;
             let names = reader.names();
             (Source::Sequence(reader), Some(names), Companion::default())
         }
@@ -203,7 +214,7 @@ fn open_job(args: &StylizeArgs, input: &str, output: &Path) -> Result<(Source, S
         if info.frame_rate.num <= 0 {
             return Err(MediaError::NoFrameRate { what: format!("making a video from {input}"), sidecar: FPS_SIDECAR }.into());
         }
-        let settings = EncodeSettings { codec: args.codec.clone(), crf: args.crf, preset: args.preset.clone() };
+        let settings = EncodeSettings { codec: encode.codec.clone(), crf: encode.crf, preset: encode.preset.clone() };
         Sink::Video(Box::new(VideoEncoder::create(output, &info, &settings, &companion)?))
     };
     Ok((source, sink))
@@ -226,20 +237,22 @@ fn extra_jobs(args: &StylizeArgs) -> Result<Vec<(String, PathBuf)>, AppError> {
 fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
     let helper = opts.cluster.as_ref().is_some_and(|c| c.process != 0);
     let (desc, weights) = load_model(&args.model)?;
+    let (desc, weights) = (std::sync::Arc::new(desc), std::sync::Arc::new(weights));
     let mut jobs = vec![(args.input.clone(), args.output.clone())];
     jobs.extend(extra_jobs(args)?);
-    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
     let mut ends = Vec::new();
     for (input, output) in &jobs {
+        let job = |ends| crate::dataflow::Job { ends, desc: desc.clone(), weights: weights.clone() };
         if helper {
-            ends.push(None);
+            ends.push(job(None));
             continue;
         }
-        let (source, sink) = open_job(args, input, output)?;
+        let (source, sink) = open_job(input, output, args.fps, &args.encode)?;
         let progress = Progress::new(if jobs.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
-        ends.push(Some((source, sink, progress)));
+        ends.push(job(Some((source, sink, progress))));
     }
-    let results = crate::dataflow::run_jobs(ends, std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts);
+    let results = crate::dataflow::run_jobs(ends, opts);
     let mut first_error = None;
     for ((_, output), r) in jobs.iter().zip(results) {
         match r {
@@ -268,9 +281,9 @@ fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) ->
         return stylize_many(args, opts);
     }
     let (desc, weights) = load_model(&args.model)?;
-    let (source, sink) = open_job(args, &args.input, &args.output)?;
+    let (source, sink) = open_job(&args.input, &args.output, args.fps, &args.encode)?;
     let info = source.info().clone();
-    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
     if !args.direct {
         let workers = opts.workers;
         let progress = Progress::new(mode, info.frames);
@@ -322,6 +335,9 @@ pub struct BenchReport {
     pub warmup_ms: f64,
     /// GPU time per kernel of one extra frame run with timestamp queries.
     pub kernels: Vec<crate::model::gpu::KernelTime>,
+    /// With `--batch N` (N > 1): N, and the time per frame in batches of N.
+    pub batch: u32,
+    pub batched_ms_per_frame: Option<f64>,
 }
 
 pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
@@ -346,6 +362,19 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         plan.run(&frame.data)?;
     }
     let secs = t2.elapsed().as_secs_f64() / frames as f64;
+    let batch = args.batch.max(1);
+    let batched_ms_per_frame = if batch > 1 {
+        let inputs: Vec<&[u8]> = (0..batch).map(|_| frame.data.as_slice()).collect();
+        plan.run_batch(&inputs)?; // allocates the batch's buffers
+        let rounds = frames.div_ceil(batch);
+        let t3 = Instant::now();
+        for _ in 0..rounds {
+            plan.run_batch(&inputs)?;
+        }
+        Some(t3.elapsed().as_secs_f64() * 1e3 / (rounds * batch) as f64)
+    } else {
+        None
+    };
     // One more frame, with timestamps, for the per-kernel breakdown (not in the timing above).
     plan.run_profiled(&frame.data)?;
     // Effective rate: 2 FLOP per multiply-add of the network at the frame's own size.
@@ -362,6 +391,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         plan_ms,
         warmup_ms,
         kernels: plan.kernel_times()?.unwrap_or_default(),
+        batch,
+        batched_ms_per_frame,
     })
 }
 
@@ -372,6 +403,9 @@ pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::R
     writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
     writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;
     writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;
+    if let Some(ms) = r.batched_ms_per_frame {
+        writeln!(out, "batches of {:<2} {:.1} ms per frame ({:.2}x one frame per submission)", r.batch, ms, r.ms_per_frame / ms)?;
+    }
     if !r.kernels.is_empty() {
         let total: f64 = r.kernels.iter().map(|k| k.ms).sum();
         writeln!(out, "GPU time per kernel (one extra frame, timestamp queries):")?;

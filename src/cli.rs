@@ -32,6 +32,48 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the GPU adapters stylestream can use, in the order `--adapter` counts them.
     Adapters,
+    /// Style every video × every style that is not done yet, incrementally: outputs already
+    /// complete (same video content, same model, per their manifest) are skipped without GPU
+    /// work, so adding a style or a video processes only the new pairs. With --watch, keeps
+    /// watching the inputs and styles new or changed videos as they arrive.
+    Batch(BatchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Outputs are OUT/<video stem>.<style>.<ext>, each with <output>.manifest.json \
+(input sha256, model sha256, frames) written after the video is complete.\n\nExample:\n  \
+stylestream batch videos/ -o styled/ --style udnie --style wave --workers 2")]
+pub struct BatchArgs {
+    /// Videos, or directories whose video files (by extension: mp4, mkv, mov, webm, avi, m4v)
+    /// are taken, not recursing.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: PathBuf,
+    /// A style: a model name (looked up in $STYLESTREAM_MODELS_DIR) or a .safetensors path;
+    /// repeatable.
+    #[arg(long = "style", short = 's', required = true, value_name = "MODEL")]
+    pub styles: Vec<String>,
+    /// Network description of the styles (see `stylize --network`).
+    #[arg(long, value_name = "NAME|FILE", default_value = "transformnet-tf")]
+    pub network: String,
+    /// Container of the outputs (the extension): the input's own when not given.
+    #[arg(long, value_name = "EXT")]
+    pub format: Option<String>,
+    /// Videos styled together in one dataflow.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+    /// Keep running: rescan the inputs every SECS seconds and style what is new (Ctrl-C stops).
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<f64>,
+    /// Which GPU adapter workers count from (see `stylestream adapters`).
+    #[arg(long, value_name = "INDEX")]
+    pub adapter: Option<usize>,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +103,28 @@ pub struct StylizeArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Frame rate of an image-sequence input (25, 29.97 or 30000/1001); default: the
+    /// sequence's fps.txt.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub fps: Option<crate::frame::Rate>,
+    /// Run the direct three-thread pipeline instead of the dataflow (one GPU; for comparison).
+    #[arg(long, conflicts_with_all = ["processes", "hostfile"])]
+    pub direct: bool,
+    /// Another video to style in the same dataflow, as INPUT=OUTPUT (repeatable). Each has its
+    /// own sink: a slow or failing one does not hold back the others.
+    #[arg(long = "and", value_name = "IN=OUT")]
+    pub and: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How styled video is encoded.
+#[derive(Debug, Clone, Args)]
+pub struct EncodeArgs {
     /// Video encoder (ffmpeg name): libx264, libx265, libvpx-vp9, mpeg4, ...
     #[arg(long, default_value = "libx264", value_name = "NAME")]
     pub codec: String,
@@ -70,10 +134,27 @@ pub struct StylizeArgs {
     /// Encoder speed preset for x264/x265 (ultrafast, veryfast, fast, medium, slow, ...).
     #[arg(long, default_value = "medium", value_name = "PRESET")]
     pub preset: String,
-    /// Frame rate of an image-sequence input (25, 29.97 or 30000/1001); default: the
-    /// sequence's fps.txt.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub fps: Option<crate::frame::Rate>,
+}
+
+/// Several processes, possibly on several hosts.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Run the dataflow over N processes (on one or several hosts); needs --hostfile. Every
+    /// process runs the same command with its own --process; process 0 reads the input and
+    /// writes the output, the others only style frames.
+    #[arg(long, value_name = "N")]
+    pub processes: Option<usize>,
+    /// This process's index, 0 .. N-1.
+    #[arg(long, value_name = "I")]
+    pub process: Option<usize>,
+    /// File with one `host:port` per line, one line per process, in process order.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+}
+
+/// How the dataflow runs and reports.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Progress on stderr: auto (a bar on a terminal), bar, json (one line per second), none.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: crate::telemetry::progress::ProgressMode,
@@ -89,21 +170,9 @@ pub struct StylizeArgs {
     /// [default: 1, or the config's]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Run the direct three-thread pipeline instead of the dataflow (one GPU; for comparison).
-    #[arg(long, conflicts_with_all = ["processes", "hostfile"])]
-    pub direct: bool,
-    /// Run the dataflow over N processes (on one or several hosts); needs --hostfile. Every
-    /// process runs the same command with its own --process; process 0 reads the input and
-    /// writes the output, the others only style frames.
-    #[arg(long, value_name = "N")]
-    pub processes: Option<usize>,
-    /// This process's index, 0 .. N-1.
-    #[arg(long, value_name = "I")]
-    pub process: Option<usize>,
-    /// File with one `host:port` per line, one line per process, in process order.
-    #[arg(long, value_name = "FILE")]
-    pub hostfile: Option<PathBuf>,
-    /// Dataflow: consecutive frames sent to one worker together.
+    /// Dataflow: consecutive frames sent to one worker and styled with one GPU submission
+    /// (larger batches amortise set-up; a failure retries the whole batch). At least this many
+    /// frames are kept in flight.
     /// [default: 1, or the config's]
     #[arg(long, value_name = "N")]
     pub frames_per_batch: Option<u64>,
@@ -115,10 +184,6 @@ pub struct StylizeArgs {
     /// the command line win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Another video to style in the same dataflow, as INPUT=OUTPUT (repeatable). Each has its
-    /// own sink: a slow or failing one does not hold back the others.
-    #[arg(long = "and", value_name = "IN=OUT")]
-    pub and: Vec<String>,
     /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
     #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
     pub fail_frame: Option<(u64, u32)>,
@@ -150,6 +215,10 @@ pub struct BenchArgs {
     /// Use the plain conv kernels even where the adapter has subgroups (for comparison).
     #[arg(long)]
     pub no_subgroups: bool,
+    /// Also time the frames in batches of N per GPU submission (as `--frames-per-batch` does),
+    /// against one frame per submission in the same run.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batch: u32,
 }
 
 /// Parses `WIDTHxHEIGHT`.

@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod reorder;
 pub mod telemetry;
 pub mod app;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dataflow;

@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C: stop the pipeline, discard the output in progress, exit non-zero.
     let _ = ctrlc::set_handler(stylestream::pipeline::interrupt);
-    let quiet = matches!(&cli.command, Command::Stylize(a) if a.quiet);
+    let quiet = match &cli.command {
+        Command::Stylize(a) => a.run.quiet,
+        Command::Batch(a) => a.run.quiet,
+        _ => false,
+    };
     init_logging(if quiet { "error" } else { &cli.log });
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args),
@@ -24,6 +28,11 @@ fn main() -> ExitCode {
             let _ = app::print_bench(&report, &mut stdout);
             if args.json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+        }),
+        Command::Batch(args) => stylestream::batch::run(args).map(|s| {
+            if !args.run.quiet {
+                eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);
             }
         }),
         Command::Adapters => {

@@ -99,7 +99,7 @@ fn free_ports() -> (u16, u16) {
 }
 
 #[test]
-fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
+fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     clip(&input, 7);
@@ -107,10 +107,13 @@ fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
     let hosts = dir.path().join("hosts.txt");
     std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).unwrap();
     let out = dir.path().join("cluster/");
+    // The same run also writes the video, to compare the encoded file with one worker's.
+    let video = dir.path().join("cluster.mp4");
+    let and = format!("{}={}", input.to_str().unwrap(), video.to_str().unwrap());
     let args = |process: &str| -> Vec<String> {
         [
             "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q",
-            "--processes", "2", "--process", process, "--hostfile", hosts.to_str().unwrap(),
+            "--processes", "2", "--process", process, "--hostfile", hosts.to_str().unwrap(), "--and", &and,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -136,6 +139,10 @@ fn two_processes_on_loopback_give_the_frames_of_the_direct_path() {
     let (a, b) = (frames(&direct), frames(&out));
     assert_eq!(a.len(), 7);
     assert!(a == b, "frames from two processes differ from the direct path");
+    let single = dir.path().join("single.mp4");
+    let s = stylestream(&["stylize", input.to_str().unwrap(), "-o", single.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+    assert!(s.status.success());
+    assert!(std::fs::read(&single).unwrap() == std::fs::read(&video).unwrap(), "the video of two processes differs from one worker's");
 }
 
 #[test]
@@ -192,4 +199,60 @@ fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
         assert_eq!(x.len(), n);
         assert!(x == y, "{} differs when styled together with another video", input.display());
     }
+}
+
+#[test]
+fn batches_of_frames_in_one_submission_give_the_frames_of_the_direct_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    clip(&input, 7); // 7 frames in batches of 3: two whole batches and a partial one at the end
+    let direct = dir.path().join("direct/");
+    let batched = dir.path().join("batched/");
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+    assert!(d.status.success());
+    let o = stylestream(&[
+        "stylize", input.to_str().unwrap(), "-o", batched.to_str().unwrap(), "--model", "udnie",
+        "--workers", "2", "--frames-per-batch", "3", "--max-frames-in-flight", "1", "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (frames(&direct), frames(&batched));
+    assert_eq!(b.len(), 7);
+    assert!(a == b, "batched frames differ from the direct path");
+}
+
+#[test]
+fn a_batch_failing_every_time_fails_the_job_naming_its_frame_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    clip(&input, 6);
+    let out = dir.path().join("out.mp4");
+    let o = stylestream(&[
+        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
+        "--workers", "2", "--frames-per-batch", "2", "--retries", "1", "--fail-frame", "5:0", "-q",
+    ]);
+    assert_clean_failure(&o, "frames 4..=5", &out);
+    assert!(stderr(&o).contains("2 attempts"), "{}", stderr(&o));
+}
+
+#[test]
+fn one_and_two_workers_write_byte_identical_video_files() {
+    // x264 is deterministic for the same input and settings, and the muxer writes no clock
+    // time: the encoded files themselves must match, audio included.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=44100",
+        "-frames:v", "8", "-t", "0.32", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", input.to_str().unwrap(),
+    ]);
+    let mut outputs = Vec::new();
+    for (name, extra) in [("w1.mp4", vec!["--workers", "1"]), ("w2.mp4", vec!["--workers", "2", "--frames-per-batch", "3"])] {
+        let out = dir.path().join(name);
+        let mut args = vec!["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave", "-q"];
+        args.extend(extra);
+        let o = stylestream(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outputs[0].len() > 1000);
+    assert!(outputs[0] == outputs[1], "the encoded files of 1 and 2 workers differ");
 }

@@ -11,6 +11,7 @@
 //! stays flat whatever the number of workers. The stages are the ones the direct pipeline
 //! uses; this module only wires them.
 
+mod plan;
 mod reorder_frames;
 mod stylize;
 
@@ -30,6 +31,7 @@ use crate::pipeline::PipelineError;
 use crate::reorder::Reorder;
 use crate::telemetry::progress::Progress;
 
+pub use plan::{Planner, WorkItem};
 pub use reorder_frames::ReorderFrames;
 pub use stylize::{Stylize, StylizeSpec, Work, WorkerGpu};
 
@@ -107,6 +109,14 @@ impl DataflowOptions {
     }
 }
 
+/// One video's work: its ends (on process 0 only) and the model that styles it.
+pub struct Job {
+    /// The source, sink and progress; `None` on processes other than 0.
+    pub ends: Option<(Source, Sink, Progress)>,
+    pub desc: Arc<NetworkDescription>,
+    pub weights: Arc<Weights>,
+}
+
 /// Runs one video through the dataflow; returns the frames written (0 on processes other
 /// than 0). `ends` — the source, sink and progress — belong to process 0, whose worker 0
 /// decodes and writes; every worker builds its own GPU device and plan.
@@ -116,8 +126,7 @@ pub fn run(
     weights: Arc<Weights>,
     opts: DataflowOptions,
 ) -> Result<u64, PipelineError> {
-    let jobs = vec![ends];
-    run_jobs(jobs, desc, weights, opts).pop().unwrap_or(Ok(0))
+    run_jobs(vec![Job { ends, desc, weights }], opts).pop().unwrap_or(Ok(0))
 }
 
 /// One job's ends on worker 0, while it runs.
@@ -129,17 +138,14 @@ struct Feeding {
 }
 
 /// Runs several videos in the dataflow at once, each in a dataflow of its own (its own input,
-/// frontier, reorder stage and sink), so a slow job never holds back a fast one; the workers
-/// and their GPUs are shared. Returns each job's result, in order. Every process must be given
-/// the same number of jobs; only process 0 has their ends.
-pub fn run_jobs(
-    jobs: Vec<Option<(Source, Sink, Progress)>>,
-    desc: Arc<NetworkDescription>,
-    weights: Arc<Weights>,
-    opts: DataflowOptions,
-) -> Vec<Result<u64, PipelineError>> {
+/// frontier, reorder stage and sink) and with its own model, so a slow job never holds back a
+/// fast one; the workers and their GPUs are shared (plans cached per model and frame size).
+/// Returns each job's result, in order. Every process must be given the same jobs; only
+/// process 0 has their ends.
+pub fn run_jobs(jobs: Vec<Job>, opts: DataflowOptions) -> Vec<Result<u64, PipelineError>> {
     let count = jobs.len();
-    let ends = Arc::new(Mutex::new(jobs));
+    let models: Vec<(Arc<NetworkDescription>, Arc<Weights>)> = jobs.iter().map(|j| (j.desc.clone(), j.weights.clone())).collect();
+    let ends = Arc::new(Mutex::new(jobs.into_iter().map(|j| j.ends).collect::<Vec<_>>()));
     let errors: Vec<ErrorSlot> = (0..count).map(|_| ErrorSlot::default()).collect();
     let written = Arc::new(Mutex::new(vec![0u64; count]));
     let config = opts.timely_config();
@@ -147,15 +153,8 @@ pub fn run_jobs(
     let outcome = timely::execute(config, move |worker| {
         let index = worker.index();
         let device = WorkerGpu::new(&opts.gpu, opts.gpus.as_deref(), index);
-        let spec = StylizeSpec {
-            desc: desc.clone(),
-            weights: weights.clone(),
-            gpu: opts.gpu.clone(),
-            frames_per_batch: opts.frames_per_batch,
-            retries: opts.retries,
-            fail_frame: opts.fail_frame,
-        };
-        let cap = opts.max_frames_in_flight.max(1);
+        // A batch is styled once whole, so at least one batch must fit in flight.
+        let cap = opts.max_frames_in_flight.max(opts.frames_per_batch as usize).max(1);
         // One dataflow per job; worker 0 hands each job's styled frames to its encoder thread.
         let mut inputs = Vec::new();
         let mut probes = Vec::new();
@@ -167,7 +166,15 @@ pub fn run_jobs(
             let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
             let probe = ProbeHandle::new();
             let (sink_queue, errors_op) = (to_encoder.clone(), errors_w[job].clone());
-            let (spec, device) = (spec.clone(), device.clone());
+            let spec = StylizeSpec {
+                desc: models[job].0.clone(),
+                weights: models[job].1.clone(),
+                gpu: opts.gpu.clone(),
+                frames_per_batch: opts.frames_per_batch,
+                retries: opts.retries,
+                fail_frame: opts.fail_frame,
+            };
+            let device = device.clone();
             worker.dataflow::<u64, _, _>(|scope| {
                 scope
                     .input_from(&mut input)

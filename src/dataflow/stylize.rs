@@ -1,15 +1,17 @@
 //! `Stylize`: frames are spread over the workers in batches of `frames_per_batch` consecutive
-//! frames, and each worker styles its share on its own GPU device (a plan is built on its first
-//! frame). A frame whose styling fails is retried on another worker — batch `b`'s attempt `a`
-//! goes to worker `(b + a) mod workers` — up to `retries` times; after that the job fails
-//! with the frame named, and nothing is published.
+//! frames, and each worker styles a batch on its own GPU device with one submission (a plan is
+//! built on the first frame of each size). A batch whose styling fails is retried on another
+//! worker — batch `b`'s attempt `a` goes to worker `(b + a) mod workers` — up to `retries`
+//! times; after that the job fails with the frame range named, and nothing is published.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use std::collections::BTreeMap;
+
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
 use super::ErrorSlot;
@@ -22,8 +24,9 @@ use crate::pipeline::PipelineError;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Work {
     Styled(Frame),
-    /// Not styled yet: `attempts` failed so far, the last with `reason`.
-    Failed { frame: Frame, attempts: u32, reason: String },
+    /// Not styled yet: `attempts` failed so far, the last with `reason`; `batch` is the
+    /// first and last frame index of the batch it failed in.
+    Failed { frame: Frame, attempts: u32, batch: (u64, u64), reason: String },
 }
 
 /// What the Stylize stages need to know; the same on every worker.
@@ -44,7 +47,7 @@ pub struct WorkerGpu {
     worker: usize,
     gpu: GpuOptions,
     ctx: Option<GpuContext>,
-    plans: std::collections::HashMap<(u32, u32), NetworkPlan>,
+    plans: std::collections::HashMap<(String, u32, u32), NetworkPlan>,
 }
 
 impl WorkerGpu {
@@ -59,7 +62,9 @@ impl WorkerGpu {
         Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plans: Default::default() }))
     }
 
-    fn run(&mut self, spec: &StylizeSpec, img: &RgbFrame) -> Result<RgbFrame, GpuError> {
+    /// Styles a batch of frames of one size with one GPU submission.
+    fn run(&mut self, spec: &StylizeSpec, images: &[&RgbFrame]) -> Result<Vec<RgbFrame>, GpuError> {
+        let Some(first) = images.first() else { return Ok(Vec::new()) };
         if self.ctx.is_none() {
             // More workers than adapters: wrap around.
             let count = GpuContext::adapters().len().max(1);
@@ -70,29 +75,55 @@ impl WorkerGpu {
             self.ctx = Some(ctx);
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
-        let size = (img.width, img.height);
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.plans.entry(size) {
-            slot.insert(NetworkPlan::new(ctx, &spec.desc, &spec.weights, img.width, img.height)?);
+        let key = (spec.weights.sha256.clone(), first.width, first.height);
+        if !self.plans.contains_key(&key) {
+            // Plans are cached per (model, size); a worker that saw many keeps only a few.
+            if self.plans.len() >= MAX_PLANS {
+                self.plans.clear();
+            }
+            tracing::debug!(worker = self.worker, width = first.width, height = first.height, "building a plan");
+            self.plans.insert(key.clone(), NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?);
         }
-        let Some(plan) = self.plans.get(&size) else { unreachable!("inserted above") };
-        let out = plan.run(&img.data)?;
-        Ok(RgbFrame::new(img.width, img.height, out.rgb))
+        let Some(plan) = self.plans.get(&key) else { unreachable!("inserted above") };
+        let data: Vec<&[u8]> = images.iter().map(|i| i.data.as_slice()).collect();
+        let out = plan.run_batch(&data)?;
+        Ok(out.into_iter().map(|rgb| RgbFrame::new(first.width, first.height, rgb)).collect())
     }
 }
 
-/// One attempt at styling `frame`, which has failed `attempts` times before.
-fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frame: Frame, attempts: u32) -> Work {
-    let injected = spec.fail_frame.is_some_and(|(k, n)| frame.index == k && (n == 0 || attempts < n));
+/// Plans a worker keeps (each holds the activations of one frame size on the GPU).
+const MAX_PLANS: usize = 4;
+
+/// One attempt at styling a batch of consecutive frames (in order, all of one size), which has
+/// failed `attempts` times before. The whole batch succeeds or fails together.
+fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, attempts: u32) -> Vec<Work> {
+    let (Some(first), Some(last)) = (frames.first(), frames.last()) else { return Vec::new() };
+    let (first, last) = (first.index, last.index);
+    let injected = spec
+        .fail_frame
+        .is_some_and(|(k, n)| frames.iter().any(|f| f.index == k) && (n == 0 || attempts < n));
+    let same_size = frames.windows(2).all(|w| (w[0].image.width, w[0].image.height) == (w[1].image.width, w[1].image.height));
     let result = if injected {
         Err("injected failure".to_string())
+    } else if !same_size {
+        // Sizes change mid-batch (rare): one submission per frame.
+        frames
+            .iter()
+            .map(|f| gpu.borrow_mut().run(spec, &[&f.image]).map(|mut v| v.remove(0)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
     } else {
-        gpu.borrow_mut().run(spec, &frame.image).map_err(|e| e.to_string())
+        let images: Vec<&RgbFrame> = frames.iter().map(|f| &f.image).collect();
+        gpu.borrow_mut().run(spec, &images).map_err(|e| e.to_string())
     };
     match result {
-        Ok(image) => Work::Styled(Frame { image, ..frame }),
+        Ok(images) => frames.into_iter().zip(images).map(|(f, image)| Work::Styled(Frame { image, ..f })).collect(),
         Err(reason) => {
-            tracing::warn!(frame = frame.index, attempt = attempts + 1, error = %reason, "styling failed");
-            Work::Failed { frame, attempts: attempts + 1, reason }
+            tracing::warn!(first, last, attempt = attempts + 1, error = %reason, "styling failed");
+            frames
+                .into_iter()
+                .map(|frame| Work::Failed { frame, attempts: attempts + 1, batch: (first, last), reason: reason.clone() })
+                .collect()
         }
     }
 }
@@ -108,20 +139,39 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
     fn stylize(self, spec: StylizeSpec, gpu: Rc<RefCell<WorkerGpu>>, errors: ErrorSlot) -> Stream<'scope, u64, Vec<Frame>> {
         let batch = spec.frames_per_batch.max(1);
         let (first_spec, first_gpu) = (spec.clone(), gpu.clone());
-        let mut work = self.unary(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, _info| {
-            move |input, output| {
+        // Frames of batch b (indices b*batch ..) meet on one worker and are styled together
+        // once the batch is whole or the frontier says no more of it can come (the video's end).
+        let mut work = self.unary_frontier(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, _info| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Frame>)> = BTreeMap::new();
+            move |(input, frontier), output| {
                 input.for_each(|cap, frames| {
-                    let mut session = output.session(&cap);
+                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
                     for f in frames.drain(..) {
-                        session.give(attempt(&first_gpu, &first_spec, f, 0));
+                        let entry = pending.entry(f.index / batch).or_insert_with(|| (cap.clone(), Vec::new()));
+                        if cap.time() < entry.0.time() {
+                            entry.0 = cap.clone();
+                        }
+                        entry.1.push(f);
                     }
                 });
+                let ready: Vec<u64> = pending
+                    .iter()
+                    .filter(|(b, (_, frames))| {
+                        frames.len() as u64 >= batch || !frontier.frontier().less_equal(&((**b + 1) * batch - 1))
+                    })
+                    .map(|(b, _)| *b)
+                    .collect();
+                for b in ready {
+                    let Some((cap, mut frames)) = pending.remove(&b) else { continue };
+                    frames.sort_by_key(|f| f.index);
+                    output.session(&cap).give_iterator(attempt(&first_gpu, &first_spec, frames, 0).into_iter());
+                }
             }
         });
         for round in 1..=spec.retries {
             let (spec, gpu) = (spec.clone(), gpu.clone());
-            // Styled frames all travel to worker 0 (where they are headed anyway); failed ones
-            // to the next worker of their batch.
+            // Styled frames all travel to worker 0 (where they are headed anyway); a failed
+            // batch to the next worker in its turn.
             let route = move |w: &Work| match w {
                 Work::Styled(_) => 0,
                 Work::Failed { frame, attempts, .. } => frame.index / batch + *attempts as u64,
@@ -130,11 +180,17 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                 move |input, output| {
                     input.for_each(|cap, items| {
                         let mut session = output.session(&cap);
+                        // Failed frames of one batch arrive together; retry them as a batch.
+                        let mut failed: BTreeMap<(u64, u32), Vec<Frame>> = BTreeMap::new();
                         for w in items.drain(..) {
                             match w {
-                                Work::Failed { frame, attempts, .. } => session.give(attempt(&gpu, &spec, frame, attempts)),
+                                Work::Failed { frame, attempts, batch, .. } => failed.entry((batch.0, attempts)).or_default().push(frame),
                                 styled => session.give(styled),
                             }
+                        }
+                        for ((_, attempts), mut frames) in failed {
+                            frames.sort_by_key(|f| f.index);
+                            session.give_iterator(attempt(&gpu, &spec, frames, attempts).into_iter());
                         }
                     });
                 }
@@ -147,8 +203,9 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                     for w in items.drain(..) {
                         match w {
                             Work::Styled(f) => session.give(f),
-                            Work::Failed { frame, attempts, reason } => errors.set(PipelineError::FrameFailed {
-                                index: frame.index,
+                            Work::Failed { frame, attempts, batch, reason } => errors.set(PipelineError::FramesFailed {
+                                first: batch.0,
+                                last: batch.1,
                                 pts: frame.pts,
                                 attempts,
                                 reason,

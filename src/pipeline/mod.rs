@@ -37,8 +37,17 @@ pub enum PipelineError {
     Interrupted,
     #[error("dataflow: {0}")]
     Dataflow(String),
-    #[error("frame {index} (pts {pts}) could not be styled after {attempts} attempts: {reason}")]
-    FrameFailed { index: u64, pts: i64, attempts: u32, reason: String },
+    #[error("{} could not be styled after {attempts} attempts: {reason}", frame_range(*first, *last, *pts))]
+    FramesFailed { first: u64, last: u64, pts: i64, attempts: u32, reason: String },
+}
+
+/// "frame 4 (pts 160)", or "frames 4..=7 (one batch)" for a batch of several.
+fn frame_range(first: u64, last: u64, pts: i64) -> String {
+    if first == last {
+        format!("frame {first} (pts {pts})")
+    } else {
+        format!("frames {first}..={last} (one batch)")
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -160,6 +160,14 @@ pub struct NetworkPlan {
     staging_rgb: wgpu::Buffer,
     staging_f32: wgpu::Buffer,
     timing: Option<Timing>,
+    /// Per-frame upload and readback buffers of batched runs, grown to the largest batch seen.
+    batch_io: std::sync::Mutex<Vec<BatchIo>>,
+}
+
+/// One frame's own buffers in a batch: its RGB8 upload and its readback.
+struct BatchIo {
+    input: wgpu::Buffer,
+    staging: wgpu::Buffer,
 }
 
 struct Timing {
@@ -305,6 +313,7 @@ impl NetworkPlan {
             out_rgb,
             staging_rgb,
             staging_f32,
+            batch_io: Default::default(),
             timing,
         })
     }
@@ -369,6 +378,48 @@ impl NetworkPlan {
         Ok(out)
     }
 
+    /// Styles several frames with one GPU submission: each frame is uploaded to a buffer of its
+    /// own, the whole network is recorded once per frame in one command buffer, and all results
+    /// are read back after a single wait. Returns RGB8 per frame, in order. Amortises the
+    /// submit/wait round trip over the batch; a failure fails the whole batch.
+    pub fn run_batch(&self, frames: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
+        if frames.len() <= 1 {
+            return frames.iter().map(|f| self.run(f).map(|o| o.rgb)).collect();
+        }
+        for f in frames {
+            self.check_input(f)?;
+        }
+        let mut io = self.batch_io.lock().map_err(|_| GpuError::Device {
+            context: "running a batch".into(),
+            reason: "an earlier batch panicked".into(),
+        })?;
+        let pixels = self.width as u64 * self.height as u64;
+        while io.len() < frames.len() {
+            io.push(BatchIo {
+                input: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("batch input rgb8"),
+                    size: self.input.size(),
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                staging: staging(&self.device, "batch staging rgb8", pixels * 4),
+            });
+        }
+        self.scoped("running a batch of frames", || {
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            for (f, io) in frames.iter().zip(io.iter()) {
+                self.queue.write_buffer(&io.input, 0, &padded(f));
+                enc.copy_buffer_to_buffer(&io.input, 0, &self.input, 0, self.input.size());
+                self.encode(&mut enc, self.steps.len(), None);
+                enc.copy_buffer_to_buffer(&self.out_rgb, 0, &io.staging, 0, pixels * 4);
+            }
+            self.queue.submit([enc.finish()]);
+        })?;
+        let buffers: Vec<&wgpu::Buffer> = io.iter().take(frames.len()).map(|b| &b.staging).collect();
+        let bytes = self.read_all(&buffers, pixels as usize * 4)?;
+        Ok(bytes.into_iter().map(|b| b.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()).collect())
+    }
+
     /// Per-kernel GPU times of the last `run_profiled` frame, when timestamps are on.
     pub fn kernel_times(&self) -> Result<Option<Vec<KernelTime>>, GpuError> {
         let Some(t) = &self.timing else { return Ok(None) };
@@ -416,14 +467,7 @@ impl NetworkPlan {
     }
 
     fn upload(&self, rgb: &[u8]) {
-        let pad = (4 - rgb.len() % 4) % 4;
-        if pad == 0 {
-            self.queue.write_buffer(&self.input, 0, rgb);
-        } else {
-            let mut v = rgb.to_vec();
-            v.resize(rgb.len() + pad, 0);
-            self.queue.write_buffer(&self.input, 0, &v);
-        }
+        self.queue.write_buffer(&self.input, 0, &padded(rgb));
     }
 
     fn encode(&self, enc: &mut wgpu::CommandEncoder, steps: usize, timing: Option<&Timing>) {
@@ -451,16 +495,41 @@ impl NetworkPlan {
 
     /// Maps a staging buffer, waits for the GPU, copies the first `len` bytes out.
     fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u8>, GpuError> {
-        let (tx, rx) = mpsc::channel();
-        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+        Ok(self.read_all(&[buffer], len)?.pop().unwrap_or_default())
+    }
+
+    /// Maps several staging buffers, waits once for the GPU, copies the first `len` bytes of each.
+    fn read_all(&self, buffers: &[&wgpu::Buffer], len: usize) -> Result<Vec<Vec<u8>>, GpuError> {
         let dev = |reason: String| GpuError::Device { context: "reading results back".into(), reason };
+        let mut pending = Vec::with_capacity(buffers.len());
+        for buffer in buffers {
+            let (tx, rx) = mpsc::channel();
+            buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            pending.push(rx);
+        }
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev(e.to_string()))?;
-        rx.recv().map_err(|e| dev(e.to_string()))?.map_err(|e| dev(e.to_string()))?;
-        let bytes = buffer.get_mapped_range(..).map_err(|e| dev(e.to_string()))?[..len].to_vec();
-        buffer.unmap();
-        Ok(bytes)
+        let mut out = Vec::with_capacity(buffers.len());
+        for (buffer, rx) in buffers.iter().zip(pending) {
+            rx.recv().map_err(|e| dev(e.to_string()))?.map_err(|e| dev(e.to_string()))?;
+            let bytes = buffer.get_mapped_range(..).map_err(|e| dev(e.to_string()))?[..len].to_vec();
+            buffer.unmap();
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// RGB8 bytes padded with zeros to a multiple of 4 (buffer writes are 4-byte aligned).
+fn padded(rgb: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let pad = (4 - rgb.len() % 4) % 4;
+    if pad == 0 {
+        std::borrow::Cow::Borrowed(rgb)
+    } else {
+        let mut v = rgb.to_vec();
+        v.resize(rgb.len() + pad, 0);
+        std::borrow::Cow::Owned(v)
     }
 }
 

@@ -1,0 +1,369 @@
+//! `stylestream batch`: every video × every style, minus what is done. The differential
+//! planner (`dataflow::Planner`) keeps the work set; finished pairs are read back from the
+//! manifests beside the outputs, so a second run, or a run with one more style or video, styles
+//! only what is new. The work itself runs in the frame dataflow, `--jobs` videos at a time,
+//! each with its own model. A manifest is written only after its output is complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::app::{dataflow_options, open_job, resolve_model, AppError};
+use crate::cli::BatchArgs;
+use crate::dataflow::{Job, Planner, WorkItem};
+use crate::media::MediaError;
+use crate::model::{NetworkDescription, Weights};
+use crate::telemetry::progress::{Progress, ProgressMode};
+
+/// File extensions taken as videos when an input is a directory.
+const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "mov", "webm", "avi", "m4v"];
+
+/// Written beside each output once it is complete: what it was made from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub input: String,
+    pub input_sha256: String,
+    pub style: String,
+    pub model_sha256: String,
+    pub network: String,
+    pub output: String,
+    pub output_size: u64,
+    pub frames: u64,
+    pub created_unix: u64,
+    pub stylestream_version: String,
+}
+
+impl Manifest {
+    /// `<output>.manifest.json`.
+    pub fn path_for(output: &Path) -> PathBuf {
+        let mut name = output.as_os_str().to_os_string();
+        name.push(".manifest.json");
+        PathBuf::from(name)
+    }
+}
+
+/// One style: its name and model.
+struct Style {
+    name: String,
+    desc: Arc<NetworkDescription>,
+    weights: Arc<Weights>,
+}
+
+/// What `batch` did, for its summary line and for tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub pairs: usize,
+    pub styled: usize,
+    pub already_done: usize,
+    pub failed: usize,
+}
+
+pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
+    let opts = dataflow_options(&args.run, None, args.adapter)?;
+    if args.jobs == 0 {
+        return Err(AppError::Usage("--jobs must be at least 1".into()));
+    }
+    let desc = Arc::new(NetworkDescription::load(&args.network)?);
+    let mut styles = Vec::new();
+    for s in &args.styles {
+        let path = resolve_model(s)?;
+        let weights = Weights::load(&path, &desc)?;
+        let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| s.clone());
+        if styles.iter().any(|st: &Style| st.name == name) {
+            return Err(AppError::Usage(format!("style `{name}` is given twice")));
+        }
+        styles.push(Style { name, desc: desc.clone(), weights: Arc::new(weights) });
+    }
+    std::fs::create_dir_all(&args.output).map_err(|e| MediaError::Write { path: args.output.clone(), reason: e.to_string() })?;
+
+    let mut planner = Planner::new();
+    for s in &styles {
+        planner.style(&s.name, &s.weights.sha256);
+    }
+    let mut hashes = HashCache::default();
+    // Pairs that failed, by (content, model): not retried until the video changes.
+    let mut failed: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut total = Summary::default();
+    loop {
+        let videos = scan_inputs(&args.inputs, args.watch.is_some())?;
+        check_names(&videos)?;
+        let mut present = BTreeSet::new();
+        for v in &videos {
+            let id = v.display().to_string();
+            // Watching: a video is taken once it stopped changing for one interval (not while
+            // it is still being copied in).
+            if args.watch.is_some() && !hashes.settled(v) {
+                if hashes.known.contains_key(&id) {
+                    present.insert(id);
+                }
+                continue;
+            }
+            match hashes.sha256(v) {
+                Ok(h) => planner.video(&id, &h),
+                Err(e) if args.watch.is_some() => {
+                    tracing::warn!(video = %id, error = %e, "skipped for now");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            present.insert(id);
+        }
+        for gone in hashes.forget_except(&present) {
+            planner.remove_video(&gone);
+        }
+        for (content, model) in finished_pairs(&args.output) {
+            planner.done(&content, &model);
+        }
+        let work: Vec<WorkItem> =
+            planner.plan().into_iter().filter(|w| !failed.contains(&(w.content.clone(), w.model.clone()))).collect();
+        let round = Summary { pairs: planner.pairs(), already_done: planner.pairs() - work.len(), ..Default::default() };
+        if !args.run.quiet && (args.watch.is_none() || !work.is_empty()) {
+            eprintln!(
+                "{} videos × {} styles = {} pairs: {} to style, {} already done",
+                present.len(),
+                styles.len(),
+                round.pairs,
+                work.len(),
+                round.already_done
+            );
+        }
+        let (styled, fails) = style_pairs(args, &styles, &work, &opts, &mut planner)?;
+        for w in fails {
+            failed.insert((w.content.clone(), w.model.clone()));
+        }
+        total = Summary { pairs: round.pairs, already_done: round.already_done, styled: total.styled + styled, failed: failed.len() };
+        let Some(secs) = args.watch else { break };
+        if crate::pipeline::interrupted() {
+            break;
+        }
+        let until = std::time::Instant::now() + Duration::from_secs_f64(secs.max(0.1));
+        while std::time::Instant::now() < until && !crate::pipeline::interrupted() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if crate::pipeline::interrupted() {
+            break;
+        }
+    }
+    if crate::pipeline::interrupted() && args.watch.is_none() {
+        return Err(crate::pipeline::PipelineError::Interrupted.into());
+    }
+    if total.failed > 0 && args.watch.is_none() {
+        return Err(AppError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
+    }
+    Ok(total)
+}
+
+/// Styles `work`, `--jobs` pairs per dataflow run; records each finished pair in a manifest and
+/// in the planner. Returns the number styled and the pairs that failed.
+fn style_pairs<'w>(
+    args: &BatchArgs,
+    styles: &[Style],
+    work: &'w [WorkItem],
+    opts: &crate::dataflow::DataflowOptions,
+    planner: &mut Planner,
+) -> Result<(usize, Vec<&'w WorkItem>), AppError> {
+    let mut styled = 0;
+    let mut fails = Vec::new();
+    let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
+    for chunk in work.chunks(args.jobs) {
+        if crate::pipeline::interrupted() {
+            break;
+        }
+        let mut jobs = Vec::new();
+        let mut started = Vec::new();
+        for w in chunk {
+            let Some(style) = styles.iter().find(|s| s.name == w.style) else { continue };
+            let output = output_path(args, Path::new(&w.video), &w.style);
+            match open_job(&w.video, &output, None, &args.encode) {
+                Ok((source, sink)) => {
+                    let progress = Progress::new(if chunk.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
+                    jobs.push(Job { ends: Some((source, sink, progress)), desc: style.desc.clone(), weights: style.weights.clone() });
+                    started.push((w, style, output));
+                }
+                Err(e) => {
+                    eprintln!("error: {} with {}: {e}", w.video, w.style);
+                    fails.push(w);
+                }
+            }
+        }
+        let results = crate::dataflow::run_jobs(jobs, opts.clone());
+        for ((w, style, output), result) in started.into_iter().zip(results) {
+            match result.map_err(AppError::from).and_then(|frames| write_manifest(w, style, &output, frames)) {
+                Ok(frames) => {
+                    planner.done(&w.content, &w.model);
+                    styled += 1;
+                    if !args.run.quiet && args.run.progress != ProgressMode::Json {
+                        eprintln!("wrote {} ({frames} frames)", output.display());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {} with {}: {e}", w.video, w.style);
+                    fails.push(w);
+                }
+            }
+        }
+    }
+    Ok((styled, fails))
+}
+
+/// `OUT/<stem>.<style>.<ext>`.
+fn output_path(args: &BatchArgs, video: &Path, style: &str) -> PathBuf {
+    let stem = video.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = args
+        .format
+        .clone()
+        .or_else(|| video.extension().map(|e| e.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "mp4".into());
+    args.output.join(format!("{stem}.{style}.{}", ext.trim_start_matches('.')))
+}
+
+fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64) -> Result<u64, AppError> {
+    let write_err = |reason: String| AppError::Media(MediaError::Write { path: Manifest::path_for(output), reason });
+    let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
+    let manifest = Manifest {
+        schema: 1,
+        input: w.video.clone(),
+        input_sha256: w.content.clone(),
+        style: style.name.clone(),
+        model_sha256: style.weights.sha256.clone(),
+        network: style.desc.name.clone(),
+        output: output.display().to_string(),
+        output_size,
+        frames,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| write_err(e.to_string()))?;
+    let path = Manifest::path_for(output);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".manifest").suffix(".partial").tempfile_in(dir).map_err(|e| write_err(e.to_string()))?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(|e| write_err(e.to_string()))?;
+    tmp.persist(&path).map_err(|e| write_err(crate::media::plain_io(e.error).to_string()))?;
+    Ok(frames)
+}
+
+/// The (content, model) pairs whose output in `dir` is complete: a manifest that parses, and
+/// its output present with the recorded size.
+fn finished_pairs(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut done = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path.to_string_lossy().ends_with(".manifest.json") {
+            continue;
+        }
+        let parsed = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+        let Some(m) = parsed else {
+            tracing::warn!(manifest = %path.display(), "unreadable manifest: its output will be made again");
+            continue;
+        };
+        let output = PathBuf::from(path.to_string_lossy().trim_end_matches(".manifest.json"));
+        if std::fs::metadata(&output).map(|md| md.len()) .ok() == Some(m.output_size) {
+            done.push((m.input_sha256, m.model_sha256));
+        } else {
+            tracing::warn!(output = %output.display(), "output missing or changed since its manifest: it will be made again");
+        }
+    }
+    done
+}
+
+/// The videos named: files as given, directories' video files (by extension), sorted.
+fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, AppError> {
+    let mut videos = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let entries = std::fs::read_dir(input).map_err(|e| MediaError::Read { path: input.clone(), source: e })?;
+            let mut found: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && !is_hidden(p))
+                .filter(|p| p.extension().is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())))
+                .collect();
+            found.sort();
+            videos.extend(found);
+        } else if input.is_file() {
+            videos.push(input.clone());
+        } else if !watching {
+            return Err(MediaError::Read { path: input.clone(), source: std::io::ErrorKind::NotFound.into() }.into());
+        }
+    }
+    Ok(videos)
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Two inputs with the same file stem would write the same outputs: refused, naming both.
+fn check_names(videos: &[PathBuf]) -> Result<(), AppError> {
+    let mut seen: BTreeMap<String, &PathBuf> = BTreeMap::new();
+    for v in videos {
+        let stem = v.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(other) = seen.insert(stem.clone(), v) {
+            if other != v {
+                return Err(AppError::Usage(format!(
+                    "{} and {} would both be written as {stem}.<style>.*: rename one",
+                    other.display(),
+                    v.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// sha256 of each video, recomputed only when its size or modification time changes.
+#[derive(Default)]
+struct HashCache {
+    known: BTreeMap<String, (u64, Option<SystemTime>, String)>,
+    /// Size and modification time at the previous scan, for `settled`.
+    last_seen: BTreeMap<String, (u64, Option<SystemTime>)>,
+}
+
+impl HashCache {
+    /// Whether `path` has the same size and modification time as at the previous call.
+    fn settled(&mut self, path: &Path) -> bool {
+        let Ok(md) = std::fs::metadata(path) else { return false };
+        let stamp = (md.len(), md.modified().ok());
+        self.last_seen.insert(path.display().to_string(), stamp) == Some(stamp)
+    }
+
+    fn sha256(&mut self, path: &Path) -> Result<String, MediaError> {
+        let read_err = |e| MediaError::Read { path: path.to_path_buf(), source: e };
+        let md = std::fs::metadata(path).map_err(read_err)?;
+        let key = path.display().to_string();
+        let stamp = (md.len(), md.modified().ok());
+        if let Some((len, modified, hash)) = self.known.get(&key) {
+            if (*len, *modified) == stamp {
+                return Ok(hash.clone());
+            }
+        }
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hash = format!("{:x}", hasher.finalize());
+        self.known.insert(key, (stamp.0, stamp.1, hash.clone()));
+        Ok(hash)
+    }
+
+    /// Drops videos no longer present; returns their ids.
+    fn forget_except(&mut self, present: &BTreeSet<String>) -> Vec<String> {
+        let gone: Vec<String> = self.known.keys().filter(|k| !present.contains(*k)).cloned().collect();
+        for g in &gone {
+            self.known.remove(g);
+        }
+        gone
+    }
+}
