@@ -27,6 +27,20 @@ pub struct Frame {
     /// How long the frame is shown, in the same time base (0 when unknown).
     pub duration: i64,
     pub image: RgbFrame,
+    /// How the frame was styled (for job logs); default until it is.
+    #[serde(default)]
+    pub timing: FrameTiming,
+}
+
+/// Where and how long a frame was styled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FrameTiming {
+    /// The dataflow worker that styled it.
+    pub worker: u32,
+    /// GPU wall time of its batch divided by the batch's frames, in ms.
+    pub gpu_ms: f32,
+    /// Attempts it took (1: no retry).
+    pub attempts: u32,
 }
 
 /// A rational number (time bases, frame rates), as ffmpeg writes them.

@@ -236,7 +236,7 @@ pub fn run_jobs(jobs: Vec<Job>, opts: DataflowOptions) -> Vec<Result<u64, Pipeli
                             .map_err(PipelineError::from)
                             .and_then(|_| sink.write(&f).map_err(PipelineError::from));
                         match written {
-                            Ok(()) => progress.inc(),
+                            Ok(()) => progress.frame(&f),
                             Err(e) => {
                                 errors_enc.set(e);
                                 break;

@@ -103,6 +103,8 @@ fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, att
         .fail_frame
         .is_some_and(|(k, n)| frames.iter().any(|f| f.index == k) && (n == 0 || attempts < n));
     let same_size = frames.windows(2).all(|w| (w[0].image.width, w[0].image.height) == (w[1].image.width, w[1].image.height));
+    let started = std::time::Instant::now();
+    let count = frames.len().max(1) as f32;
     let result = if injected {
         Err("injected failure".to_string())
     } else if !same_size {
@@ -117,7 +119,14 @@ fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, att
         gpu.borrow_mut().run(spec, &images).map_err(|e| e.to_string())
     };
     match result {
-        Ok(images) => frames.into_iter().zip(images).map(|(f, image)| Work::Styled(Frame { image, ..f })).collect(),
+        Ok(images) => {
+            let timing = crate::frame::FrameTiming {
+                worker: gpu.borrow().worker as u32,
+                gpu_ms: started.elapsed().as_secs_f32() * 1e3 / count,
+                attempts: attempts + 1,
+            };
+            frames.into_iter().zip(images).map(|(f, image)| Work::Styled(Frame { image, timing, ..f })).collect()
+        }
         Err(reason) => {
             tracing::warn!(first, last, attempt = attempts + 1, error = %reason, "styling failed");
             frames

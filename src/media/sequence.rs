@@ -109,7 +109,7 @@ impl SequenceReader {
         }
         let i = self.next as u64;
         self.next += 1;
-        Ok(Some(Frame { index: i, pts: i as i64, duration: 1, image }))
+        Ok(Some(Frame { index: i, pts: i as i64, duration: 1, image, timing: Default::default() }))
     }
 }
 

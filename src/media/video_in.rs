@@ -198,7 +198,7 @@ impl VideoDecoder {
         };
         self.last_pts = Some(pts);
         let duration = f.packet().duration;
-        let frame = Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data) };
+        let frame = Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data), timing: Default::default() };
         self.next += 1;
         Ok(frame)
     }

@@ -26,7 +26,24 @@ pub struct Progress {
     /// When the first frame was done: the rate after it excludes start-up (kernel compilation).
     first: Option<Instant>,
     bar: Option<ProgressBar>,
+    /// Per-frame records for a job log, when asked for.
+    log: Option<FrameLog>,
 }
+
+/// One written frame, for job logs: where it was styled, how long that took, and when it was
+/// written (ms after the job started).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FrameRecord {
+    pub index: u64,
+    pub pts: i64,
+    pub worker: u32,
+    pub gpu_ms: f32,
+    pub attempts: u32,
+    pub written_ms: f64,
+}
+
+/// Where a job's frame records go (shared with whoever writes the log).
+pub type FrameLog = std::sync::Arc<std::sync::Mutex<Vec<FrameRecord>>>;
 
 impl Progress {
     pub fn new(mode: ProgressMode, total: Option<u64>) -> Self {
@@ -47,7 +64,30 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar }
+        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar, log: None }
+    }
+
+    /// Also keeps a record of every frame written in `log`.
+    pub fn with_frame_log(mut self, log: FrameLog) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// One more frame written: counts it and, with a frame log, records it.
+    pub fn frame(&mut self, f: &crate::frame::Frame) {
+        if let Some(log) = &self.log {
+            if let Ok(mut l) = log.lock() {
+                l.push(FrameRecord {
+                    index: f.index,
+                    pts: f.pts,
+                    worker: f.timing.worker,
+                    gpu_ms: f.timing.gpu_ms,
+                    attempts: f.timing.attempts,
+                    written_ms: self.start.elapsed().as_secs_f64() * 1e3,
+                });
+            }
+        }
+        self.inc();
     }
 
     /// One more frame written.
