@@ -9,10 +9,13 @@ export XDG_RUNTIME_DIR ?= /tmp
 export STYLESTREAM_MODELS_DIR ?= $(MODELS_DIR)
 
 # ffmpeg + dev libraries (video stages), clang/pkg-config (ffmpeg-next bindings), Mesa's
-# lavapipe Vulkan driver (the GPU code runs on the CPU where no GPU is present), RabbitMQ.
+# lavapipe Vulkan driver (the GPU code runs on the CPU where no GPU is present), RabbitMQ,
+# Node.js + npm (Azurite, the Azure Blob emulator the store tests use; npm only when the
+# command is missing: NodeSource's nodejs bundles it and conflicts with Debian's npm).
 APT_PACKAGES := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libswresample-dev libavfilter-dev libavdevice-dev pkg-config clang libclang-dev \
-	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time
+	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time nodejs \
+	$(if $(shell command -v npm),,npm)
 
 .PHONY: deps services build test demo bench bench-onnx clean
 
@@ -24,9 +27,12 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with https://rustup.rs"; exit 1; }
+	@scripts/azurite.sh install   # azurite@3.37.0 into .tools/ (git-ignored), only when missing
 
-# Services the tests talk to: RabbitMQ on 127.0.0.1:5672 (started if it is not running).
+# Services the tests talk to: RabbitMQ on 127.0.0.1:5672 and Azurite on 127.0.0.1:10000
+# (each started if it is not running; `scripts/azurite.sh stop` stops Azurite again).
 services: deps
+	@scripts/azurite.sh start
 	@if ! rabbitmqctl -q status >/dev/null 2>&1; then \
 		echo "starting rabbitmq-server"; rabbitmq-server -detached; \
 		for i in $$(seq 1 60); do rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 && break; sleep 1; done; \

@@ -12,3 +12,4 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dataflow;
+pub mod store;

@@ -1,0 +1,480 @@
+//! The object store layer (src/store) against real backends: a local directory and Azurite,
+//! started through scripts/azurite.sh when it is not running (one container per test, so
+//! tests run in parallel without sharing objects).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use stylestream::store::{BlockingStore, Manifest, ObjectKey, Store, StoreError, StoreOptions};
+
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's well-known development key (public, documented by Microsoft).
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_ADDR: &str = "127.0.0.1:10000";
+const MIB: usize = 1 << 20;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("store-").tempdir().unwrap()
+}
+
+/// 1 MiB parts, so a few-MB file is a real multipart upload; few, quick retries.
+fn options() -> StoreOptions {
+    StoreOptions { part_size_bytes: MIB, max_parts_in_flight: 2, max_retries: 2, retry_timeout_secs: 30, ..Default::default() }
+}
+
+fn key(s: &str) -> ObjectKey {
+    ObjectKey::parse(s).unwrap()
+}
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+fn emulator_vars() -> Vec<(String, String)> {
+    vec![("AZURE_STORAGE_USE_EMULATOR".into(), "true".into())]
+}
+
+fn local_store(dir: &Path) -> Store {
+    Store::open(&format!("file://{}", dir.display()), &options()).unwrap()
+}
+
+/// Starts Azurite with the project's script (idempotent, safe from parallel test binaries).
+fn azurite() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/azurite.sh");
+        let out = std::process::Command::new("bash").arg(&script).arg("start").output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/azurite.sh start failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// A container name no other test (or earlier run) uses.
+fn unique_container() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("t{:x}-{}-{}", nanos & 0xffff_ffff_ffff, std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Creates a container on Azurite: object_store cannot, so one SharedKey-signed REST call.
+fn create_container(name: &str) {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let version = "2021-08-06";
+    // VERB, 11 empty standard headers, canonical x-ms-* headers, canonical resource (the
+    // emulator's path carries the account, so it appears twice).
+    let to_sign = format!(
+        "PUT\n{}x-ms-date:{date}\nx-ms-version:{version}\n/{a}/{a}/{name}\nrestype:container",
+        "\n".repeat(11),
+        a = AZURITE_ACCOUNT
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(AZURITE_KEY).unwrap()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let signature = b64.encode(mac.finalize().into_bytes());
+    let request = format!(
+        "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: {AZURITE_ADDR}\r\nx-ms-date: {date}\r\n\
+         x-ms-version: {version}\r\nAuthorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut conn = TcpStream::connect(AZURITE_ADDR).unwrap();
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "creating container {name} failed:\n{response}");
+}
+
+/// A store in a fresh Azurite container, rooted at `prefix`.
+fn azurite_store(prefix: &str) -> (Store, String) {
+    azurite();
+    let container = unique_container();
+    create_container(&container);
+    let store = Store::open_with_vars(&format!("az://{container}/{prefix}"), &options(), emulator_vars()).unwrap();
+    (store, container)
+}
+
+/// Names of the files under `dir`, recursively, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same checks on every backend.
+
+async fn round_trip(store: &Store) {
+    let work = tmp();
+    let src = work.path().join("in.bin");
+    let data = random_bytes(3 * MIB + 12345, 7);
+    std::fs::write(&src, &data).unwrap();
+    let k = key("videos/out/clip.mp4");
+    assert_eq!(store.head(&k).await.unwrap(), None);
+
+    let up = store.upload_atomic(&src, &k).await.unwrap();
+    assert_eq!(up.size, data.len() as u64);
+    let head = store.head(&k).await.unwrap().expect("uploaded object");
+    assert_eq!(head.size, data.len() as u64);
+    assert!(head.etag.is_some(), "no etag: {head:?}");
+    assert_eq!(head.etag, up.etag);
+
+    let dst = work.path().join("sub/dir/clip.mp4");
+    let got = store.download(&k, &dst).await.unwrap();
+    assert_eq!((got.size, &got.etag), (head.size, &head.etag));
+    assert!(std::fs::read(&dst).unwrap() == data, "downloaded bytes differ");
+    assert_eq!(files_under(&work.path().join("sub")), ["dir/clip.mp4"], "download left temporaries");
+
+    assert_eq!(store.list("").await.unwrap(), [k.clone()]);
+    assert_eq!(store.list("videos").await.unwrap(), [k.clone()]);
+    assert_eq!(store.list("videos/out/").await.unwrap(), [k.clone()]);
+    assert!(store.list("video").await.unwrap().is_empty(), "prefixes end at a segment boundary");
+    assert!(store.list_partials("").await.unwrap().is_empty());
+
+    // Replacing the object gives a new ETag.
+    let data2 = random_bytes(MIB / 2, 8);
+    std::fs::write(&src, &data2).unwrap();
+    let up2 = store.upload_atomic(&src, &k).await.unwrap();
+    assert_eq!(up2.size, data2.len() as u64);
+    assert_ne!(up2.etag, head.etag);
+    store.download(&k, &dst).await.unwrap();
+    assert!(std::fs::read(&dst).unwrap() == data2);
+
+    // Missing objects: NotFound, permanent, naming the URL; the destination is left alone.
+    let missing = key("videos/none.mp4");
+    let e = store.download(&missing, &work.path().join("none.mp4")).await.unwrap_err();
+    assert!(e.is_not_found() && !e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains(&store.url_of(&missing)), "{e}");
+    assert!(!work.path().join("none.mp4").exists());
+
+    // An unreadable source file: a local error naming it, nothing uploaded.
+    let e = store.upload_atomic(&work.path().join("absent.bin"), &missing).await.unwrap_err();
+    assert!(matches!(e, StoreError::Local { .. }) && !e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains("absent.bin"), "{e}");
+    assert_eq!(store.head(&missing).await.unwrap(), None);
+
+    assert!(store.delete(&k).await.unwrap());
+    assert_eq!(store.head(&k).await.unwrap(), None);
+    assert!(store.list("").await.unwrap().is_empty());
+}
+
+/// `local_dir`: the directory of a local store, to look at the files themselves.
+async fn upload_is_invisible_until_commit(store: &Store, local_dir: Option<&Path>) {
+    let k = key("out/video.mp4");
+    store.put_bytes_atomic(&k, b"old version".to_vec()).await.unwrap();
+    let data = random_bytes(5 * MIB / 2, 9);
+
+    let mut up = store.begin_upload(&k).await.unwrap();
+    let temp = up.temp_key().as_str().to_string();
+    assert!(temp.starts_with("out/.video.mp4.") && temp.ends_with(".partial"), "{temp}");
+    for chunk in data.chunks(256 * 1024) {
+        up.write(chunk).await.unwrap();
+    }
+    // Mid-upload (two parts sent or in flight): readers still see the old object, nothing else.
+    assert_eq!(store.head(&k).await.unwrap().map(|m| m.size), Some(11));
+    assert_eq!(store.get_bytes(&k, 100).await.unwrap(), b"old version");
+    assert_eq!(store.list("out").await.unwrap(), [k.clone()]);
+    if let Some(dir) = local_dir {
+        let files = files_under(dir);
+        assert!(files.iter().any(|f| f.starts_with("out/.video.mp4.") && f.contains(".partial")), "{files:?}");
+        assert!(files.iter().all(|f| f == "out/video.mp4" || f.contains(".partial")), "{files:?}");
+    }
+    let meta = up.commit().await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(store.get_bytes(&k, 10 * MIB as u64).await.unwrap() == data);
+    assert_eq!(store.list("out").await.unwrap(), [k.clone()]);
+    assert!(store.list_partials("").await.unwrap().is_empty());
+    if let Some(dir) = local_dir {
+        assert_eq!(files_under(dir), ["out/video.mp4"]);
+    }
+
+    // A failure midway (the upload dropped): nothing under the final name; the temporary is
+    // gone (local: its staging file removed) or was never visible (Azure: uncommitted blocks).
+    let k2 = key("out/second.mp4");
+    let mut up2 = store.begin_upload(&k2).await.unwrap();
+    for chunk in data.chunks(256 * 1024) {
+        up2.write(chunk).await.unwrap();
+    }
+    drop(up2);
+    assert_eq!(store.head(&k2).await.unwrap(), None);
+    assert_eq!(store.list("out").await.unwrap(), [k.clone()]);
+    assert!(store.list_partials("out").await.unwrap().is_empty());
+    if let Some(dir) = local_dir {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while files_under(dir) != ["out/video.mp4"] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(files_under(dir), ["out/video.mp4"], "the dropped upload left files");
+    }
+
+    // An explicit abort likewise.
+    let mut up3 = store.begin_upload(&k2).await.unwrap();
+    up3.write(&data[..MIB + 1]).await.unwrap();
+    up3.abort().await;
+    assert_eq!(store.head(&k2).await.unwrap(), None);
+    assert_eq!(store.list("out").await.unwrap(), [k]);
+}
+
+async fn hostile_keys_are_refused(store: &Store) {
+    let hostile = [
+        "../escape",
+        "a/../../escape",
+        "..",
+        "%2e%2e/escape",
+        "%2E%2E%2Fescape",
+        "a/%2e%2e/%2e%2e/escape",
+        "..%2fescape",
+        "/etc/passwd",
+        "a\\..\\..\\escape",
+        "./x",
+        "a//b",
+        "a/",
+        "",
+        "x\u{0}y",
+        "x\ny",
+        "out/.video.mp4.0123.partial",
+    ];
+    for bad in hostile {
+        let e = ObjectKey::parse(bad).unwrap_err();
+        assert!(matches!(e, StoreError::InvalidKey { .. }) && !e.is_transient(), "{bad:?}: {e:?}");
+        assert!(e.to_string().contains(&format!("{bad:?}")), "the error should name {bad:?}: {e}");
+    }
+    let long = "k".repeat(1025);
+    assert!(ObjectKey::parse(&long).unwrap_err().to_string().contains("1025 bytes"));
+    for bad_prefix in ["..", "../x", "%2e%2e"] {
+        assert!(store.list(bad_prefix).await.is_err(), "list({bad_prefix:?}) accepted");
+    }
+}
+
+async fn manifest_round_trip(store: &Store) {
+    let input = key("in/talk.mp4");
+    let output = key("out/talk.mp4");
+    store.put_bytes_atomic(&input, random_bytes(5000, 1)).await.unwrap();
+    store.put_bytes_atomic(&output, random_bytes(3000, 2)).await.unwrap();
+    let in_meta = store.head(&input).await.unwrap().unwrap();
+    let out_meta = store.head(&output).await.unwrap().unwrap();
+    let etag = in_meta.etag.clone().unwrap();
+    let model = "ab".repeat(32);
+    assert!(!store.is_done(&output, &etag, &model).await.unwrap(), "done without a manifest");
+    assert_eq!(store.read_manifest(&output).await.unwrap(), None);
+
+    let m = Manifest::new(&input, &in_meta, &model, "transformnet-tf", 60, &output, &out_meta);
+    let mkey = store.write_manifest(&m).await.unwrap();
+    assert_eq!(mkey.as_str(), "out/talk.mp4.manifest.json");
+    assert_eq!(store.read_manifest(&output).await.unwrap(), Some(m.clone()));
+    let json: serde_json::Value = serde_json::from_slice(&store.get_bytes(&mkey, 1 << 20).await.unwrap()).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["input_key"], "in/talk.mp4");
+    assert_eq!(json["input_size"], 5000);
+    assert_eq!(json["output_size"], 3000);
+    assert_eq!(json["frames"], 60);
+    assert!(chrono::DateTime::parse_from_rfc3339(json["created_at"].as_str().unwrap()).is_ok(), "{json}");
+    assert_eq!(store.list("out").await.unwrap(), [output.clone(), mkey.clone()]);
+
+    assert!(store.is_done(&output, &etag, &model).await.unwrap());
+    assert!(!store.is_done(&output, &etag, &"cd".repeat(32)).await.unwrap(), "other model");
+    // A new version of the input (new ETag) is not done.
+    store.put_bytes_atomic(&input, random_bytes(5000, 3)).await.unwrap();
+    let new_etag = store.head(&input).await.unwrap().unwrap().etag.unwrap();
+    assert_ne!(new_etag, etag);
+    assert!(!store.is_done(&output, &new_etag, &model).await.unwrap());
+
+    // A damaged manifest: not done (the job reruns), and reading it names it.
+    store.put_bytes_atomic(&mkey, b"{\"schema\": 1, \"input_key".to_vec()).await.unwrap();
+    assert!(!store.is_done(&output, &etag, &model).await.unwrap());
+    let e = store.read_manifest(&output).await.unwrap_err();
+    assert!(e.to_string().contains(&store.url_of(&mkey)), "{e}");
+}
+
+async fn get_bytes_limit(store: &Store) {
+    let k = key("logs/job.json");
+    store.put_bytes_atomic(&k, vec![b'x'; 100]).await.unwrap();
+    assert_eq!(store.get_bytes(&k, 100).await.unwrap().len(), 100);
+    let e = store.get_bytes(&k, 99).await.unwrap_err();
+    assert!(matches!(e, StoreError::TooLarge { size: 100, max: 99, .. }) && !e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains(&store.url_of(&k)), "{e}");
+    let e = store.get_bytes(&key("logs/none.json"), 100).await.unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local directory.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_round_trip() {
+    let dir = tmp();
+    round_trip(&local_store(&dir.path().join("root"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_upload_is_invisible_until_commit() {
+    let dir = tmp();
+    let root = dir.path().join("root");
+    upload_is_invisible_until_commit(&local_store(&root), Some(&root)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_keys_cannot_escape_the_root() {
+    let dir = tmp();
+    let root = dir.path().join("jail");
+    let store = local_store(&root);
+    hostile_keys_are_refused(&store).await;
+    store.put_bytes_atomic(&key("inside/x"), b"x".to_vec()).await.unwrap();
+    assert_eq!(files_under(dir.path()), ["jail/inside/x"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_manifest_round_trip() {
+    let dir = tmp();
+    manifest_round_trip(&local_store(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_get_bytes_limit() {
+    let dir = tmp();
+    get_bytes_limit(&local_store(dir.path())).await;
+}
+
+#[test]
+fn local_urls_and_plain_paths() {
+    let dir = tmp();
+    // A plain path and a file:// URL name the same directory, created when missing.
+    let plain = dir.path().join("a/b");
+    let s1 = BlockingStore::open(plain.to_str().unwrap(), &options()).unwrap();
+    assert!(plain.is_dir());
+    s1.put_bytes_atomic(&key("k.json"), b"{}".to_vec()).unwrap();
+    let s2 = BlockingStore::open(&format!("file://{}", plain.display()), &options()).unwrap();
+    assert_eq!(s2.get_bytes(&key("k.json"), 10).unwrap(), b"{}");
+    assert_eq!(s2.list("").unwrap(), [key("k.json")]);
+    assert!(s2.delete(&key("k.json")).unwrap());
+    assert!(!s2.delete(&key("k.json")).unwrap());
+    // The blocking facade's transfers.
+    let src = dir.path().join("src.bin");
+    let data = random_bytes(MIB + 3, 4);
+    std::fs::write(&src, &data).unwrap();
+    s1.upload_atomic(&src, &key("d/v.bin")).unwrap();
+    s2.download(&key("d/v.bin"), &dir.path().join("back.bin")).unwrap();
+    assert!(std::fs::read(dir.path().join("back.bin")).unwrap() == data);
+    let e = Store::open("file://relative/dir", &options()).unwrap_err();
+    assert!(e.to_string().contains("file://relative/dir"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure Blob, through Azurite.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_round_trip() {
+    let (store, _) = azurite_store("jobs/2024");
+    round_trip(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_upload_is_invisible_until_commit() {
+    let (store, _) = azurite_store("");
+    upload_is_invisible_until_commit(&store, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_keys_cannot_escape_the_prefix() {
+    let (store, container) = azurite_store("jail");
+    hostile_keys_are_refused(&store).await;
+    store.put_bytes_atomic(&key("inside/x"), b"x".to_vec()).await.unwrap();
+    // Seen from the container's root, the only object is under the prefix.
+    let root = Store::open_with_vars(&format!("azure://{container}"), &options(), emulator_vars()).unwrap();
+    assert_eq!(root.list("").await.unwrap(), [key("jail/inside/x")]);
+    assert_eq!(store.url_of(&key("inside/x")), format!("az://{container}/jail/inside/x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_manifest_round_trip() {
+    let (store, _) = azurite_store("m");
+    manifest_round_trip(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_get_bytes_limit() {
+    let (store, _) = azurite_store("");
+    get_bytes_limit(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_credentials_from_a_file() {
+    azurite();
+    let container = unique_container();
+    create_container(&container);
+    let dir = tmp();
+    let creds = dir.path().join("azure.env");
+    std::fs::write(&creds, format!("# Azurite\nAZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_ACCOUNT_KEY={AZURITE_KEY}\n")).unwrap();
+    let opts = StoreOptions { credentials_file: Some(creds), ..options() };
+    let store = Store::open_with_vars(&format!("az://{container}"), &opts, Vec::new()).unwrap();
+    store.put_bytes_atomic(&key("a"), b"1".to_vec()).await.unwrap();
+    assert_eq!(store.get_bytes(&key("a"), 1).await.unwrap(), b"1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_errors_are_classified() {
+    azurite();
+    // No such container: the upload fails permanently, naming the object.
+    let missing = Store::open_with_vars(&format!("az://{}", unique_container()), &options(), emulator_vars()).unwrap();
+    let dir = tmp();
+    let src = dir.path().join("f");
+    std::fs::write(&src, b"data").unwrap();
+    let e = missing.upload_atomic(&src, &key("o/f")).await.unwrap_err();
+    assert!(!e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains(missing.url()), "{e}");
+
+    // A wrong account key: denied, permanent.
+    let (_, container) = azurite_store("");
+    let wrong_key = base64_of(&[7u8; 64]);
+    let mut vars = emulator_vars();
+    vars.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), wrong_key));
+    let denied = Store::open_with_vars(&format!("az://{container}"), &options(), vars).unwrap();
+    let e = denied.put_bytes_atomic(&key("x"), b"x".to_vec()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Denied { .. }) && !e.is_transient(), "{e:?}");
+
+    // Nothing listening: transient once the (short) retries are spent.
+    let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..options() };
+    let vars = [
+        ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT),
+        ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY),
+        ("AZURE_STORAGE_ENDPOINT", "http://127.0.0.1:9/devstoreaccount1"),
+        ("AZURE_ALLOW_HTTP", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let down = Store::open_with_vars("az://c", &quick, vars).unwrap();
+    let e = down.head(&key("k")).await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains("az://c/k"), "{e}");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
