@@ -27,6 +27,8 @@ pub enum AppError {
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     #[error("{0}")]
     Usage(String),
     #[error("model `{name}` not found: no such file, and no {name}.safetensors in {searched} \

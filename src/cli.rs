@@ -22,6 +22,15 @@ pub struct Cli {
     /// Log level or filter for diagnostics on stderr (e.g. info, debug, stylestream=debug).
     #[arg(long, global = true, default_value = "warn", env = "STYLESTREAM_LOG")]
     pub log: String,
+    /// Log lines as text, or as JSON objects (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "STYLESTREAM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +46,54 @@ pub enum Command {
     /// work, so adding a style or a video processes only the new pairs. With --watch, keeps
     /// watching the inputs and styles new or changed videos as they arrive.
     Batch(BatchArgs),
+    /// Run the service: take trigger events from RabbitMQ, read inputs from and write styled
+    /// videos to object storage (file://, az://, s3://), with manifests, job logs and metrics.
+    Serve(ServeArgs),
+    /// Publish one job event to the service's queue (with publisher confirms) and print it.
+    Submit(SubmitArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The broker URL (with credentials) comes from $STYLESTREAM_AMQP_URL (or the \
+variable named by broker.url_env); store credentials from AZURE_STORAGE_* / AWS_* variables or \
+storage.credentials_file. SIGTERM or Ctrl-C: stop consuming, finish the jobs in flight within \
+service.shutdown_grace_secs, hand the rest back.\n\nExample:\n  stylestream serve --config config/service.toml --metrics-addr 127.0.0.1:9898")]
+pub struct ServeArgs {
+    /// Service configuration (see config/service.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (overrides the config).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  stylestream submit --input incoming/talk.mp4 --style udnie --output-prefix styled/")]
+pub struct SubmitArgs {
+    /// Input video object key (relative to the service's media store).
+    #[arg(long, value_name = "KEY")]
+    pub input: Option<String>,
+    /// Or: a prefix of stored image frames (needs --fps or a fps.txt object there).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "input")]
+    pub input_prefix: Option<String>,
+    /// Style: a model name in the service's models directory.
+    #[arg(long, value_name = "NAME")]
+    pub style: String,
+    /// Output video object key.
+    #[arg(long, value_name = "KEY")]
+    pub output: Option<String>,
+    /// Or: an output prefix (`<prefix><input stem>.<style>.<ext>`).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "output")]
+    pub output_prefix: Option<String>,
+    /// Job id (names the job's logs); default: derived from the message.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Frame rate of a frame prefix.
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Service configuration to take the broker settings from (queue name, ...).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

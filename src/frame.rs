@@ -19,7 +19,7 @@ impl RgbFrame {
 pub type FrameIdx = u64;
 
 /// One frame of a video or image sequence on its way through the stages.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     pub index: FrameIdx,
     /// Presentation timestamp in the source's time base (kept, never invented).

@@ -12,4 +12,6 @@ pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod dataflow;
-pub mod store;
+pub mod ingress;
+pub mod service;
+pub mod storage;

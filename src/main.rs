@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stylestream::app;
-use stylestream::cli::{Cli, Command};
+use stylestream::cli::{Cli, Command, LogFormat};
 use stylestream::model::gpu::GpuContext;
 
 fn main() -> ExitCode {
@@ -14,13 +14,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Ctrl-C: stop the pipeline, discard the output in progress, exit non-zero.
-    let _ = ctrlc::set_handler(stylestream::pipeline::interrupt);
+    // The service instead stops consuming and lets its jobs finish (SIGTERM too).
+    let handler = if matches!(cli.command, Command::Serve(_)) { stylestream::service::request_shutdown } else { stylestream::pipeline::interrupt };
+    let _ = ctrlc::set_handler(handler);
     let quiet = match &cli.command {
         Command::Stylize(a) => a.run.quiet,
         Command::Batch(a) => a.run.quiet,
         _ => false,
     };
-    init_logging(if quiet { "error" } else { &cli.log });
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_logging(if quiet { "error" } else if serving && cli.log == "warn" { "info" } else { &cli.log }, cli.log_format);
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize(args),
         Command::Bench(args) => app::bench(args).map(|report| {
@@ -35,6 +38,8 @@ fn main() -> ExitCode {
                 eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);
             }
         }),
+        Command::Serve(args) => stylestream::service::serve(args),
+        Command::Submit(args) => stylestream::service::submit(args),
         Command::Adapters => {
             let adapters = GpuContext::adapters();
             if adapters.is_empty() {
@@ -58,11 +63,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false)
-        .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.without_time().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, RunConfig};
+use crate::ingress::broker::{has_password, BrokerConfig};
+use crate::ingress::event::Route;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,32 +25,6 @@ pub struct ServiceConfig {
     /// Storage notifications (Event Grid, S3) and trigger objects → jobs.
     #[serde(default)]
     pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerConfig {
-    /// Environment variable holding the AMQP URL (`amqp://` or `amqps://`, with credentials).
-    #[serde(default = "default_url_env")]
-    pub url_env: String,
-    /// The URL when the variable is unset; must not hold a password.
-    #[serde(default = "default_url")]
-    pub url: String,
-    #[serde(default = "default_queue")]
-    pub queue: String,
-    /// Dead-letter exchange and queue (the reason is in the `x-stylestream-reason` header).
-    #[serde(default = "default_dead_letter")]
-    pub dead_letter: String,
-    /// Unacknowledged deliveries this instance holds at once.
-    #[serde(default = "default_prefetch")]
-    pub prefetch: u16,
-    /// Deliveries of one message before the broker dead-letters it (quorum queue delivery
-    /// limit: also bounds messages that crash the service every time).
-    #[serde(default = "default_max_deliveries")]
-    pub max_deliveries: u32,
-    /// Larger messages are dead-lettered unread.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,44 +85,6 @@ impl Default for ServiceSection {
     }
 }
 
-/// A storage notification rule: objects created under `prefix` are styled with `style` and
-/// written under `output_prefix`. With `trigger`, only an object of that name starts a job: on
-/// the frames uploaded under its prefix (the reference's trigger file).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    pub prefix: String,
-    pub style: String,
-    pub output_prefix: String,
-    /// Name of the trigger object, e.g. `_READY`.
-    pub trigger: Option<String>,
-    /// Frame rate of triggered frame prefixes (else the prefix's fps.txt).
-    pub fps: Option<f64>,
-    /// Extension of video outputs (default: the input's, mp4 for frames).
-    pub format: Option<String>,
-}
-
-fn default_url_env() -> String {
-    "STYLESTREAM_AMQP_URL".into()
-}
-fn default_url() -> String {
-    "amqp://127.0.0.1:5672/%2f".into()
-}
-fn default_queue() -> String {
-    "stylestream.jobs".into()
-}
-fn default_dead_letter() -> String {
-    "stylestream.dead".into()
-}
-fn default_prefetch() -> u16 {
-    2
-}
-fn default_max_deliveries() -> u32 {
-    5
-}
-fn default_max_message_bytes() -> usize {
-    64 * 1024
-}
 fn default_network() -> String {
     "transformnet-tf".into()
 }
@@ -199,36 +137,5 @@ impl ServiceConfig {
     /// The broker URL: `$url_env`, else `url`.
     pub fn broker_url(&self) -> String {
         std::env::var(&self.broker.url_env).unwrap_or_else(|_| self.broker.url.clone())
-    }
-}
-
-/// Whether an AMQP URL has a password (`user:pass@`).
-fn has_password(url: &str) -> bool {
-    url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).is_some_and(|(auth, _)| auth.contains(':'))
-}
-
-/// The URL with its password replaced by `***`, for logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    match rest.split_once('@') {
-        Some((auth, host)) => match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_and_refused_in_the_file() {
-        assert_eq!(redact("amqp://u:s3cret@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
-        assert_eq!(redact("amqps://h/v"), "amqps://h/v");
-        assert!(has_password("amqp://u:p@h"));
-        assert!(!has_password("amqp://u@h"));
-        assert!(!has_password("amqp://h:5672"));
     }
 }

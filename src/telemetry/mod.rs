@@ -1,3 +1,4 @@
 //! What users and scripts see while work runs: progress reporting.
 
 pub mod progress;
+pub mod metrics;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use stylestream::store::{BlockingStore, Manifest, ObjectKey, Store, StoreError, StoreOptions};
+use stylestream::storage::{BlockingStore, Manifest, ObjectKey, Store, StoreError, StoreOptions};
 
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, documented by Microsoft).

@@ -13,7 +13,24 @@
 
 use serde::Deserialize;
 
-use super::config::Route;
+/// A storage notification rule: objects created under `prefix` are styled with `style` and
+/// written under `output_prefix`. With `trigger`, only an object of that name starts a job: on
+/// the frames uploaded under its prefix (the reference's trigger file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub prefix: String,
+    pub style: String,
+    pub output_prefix: String,
+    /// Name of the trigger object, e.g. `_READY`.
+    pub trigger: Option<String>,
+    /// Frame rate of triggered frame prefixes (else the prefix's fps.txt).
+    pub fps: Option<f64>,
+    /// Extension of video outputs (default: the input's, mp4 for frames).
+    pub format: Option<String>,
+}
+
+
 
 /// Why a message can never become a job (it is dead-lettered with this reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,7 +98,8 @@ pub const SCHEMA: &str = "stylestream.job/1";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OwnEvent {
-    schema: String,
+    #[serde(rename = "schema")]
+    _schema: String,
     id: Option<String>,
     input: Option<String>,
     input_prefix: Option<String>,

@@ -9,7 +9,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 
-use super::config::{redact, BrokerConfig};
+use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -24,6 +24,70 @@ pub enum BrokerError {
 fn op(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> BrokerError {
     let what = what.into();
     move |e| BrokerError::Op { what, reason: e.to_string() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Environment variable holding the AMQP URL (`amqp://` or `amqps://`, with credentials).
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// The URL when the variable is unset; must not hold a password.
+    #[serde(default = "default_url")]
+    pub url: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Dead-letter exchange and queue (the reason is in the `x-stylestream-reason` header).
+    #[serde(default = "default_dead_letter")]
+    pub dead_letter: String,
+    /// Unacknowledged deliveries this instance holds at once.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (quorum queue delivery
+    /// limit: also bounds messages that crash the service every time).
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u32,
+    /// Larger messages are dead-lettered unread.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_url_env() -> String {
+    "STYLESTREAM_AMQP_URL".into()
+}
+fn default_url() -> String {
+    "amqp://127.0.0.1:5672/%2f".into()
+}
+fn default_queue() -> String {
+    "stylestream.jobs".into()
+}
+fn default_dead_letter() -> String {
+    "stylestream.dead".into()
+}
+fn default_prefetch() -> u16 {
+    2
+}
+fn default_max_deliveries() -> u32 {
+    5
+}
+fn default_max_message_bytes() -> usize {
+    64 * 1024
+}
+/// Whether an AMQP URL has a password (`user:pass@`).
+pub fn has_password(url: &str) -> bool {
+    url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).is_some_and(|(auth, _)| auth.contains(':'))
+}
+
+/// The URL with its password replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 /// The header that carries the dead-letter reason.
@@ -156,5 +220,19 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_and_refused_in_the_file() {
+        assert_eq!(redact("amqp://u:s3cret@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
+        assert_eq!(redact("amqps://h/v"), "amqps://h/v");
+        assert!(has_password("amqp://u:p@h"));
+        assert!(!has_password("amqp://u@h"));
+        assert!(!has_password("amqp://h:5672"));
     }
 }

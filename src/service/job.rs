@@ -1,0 +1,344 @@
+//! One round of jobs, blocking: check each request against the models and storage, skip what
+//! is already done, stage inputs locally, style them together in the frame dataflow, commit
+//! outputs atomically with their manifests, and write the job logs. Knows nothing of the broker:
+//! it returns an `Outcome` per request and the caller acks, dead-letters or hands back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::config::ServiceConfig;
+use crate::ingress::event::{Input, JobRequest, Output};
+use crate::app::{open_job, AppError};
+use crate::cli::EncodeArgs;
+use crate::dataflow::{DataflowOptions, Job};
+use crate::model::{NetworkDescription, Weights};
+use crate::pipeline::PipelineError;
+use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::progress::{FrameLog, Progress, ProgressMode};
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Styled and committed.
+    Done { output: String, frames: u64 },
+    /// Its output was already complete for this input and model: no GPU work.
+    AlreadyDone { output: String },
+    /// Can never succeed: dead-letter it with this reason.
+    Poison { code: &'static str, reason: String },
+    /// May succeed later (storage trouble, a GPU failure): hand it back.
+    Transient { reason: String },
+    /// Stopped by shutdown: hand it back.
+    Interrupted,
+}
+
+/// What stays loaded between rounds.
+pub struct Ctx {
+    pub config: ServiceConfig,
+    pub media: BlockingStore,
+    pub system: BlockingStore,
+    pub opts: DataflowOptions,
+    pub metrics: Metrics,
+    pub work_dir: PathBuf,
+    desc: Arc<NetworkDescription>,
+    models: BTreeMap<String, Arc<Weights>>,
+}
+
+impl Ctx {
+    pub fn new(
+        config: ServiceConfig,
+        media: BlockingStore,
+        system: BlockingStore,
+        opts: DataflowOptions,
+        metrics: Metrics,
+    ) -> Result<Self, AppError> {
+        let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
+        let work_dir = config.service.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Ok(Self { config, media, system, opts, metrics, work_dir, desc, models: BTreeMap::new() })
+    }
+
+    /// The weights of style `name`: `<models dir>/<name>.safetensors`, loaded once.
+    fn model(&mut self, name: &str) -> Result<Arc<Weights>, Outcome> {
+        let valid = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(poison("unknown-style", format!("style {name:?} is not a model name (letters, digits, - and _)")));
+        }
+        if let Some(w) = self.models.get(name) {
+            return Ok(w.clone());
+        }
+        let path = self.config.models.dir.join(format!("{name}.safetensors"));
+        if !path.is_file() {
+            return Err(poison("unknown-style", format!("no style {name:?}: {} does not exist", path.display())));
+        }
+        let w = Weights::load(&path, &self.desc).map_err(|e| poison("unknown-style", e.to_string()))?;
+        let w = Arc::new(w);
+        self.models.insert(name.to_string(), w.clone());
+        Ok(w)
+    }
+}
+
+fn poison(code: &'static str, reason: String) -> Outcome {
+    Outcome::Poison { code, reason }
+}
+
+/// Storage errors: permanent ones poison the request, transient ones hand it back.
+fn store_outcome(code: &'static str, e: StoreError) -> Outcome {
+    if e.is_transient() {
+        Outcome::Transient { reason: e.to_string() }
+    } else {
+        poison(code, e.to_string())
+    }
+}
+
+/// A request checked and staged, ready to run.
+struct Staged {
+    index: usize,
+    id: String,
+    request: JobRequest,
+    input_key: String,
+    input_meta: Meta,
+    output_key: ObjectKey,
+    weights: Arc<Weights>,
+    dir: tempfile::TempDir,
+    local_out: PathBuf,
+    log: FrameLog,
+    download_secs: f64,
+}
+
+/// Runs one round: returns an outcome per request, in order.
+pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+    let mut staged = Vec::new();
+    let mut jobs = Vec::new();
+    for (index, (id, request)) in requests.into_iter().enumerate() {
+        match stage(ctx, index, id, request) {
+            Ok((s, job)) => {
+                staged.push(s);
+                jobs.push(job);
+            }
+            Err(o) => outcomes[index] = Some(o),
+        }
+    }
+    if !jobs.is_empty() {
+        ctx.metrics.set("stylestream_jobs_in_flight", &[], jobs.len() as f64);
+        let started = Instant::now();
+        let results = crate::dataflow::run_jobs(jobs, ctx.opts.clone());
+        let style_secs = started.elapsed().as_secs_f64();
+        ctx.metrics.set("stylestream_jobs_in_flight", &[], 0.0);
+        for (s, result) in staged.into_iter().zip(results) {
+            let index = s.index;
+            outcomes[index] = Some(finish(ctx, s, result, style_secs));
+        }
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Transient { reason: "not run".into() })).collect()
+}
+
+/// Checks a request, skips it when done, downloads its input and opens its ends.
+fn stage(ctx: &mut Ctx, index: usize, id: String, request: JobRequest) -> Result<(Staged, Job), Outcome> {
+    let weights = ctx.model(&request.style)?;
+    let key = |k: &str| ObjectKey::parse(k).map_err(|e| poison("invalid-key", e.to_string()));
+    let dir = tempfile::Builder::new().prefix("stylestream-job-").tempdir_in(&ctx.work_dir).map_err(|e| Outcome::Transient { reason: format!("staging directory in {}: {e}", ctx.work_dir.display()) })?;
+    let t0 = Instant::now();
+    let (input_key, input_meta, local_in, fps, ext, stem) = match &request.input {
+        Input::Object(k) => {
+            let k = key(k)?;
+            let meta = ctx.media.head(&k).map_err(|e| store_outcome("missing-input", e))?;
+            let Some(meta) = meta else {
+                return Err(poison("missing-input", format!("{} does not exist", ctx.media.store().url_of(&k))));
+            };
+            if meta.size > ctx.config.service.max_input_bytes {
+                return Err(poison("oversized-input", format!("{} is {} bytes, over the limit of {}", k, meta.size, ctx.config.service.max_input_bytes)));
+            }
+            let ext = Path::new(k.name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "mp4".into());
+            let stem = Path::new(k.name()).file_stem().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            (k.to_string(), meta, None, None, ext, stem)
+        }
+        Input::Prefix(p) => {
+            let (meta, frames_dir, fps) = stage_prefix(ctx, p, &request, dir.path())?;
+            let stem = p.trim_end_matches('/').rsplit('/').next().unwrap_or("frames").to_string();
+            (p.clone(), meta, Some(frames_dir), fps, "mp4".to_string(), stem)
+        }
+    };
+    let ext = request.format.clone().unwrap_or(ext);
+    let output_key = match &request.output {
+        Output::Object(o) => key(o)?,
+        Output::Prefix(p) => key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
+    };
+    let etag = input_meta.etag.clone().unwrap_or_default();
+    match ctx.media.is_done(&output_key, &etag, &weights.sha256) {
+        Ok(true) => return Err(Outcome::AlreadyDone { output: output_key.to_string() }),
+        Ok(false) => {}
+        Err(e) => return Err(store_outcome("invalid-key", e)),
+    }
+    remove_stale_partials(ctx, &output_key);
+    let local_in = match local_in {
+        Some(frames) => frames,
+        None => {
+            let ik = key(&input_key)?;
+            let local = dir.path().join(format!("input.{ext}"));
+            ctx.media.download(&ik, &local).map_err(|e| store_outcome("missing-input", e))?;
+            local
+        }
+    };
+    let download_secs = t0.elapsed().as_secs_f64();
+    ctx.metrics.observe("stylestream_stage_seconds", &[("stage", "download")], download_secs);
+    let local_out = dir.path().join(format!("output.{}", Path::new(output_key.name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "mp4".into())));
+    let encode = EncodeArgs {
+        codec: ctx.config.service.codec.clone(),
+        crf: request.crf.unwrap_or(ctx.config.service.crf),
+        preset: request.preset.clone().unwrap_or_else(|| ctx.config.service.preset.clone()),
+    };
+    let (source, sink) = open_job(&local_in.display().to_string(), &local_out, fps, &encode)
+        .map_err(|e| poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))))?;
+    let log: FrameLog = Default::default();
+    let progress = Progress::new(ProgressMode::None, source.info().frames).with_frame_log(log.clone());
+    let job = Job { ends: Some((source, sink, progress)), desc: ctx.desc.clone(), weights: weights.clone() };
+    tracing::info!(job = %id, input = %input_key, style = %request.style, output = %output_key, "job started");
+    Ok((Staged { index, id, request, input_key, input_meta, output_key, weights, dir, local_out, log, download_secs }, job))
+}
+
+/// Messages name objects, never the local staging files.
+fn strip_local(text: &str, dir: &Path) -> String {
+    text.replace(&format!("{}/", dir.display()), "")
+}
+
+/// Downloads the image frames under prefix `p` (and its fps.txt) into `dir/frames/`.
+fn stage_prefix(ctx: &Ctx, p: &str, request: &JobRequest, dir: &Path) -> Result<(Meta, PathBuf, Option<crate::frame::Rate>), Outcome> {
+    let keys = ctx.media.list(p).map_err(|e| store_outcome("missing-input", e))?;
+    let is_frame = |k: &&ObjectKey| {
+        let n = k.name().to_ascii_lowercase();
+        !k.is_partial() && (n.ends_with(".png") || n.ends_with(".jpg") || n.ends_with(".jpeg"))
+    };
+    let mut frames: Vec<&ObjectKey> = keys.iter().filter(is_frame).filter(|k| k.parent().map(|d| format!("{d}/")) == Some(p.to_string())).collect();
+    frames.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    if frames.is_empty() {
+        return Err(poison("missing-input", format!("no PNG/JPEG frames under {}", ctx.media.store().url_of(&ObjectKey::parse(p.trim_end_matches('/')).map_err(|e| poison("invalid-key", e.to_string()))?))));
+    }
+    if frames.len() > ctx.config.service.max_prefix_frames {
+        return Err(poison("oversized-input", format!("{p} holds {} frames, over the limit of {}", frames.len(), ctx.config.service.max_prefix_frames)));
+    }
+    let local = dir.join("frames");
+    std::fs::create_dir_all(&local).map_err(|e| Outcome::Transient { reason: e.to_string() })?;
+    // The prefix's identity for the manifest: every frame's key and etag.
+    let mut hasher = Sha256::new();
+    let mut size = 0;
+    for k in &frames {
+        let meta = ctx.media.download(k, &local.join(k.name())).map_err(|e| store_outcome("missing-input", e))?;
+        hasher.update(k.as_str().as_bytes());
+        hasher.update(meta.etag.clone().unwrap_or_default().as_bytes());
+        size += meta.size;
+    }
+    let fps = match request.fps {
+        Some(f) => crate::frame::Rate::parse(&f.to_string()),
+        None => {
+            let fps_key = ObjectKey::parse(&format!("{p}fps.txt")).map_err(|e| poison("invalid-key", e.to_string()))?;
+            match ctx.media.get_bytes(&fps_key, 64) {
+                Ok(b) => crate::frame::Rate::parse(String::from_utf8_lossy(&b).trim()),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(store_outcome("missing-input", e)),
+            }
+        }
+    };
+    if fps.is_none() {
+        return Err(poison("invalid-event", format!("frames under {p} need a frame rate: an fps in the event or route, or {p}fps.txt")));
+    }
+    let meta = Meta { size, etag: Some(format!("frames-{:x}", hasher.finalize())), last_modified: chrono::Utc::now() };
+    Ok((meta, local, fps))
+}
+
+/// Temporary objects a killed run left for this output.
+fn remove_stale_partials(ctx: &Ctx, output: &ObjectKey) {
+    let prefix = output.parent().map(|p| format!("{p}/")).unwrap_or_default();
+    let Ok(keys) = ctx.media.list(&prefix) else { return };
+    let mine = format!(".{}.", output.name());
+    for k in keys.iter().filter(|k| k.is_partial() && k.name().starts_with(&mine)) {
+        if ctx.media.delete(k).is_ok() {
+            tracing::info!(object = %k, "removed a partial upload left by an earlier run");
+        }
+    }
+}
+
+/// After the dataflow: commit the output and its manifest, write the logs, say how it ended.
+fn finish(ctx: &Ctx, s: Staged, result: Result<u64, PipelineError>, style_secs: f64) -> Outcome {
+    let frames = match result {
+        Ok(n) => n,
+        Err(PipelineError::Interrupted) => return Outcome::Interrupted,
+        Err(e) => {
+            let outcome = match &e {
+                PipelineError::Media(m) => poison("corrupt-input", format!("{}: {}", s.input_key, strip_local(&m.to_string(), s.dir.path()))),
+                PipelineError::Reorder(_) => poison("corrupt-input", format!("{}: {e}", s.input_key)),
+                _ => Outcome::Transient { reason: e.to_string() },
+            };
+            write_logs(ctx, &s, 0, style_secs, 0.0, &outcome);
+            return outcome;
+        }
+    };
+    ctx.metrics.observe("stylestream_stage_seconds", &[("stage", "style")], style_secs);
+    let t0 = Instant::now();
+    let committed = ctx.media.upload_atomic(&s.local_out, &s.output_key).and_then(|out_meta| {
+        let input_key = ObjectKey::parse(s.input_key.trim_end_matches('/')).map_err(|e| StoreError::InvalidKey { key: s.input_key.clone(), reason: e.to_string() })?;
+        let manifest = Manifest::new(&input_key, &s.input_meta, &s.weights.sha256, &ctx.config.models.network, frames, &s.output_key, &out_meta);
+        ctx.media.write_manifest(&manifest).map(|_| ())
+    });
+    let upload_secs = t0.elapsed().as_secs_f64();
+    let outcome = match committed {
+        Ok(()) => {
+            ctx.metrics.observe("stylestream_stage_seconds", &[("stage", "upload")], upload_secs);
+            ctx.metrics.inc("stylestream_frames_total", &[], frames as f64);
+            let gpu: f64 = s.log.lock().map(|l| l.iter().map(|r| r.gpu_ms as f64 / 1e3).sum()).unwrap_or(0.0);
+            ctx.metrics.inc("stylestream_gpu_busy_seconds_total", &[], gpu);
+            Outcome::Done { output: s.output_key.to_string(), frames }
+        }
+        Err(e) => store_outcome("output-rejected", e),
+    };
+    write_logs(ctx, &s, frames, style_secs, upload_secs, &outcome);
+    outcome
+}
+
+/// `logs/<job id>.json` (summary) and `logs/<job id>.frames.jsonl` (one line per frame) in the
+/// system store. A failure to write logs is logged, never fatal.
+fn write_logs(ctx: &Ctx, s: &Staged, frames: u64, style_secs: f64, upload_secs: f64, outcome: &Outcome) {
+    let records = s.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let workers: std::collections::BTreeSet<u32> = records.iter().map(|r| r.worker).collect();
+    let (kind, error) = match outcome {
+        Outcome::Done { .. } => ("succeeded", None),
+        Outcome::AlreadyDone { .. } => ("already-done", None),
+        Outcome::Poison { reason, .. } => ("failed", Some(reason.clone())),
+        Outcome::Transient { reason } => ("handed-back", Some(reason.clone())),
+        Outcome::Interrupted => ("interrupted", None),
+    };
+    let summary = serde_json::json!({
+        "job": s.id,
+        "input": s.input_key,
+        "input_etag": s.input_meta.etag,
+        "style": s.request.style,
+        "model_sha256": s.weights.sha256,
+        "network": ctx.config.models.network,
+        "output": s.output_key.as_str(),
+        "frames": frames,
+        "seconds": { "download": s.download_secs, "style": style_secs, "upload": upload_secs },
+        "fps": if style_secs > 0.0 { frames as f64 / style_secs } else { 0.0 },
+        "workers": ctx.opts.workers,
+        "workers_used": workers,
+        "outcome": kind,
+        "error": error,
+    });
+    let mut lines = Vec::new();
+    for r in &records {
+        if let Ok(line) = serde_json::to_vec(r) {
+            lines.extend(line);
+            lines.push(b'\n');
+        }
+    }
+    let safe_id: String = s.id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    for (name, bytes) in [(format!("logs/{safe_id}.json"), serde_json::to_vec_pretty(&summary).unwrap_or_default()), (format!("logs/{safe_id}.frames.jsonl"), lines)] {
+        let written = ObjectKey::parse(&name).and_then(|k| ctx.system.put_bytes_atomic(&k, bytes));
+        if let Err(e) = written {
+            tracing::warn!(job = %s.id, error = %e, "could not write the job log");
+        }
+    }
+}
