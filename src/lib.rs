@@ -11,3 +11,4 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dataflow;
+pub mod zoo;

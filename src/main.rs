@@ -26,6 +26,7 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             }
         }),
+        Command::Models(cmd) => app::models(cmd),
         Command::Adapters => {
             let adapters = GpuContext::adapters();
             if adapters.is_empty() {
