@@ -25,6 +25,7 @@ blocks) in one of the two TransformNet variants (shared/models/README.md):
   input and ConvTranspose pads 0 followed by a Slice to 2H x 2W.
 * tf_sigmoid.onnx: tf_same with Sigmoid * 255 as output transform.
 * unsupported.onnx: torch_zoo plus a LeakyRelu and a Softplus node (must be refused).
+* cycle.onnx, missing_initializer.onnx, huge_dims.onnx: broken copies of torch_zoo.
 """
 
 from __future__ import annotations
@@ -281,6 +282,22 @@ def build(out: Path) -> None:
     bad.graph.node.append(helper.make_node("Softplus", ["leaky"], ["soft"], name="my_softplus"))
     bad.graph.output[0].name = "soft"
     onnx.save(bad, out / "unsupported.onnx")
+    # Broken graphs the importer must refuse with a clear error (written without the checker).
+    cyc = onnx.ModelProto()
+    cyc.CopyFrom(zoo)
+    n0, n1 = cyc.graph.node[0], cyc.graph.node[1]
+    n0.input[0] = n1.output[0]  # the first Pad now reads the first Conv's output: a cycle
+    onnx.save(cyc, out / "cycle.onnx")
+    missing = onnx.ModelProto()
+    missing.CopyFrom(zoo)
+    missing.graph.initializer.pop(0)  # conv1's weights
+    onnx.save(missing, out / "missing_initializer.onnx")
+    huge = onnx.ModelProto()
+    huge.CopyFrom(zoo)
+    t = huge.graph.initializer[0]
+    del t.dims[:]
+    t.dims.extend([1 << 40, 1 << 40, 3, 3])  # declared 10^24 elements, 8 KB of data
+    onnx.save(huge, out / "huge_dims.onnx")
 
 
 def run(model: str, rgb: str, w: int, h: int, out: str) -> None:

@@ -1,0 +1,224 @@
+//! ONNX import against ONNX Runtime: small networks of both TransformNet variants with random
+//! weights, built by `tests/onnx/models.py` (the `onnx` Python package), run by stylestream on
+//! the GPU and by ONNX Runtime (CPU) on the same input.
+//!
+//! Tolerance: after the display clamp to [0, 255], |stylestream - ORT| <= `TOL` everywhere
+//! (f32 on both sides, different summation orders; measured maximum in the README).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use stylestream::model::gpu::NetworkPlan;
+use stylestream::model::onnx;
+
+/// Max |stylestream - ORT| on the clamped output, in 8-bit units (0..255 scale).
+const TOL: f32 = 0.02;
+
+fn python() -> String {
+    std::env::var("STYLESTREAM_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx").join(name)
+}
+
+/// The models of `models.py build`, made once per test binary.
+pub fn models() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("onnx-models-{}", std::process::id()));
+        let out = Command::new(python()).arg(script("models.py")).arg("build").arg(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "building the test models needs python3 with onnx, onnxruntime, numpy (`make test` installs requirements-test.txt):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+fn model(name: &str) -> PathBuf {
+    models().join(name)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("onnx-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn random_rgb(w: u32, h: u32, seed: u64) -> Vec<u8> {
+    random((w * h * 3) as usize, seed, 1.0).iter().map(|v| ((v + 1.0) * 127.5) as u8).collect()
+}
+
+/// ONNX Runtime's output for an RGB8 input, HWC f32.
+fn ort(model: &Path, rgb: &[u8], w: u32, h: u32) -> Vec<f32> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let input = tmp(&format!("in-{n}.rgb"));
+    std::fs::write(&input, rgb).unwrap();
+    let out = tmp(&format!("ort-{n}.f32"));
+    let o = Command::new(python())
+        .arg(script("models.py"))
+        .args(["run", &model.display().to_string(), &input.display().to_string(), &w.to_string(), &h.to_string(), &out.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "onnxruntime failed: {}", String::from_utf8_lossy(&o.stderr));
+    read_f32(&out)
+}
+
+/// stylestream's output (before the display clamp) for the same input, through the GPU plan.
+fn ours(model: &Path, rgb: &[u8], w: u32, h: u32) -> Vec<f32> {
+    let (desc, weights) = onnx::load(model).unwrap();
+    let plan = NetworkPlan::new(gpu(), &desc, &weights, w, h).unwrap();
+    plan.run_with_values(rgb).unwrap().values
+}
+
+fn clamped_diff(a: &[f32], b: &[f32]) -> f32 {
+    let c = |v: &f32| v.clamp(0.0, 255.0);
+    assert_eq!(a.len(), b.len(), "output sizes differ");
+    a.iter().zip(b).map(|(x, y)| (c(x) - c(y)).abs()).fold(0.0, f32::max)
+}
+
+/// `model` run by stylestream at w x h against ORT running `oracle` (the same network, or
+/// its twin with a symbolic input size) on the same input.
+fn check(model_name: &str, oracle: &str, w: u32, h: u32) -> f32 {
+    let rgb = random_rgb(w, h, 11);
+    let want = ort(&model(oracle), &rgb, w, h);
+    let got = ours(&model(model_name), &rgb, w, h);
+    let diff = clamped_diff(&got, &want);
+    let spread = want.iter().fold(0f32, |m, v| m.max(v.clamp(0.0, 255.0))) - want.iter().fold(255f32, |m, v| m.min(v.clamp(0.0, 255.0)));
+    eprintln!("{model_name} at {w}x{h} vs ORT({oracle}): max |diff| {diff} (output spread {spread})");
+    assert!(spread > 50.0, "{oracle}: the output is nearly constant ({spread}); the test would prove little");
+    assert!(diff <= TOL, "{model_name} at {w}x{h}: max |stylestream - ORT| = {diff} > {TOL}");
+    diff
+}
+
+#[test]
+fn zoo_style_torch_model_matches_onnx_runtime() {
+    check("torch_zoo.onnx", "torch_zoo.onnx", 64, 48);
+    check("torch_zoo.onnx", "torch_zoo.onnx", 32, 24);
+}
+
+#[test]
+fn torch_export_graph_with_shape_arithmetic_matches_onnx_runtime() {
+    check("torch_export.onnx", "torch_export.onnx", 64, 48);
+}
+
+#[test]
+fn models_with_a_fixed_224_input_run_at_the_frame_size() {
+    // ORT cannot run the fixed models at 64x48; their symbolic-size twins (same weights) can.
+    check("torch_zoo_224.onnx", "torch_zoo.onnx", 64, 48);
+    check("torch_export_224.onnx", "torch_export.onnx", 64, 48);
+    let (desc, _) = onnx::load(&model("torch_export_224.onnx")).unwrap();
+    let (twin, _) = onnx::load(&model("torch_export.onnx")).unwrap();
+    assert_eq!(desc.layers, twin.layers, "the fixed-size graph must import to the same layers");
+}
+
+#[test]
+fn tensorflow_variant_matches_onnx_runtime() {
+    check("tf_same.onnx", "tf_same.onnx", 64, 48);
+    // Explicit pads and a ConvTranspose crop written for 64x48, at 64x48 and at 32x24.
+    check("tf_fixed_64x48.onnx", "tf_fixed_64x48.onnx", 64, 48);
+    check("tf_fixed_64x48.onnx", "tf_same.onnx", 32, 24);
+}
+
+#[test]
+fn sigmoid_output_transform_matches_onnx_runtime() {
+    check("tf_sigmoid.onnx", "tf_sigmoid.onnx", 64, 48);
+}
+
+#[test]
+fn imported_descriptions_take_input_scale_and_output_from_the_graph() {
+    use stylestream::model::description::{OutputTransform, Padding};
+    let (tf, _) = onnx::load(&model("tf_same.onnx")).unwrap();
+    assert_eq!(tf.output, OutputTransform::Tanh { scale: 150.0, offset: 127.5 });
+    assert!(tf.layers.iter().all(|l| l.padding == Padding::Same && l.bias.is_none()));
+    assert_eq!(tf.layers.iter().filter(|l| l.residual.is_some()).count(), 2);
+    let (export, w) = onnx::load(&model("torch_export.onnx")).unwrap();
+    assert_eq!(export.input_scale, 1.0 / 255.0);
+    assert_eq!(export.output, OutputTransform::Clamp);
+    assert_eq!(export.layers.iter().filter(|l| l.upsample == 2).count(), 2);
+    let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(model("torch_export.onnx")).unwrap()));
+    assert_eq!(w.sha256, sha, "the weights' sha256 is the .onnx file's");
+}
+
+#[test]
+fn unsupported_operators_are_listed_with_their_nodes() {
+    let input = tmp("unsupported-in.png");
+    image::RgbImage::from_raw(16, 16, random_rgb(16, 16, 1)).unwrap().save(&input).unwrap();
+    let output = tmp("unsupported-out.png");
+    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", output.to_str().unwrap(), "--model", model("unsupported.onnx").to_str().unwrap(), "--progress", "none"]);
+    assert_clean_failure(&o, "LeakyRelu (node `my_leaky_relu`), Softplus (node `my_softplus`)", &output);
+}
+
+#[test]
+fn broken_graphs_are_refused_with_a_clear_error() {
+    for (file, what) in [
+        ("cycle.onnx", "cycle"),
+        ("missing_initializer.onnx", "conv1.conv2d.weight"),
+        ("huge_dims.onnx", "exceed the limit"),
+    ] {
+        let e = onnx::load(&model(file)).unwrap_err().to_string();
+        assert!(e.contains(what), "{file}: {e}");
+    }
+}
+
+#[test]
+fn onnx_and_safetensors_give_identical_outputs_for_the_same_weights() {
+    let (w, h) = (64, 48);
+    let input = tmp("same-in.png");
+    image::RgbImage::from_raw(w, h, random_rgb(w, h, 5)).unwrap().save(&input).unwrap();
+    let via_onnx = tmp("same-onnx.png");
+    let via_plain = tmp("same-plain.png");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--progress", "none"];
+        args.extend_from_slice(extra);
+        let o = stylestream(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&via_onnx, &["--model", model("torch_zoo.onnx").to_str().unwrap()]);
+    let toml = model("torch_plain.toml");
+    run(&via_plain, &["--model", model("torch_plain.safetensors").to_str().unwrap(), "--network", toml.to_str().unwrap()]);
+    let (a, b) = (std::fs::read(&via_onnx).unwrap(), std::fs::read(&via_plain).unwrap());
+    assert!(a == b, "the PNGs differ");
+    // Float outputs too, bit for bit.
+    let rgb = random_rgb(w, h, 6);
+    let desc = stylestream::model::NetworkDescription::from_file(&toml).unwrap();
+    let weights = stylestream::model::Weights::load(&model("torch_plain.safetensors"), &desc).unwrap();
+    let plain = NetworkPlan::new(gpu(), &desc, &weights, w, h).unwrap().run_with_values(&rgb).unwrap().values;
+    assert!(ours(&model("torch_zoo.onnx"), &rgb, w, h) == plain, "float outputs differ");
+    // And the PNG is ORT's output, quantised, within one level.
+    let want = ort(&model("torch_zoo.onnx"), &image::open(&input).unwrap().to_rgb8().into_raw(), w, h);
+    let got = image::open(&via_onnx).unwrap().to_rgb8().into_raw();
+    let level = got.iter().zip(&want).map(|(g, o)| (*g as f32 - (o.clamp(0.0, 255.0) + 0.5).floor()).abs()).fold(0.0, f32::max);
+    assert!(level <= 1.0, "8-bit output differs from ORT by {level} levels");
+}
+
+#[test]
+fn converted_models_run_like_the_onnx_file() {
+    let out = tmp("converted.safetensors");
+    let o = stylestream(&["models", "convert", model("torch_export.onnx").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let desc = stylestream::model::NetworkDescription::from_file(&out.with_extension("toml")).unwrap();
+    let weights = stylestream::model::Weights::load(&out, &desc).unwrap();
+    let rgb = random_rgb(32, 24, 8);
+    let plain = NetworkPlan::new(gpu(), &desc, &weights, 32, 24).unwrap().run_with_values(&rgb).unwrap().values;
+    assert!(ours(&model("torch_export.onnx"), &rgb, 32, 24) == plain, "converted model differs from the ONNX file");
+}
+
+#[test]
+fn models_list_shows_architecture_parameters_and_flops() {
+    let o = stylestream(&["models", "list", "--dir", models().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("tf_same ")).unwrap_or_else(|| panic!("{text}"));
+    let (desc, _) = onnx::load(&model("tf_same.onnx")).unwrap();
+    let flops = format!("{:.0} FLOP/px", 2.0 * desc.macs_per_pixel());
+    assert!(line.contains("onnx") && line.contains("52694 params") && line.contains(&flops) && line.contains("tanh*150+127.5"), "{line}");
+    assert!(text.contains("unsupported") && text.contains("unusable"), "{text}");
+}
