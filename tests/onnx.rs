@@ -309,3 +309,71 @@ fn fuzzed_onnx_files_give_errors_not_panics_or_hangs() {
     assert!(slowest < 2.0, "one input took {slowest} s");
     assert!(errors.len() >= 3, "the mutations should reach several error kinds: {errors:?}");
 }
+
+/// `serve.py` on 127.0.0.1, killed when dropped.
+struct Server(std::process::Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(file: &Path) -> Server {
+    use std::io::BufRead;
+    let mut child = Command::new(python())
+        .arg(script("serve.py"))
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("serve.py printed `{line}`"));
+    Server(child, port)
+}
+
+#[test]
+fn models_fetch_verifies_the_checksum_and_leaves_nothing_behind_on_failure() {
+    let file = model("torch_zoo.onnx");
+    let bytes = std::fs::read(&file).unwrap();
+    let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let server = serve(&file);
+    let dir = tmp("fetch/models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{}/{p}", server.1);
+    let fetch = |name: &str, u: &str, sha: &str| stylestream(&["models", "fetch", name, "--dir", d, "--url", u, "--sha256", sha]);
+    let nothing_left = |name: &str| {
+        assert!(!dir.join(format!("{name}.onnx")).exists(), "{name}.onnx was left behind");
+        assert!(partial_files(&dir).is_empty(), "temporaries left: {:?}", partial_files(&dir));
+    };
+
+    // Good checksum: the file arrives whole, under NAME.onnx, and is listed and usable.
+    let o = fetch("mine", &url("model.onnx"), &sha.to_uppercase());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(dir.join("mine.onnx")).unwrap() == bytes);
+    assert!(partial_files(&dir).is_empty());
+    let list = stylestream(&["models", "list", "--dir", d]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("mine "), "{}", String::from_utf8_lossy(&list.stdout));
+
+    // Bad checksum: refused, nothing left.
+    let o = fetch("bad", &url("model.onnx"), &"0".repeat(64));
+    assert_clean_failure(&o, "sha256 mismatch", &dir.join("bad.onnx"));
+    nothing_left("bad");
+
+    // The server closes the connection half way: refused, nothing left.
+    let o = fetch("cut", &url("cut.onnx"), &sha);
+    assert!(!o.status.success(), "an interrupted transfer was accepted");
+    assert!(stderr(&o).contains("transfer interrupted"), "{}", stderr(&o));
+    nothing_left("cut");
+
+    // 404, a malformed --sha256, an unknown zoo name, a zoo model without a pin.
+    assert_clean_failure(&fetch("gone", &url("missing"), &sha), "404", &dir.join("gone.onnx"));
+    assert_clean_failure(&fetch("x", &url("model.onnx"), "abc"), "64 hexadecimal", &dir.join("x.onnx"));
+    let o = stylestream(&["models", "fetch", "starry-night", "--dir", d]);
+    assert_clean_failure(&o, "mosaic, candy, rain-princess, udnie, pointilism", &dir.join("starry-night.onnx"));
+    let o = stylestream(&["models", "fetch", "candy", "--dir", d]);
+    assert_clean_failure(&o, "no pinned sha256", &dir.join("candy.onnx"));
+}
