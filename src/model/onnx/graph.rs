@@ -70,11 +70,14 @@ enum Func {
     Sigmoid,
 }
 
+/// Pads in front of a conv: mode and (top, left, bottom, right).
+type PrePad = Option<(PadMode, [i64; 4])>;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Sym {
     Src(Src),
     /// The input of a conv to come: `src` upsampled, then padded (top, left, bottom, right).
-    Pre { src: Src, upsample: u32, pad: Option<(PadMode, [i64; 4])> },
+    Pre { src: Src, upsample: u32, pad: PrePad },
     /// `func(layer idx) * scale + offset`: the network's output transform so far.
     Out { idx: usize, stage: u32, func: Func, scale: f64, offset: f64 },
 }
@@ -428,7 +431,7 @@ impl Builder {
     }
 
     /// The source of a conv's input, with the upsampling and pads in front of it.
-    fn conv_input(&self, node: &Node<'_>, a: &Act) -> Result<(Src, u32, Option<(PadMode, [i64; 4])>), OnnxError> {
+    fn conv_input(&self, node: &Node<'_>, a: &Act) -> Result<(Src, u32, PrePad), OnnxError> {
         let (src, up, pad) = match a.sym {
             Sym::Src(s) => (s, 1, None),
             Sym::Pre { src, upsample, pad } => (src, upsample, pad),
@@ -463,7 +466,7 @@ impl Builder {
 
     /// Common checks of Conv and ConvTranspose attributes; returns (kernel, stride).
     fn conv_attrs(&self, node: &Node<'_>, w: &Const) -> Result<(u32, u32), OnnxError> {
-        if w.dims.len() != 4 || w.dims[2] != w.dims[3] || w.dims[2] % 2 == 0 || w.dims[2] > 11 {
+        if w.dims.len() != 4 || w.dims[2] != w.dims[3] || w.dims[2].is_multiple_of(2) || w.dims[2] > 11 {
             return Err(bad(node, format!("weights of shape {:?}: square odd 2-D kernels up to 11 are supported", w.dims)));
         }
         if attr_i(node, "group").unwrap_or(1) != 1 {
@@ -575,7 +578,7 @@ impl Builder {
             residual: None,
         };
         // ONNX's output size; the description's rule must agree with it at the probe size.
-        let out = |n: i64| (n + if padding == Padding::Reflect { 2 * half } else { 0 } + 0 - k as i64) / s as i64 + 1;
+        let out = |n: i64| (n + if padding == Padding::Reflect { 2 * half } else { 0 } - k as i64) / s as i64 + 1;
         let (oh, ow) = match pre_pad {
             Some(_) => (out(n_h), out(n_w)),
             None => {
@@ -872,7 +875,7 @@ impl Builder {
                     let conv_stage = l.norm.is_none() && l.activation == Activation::None && l.residual.is_none();
                     let r = c.dims.len();
                     let per_channel = c.len() == 1
-                        || (r >= 3 && r <= 4 && c.dims[r - 3] == oc && c.dims[r - 2] == 1 && c.dims[r - 1] == 1 && c.len() == oc);
+                        || ((3..=4).contains(&r) && c.dims[r - 3] == oc && c.dims[r - 2] == 1 && c.dims[r - 1] == 1 && c.len() == oc);
                     if (op == "Add" || (op == "Sub" && !const_first)) && conv_stage && per_channel {
                         let idx = self.open_layer(node, &a)?;
                         let sign = if op == "Sub" { -1.0 } else { 1.0 };
@@ -934,26 +937,29 @@ impl Builder {
     }
 }
 
-/// Whether Resize's coordinate rule, at scale 2, maps output pixel i to input pixel i / 2.
+/// Whether Resize's coordinate rule, at scale 2, maps output pixel i to input pixel i / 2
+/// (checked at several input sizes).
 fn nearest_is_repeat(ctm: &str, nearest: &str) -> bool {
-    let n_in = 8.0f64;
-    (0..16).all(|i| {
-        let i = i as f64;
-        let x = match ctm {
-            "half_pixel" | "pytorch_half_pixel" => (i + 0.5) / 2.0 - 0.5,
-            "asymmetric" => i / 2.0,
-            "tf_half_pixel_for_nn" => (i + 0.5) / 2.0,
-            "align_corners" => i * (n_in - 1.0) / (2.0 * n_in - 1.0),
-            _ => return false,
-        };
-        let r = match nearest {
-            "floor" => x.floor(),
-            "ceil" => x.ceil(),
-            "round_prefer_floor" => if x.fract() == 0.5 { x.floor() } else { x.round() },
-            "round_prefer_ceil" => if x.fract() == 0.5 { x.ceil() } else { x.round() },
-            _ => return false,
-        };
-        r.clamp(0.0, n_in - 1.0) == (i / 2.0).floor()
+    [2usize, 3, 8, 9].iter().all(|&n| {
+        let n_in = n as f64;
+        (0..2 * n).all(|i| {
+            let i = i as f64;
+            let x = match ctm {
+                "half_pixel" | "pytorch_half_pixel" => (i + 0.5) / 2.0 - 0.5,
+                "asymmetric" => i / 2.0,
+                "tf_half_pixel_for_nn" => (i + 0.5) / 2.0,
+                "align_corners" => i * (n_in - 1.0) / (2.0 * n_in - 1.0),
+                _ => return false,
+            };
+            let r = match nearest {
+                "floor" => x.floor(),
+                "ceil" => x.ceil(),
+                "round_prefer_floor" => if x.fract() == 0.5 { x.floor() } else { x.round() },
+                "round_prefer_ceil" => if x.fract() == 0.5 { x.ceil() } else { x.round() },
+                _ => return false,
+            };
+            r.clamp(0.0, n_in - 1.0) == (i / 2.0).floor()
+        })
     })
 }
 
@@ -967,6 +973,9 @@ mod tests {
         assert!(nearest_is_repeat("half_pixel", "round_prefer_floor"));
         assert!(nearest_is_repeat("pytorch_half_pixel", "round_prefer_ceil"));
         assert!(!nearest_is_repeat("asymmetric", "ceil"));
-        assert!(!nearest_is_repeat("align_corners", "round_prefer_floor"));
+        // align_corners rounds to the repeat too at scale 2 (x = j + (n-1-j)/(2n-1)); ceil does not.
+        assert!(nearest_is_repeat("align_corners", "round_prefer_floor"));
+        assert!(!nearest_is_repeat("align_corners", "ceil"));
+        assert!(!nearest_is_repeat("half_pixel", "floor"));
     }
 }
