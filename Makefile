@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 MODELS_DIR ?= $(abspath $(CURDIR)/../shared/models)
 DEMO_DIR ?= demo-output
+# Where `make demo` fetches a zoo model when no local one exists (shared/ may be read-only).
+ZOO_DIR ?= $(HOME)/.cache/stylestream/models
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export XDG_RUNTIME_DIR ?= /tmp
 export STYLESTREAM_MODELS_DIR ?= $(MODELS_DIR)
@@ -17,7 +19,7 @@ APT_PACKAGES := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-d
 	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time nodejs \
 	$(if $(shell command -v npm),,npm)
 
-.PHONY: deps services build test demo bench bench-onnx clean
+.PHONY: deps pydeps services build test demo bench bench-onnx clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -27,12 +29,17 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with https://rustup.rs"; exit 1; }
-	@scripts/azurite.sh install   # azurite@3.37.0 into .tools/ (git-ignored), only when missing
+
+# Python packages of the ONNX tests (onnx builds the test models, onnxruntime is the oracle):
+# installed only when they cannot be imported.
+pydeps:
+	@python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null || \
+		python3 -m pip install --quiet -r requirements-test.txt
 
 # Services the tests talk to: RabbitMQ on 127.0.0.1:5672 and Azurite on 127.0.0.1:10000
 # (each started if it is not running; `scripts/azurite.sh stop` stops Azurite again).
 services: deps
-	@scripts/azurite.sh start
+	@scripts/azurite.sh start   # installs azurite@3.37.0 into .tools/ (git-ignored) when missing
 	@if ! rabbitmqctl -q status >/dev/null 2>&1; then \
 		echo "starting rabbitmq-server"; rabbitmq-server -detached; \
 		for i in $$(seq 1 60); do rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 && break; sleep 1; done; \
@@ -42,7 +49,7 @@ build: deps
 	cargo build --release
 
 # Benches run once each as tests first; the integration tests last, so their summary closes the log.
-test: deps services
+test: deps pydeps services
 	cargo test --benches
 	cargo test --doc
 	cargo test --lib --bins --tests
@@ -51,12 +58,25 @@ test: deps services
 # (or STYLESTREAM_MODEL), audio copied; plus one still frame in every shared style side by side.
 demo: deps
 	@model="$${STYLESTREAM_MODEL:-$(MODELS_DIR)/udnie.safetensors}"; \
+	if [ ! -f "$$model" ] && [ -z "$${STYLESTREAM_MODEL:-}" ]; then \
+		zoo="$(ZOO_DIR)/mosaic.onnx"; \
+		if [ ! -f "$$zoo" ]; then \
+			echo "No local model in $(MODELS_DIR): fetching the ONNX model zoo's mosaic (6.6 MB) into $(ZOO_DIR)..."; \
+			cargo build --release --quiet && mkdir -p "$(ZOO_DIR)" && \
+			target/release/stylestream models fetch mosaic --dir "$(ZOO_DIR)" || true; \
+		fi; \
+		[ -f "$$zoo" ] && model="$$zoo"; \
+	fi; \
 	if [ ! -f "$$model" ]; then \
-		echo "No style model found."; \
-		echo "  Looked for: $$model"; \
-		echo "  Set STYLESTREAM_MODEL=/path/to/style.safetensors, or put the shared models"; \
-		echo "  (udnie, wave, scream, wreck .safetensors) in $(MODELS_DIR)."; \
-		echo "  See README.md, section 'Models', for where they come from."; \
+		echo "No style model found, and none could be downloaded."; \
+		echo "  Looked for: $$model and $(ZOO_DIR)/mosaic.onnx"; \
+		echo "  Do one of:"; \
+		echo "    - with internet access: target/release/stylestream models fetch mosaic --dir $(ZOO_DIR)"; \
+		echo "      (or download mosaic-9.onnx from github.com/onnx/models, validated/vision/style_transfer/"; \
+		echo "      fast_neural_style/model/, check its sha256 against README.md, save it as $(ZOO_DIR)/mosaic.onnx)"; \
+		echo "    - set STYLESTREAM_MODEL=/path/to/style.safetensors or .onnx"; \
+		echo "    - put the shared models (udnie, wave, scream, wreck .safetensors) in $(MODELS_DIR)"; \
+		echo "  See README.md, sections 'Models' and 'Bring your own model'."; \
 		exit 1; \
 	fi; \
 	set -e; cargo build --release; mkdir -p $(DEMO_DIR); \

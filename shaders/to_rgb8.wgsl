@@ -1,5 +1,6 @@
 // to_rgb8: the network's output transform, crop back to the frame size, and 8-bit packing.
-//   TANH: y = tanh(x) * scale + offset   (TensorFlow variant)   else: y = x * scale + offset
+//   FUNC 1: y = tanh(x) * scale + offset (TensorFlow variant); 2: y = sigmoid(x) * scale + offset;
+//   0: y = x * scale + offset
 //   8-bit value = floor(clamp(y, 0, 255) + 0.5)
 //
 // Bindings (group 0):
@@ -7,7 +8,7 @@
 //   1 src     storage    read        HWC f32 network output, src_w wide, 3 channels
 //   2 out_f32 storage    read_write  HWC f32 y before clamping, dst_w x dst_h x 3
 //   3 out_rgb storage    read_write  one u32 per pixel: R | G << 8 | B << 16 | 255 << 24
-// Overrides: TANH.
+// Overrides: FUNC (0 none, 1 tanh, 2 sigmoid).
 // Dispatch: 1-D over dst pixels, 256 per workgroup, folded into (x, y) workgroups.
 
 struct PackParams {
@@ -15,7 +16,7 @@ struct PackParams {
     scale: f32, offset: f32, _pad1: u32, _pad2: u32,
 }
 
-override TANH: bool = true;
+override FUNC: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: PackParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -32,9 +33,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var packed = 255u << 24u;
     for (var c = 0u; c < 3u; c++) {
         var v = src[s + c];
-        if (TANH) {
+        if (FUNC == 1u) {
             // tanh saturates to +-1 in f32 long before 15; clamping avoids exp overflow.
             v = tanh(clamp(v, -15.0, 15.0));
+        } else if (FUNC == 2u) {
+            v = 1.0 / (1.0 + exp(-clamp(v, -88.0, 88.0)));
         }
         let y = v * p.scale + p.offset;
         out_f32[i * 3u + c] = y;

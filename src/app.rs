@@ -29,17 +29,25 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Service(#[from] crate::service::ServiceError),
+    #[error(transparent)]
+    Zoo(#[from] crate::zoo::ZooError),
     #[error("{0}")]
     Usage(String),
-    #[error("model `{name}` not found: no such file, and no {name}.safetensors in {searched} \
-(set STYLESTREAM_MODELS_DIR, or see README.md for where to get models)")]
+    #[error("model `{name}` not found: no such file, and no {name}.safetensors or {name}.onnx in {searched} \
+(set STYLESTREAM_MODELS_DIR, `stylestream models fetch NAME`, or see README.md for where to get models)")]
     ModelNotFound { name: String, searched: String },
 }
 
-/// The description and checked weights named on the command line.
+/// The description and checked weights named on the command line. An `.onnx` model carries its
+/// own description (its graph); `--network` is then ignored.
 pub fn load_model(args: &ModelArgs) -> Result<(NetworkDescription, Weights), AppError> {
-    let desc = NetworkDescription::load(&args.network)?;
     let path = resolve_model(&args.model)?;
+    if crate::model::onnx::is_onnx(&path) {
+        let (desc, weights) = crate::model::onnx::load(&path)?;
+        tracing::info!(model = %path.display(), sha256 = %weights.sha256, network = %desc.name, layers = desc.layers.len(), "ONNX model imported");
+        return Ok((desc, weights));
+    }
+    let desc = NetworkDescription::load(&args.network)?;
     let weights = Weights::load(&path, &desc)?;
     tracing::info!(model = %path.display(), sha256 = %weights.sha256, network = %desc.name, "model loaded");
     Ok((desc, weights))
@@ -53,9 +61,11 @@ pub(crate) fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
         return Ok(path);
     }
     let dir = std::env::var_os("STYLESTREAM_MODELS_DIR").map(PathBuf::from);
-    if let Some(candidate) = dir.as_ref().map(|d| d.join(format!("{model}.safetensors"))) {
-        if candidate.is_file() {
-            return Ok(candidate);
+    for ext in ["safetensors", "onnx"] {
+        if let Some(candidate) = dir.as_ref().map(|d| d.join(format!("{model}.{ext}"))) {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
         }
     }
     if path.is_file() {
@@ -428,3 +438,60 @@ pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::R
     Ok(())
 }
 
+
+/// `stylestream models ...`.
+pub fn models(cmd: &crate::cli::ModelsCommand) -> Result<(), AppError> {
+    use crate::cli::ModelsCommand;
+    use crate::zoo;
+    match cmd {
+        ModelsCommand::List { dir, json } => {
+            let dir = zoo::models_dir(dir.as_deref())?;
+            let items = zoo::list(&dir)?;
+            let mut stdout = std::io::stdout();
+            if *json {
+                for m in &items {
+                    println!("{}", serde_json::to_string(m).unwrap_or_default());
+                }
+            } else {
+                let _ = zoo::print_list(&dir, &items, &mut stdout);
+            }
+            Ok(())
+        }
+        ModelsCommand::Fetch { name, dir, url, sha256, quiet } => {
+            let dir = zoo::models_dir(dir.as_deref())?;
+            let (url, pin) = match (url, zoo::zoo_model(name)) {
+                (Some(u), _) => (u.clone(), None),
+                (None, Some(m)) => (m.url.to_string(), m.sha256),
+                (None, None) => {
+                    return Err(zoo::ZooError::UnknownModel { name: name.clone(), known: zoo::ZOO.map(|m| m.name).join(", ") }.into())
+                }
+            };
+            let sha = match (sha256, pin) {
+                (Some(h), _) => zoo::fetch::parse_sha256(h)?,
+                (None, Some(p)) => p.to_string(),
+                (None, None) => return Err(zoo::ZooError::NoPin { name: name.clone() }.into()),
+            };
+            let file = name.strip_suffix(".onnx").unwrap_or(name);
+            let dest = zoo::fetch::destination(&dir, file);
+            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let bytes = zoo::fetch::download(&url, &sha, &dest, progress)?;
+            if !quiet {
+                eprintln!("fetched {} ({bytes} bytes, sha256 {sha})", dest.display());
+            }
+            Ok(())
+        }
+        ModelsCommand::Convert { input, output, description } => {
+            let toml = description.clone().unwrap_or_else(|| output.with_extension("toml"));
+            let desc = zoo::convert::convert(input, output, &toml)?;
+            eprintln!(
+                "wrote {} and {} ({} layers); use: stylestream stylize IN -o OUT --model {} --network {}",
+                output.display(),
+                toml.display(),
+                desc.layers.len(),
+                output.display(),
+                toml.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Repaint images in the style of a painting with a style-transfer network on the GPU (wgpu).",
     long_about = "Repaint images in the style of a painting with a feed-forward style-transfer network \
 (Johnson et al. 2016) running as hand-written WGSL compute shaders on wgpu: Vulkan, Metal or DX12 GPUs, \
-or Mesa lavapipe on a CPU.\n\nModels are safetensors files; `--model udnie` also finds \
-$STYLESTREAM_MODELS_DIR/udnie.safetensors.",
+or Mesa lavapipe on a CPU.\n\nModels are safetensors or ONNX files; `--model udnie` also finds \
+$STYLESTREAM_MODELS_DIR/udnie.safetensors (or udnie.onnx). `stylestream models fetch mosaic` downloads \
+a model of the ONNX model zoo.",
     after_help = "Examples:\n  stylestream stylize photo.jpg -o photo-udnie.png --model udnie.safetensors\n  \
 stylestream bench --model udnie.safetensors --size 640x360 --frames 5\n  stylestream adapters"
 )]
@@ -51,6 +52,54 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish one job event to the service's queue (with publisher confirms) and print it.
     Submit(SubmitArgs),
+    /// Style models: list the local ones, fetch one from the ONNX model zoo, convert ONNX to
+    /// safetensors.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The .onnx and .safetensors models in the models directory, with their architecture,
+    /// parameter count and FLOPs per output pixel.
+    List {
+        /// Models directory [default: $STYLESTREAM_MODELS_DIR].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// One JSON object per model on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a zoo model (mosaic, candy, rain-princess, udnie, pointilism) into the models
+    /// directory as NAME.onnx, verifying its pinned sha256; or any file with --url and --sha256.
+    /// Atomic: nothing is left behind unless the checksum matches.
+    Fetch {
+        /// Zoo model name, or the file name (without .onnx) to save --url as.
+        name: String,
+        /// Models directory [default: $STYLESTREAM_MODELS_DIR].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Download this URL instead of the zoo's (needs --sha256).
+        #[arg(long, value_name = "URL", requires = "sha256")]
+        url: Option<String>,
+        /// Expected sha256 of the file (64 hex digits); overrides the pinned one.
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Print nothing but errors (no progress bar).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Convert an ONNX model to a safetensors file plus its network description (.toml), for
+    /// `stylize --model OUT.safetensors --network OUT.toml`.
+    Convert {
+        /// The .onnx model.
+        input: PathBuf,
+        /// The .safetensors file to write.
+        output: PathBuf,
+        /// The description to write [default: OUTPUT with the extension .toml].
+        #[arg(long, value_name = "FILE")]
+        description: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -135,11 +184,13 @@ pub struct BatchArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Style model: a .safetensors file, or a name looked up in $STYLESTREAM_MODELS_DIR.
+    /// Style model: a .safetensors or .onnx file, or a name looked up in
+    /// $STYLESTREAM_MODELS_DIR (NAME.safetensors, then NAME.onnx).
     #[arg(long, short = 'm', value_name = "MODEL")]
     pub model: String,
-    /// Network description: `transformnet-tf` (the default, for the shared pretrained models),
-    /// `transformnet-torch`, or a path to a description .toml (see pipelines/networks/).
+    /// Network description of a .safetensors model: `transformnet-tf` (the default, for the
+    /// shared pretrained models), `transformnet-torch`, or a path to a description .toml (see
+    /// pipelines/networks/). Ignored for .onnx models: their graph is the description.
     #[arg(long, value_name = "NAME|FILE", default_value = "transformnet-tf")]
     pub network: String,
     /// Which GPU adapter to use (see `stylestream adapters`); the first by default.

@@ -15,3 +15,4 @@ pub mod dataflow;
 pub mod ingress;
 pub mod service;
 pub mod storage;
+pub mod zoo;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve(args) => stylestream::service::serve(args),
         Command::Submit(args) => stylestream::service::submit(args),
+        Command::Models(cmd) => app::models(cmd),
         Command::Adapters => {
             let adapters = GpuContext::adapters();
             if adapters.is_empty() {

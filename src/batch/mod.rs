@@ -72,12 +72,18 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
     let mut styles = Vec::new();
     for s in &args.styles {
         let path = resolve_model(s)?;
-        let weights = Weights::load(&path, &desc)?;
+        // ONNX models carry their own network; safetensors ones use --network.
+        let (style_desc, weights) = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+            let (d, w) = crate::model::onnx::load(&path)?;
+            (Arc::new(d), w)
+        } else {
+            (desc.clone(), Weights::load(&path, &desc)?)
+        };
         let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| s.clone());
         if styles.iter().any(|st: &Style| st.name == name) {
             return Err(AppError::Usage(format!("style `{name}` is given twice")));
         }
-        styles.push(Style { name, desc: desc.clone(), weights: Arc::new(weights) });
+        styles.push(Style { name, desc: style_desc, weights: Arc::new(weights) });
     }
     std::fs::create_dir_all(&args.output).map_err(|e| MediaError::Write { path: args.output.clone(), reason: e.to_string() })?;
 

@@ -136,6 +136,8 @@ pub fn add(x: &mut Tensor, other: &Tensor) {
 pub fn output_transform(x: &Tensor, t: &OutputTransform) -> Tensor {
     let f = |v: f32| match t {
         OutputTransform::Tanh { scale, offset } => ((v as f64).tanh() * *scale as f64 + *offset as f64) as f32,
+        OutputTransform::Sigmoid { scale, offset } => ((1.0 / (1.0 + (-(v as f64)).exp())) * *scale as f64 + *offset as f64) as f32,
+        OutputTransform::Linear { scale, offset } => (v as f64 * *scale as f64 + *offset as f64) as f32,
         OutputTransform::Clamp => v,
     };
     Tensor { data: x.data.iter().map(|&v| f(v)).collect(), ..*x }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 
@@ -13,7 +13,7 @@ pub const TRANSFORMNET_TORCH: &str =
     include_str!("../../pipelines/networks/transformnet-torch.toml");
 
 /// A whole network: input conventions, layers in execution order, output transform.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkDescription {
     pub name: String,
@@ -26,16 +26,20 @@ pub struct NetworkDescription {
 }
 
 /// What turns the last layer's activation into pixel values (before clamping to 0..255).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, tag = "transform", rename_all = "snake_case")]
 pub enum OutputTransform {
     /// `y = tanh(x) * scale + offset`.
     Tanh { scale: f32, offset: f32 },
+    /// `y = sigmoid(x) * scale + offset` (imported ONNX graphs ending in Sigmoid).
+    Sigmoid { scale: f32, offset: f32 },
+    /// `y = x * scale + offset` (imported ONNX graphs whose output is, e.g., 0..1 times 255).
+    Linear { scale: f32, offset: f32 },
     /// `y = x`; display clamps to 0..255.
     Clamp,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Cross-correlation, OIHW weights `[out, in, k, k]`; optional nearest upsampling first.
@@ -44,7 +48,7 @@ pub enum Op {
     ConvTranspose,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Padding {
     /// TensorFlow 'SAME' zero padding: total `max((ceil(n/s)-1)*s + k - n, 0)`, the odd pixel
@@ -54,14 +58,14 @@ pub enum Padding {
     Reflect,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     None,
     Relu,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Norm {
     /// Only instance normalisation exists so far.
@@ -73,14 +77,14 @@ pub struct Norm {
     pub eps: f32,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum NormKind {
     Instance,
 }
 
 /// One layer: `activation(norm(op(input) + bias)) + residual`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
     pub name: String,
@@ -88,7 +92,7 @@ pub struct Layer {
     /// Tensor name of the weights.
     pub weight: String,
     /// Tensor name of the bias, if the layer has one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bias: Option<String>,
     pub in_channels: u32,
     pub out_channels: u32,
@@ -98,11 +102,11 @@ pub struct Layer {
     #[serde(default = "one")]
     pub upsample: u32,
     pub padding: Padding,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norm: Option<Norm>,
     pub activation: Activation,
     /// Name of an earlier layer whose output is added after norm and activation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual: Option<String>,
 }
 
@@ -210,6 +214,14 @@ impl NetworkDescription {
         let bad = |reason: String| ModelError::Description { origin: origin.to_string(), reason };
         if self.layers.is_empty() {
             return Err(bad("the network has no layers".into()));
+        }
+        if !self.input_scale.is_finite() || self.input_scale <= 0.0 {
+            return Err(bad(format!("input_scale = {} must be a positive number", self.input_scale)));
+        }
+        if let OutputTransform::Tanh { scale, offset } | OutputTransform::Sigmoid { scale, offset } | OutputTransform::Linear { scale, offset } = self.output {
+            if !scale.is_finite() || !offset.is_finite() {
+                return Err(bad("output scale and offset must be finite".into()));
+            }
         }
         if self.input_channels != 3 {
             return Err(bad(format!("input_channels = {}: only RGB (3) is supported", self.input_channels)));

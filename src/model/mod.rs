@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod description;
 pub mod geometry;
 pub mod gpu;
+pub mod onnx;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ pub enum ModelError {
     Safetensors { path: PathBuf, reason: String },
     #[error("{path}: tensor `{tensor}` is missing (expected f32 {expected})")]
     MissingTensor { path: PathBuf, tensor: String, expected: String },
+    #[error("{path} is not a usable ONNX model: {source}")]
+    Onnx { path: PathBuf, source: onnx::OnnxError },
     #[error("{path}: tensor `{tensor}` should be {expected}, found {found}")]
     TensorShape { path: PathBuf, tensor: String, expected: String, found: String },
 }

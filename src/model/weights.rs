@@ -89,7 +89,18 @@ impl Weights {
         tensors: HashMap<String, Vec<f32>>,
         desc: &NetworkDescription,
     ) -> Result<Self, ModelError> {
-        let origin = PathBuf::from("<memory>");
+        Self::from_memory(tensors, desc, Path::new("<memory>"), String::new())
+    }
+
+    /// Builds weights from named tensors read elsewhere (an ONNX import): checks that every
+    /// tensor the description names is present, of the right size and finite. `sha256` is that
+    /// of the file they came from.
+    pub fn from_memory(
+        tensors: HashMap<String, Vec<f32>>,
+        desc: &NetworkDescription,
+        origin: &Path,
+        sha256: String,
+    ) -> Result<Self, ModelError> {
         for l in &desc.layers {
             let mut expect = vec![(&l.weight, l.weight_shape().iter().product::<usize>())];
             if let Some(b) = &l.bias {
@@ -101,10 +112,19 @@ impl Weights {
             }
             for (name, len) in expect {
                 match tensors.get(name.as_str()) {
-                    Some(v) if v.len() == len => {}
+                    Some(v) if v.len() == len => {
+                        if let Some(i) = v.iter().position(|v| !v.is_finite()) {
+                            return Err(ModelError::TensorShape {
+                                path: origin.to_path_buf(),
+                                tensor: name.clone(),
+                                expected: "finite values".into(),
+                                found: format!("{} at element {i}", v[i]),
+                            });
+                        }
+                    }
                     _ => {
                         return Err(ModelError::MissingTensor {
-                            path: origin,
+                            path: origin.to_path_buf(),
                             tensor: name.clone(),
                             expected: format!("{len} values"),
                         })
@@ -112,7 +132,12 @@ impl Weights {
                 }
             }
         }
-        Ok(Self { origin, sha256: String::new(), tensors })
+        Ok(Self { origin: origin.to_path_buf(), sha256, tensors })
+    }
+
+    /// Every tensor, by name (for writing them out, e.g. `models convert`).
+    pub fn tensors(&self) -> &HashMap<String, Vec<f32>> {
+        &self.tensors
     }
 
     /// A tensor checked at load time. Panics only on a name the description did not list,

@@ -687,9 +687,12 @@ impl<'a> Builder<'a> {
 
     fn pack(&mut self, transform: &OutputTransform, out_f32: &wgpu::Buffer, out_rgb: &wgpu::Buffer, width: u32, height: u32) {
         let t = *self.tensors.last().unwrap_or(&self.tensors[0]);
-        let (tanh, scale, offset) = match transform {
-            OutputTransform::Tanh { scale, offset } => (true, *scale, *offset),
-            OutputTransform::Clamp => (false, 1.0, 0.0),
+        // FUNC of to_rgb8.wgsl: 0 none, 1 tanh, 2 sigmoid.
+        let (func, scale, offset) = match transform {
+            OutputTransform::Tanh { scale, offset } => (1u32, *scale, *offset),
+            OutputTransform::Sigmoid { scale, offset } => (2, *scale, *offset),
+            OutputTransform::Linear { scale, offset } => (0, *scale, *offset),
+            OutputTransform::Clamp => (0, 1.0, 0.0),
         };
         let params = self.uniform(&PackParams { src_w: t.shape.w, dst_w: width, dst_h: height, _pad0: 0, scale, offset, _pad1: [0; 2] });
         let w = self.window(t, 0, t.shape.h);
@@ -700,7 +703,7 @@ impl<'a> Builder<'a> {
             entry(3, out_rgb.as_entire_binding()),
         ];
         let wg = fold((width * height).div_ceil(WG_1D));
-        self.push_groups("output:to_rgb8".into(), Kernel::ToRgb8, &vec![("TANH", tanh as u32 as f64)], vec![(entries, wg)]);
+        self.push_groups("output:to_rgb8".into(), Kernel::ToRgb8, &vec![("FUNC", func as f64)], vec![(entries, wg)]);
     }
 
     /// Input rows `[a, b)` that output rows `[r0, r1)` of `layer` read.
