@@ -16,12 +16,31 @@ fn every_shipped_config_validates() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
+        if path.file_name().is_some_and(|n| n == "service.toml") {
+            stylestream::service::config::ServiceConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        } else if path.extension().is_some_and(|e| e == "toml") {
             RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             n += 1;
         }
     }
     assert!(n >= 3, "expected local, multi-GPU node and cluster examples, found {n}");
+}
+
+#[test]
+fn a_service_config_with_a_password_or_bad_fields_is_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("service.toml");
+    std::fs::write(
+        &bad,
+        "[broker]\nurl = \"amqp://u:hunter2@h/%2f\"\nprefetch = 0\n[storage]\nmedia = \"file:///m\"\nsystem = \"file:///s\"\n\
+         [models]\ndir = \"/m\"\n[[routes]]\nprefix = \"in/\"\nstyle = \"udnie\"\noutput_prefix = \"in/out/\"\n",
+    )
+    .unwrap();
+    let e = stylestream::service::config::ServiceConfig::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("service.toml"), "{e}");
+    assert!(e.contains("broker.url holds a password") && !e.contains("hunter2"), "{e}");
+    assert!(e.contains("broker.prefetch = 0"), "{e}");
+    assert!(e.contains("routes[0]"), "{e}");
 }
 
 #[test]

@@ -114,8 +114,9 @@ pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcom
     let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
     let mut staged = Vec::new();
     let mut jobs = Vec::new();
+    let mut taken = std::collections::BTreeSet::new();
     for (index, (id, request)) in requests.into_iter().enumerate() {
-        match stage(ctx, index, id, request) {
+        match stage(ctx, index, id, request, &mut taken) {
             Ok((s, job)) => {
                 staged.push(s);
                 jobs.push(job);
@@ -138,7 +139,13 @@ pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcom
 }
 
 /// Checks a request, skips it when done, downloads its input and opens its ends.
-fn stage(ctx: &mut Ctx, index: usize, id: String, request: JobRequest) -> Result<(Staged, Job), Outcome> {
+fn stage(
+    ctx: &mut Ctx,
+    index: usize,
+    id: String,
+    request: JobRequest,
+    taken: &mut std::collections::BTreeSet<String>,
+) -> Result<(Staged, Job), Outcome> {
     let weights = ctx.model(&request.style)?;
     let key = |k: &str| ObjectKey::parse(k).map_err(|e| poison("invalid-key", e.to_string()));
     let dir = tempfile::Builder::new().prefix("stylestream-job-").tempdir_in(&ctx.work_dir).map_err(|e| Outcome::Transient { reason: format!("staging directory in {}: {e}", ctx.work_dir.display()) })?;
@@ -168,6 +175,10 @@ fn stage(ctx: &mut Ctx, index: usize, id: String, request: JobRequest) -> Result
         Output::Object(o) => key(o)?,
         Output::Prefix(p) => key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
     };
+    // A duplicate in the same round waits for the first, then finds it done.
+    if !taken.insert(output_key.to_string()) {
+        return Err(Outcome::Transient { reason: format!("{output_key} is being made by another message of this round") });
+    }
     let etag = input_meta.etag.clone().unwrap_or_default();
     match ctx.media.is_done(&output_key, &etag, &weights.sha256) {
         Ok(true) => return Err(Outcome::AlreadyDone { output: output_key.to_string() }),

@@ -1,6 +1,8 @@
 //! Shared test helpers: where the models are, one GPU device per test binary, file readers.
 #![allow(dead_code)]
 
+pub mod azurite;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
