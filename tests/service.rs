@@ -80,7 +80,8 @@ impl Svc {
             format!(
                 "[broker]\nqueue = \"{queue}\"\ndead_letter = \"{queue}.dead\"\n{extra_broker}\n\
                  [storage]\nmedia = \"{media}\"\nsystem = \"file://{d}/system\"\n\n\
-                 [models]\ndir = \"{models}\"\n\n[service]\njobs = 4\nshutdown_grace_secs = 30\nwork_dir = \"{d}\"\n{extra_service}",
+                 [models]\ndir = \"{models}\"\n\n[service]\njobs = 4\n{grace}work_dir = \"{d}\"\n{extra_service}",
+                grace = if extra.contains("shutdown_grace_secs") { "" } else { "shutdown_grace_secs = 30\n" },
                 d = dir.path().display(),
                 models = models_dir().display(),
                 extra_broker = extra.split("---").next().unwrap_or(""),
@@ -413,3 +414,51 @@ fn a_burst_of_fifty_events_completes_once_each_with_bounded_memory() {
     assert_eq!(metrics_frames, 50, "each video styled exactly once");
 }
 
+
+/// A broker that drops the service's channel in the middle of a job — what RabbitMQ does when
+/// a delivery stays unacked past its consumer timeout (30 min by default; RabbitMQ 3.10 has no
+/// per-queue setting and checks it about once a minute, so the test closes the connection the
+/// same way, at once). The job still commits once; the redelivery is acked without GPU work.
+#[test]
+fn a_channel_closed_mid_job_like_a_consumer_timeout_still_gives_exactly_one_output() {
+    let mut svc = Svc::new("", "");
+    clip(&svc.media().join("in/slow.mp4"), 24, "64x48");
+    svc.start();
+    svc.submit(&["--input", "in/slow.mp4", "--style", "udnie", "--output", "out/slow.mp4"]);
+    wait_for("the job to start", 60, || svc.log_text().contains("worker GPU ready"));
+    let o = Command::new("rabbitmqctl").args(["close_all_connections", "consumer timeout simulated by a test"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for("the redelivery to be acked as done", 180, || svc.log_text().contains("already done: acked without styling"));
+    assert!(svc.stop());
+    assert_eq!(ready(&svc.queue), 0);
+    let log = svc.log_text();
+    assert_eq!(log.matches("\"message\":\"job done\"").count(), 1, "styled more than once: {log}");
+    assert!(log.contains("reconnecting"), "{log}");
+    assert_eq!(probe_frames(&svc.media().join("out/slow.mp4")), 24);
+}
+
+#[test]
+fn sigterm_lets_the_job_in_flight_finish_and_without_grace_hands_it_back() {
+    // Enough grace: the job completes, is acked, and the service exits cleanly.
+    let mut svc = Svc::new("", "");
+    clip(&svc.media().join("in/a.mp4"), 16, "64x48");
+    svc.start();
+    svc.submit(&["--input", "in/a.mp4", "--style", "wave", "--output", "out/a.mp4"]);
+    wait_for("the job to start", 60, || svc.log_text().contains("worker GPU ready"));
+    let _ = Command::new("kill").args(["-TERM", &svc.child.as_ref().unwrap().id().to_string()]).status();
+    assert!(svc.stop(), "no clean exit after SIGTERM");
+    assert_eq!(probe_frames(&svc.media().join("out/a.mp4")), 16);
+    assert_eq!(ready(&svc.queue), 0);
+    drop(svc);
+
+    // No grace: the job is interrupted, nothing is published, the message goes back.
+    let mut svc = Svc::new("", "---\nshutdown_grace_secs = 0\n");
+    clip(&svc.media().join("in/b.mp4"), 40, "64x48");
+    svc.start();
+    svc.submit(&["--input", "in/b.mp4", "--style", "wave", "--output", "out/b.mp4"]);
+    wait_for("the job to start", 60, || svc.log_text().contains("worker GPU ready"));
+    let _ = Command::new("kill").args(["-TERM", &svc.child.as_ref().unwrap().id().to_string()]).status();
+    assert!(svc.stop(), "no clean exit after SIGTERM");
+    assert!(!svc.media().join("out/b.mp4").exists(), "an interrupted job published an output");
+    assert_eq!(ready(&svc.queue), 1, "the interrupted job's message was not handed back");
+}
