@@ -120,7 +120,7 @@ fn help_lists_the_commands_and_examples() {
     let o = stylestream(&["--help"]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    for want in ["stylize", "bench", "adapters", "Examples"] {
+    for want in ["stylize", "bench", "adapters", "batch", "serve", "submit", "models", "Examples"] {
         assert!(text.contains(want), "--help lacks `{want}`:\n{text}");
     }
     let o = stylestream(&["stylize", "--help"]);
@@ -143,4 +143,25 @@ fn bench_prints_a_json_report_last() {
     assert!((ms * fps - 1000.0).abs() < 1.0, "ms/frame and fps disagree");
     assert!((gflops - 2.0 * 126_144.0 * 64.0 * 48.0 / ms / 1e6).abs() < 0.01 * gflops);
     assert!(stdout.contains("adapter"));
+}
+
+#[test]
+fn serve_refuses_a_missing_config_or_an_unreachable_broker_naming_them() {
+    let o = stylestream(&["serve", "--config", "/nonexistent/service.toml"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/service.toml"), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("service.toml");
+    let text = format!(
+        "[broker]\nurl = \"amqp://127.0.0.1:1/%2f\"\nurl_env = \"STYLESTREAM_TEST_UNSET\"\n[storage]\nmedia = \"file://{d}/m\"\n\
+         system = \"file://{d}/s\"\n[models]\ndir = \"{d}\"\n",
+        d = dir.path().display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let started = std::time::Instant::now();
+    let o = stylestream(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("RabbitMQ at amqp://127.0.0.1:1/%2f"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "it should fail fast, not hang");
 }
