@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -16,35 +16,18 @@ use crate::app::{dataflow_options, open_job, resolve_model, AppError};
 use crate::cli::BatchArgs;
 use crate::dataflow::{Job, Planner, WorkItem};
 use crate::media::MediaError;
+use crate::storage::{Manifest, MANIFEST_SCHEMA, MANIFEST_SUFFIX};
 use crate::model::{NetworkDescription, Weights};
 use crate::telemetry::progress::{Progress, ProgressMode};
 
 /// File extensions taken as videos when an input is a directory.
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "mov", "webm", "avi", "m4v"];
 
-/// Written beside each output once it is complete: what it was made from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub schema: u32,
-    pub input: String,
-    pub input_sha256: String,
-    pub style: String,
-    pub model_sha256: String,
-    pub network: String,
-    pub output: String,
-    pub output_size: u64,
-    pub frames: u64,
-    pub created_unix: u64,
-    pub stylestream_version: String,
-}
-
-impl Manifest {
-    /// `<output>.manifest.json`.
-    pub fn path_for(output: &Path) -> PathBuf {
-        let mut name = output.as_os_str().to_os_string();
-        name.push(".manifest.json");
-        PathBuf::from(name)
-    }
+/// `<output>.manifest.json`, the store's manifest name.
+fn manifest_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_os_string();
+    name.push(MANIFEST_SUFFIX);
+    PathBuf::from(name)
 }
 
 /// One style: its name and model.
@@ -228,27 +211,28 @@ fn output_path(args: &BatchArgs, video: &Path, style: &str) -> PathBuf {
     args.output.join(format!("{stem}.{style}.{}", ext.trim_start_matches('.')))
 }
 
+/// The store's manifest, for a local output: the input's content hash stands as its ETag.
 fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64) -> Result<u64, AppError> {
-    let write_err = |reason: String| AppError::Media(MediaError::Write { path: Manifest::path_for(output), reason });
+    let path = manifest_path(output);
+    let write_err = |reason: String| AppError::Media(MediaError::Write { path: path.clone(), reason });
     let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
+    let input_size = std::fs::metadata(&w.video).map(|m| m.len()).unwrap_or(0);
     let manifest = Manifest {
-        schema: 1,
-        input: w.video.clone(),
-        input_sha256: w.content.clone(),
-        style: style.name.clone(),
+        schema: MANIFEST_SCHEMA,
+        input_key: w.video.clone(),
+        input_etag: w.content.clone(),
+        input_size,
         model_sha256: style.weights.sha256.clone(),
         network: style.desc.name.clone(),
-        output: output.display().to_string(),
-        output_size,
         frames,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        output_key: output.display().to_string(),
+        output_size,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| write_err(e.to_string()))?;
-    let path = Manifest::path_for(output);
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".manifest").suffix(".partial").tempfile_in(dir).map_err(|e| write_err(e.to_string()))?;
-    std::io::Write::write_all(&mut tmp, &json).map_err(|e| write_err(e.to_string()))?;
+    std::io::Write::write_all(&mut tmp, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
     tmp.persist(&path).map_err(|e| write_err(crate::media::plain_io(e.error).to_string()))?;
     Ok(frames)
 }
@@ -260,17 +244,17 @@ fn finished_pairs(dir: &Path) -> Vec<(String, String)> {
     let mut done = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
-        if !path.to_string_lossy().ends_with(".manifest.json") {
+        if !path.to_string_lossy().ends_with(MANIFEST_SUFFIX) {
             continue;
         }
-        let parsed = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+        let parsed = std::fs::read(&path).ok().and_then(|b| Manifest::from_json(&b, &path.display().to_string()).ok());
         let Some(m) = parsed else {
             tracing::warn!(manifest = %path.display(), "unreadable manifest: its output will be made again");
             continue;
         };
-        let output = PathBuf::from(path.to_string_lossy().trim_end_matches(".manifest.json"));
-        if std::fs::metadata(&output).map(|md| md.len()) .ok() == Some(m.output_size) {
-            done.push((m.input_sha256, m.model_sha256));
+        let output = PathBuf::from(path.to_string_lossy().trim_end_matches(MANIFEST_SUFFIX));
+        if std::fs::metadata(&output).map(|md| md.len()).ok() == Some(m.output_size) {
+            done.push((m.input_etag, m.model_sha256));
         } else {
             tracing::warn!(output = %output.display(), "output missing or changed since its manifest: it will be made again");
         }
