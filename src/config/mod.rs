@@ -41,13 +41,18 @@ pub struct ClusterConfig {
     pub process: Option<usize>,
 }
 
+/// Reads a TOML configuration and checks it: errors name the file, and the field.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, validate: impl Fn(&T) -> Result<(), String>) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
+    let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
+    let config: T = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
+    validate(&config).map_err(invalid)?;
+    Ok(config)
+}
+
 impl RunConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
-        let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
-        let config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
-        config.validate().map_err(invalid)?;
-        Ok(config)
+        load_toml(path, Self::validate)
     }
 
     /// Every problem, each with its field and value.

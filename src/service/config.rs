@@ -91,11 +91,7 @@ fn default_network() -> String {
 
 impl ServiceConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
-        let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
-        let config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
-        config.validate().map_err(invalid)?;
-        Ok(config)
+        crate::config::load_toml(path, Self::validate)
     }
 
     /// Every problem, each with its field and value.

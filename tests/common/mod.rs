@@ -95,3 +95,13 @@ pub fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
     let leftovers = partial_files(output.parent().unwrap());
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// Video frames ffprobe counts by decoding the first video stream (0 when it cannot).
+pub fn probe_frames(path: &Path) -> u64 {
+    let o = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)
+}
