@@ -26,15 +26,7 @@ fn key(s: &str) -> ObjectKey {
 }
 
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 32) as u8
-        })
-        .collect()
+    common::xorshift(seed).take(n).map(|s| (s >> 32) as u8).collect()
 }
 
 fn emulator_vars() -> Vec<(String, String)> {

@@ -230,10 +230,7 @@ fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64) -> Re
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".manifest").suffix(".partial").tempfile_in(dir).map_err(|e| write_err(e.to_string()))?;
-    std::io::Write::write_all(&mut tmp, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
-    tmp.persist(&path).map_err(|e| write_err(crate::media::plain_io(e.error).to_string()))?;
+    crate::media::write_atomic(&path, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
     Ok(frames)
 }
 

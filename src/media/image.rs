@@ -1,6 +1,5 @@
 //! PNG / JPEG still images: decode to RGB8, encode and write atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use image::{ImageFormat, ImageReader};
@@ -54,17 +53,5 @@ pub fn write_rgb(path: &Path, frame: &RgbFrame) -> Result<(), MediaError> {
         format,
     )
     .map_err(|e| write(e.to_string()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".stylestream-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| write(super::plain_io(e).to_string()))?;
-    tmp.write_all(&encoded).map_err(|e| write(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| write(e.to_string()))?;
-    tmp.persist(path).map_err(|e| write(e.error.to_string()))?;
-    Ok(())
+    super::write_atomic(path, &encoded).map_err(|e| write(e.to_string()))
 }

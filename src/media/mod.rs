@@ -42,6 +42,19 @@ pub(crate) fn plain_io(e: std::io::Error) -> std::io::Error {
     }
 }
 
+/// Writes `data` to `path` atomically: a temporary file beside it (`.stylestream-*.partial`),
+/// synced, then renamed, so `path` holds the old content or all of the new, never a part.
+/// Errors carry no temporary path (see `plain_io`).
+pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".stylestream-").suffix(".partial").tempfile_in(dir).map_err(plain_io)?;
+    tmp.write_all(data).map_err(plain_io)?;
+    tmp.as_file().sync_all().map_err(plain_io)?;
+    tmp.persist(path).map_err(|e| plain_io(e.error))?;
+    Ok(())
+}
+
 /// Where frames come from: a video or an image sequence.
 pub enum Source {
     Video(video_in::VideoDecoder),

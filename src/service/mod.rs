@@ -15,7 +15,6 @@
 pub mod config;
 pub mod job;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -327,9 +326,4 @@ pub fn submit(args: &SubmitArgs) -> Result<(), AppError> {
     rt.block_on(broker::submit(&url, &config, &body)).map_err(ServiceError::from)?;
     println!("{}", String::from_utf8_lossy(&body));
     Ok(())
-}
-
-/// Where `serve` stages files when not configured.
-pub fn default_work_dir() -> PathBuf {
-    std::env::temp_dir()
 }

@@ -88,11 +88,6 @@ impl Metrics {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// The current value of a counter (for tests and logs).
-    pub fn counter(&self, name: &'static str, l: &[(&'static str, &str)]) -> f64 {
-        self.state.lock().ok().and_then(|s| s.counters.get(&(name, labels(l))).copied()).unwrap_or(0.0)
-    }
-
     /// Prometheus text format.
     pub fn render(&self) -> String {
         let Ok(s) = self.state.lock() else { return String::new() };

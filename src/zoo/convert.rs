@@ -2,7 +2,6 @@
 //! tensors plus the network description as TOML, both written atomically.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -55,10 +54,5 @@ fn write_safetensors(desc: &NetworkDescription, weights: &Weights, output: &Path
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ZooError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let werr = |e: std::io::Error| ZooError::Write { path: path.to_path_buf(), source: e };
-    let mut tmp = tempfile::Builder::new().prefix(".convert.").suffix(".partial").tempfile_in(dir).map_err(werr)?;
-    tmp.write_all(data).map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    Ok(())
+    crate::media::write_atomic(path, data).map_err(|source| ZooError::Write { path: path.to_path_buf(), source })
 }

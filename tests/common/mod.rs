@@ -48,15 +48,18 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// Deterministic pseudo-random values in [-scale, scale) (xorshift; no extra dependency).
 pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    xorshift(seed).take(n).map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale).collect()
+}
+
+/// The xorshift64 sequence from `seed`: deterministic test data without a dependency.
+pub fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    std::iter::repeat_with(move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    })
 }
 
 /// The stylestream binary with the models directory and a runtime directory set.
