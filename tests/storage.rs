@@ -218,33 +218,52 @@ async fn manifest_round_trip(store: &Store) {
     let out_meta = store.head(&output).await.unwrap().unwrap();
     let etag = in_meta.etag.clone().unwrap();
     let model = "ab".repeat(32);
-    assert!(!store.is_done(&output, &etag, &model).await.unwrap(), "done without a manifest");
+    let settings = |crf: &str| std::collections::BTreeMap::from([("codec".to_string(), "libx264".to_string()), ("crf".to_string(), crf.to_string()), ("preset".to_string(), "medium".to_string())]);
+    let s18 = settings("18");
+    assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap(), "done without a manifest");
     assert_eq!(store.read_manifest(&output).await.unwrap(), None);
 
-    let m = Manifest::new(&input, &in_meta, &model, "transformnet-tf", 60, &output, &out_meta);
+    let m = Manifest::new(&input, &in_meta, &model, "transformnet-tf", 60, &output, &out_meta).with_settings(s18.clone());
     let mkey = store.write_manifest(&m).await.unwrap();
     assert_eq!(mkey.as_str(), "out/talk.mp4.manifest.json");
     assert_eq!(store.read_manifest(&output).await.unwrap(), Some(m.clone()));
     let json: serde_json::Value = serde_json::from_slice(&store.get_bytes(&mkey, 1 << 20).await.unwrap()).unwrap();
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
     assert_eq!(json["input_key"], "in/talk.mp4");
     assert_eq!(json["input_size"], 5000);
     assert_eq!(json["output_size"], 3000);
     assert_eq!(json["frames"], 60);
+    assert_eq!(json["settings"]["crf"], "18");
     assert!(chrono::DateTime::parse_from_rfc3339(json["created_at"].as_str().unwrap()).is_ok(), "{json}");
     assert_eq!(store.list("out").await.unwrap(), [output.clone(), mkey.clone()]);
 
-    assert!(store.is_done(&output, &etag, &model).await.unwrap());
-    assert!(!store.is_done(&output, &etag, &"cd".repeat(32)).await.unwrap(), "other model");
+    assert!(store.is_done(&output, &etag, &model, &s18).await.unwrap());
+    assert!(!store.is_done(&output, &etag, &"cd".repeat(32), &s18).await.unwrap(), "other model");
+    assert!(!store.is_done(&output, &etag, &model, &settings("23")).await.unwrap(), "other settings");
+    // The output gone, or replaced by another size: not done, whatever the manifest says.
+    store.delete(&output).await.unwrap();
+    assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap(), "done without its output");
+    store.put_bytes_atomic(&output, random_bytes(2999, 2)).await.unwrap();
+    assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap(), "done with an output of another size");
+    store.put_bytes_atomic(&output, random_bytes(3000, 2)).await.unwrap();
+    assert!(store.is_done(&output, &etag, &model, &s18).await.unwrap());
+    // A version 1 manifest (no settings) is read and never matches.
+    let mut v1 = json.clone();
+    v1["schema"] = 1.into();
+    v1.as_object_mut().unwrap().remove("settings");
+    store.put_bytes_atomic(&mkey, v1.to_string().into_bytes()).await.unwrap();
+    assert_eq!(store.read_manifest(&output).await.unwrap().unwrap().schema, 1);
+    assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap(), "a version 1 manifest matched");
+    store.write_manifest(&m).await.unwrap();
     // A new version of the input (new ETag) is not done.
     store.put_bytes_atomic(&input, random_bytes(5000, 3)).await.unwrap();
     let new_etag = store.head(&input).await.unwrap().unwrap().etag.unwrap();
     assert_ne!(new_etag, etag);
-    assert!(!store.is_done(&output, &new_etag, &model).await.unwrap());
+    assert!(!store.is_done(&output, &new_etag, &model, &s18).await.unwrap());
 
     // A damaged manifest: not done (the job reruns), and reading it names it.
     store.put_bytes_atomic(&mkey, b"{\"schema\": 1, \"input_key".to_vec()).await.unwrap();
-    assert!(!store.is_done(&output, &etag, &model).await.unwrap());
+    assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap());
     let e = store.read_manifest(&output).await.unwrap_err();
     assert!(e.to_string().contains(&store.url_of(&mkey)), "{e}");
 }

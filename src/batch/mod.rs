@@ -105,7 +105,7 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
         for gone in hashes.forget_except(&present) {
             planner.remove_video(&gone);
         }
-        for (content, model) in finished_pairs(&args.output) {
+        for (content, model) in finished_pairs(&args.output, &settings_of(&args.encode)) {
             planner.done(&content, &model);
         }
         let work: Vec<WorkItem> =
@@ -182,7 +182,7 @@ fn style_pairs<'w>(
         }
         let results = crate::dataflow::run_jobs(jobs, opts.clone());
         for ((w, style, output), result) in started.into_iter().zip(results) {
-            match result.map_err(AppError::from).and_then(|frames| write_manifest(w, style, &output, frames)) {
+            match result.map_err(AppError::from).and_then(|frames| write_manifest(w, style, &output, frames, &args.encode)) {
                 Ok(frames) => {
                     planner.done(&w.content, &w.model);
                     styled += 1;
@@ -212,7 +212,7 @@ fn output_path(args: &BatchArgs, video: &Path, style: &str) -> PathBuf {
 }
 
 /// The store's manifest, for a local output: the input's content hash stands as its ETag.
-fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64) -> Result<u64, AppError> {
+fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encode: &crate::cli::EncodeArgs) -> Result<u64, AppError> {
     let path = manifest_path(output);
     let write_err = |reason: String| AppError::Media(MediaError::Write { path: path.clone(), reason });
     let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
@@ -229,14 +229,20 @@ fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64) -> Re
         output_size,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
+        settings: settings_of(encode),
     };
     crate::media::write_atomic(&path, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
     Ok(frames)
 }
 
-/// The (content, model) pairs whose output in `dir` is complete: a manifest that parses, and
-/// its output present with the recorded size.
-fn finished_pairs(dir: &Path) -> Vec<(String, String)> {
+/// The encoder settings a manifest records (a run with other settings makes its outputs again).
+fn settings_of(e: &crate::cli::EncodeArgs) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([("codec".to_string(), e.codec.clone()), ("crf".to_string(), e.crf.to_string()), ("preset".to_string(), e.preset.clone())])
+}
+
+/// The (content, model) pairs whose output in `dir` is complete: a manifest that parses, was
+/// made with `settings`, and its output present with the recorded size.
+fn finished_pairs(dir: &Path, settings: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut done = Vec::new();
     for e in entries.flatten() {
@@ -249,6 +255,10 @@ fn finished_pairs(dir: &Path) -> Vec<(String, String)> {
             tracing::warn!(manifest = %path.display(), "unreadable manifest: its output will be made again");
             continue;
         };
+        if m.schema != MANIFEST_SCHEMA || &m.settings != settings {
+            tracing::info!(manifest = %path.display(), "made with other settings: its output will be made again");
+            continue;
+        }
         let output = PathBuf::from(path.to_string_lossy().trim_end_matches(MANIFEST_SUFFIX));
         if std::fs::metadata(&output).map(|md| md.len()).ok() == Some(m.output_size) {
             done.push((m.input_etag, m.model_sha256));

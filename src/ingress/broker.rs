@@ -1,6 +1,19 @@
-//! RabbitMQ through lapin: the topology (a durable quorum job queue with a delivery limit and a
-//! dead-letter exchange bound to a dead-letter queue), consuming with manual acks and a
-//! prefetch bound, dead-lettering with a reason, and publishing with publisher confirms.
+//! RabbitMQ through lapin: the topology, consuming with manual acks and a prefetch bound,
+//! dead-lettering with a reason, retrying later through the broker, and publishing with
+//! publisher confirms.
+//!
+//! ```text
+//!  publishers ──> <queue> (quorum, x-delivery-limit) ──deliveries──> consumer
+//!                   ^  │ limit spent (a message that kills its consumer every time)
+//!                   │  └──────────────────────────────┐
+//!    TTL expired    │                                 v
+//!  <queue>.retry.<N>s (classic, x-message-ttl = N s)  <dead_letter> exchange ──> <dead_letter> queue
+//!                   ^                                 ^
+//!  transient failure: republished with attempt count  poison, or retry budget spent: published
+//!  and first-failure time, then the delivery acked    with x-stylestream-reason, then acked
+//! ```
+//! A retry never sleeps in the consumer: the delay lives in the broker (one queue per delay, so
+//! a long delay never holds back a short one).
 
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -50,6 +63,14 @@ pub struct BrokerConfig {
     /// Larger messages are dead-lettered unread.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Delays before the 1st, 2nd, ... retry of a job that failed for a passing reason (store
+    /// or disk trouble); the last one repeats. Each delay is a queue `<queue>.retry.<ms>ms`.
+    #[serde(default = "default_retry_delays_secs")]
+    pub retry_delays_secs: Vec<f64>,
+    /// How long a job keeps being retried after its first passing failure before it is
+    /// dead-lettered (`retry-budget-spent`). Credential failures do not spend it.
+    #[serde(default = "default_retry_budget_secs")]
+    pub retry_budget_secs: f64,
 }
 
 fn default_url_env() -> String {
@@ -73,21 +94,107 @@ fn default_max_deliveries() -> u32 {
 fn default_max_message_bytes() -> usize {
     64 * 1024
 }
-/// Whether an AMQP URL has a password (`user:pass@`).
-pub fn has_password(url: &str) -> bool {
-    url.split_once("://").and_then(|(_, rest)| rest.split_once('@')).is_some_and(|(auth, _)| auth.contains(':'))
+fn default_retry_delays_secs() -> Vec<f64> {
+    vec![2.0, 10.0, 30.0, 60.0, 300.0]
+}
+fn default_retry_budget_secs() -> f64 {
+    3600.0
 }
 
-/// The URL with its password replaced by `***`, for logs.
+/// Headers a retried message carries.
+pub const ATTEMPTS_HEADER: &str = "x-stylestream-attempts";
+pub const FIRST_FAILURE_HEADER: &str = "x-stylestream-first-failure-unix-ms";
+
+/// Where a delivery stands in its retries: how often it failed for a passing reason, and when
+/// first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryState {
+    pub attempts: u32,
+    pub first_failure_unix_ms: Option<i64>,
+}
+
+impl RetryState {
+    pub fn of(d: &lapin::message::Delivery) -> Self {
+        let headers = d.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
+        let int = |name: &str| {
+            headers.get(name).and_then(|v| match v {
+                AMQPValue::LongLongInt(n) => Some(*n),
+                AMQPValue::LongInt(n) => Some(*n as i64),
+                AMQPValue::LongUInt(n) => Some(*n as i64),
+                _ => None,
+            })
+        };
+        RetryState {
+            attempts: int(ATTEMPTS_HEADER).map_or(0, |n| n.clamp(0, u32::MAX as i64) as u32),
+            first_failure_unix_ms: int(FIRST_FAILURE_HEADER),
+        }
+    }
+
+    /// Seconds since the first passing failure (0 for a first failure).
+    pub fn failing_for_secs(&self, now_unix_ms: i64) -> f64 {
+        self.first_failure_unix_ms.map_or(0.0, |t| (now_unix_ms - t).max(0) as f64 / 1e3)
+    }
+}
+/// The user-info part of an AMQP URL (between `://` and the last `@` before the host), if any.
+/// The last `@` counts: a password may hold `@`, `:` and `/` unencoded.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (auth, host) = rest.rsplit_once('@')?;
+    Some((scheme, auth, host))
+}
+
+/// Whether an AMQP URL has a password (`user:pass@`).
+pub fn has_password(url: &str) -> bool {
+    split_userinfo(url).is_some_and(|(_, auth, _)| auth.contains(':'))
+}
+
+/// The URL with its password replaced by `***`, for logs and errors. A string that is not a
+/// URL is not echoed at all.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    match rest.split_once('@') {
-        Some((auth, host)) => match auth.split_once(':') {
+    if !url.contains("://") {
+        return "<not an amqp:// URL>".into();
+    }
+    match split_userinfo(url) {
+        Some((scheme, auth, host)) => match auth.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
             None => url.to_string(),
         },
         None => url.to_string(),
     }
+}
+
+/// `text` with every trace of the URL's password removed (raw and percent-decoded), for error
+/// messages of libraries that echo what they were given.
+pub fn scrub(text: &str, url: &str) -> String {
+    let Some((_, auth, _)) = split_userinfo(url) else { return text.to_string() };
+    let Some((_, password)) = auth.split_once(':') else { return text.to_string() };
+    let mut out = text.replace(auth, "***");
+    if !password.is_empty() {
+        out = out.replace(password, "***");
+        let decoded = percent_decode(password);
+        if !decoded.is_empty() {
+            out = out.replace(&decoded, "***");
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The header that carries the dead-letter reason.
@@ -102,9 +209,12 @@ pub struct Broker {
 impl Broker {
     /// Connects (the URL is logged without its password) and declares the topology.
     pub async fn connect(url: &str, config: &BrokerConfig) -> Result<Self, BrokerError> {
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(BrokerError::Connect { url: redact(url), reason: "the URL must start with amqp:// or amqps://".into() });
+        }
         let connection = Connection::connect(url, ConnectionProperties::default().with_connection_name("stylestream".into()))
             .await
-            .map_err(|e| BrokerError::Connect { url: redact(url), reason: e.to_string() })?;
+            .map_err(|e| BrokerError::Connect { url: redact(url), reason: scrub(&e.to_string(), url) })?;
         let channel = connection.create_channel().await.map_err(op("opening a channel"))?;
         let broker = Self { connection, channel, config: config.clone() };
         broker.declare().await?;
@@ -132,7 +242,43 @@ impl Broker {
             .queue_declare(c.queue.as_str().into(), queue, job_queue_arguments(c))
             .await
             .map_err(op(format!("declaring queue {} (an existing queue of that name with other arguments is refused)", c.queue)))?;
+        for ms in retry_delays_ms(c) {
+            let name = retry_queue(c, ms);
+            self.channel
+                .queue_declare(name.as_str().into(), queue, retry_queue_arguments(c, ms))
+                .await
+                .map_err(op(format!("declaring queue {name}")))?;
+        }
         Ok(())
+    }
+
+    /// Sends `d` back through the retry queue of its retry number `attempts` (the delay), with
+    /// the attempt count and the time of the first failure (when given) in its headers, and
+    /// waits for the broker's confirm; the caller then acks the delivery. Returns the delay.
+    pub async fn retry_later(&self, d: &lapin::message::Delivery, attempts: u32, first_failure_unix_ms: Option<i64>, reason: &str) -> Result<std::time::Duration, BrokerError> {
+        let delays = retry_delays_ms(&self.config);
+        let ms = delays.get(attempts as usize).or(delays.last()).copied().unwrap_or(1000);
+        let mut headers = FieldTable::default();
+        for (k, v) in d.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default() {
+            // The broker's own bookkeeping starts afresh with the new message.
+            if !matches!(k.as_str(), "x-death" | "x-delivery-count" | "x-first-death-exchange" | "x-first-death-queue" | "x-first-death-reason") {
+                headers.insert(k, v);
+            }
+        }
+        headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongLongInt(attempts as i64 + 1));
+        if let Some(t) = first_failure_unix_ms {
+            headers.insert(FIRST_FAILURE_HEADER.into(), AMQPValue::LongLongInt(t));
+        }
+        headers.insert("x-stylestream-last-error".into(), AMQPValue::LongString(LongString::from(truncate(reason, 2000))));
+        let mut props = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
+        if let Some(id) = d.properties.message_id() {
+            props = props.with_message_id(id.clone());
+        }
+        if let Some(t) = d.properties.content_type() {
+            props = props.with_content_type(t.clone());
+        }
+        publish_confirmed(&self.channel, "", &retry_queue(&self.config, ms), &d.data, props).await?;
+        Ok(std::time::Duration::from_millis(ms))
     }
 
     /// Starts consuming with at most `prefetch` unacknowledged deliveries.
@@ -182,6 +328,35 @@ fn job_queue_arguments(c: &BrokerConfig) -> FieldTable {
     args.insert("x-delivery-limit".into(), AMQPValue::LongInt(c.max_deliveries as i32));
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(c.dead_letter.as_str())));
     args
+}
+
+/// The retry delays in whole milliseconds (at least 1 ms each, at least one).
+fn retry_delays_ms(c: &BrokerConfig) -> Vec<u64> {
+    let v: Vec<u64> = c.retry_delays_secs.iter().map(|s| (s.max(0.001) * 1000.0).round() as u64).collect();
+    if v.is_empty() {
+        vec![1000]
+    } else {
+        v
+    }
+}
+
+fn retry_queue(c: &BrokerConfig, ms: u64) -> String {
+    format!("{}.retry.{ms}ms", c.queue)
+}
+
+/// A retry queue: nobody consumes it; each message expires after `ms` and the broker
+/// dead-letters it back into the job queue through the default exchange.
+fn retry_queue_arguments(c: &BrokerConfig, ms: u64) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ms as i64));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(c.queue.as_str())));
+    args
+}
+
+/// Names of the retry queues (for tests and clean-up).
+pub fn retry_queues(c: &BrokerConfig) -> Vec<String> {
+    retry_delays_ms(c).into_iter().map(|ms| retry_queue(c, ms)).collect()
 }
 
 /// Publishes one persistent message with publisher confirms (used by `submit`).
@@ -234,5 +409,22 @@ mod tests {
         assert!(has_password("amqp://u:p@h"));
         assert!(!has_password("amqp://u@h"));
         assert!(!has_password("amqp://h:5672"));
+        // Passwords holding @, : and / (unencoded, as people write them), and encoded ones.
+        for (url, secret) in [
+            ("amqp://u:p@ss@h:5672/%2f", "p@ss"),
+            ("amqp://u:a:b@h/%2f", "a:b"),
+            ("amqps://u:x/y@z@h:5671/v", "x/y@z"),
+            ("amqp://u:p%40ss%2Fw@h/%2f", "p%40ss%2Fw"),
+        ] {
+            let r = redact(url);
+            assert!(!r.contains(secret), "{url} -> {r}");
+            assert!(r.starts_with("amqp") && r.contains("u:***@h"), "{url} -> {r}");
+            assert!(has_password(url));
+            let text = format!("could not connect to {url}: refused (user u, password {secret})");
+            assert!(!scrub(&text, url).contains(secret), "{}", scrub(&text, url));
+        }
+        assert!(!scrub("bad password p@ss/w", "amqp://u:p%40ss%2Fw@h").contains("p@ss/w"));
+        // Not a URL at all: not echoed.
+        assert_eq!(redact("u:secret@host"), "<not an amqp:// URL>");
     }
 }

@@ -8,8 +8,14 @@
 //! * S3 `ObjectCreated:*` notifications (`{"Records": [...]}`).
 //!
 //! Storage notifications are mapped to jobs by the config's routes (prefix → style → output
-//! prefix; with a trigger name, the arrival of that object starts a job on its prefix).
-//! Nothing here touches storage; keys are checked by the store when used.
+//! prefix; with a trigger name, the arrival of that object starts a job on its prefix), and only
+//! when they come from the configured store ([`Source`]: its bucket or container, account and
+//! root prefix).
+//!
+//! Every field is hostile until checked here: ids, styles, presets, formats and frame rates are
+//! validated or mapped from fixed sets; keys are refused when they hold control characters or
+//! are too long, and are checked again by the store (`storage::ObjectKey`) before any use.
+//! Nothing here touches storage, the file system or ffmpeg.
 
 use serde::Deserialize;
 
@@ -45,6 +51,12 @@ pub enum Poison {
     Oversized { size: usize, max: usize },
     #[error("no route matches object {0:?}")]
     NoRoute(String),
+    #[error("{0}")]
+    UnknownStyle(String),
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("notification from another store: {0}")]
+    ForeignSource(String),
 }
 
 impl Poison {
@@ -56,6 +68,9 @@ impl Poison {
             Poison::Invalid(_) => "invalid-event",
             Poison::Oversized { .. } => "oversized",
             Poison::NoRoute(_) => "no-route",
+            Poison::UnknownStyle(_) => "unknown-style",
+            Poison::InvalidKey(_) => "invalid-key",
+            Poison::ForeignSource(_) => "foreign-source",
         }
     }
 }
@@ -95,6 +110,103 @@ pub struct JobRequest {
 
 pub const SCHEMA: &str = "stylestream.job/1";
 
+/// Video containers a job may ask for (`format`, or an output key's extension).
+pub const FORMATS: &[&str] = &["mp4", "mov", "mkv"];
+/// x264/x265 speed presets a job may ask for (`placebo` is left out: it only burns GPU hours'
+/// worth of CPU).
+pub const PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+/// Largest `crf` (x264 and x265 stop at 51).
+pub const MAX_CRF: u32 = 51;
+/// Longest key or prefix accepted from an event, bytes (the stores allow 1024).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Where storage notifications must come from: the media store's bucket or container (and,
+/// for Azure, its storage account when known) and its root prefix. Keys in notifications are
+/// made relative to that prefix; anything outside it is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// Bucket (S3) or container (Azure) that notifications must name; `None` refuses every
+    /// storage notification (a local store has no notifications unless configured).
+    pub bucket: Option<String>,
+    /// Azure storage account (from the Event Grid `topic`), checked when set.
+    pub account: Option<String>,
+    /// The store's root prefix inside the bucket (`media` for `az://c/media`), without slashes.
+    pub prefix: String,
+}
+
+impl Source {
+    /// The key of `path` (a path inside the bucket) relative to the store's root prefix.
+    fn relative<'a>(&self, path: &'a str) -> Result<&'a str, Poison> {
+        if self.prefix.is_empty() {
+            return Ok(path);
+        }
+        path.strip_prefix(self.prefix.as_str())
+            .and_then(|p| p.strip_prefix('/'))
+            .ok_or_else(|| Poison::ForeignSource(format!("object {path:?} is outside the store's prefix {:?}", self.prefix)))
+    }
+
+    fn check_bucket(&self, what: &str, name: Option<&str>) -> Result<(), Poison> {
+        match (&self.bucket, name) {
+            (Some(want), Some(got)) if want == got => Ok(()),
+            (Some(want), Some(got)) => Err(Poison::ForeignSource(format!("{what} {got:?} is not the media store's {want:?}"))),
+            (Some(_), None) => Err(Poison::Invalid(format!("the notification names no {what}"))),
+            (None, _) => Err(Poison::ForeignSource(format!("storage notifications are not accepted: the media store has no {what} configured (storage.notification_source)"))),
+        }
+    }
+}
+
+/// A job id: 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-` (it names log
+/// objects).
+pub fn check_id(id: &str) -> Result<(), Poison> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with(['.', '-'])
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Poison::Invalid(format!("`id` {:?} is not 1-128 of A-Z a-z 0-9 . _ - (not starting with . or -)", shorten(id))))
+    }
+}
+
+/// A style name: 1 to 64 of `A-Z a-z 0-9 _ -` (it names a model file).
+pub fn check_style(style: &str) -> Result<(), Poison> {
+    let ok = !style.is_empty() && style.len() <= 64 && style.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Poison::UnknownStyle(format!("style {:?} is not a model name (1-64 letters, digits, - and _)", shorten(style))))
+    }
+}
+
+/// A key or prefix from an event: at most [`MAX_KEY_BYTES`], no control characters (NUL
+/// included). The store checks the rest (`..`, empty segments, escapes) before use.
+fn check_key(what: &str, key: &str) -> Result<(), Poison> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(Poison::InvalidKey(format!("`{what}` {:?} is empty, over {MAX_KEY_BYTES} bytes or holds control characters", shorten(key))));
+    }
+    Ok(())
+}
+
+/// A container from the fixed set, lower-cased (a leading dot is dropped).
+pub fn map_format(format: &str) -> Result<String, Poison> {
+    let f = format.trim_start_matches('.').to_ascii_lowercase();
+    if FORMATS.contains(&f.as_str()) {
+        Ok(f)
+    } else {
+        Err(Poison::Invalid(format!("`format` {:?} is not one of {}", shorten(format), FORMATS.join(", "))))
+    }
+}
+
+/// The first 64 characters of a hostile value, for messages.
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OwnEvent {
@@ -114,7 +226,7 @@ struct OwnEvent {
 
 /// Parses a message body into the jobs it asks for (a notification may name several objects;
 /// objects no route wants, such as frames before their trigger, give no job).
-pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route]) -> Result<Vec<JobRequest>, Poison> {
+pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
     if body.len() > max_bytes {
         return Err(Poison::Oversized { size: body.len(), max: max_bytes });
     }
@@ -128,19 +240,38 @@ pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route]) -> Result<Vec<JobR
         return own(e).map(|j| vec![j]);
     }
     if value.get("Records").is_some() {
-        return s3(&value, routes);
+        return s3(&value, routes, source);
     }
     let events: Vec<&serde_json::Value> = match &value {
         serde_json::Value::Array(a) => a.iter().collect(),
         v => vec![v],
     };
     if events.iter().all(|e| e.get("eventType").is_some()) && !events.is_empty() {
-        return event_grid(&events, routes);
+        return event_grid(&events, routes, source);
     }
     Err(Poison::UnknownSchema("none: expected a `schema` field, an Event Grid event or S3 Records".into()))
 }
 
 fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
+    if let Some(id) = &e.id {
+        check_id(id)?;
+    }
+    for (what, v) in [("input", &e.input), ("input_prefix", &e.input_prefix), ("output", &e.output), ("output_prefix", &e.output_prefix)] {
+        if let Some(v) = v {
+            check_key(what, v)?;
+        }
+    }
+    check_style(&e.style)?;
+    let format = e.format.as_deref().map(map_format).transpose()?;
+    if let Some(o) = &e.output {
+        let ext = o.rsplit('/').next().and_then(|n| n.rsplit_once('.')).map(|(_, x)| x).unwrap_or_default();
+        map_format(ext).map_err(|_| Poison::Invalid(format!("`output` {:?} does not end in .{}", shorten(o), FORMATS.join(", ."))))?;
+    }
+    if let Some(p) = &e.preset {
+        if !PRESETS.contains(&p.as_str()) {
+            return Err(Poison::Invalid(format!("`preset` {:?} is not one of {}", shorten(p), PRESETS.join(", "))));
+        }
+    }
     let input = match (e.input, e.input_prefix) {
         (Some(i), None) => Input::Object(i),
         (None, Some(p)) => Input::Prefix(with_slash(p)),
@@ -151,16 +282,13 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
         (None, Some(p)) => Output::Prefix(with_slash(p)),
         _ => return Err(Poison::Invalid("give exactly one of `output` and `output_prefix`".into())),
     };
-    if e.style.is_empty() {
-        return Err(Poison::Invalid("`style` is empty".into()));
+    if e.crf.is_some_and(|c| c > MAX_CRF) {
+        return Err(Poison::Invalid(format!("`crf` must be 0..={MAX_CRF}")));
     }
-    if e.crf.is_some_and(|c| c > 63) {
-        return Err(Poison::Invalid("`crf` must be 0..=63".into()));
-    }
-    if e.fps.is_some_and(|f| !(f > 0.0 && f <= 1000.0)) {
+    if e.fps.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 1000.0)) {
         return Err(Poison::Invalid("`fps` must be in (0, 1000]".into()));
     }
-    Ok(JobRequest { id: e.id, input, style: e.style, output, crf: e.crf, preset: e.preset, fps: e.fps, format: e.format })
+    Ok(JobRequest { id: e.id, input, style: e.style, output, crf: e.crf, preset: e.preset, fps: e.fps, format })
 }
 
 fn with_slash(p: String) -> String {
@@ -173,6 +301,7 @@ fn with_slash(p: String) -> String {
 
 /// Maps a created object's key to a job through the routes.
 fn route(key: &str, routes: &[Route]) -> Result<Option<JobRequest>, Poison> {
+    check_key("key", key)?;
     let Some(r) = routes.iter().find(|r| key.starts_with(&r.prefix)) else {
         return Err(Poison::NoRoute(key.to_string()));
     };
@@ -198,7 +327,7 @@ fn route(key: &str, routes: &[Route]) -> Result<Option<JobRequest>, Poison> {
     }
 }
 
-fn event_grid(events: &[&serde_json::Value], routes: &[Route]) -> Result<Vec<JobRequest>, Poison> {
+fn event_grid(events: &[&serde_json::Value], routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
     let mut jobs = Vec::new();
     for e in events {
         let kind = e.get("eventType").and_then(|v| v.as_str()).unwrap_or_default();
@@ -207,15 +336,25 @@ fn event_grid(events: &[&serde_json::Value], routes: &[Route]) -> Result<Vec<Job
         }
         // subject: /blobServices/default/containers/<container>/blobs/<path>
         let subject = e.get("subject").and_then(|v| v.as_str()).unwrap_or_default();
-        let Some((_, path)) = subject.split_once("/blobs/") else {
-            return Err(Poison::Invalid(format!("Event Grid subject {subject:?} names no blob")));
+        let parsed = subject.strip_prefix("/blobServices/default/containers/").and_then(|s| s.split_once("/blobs/"));
+        let Some((container, path)) = parsed else {
+            return Err(Poison::Invalid(format!("Event Grid subject {:?} names no container and blob", shorten(subject))));
         };
-        jobs.extend(route(path, routes)?);
+        source.check_bucket("container", Some(container))?;
+        if let Some(account) = &source.account {
+            // topic: /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Storage/storageAccounts/<account>
+            let topic = e.get("topic").and_then(|v| v.as_str()).unwrap_or_default();
+            let got = topic.rsplit_once("/storageAccounts/").map(|(_, a)| a);
+            if got != Some(account.as_str()) {
+                return Err(Poison::ForeignSource(format!("Event Grid topic {:?} is not storage account {account:?}", shorten(topic))));
+            }
+        }
+        jobs.extend(route(source.relative(path)?, routes)?);
     }
     Ok(jobs)
 }
 
-fn s3(value: &serde_json::Value, routes: &[Route]) -> Result<Vec<JobRequest>, Poison> {
+fn s3(value: &serde_json::Value, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
     let records = value.get("Records").and_then(|r| r.as_array()).ok_or_else(|| Poison::Invalid("`Records` is not an array".into()))?;
     let mut jobs = Vec::new();
     for r in records {
@@ -223,8 +362,10 @@ fn s3(value: &serde_json::Value, routes: &[Route]) -> Result<Vec<JobRequest>, Po
         if !name.starts_with("ObjectCreated:") {
             return Err(Poison::Invalid(format!("S3 event {name:?} is not ObjectCreated")));
         }
+        source.check_bucket("bucket", r.pointer("/s3/bucket/name").and_then(|v| v.as_str()))?;
         let key = r.pointer("/s3/object/key").and_then(|v| v.as_str()).ok_or_else(|| Poison::Invalid("S3 record without s3.object.key".into()))?;
-        jobs.extend(route(&s3_key(key)?, routes)?);
+        let key = s3_key(key)?;
+        jobs.extend(route(source.relative(&key)?, routes)?);
     }
     Ok(jobs)
 }
@@ -239,19 +380,23 @@ fn s3_key(key: &str) -> Result<String, Poison> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = key.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(hex.ok_or_else(|| Poison::Invalid(format!("bad escape in S3 key {key:?}")))?);
+                out.push(hex.ok_or_else(|| Poison::Invalid(format!("bad escape in S3 key {:?}", shorten(key))))?);
                 i += 2;
             }
             b => out.push(b),
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| Poison::Invalid(format!("S3 key {key:?} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| Poison::Invalid(format!("S3 key {:?} is not UTF-8", shorten(key))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn media() -> Source {
+        Source { bucket: Some("media".into()), account: None, prefix: String::new() }
+    }
 
     fn routes() -> Vec<Route> {
         vec![
@@ -262,35 +407,93 @@ mod tests {
 
     #[test]
     fn our_own_events_parse_and_bad_ones_say_why() {
-        let j = parse(br#"{"schema":"stylestream.job/1","input":"in/a.mp4","style":"udnie","output":"out/a.mp4","crf":20}"#, 4096, &[]).unwrap();
+        let j = parse(br#"{"schema":"stylestream.job/1","input":"in/a.mp4","style":"udnie","output":"out/a.mp4","crf":20}"#, 4096, &[], &Source::default()).unwrap();
         assert_eq!(j[0].input, Input::Object("in/a.mp4".into()));
         assert_eq!(j[0].output, Output::Object("out/a.mp4".into()));
         assert_eq!(j[0].crf, Some(20));
-        let e = |b: &[u8]| parse(b, 4096, &[]).unwrap_err().code();
+        let e = |b: &[u8]| parse(b, 4096, &[], &Source::default()).unwrap_err().code();
         assert_eq!(e(b"{not json"), "malformed-json");
         assert_eq!(e(br#"{"schema":"stylestream.job/9","input":"a","style":"s","output":"o"}"#), "unknown-schema");
         assert_eq!(e(br#"{"schema":"stylestream.job/1","style":"s","output":"o"}"#), "invalid-event");
         assert_eq!(e(br#"{"schema":"stylestream.job/1","input":"a","style":"s","output":"o","evil":1}"#), "invalid-event");
         assert_eq!(e(br#"{"hello":"world"}"#), "unknown-schema");
-        assert_eq!(parse(&vec![b' '; 5000], 4096, &[]).unwrap_err().code(), "oversized");
+        assert_eq!(parse(&vec![b' '; 5000], 4096, &[], &Source::default()).unwrap_err().code(), "oversized");
     }
 
     #[test]
     fn storage_notifications_follow_the_routes() {
         let grid = br#"[{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/media/blobs/incoming/udnie/a b.mp4","data":{}}]"#;
-        let j = parse(grid, 4096, &routes()).unwrap();
+        let j = parse(grid, 4096, &routes(), &media()).unwrap();
         assert_eq!(j[0].input, Input::Object("incoming/udnie/a b.mp4".into()));
         assert_eq!((j[0].style.as_str(), &j[0].output), ("udnie", &Output::Prefix("styled/udnie/".into())));
-        let s3 = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"incoming/udnie/a+b%2B.mp4"}}}]}"#;
-        assert_eq!(parse(s3, 4096, &routes()).unwrap()[0].input, Input::Object("incoming/udnie/a b+.mp4".into()));
+        let s3 = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"incoming/udnie/a+b%2B.mp4"}}}]}"#;
+        assert_eq!(parse(s3, 4096, &routes(), &media()).unwrap()[0].input, Input::Object("incoming/udnie/a b+.mp4".into()));
         // Frames wait for their trigger; the trigger starts a job on the prefix.
-        let frame = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"object":{"key":"frames/shot1/00001.png"}}}]}"#;
-        assert!(parse(frame, 4096, &routes()).unwrap().is_empty());
-        let trigger = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"object":{"key":"frames/shot1/_READY"}}}]}"#;
-        let j = parse(trigger, 4096, &routes()).unwrap();
+        let frame = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"frames/shot1/00001.png"}}}]}"#;
+        assert!(parse(frame, 4096, &routes(), &media()).unwrap().is_empty());
+        let trigger = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"frames/shot1/_READY"}}}]}"#;
+        let j = parse(trigger, 4096, &routes(), &media()).unwrap();
         assert_eq!(j[0].input, Input::Prefix("frames/shot1/".into()));
         assert_eq!(j[0].fps, Some(25.0));
-        let stray = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"object":{"key":"elsewhere/x.mp4"}}}]}"#;
-        assert_eq!(parse(stray, 4096, &routes()).unwrap_err().code(), "no-route");
+        let stray = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"elsewhere/x.mp4"}}}]}"#;
+        assert_eq!(parse(stray, 4096, &routes(), &media()).unwrap_err().code(), "no-route");
+    }
+
+    fn own(fields: &str) -> String {
+        format!(r#"{{"schema":"stylestream.job/1",{fields}}}"#)
+    }
+
+    #[test]
+    fn every_field_of_our_schema_is_checked_or_mapped() {
+        let ok = |f: &str| parse(own(f).as_bytes(), 65536, &[], &Source::default());
+        let code = |f: &str| ok(f).unwrap_err().code();
+        let base = r#""input":"in/a.mp4","style":"udnie","output_prefix":"out/""#;
+        assert!(ok(base).is_ok());
+        // ids name log objects: only a fixed alphabet.
+        for id in ["../../etc/passwd", "/abs", "a/b", ".hidden", "-x", "a\u{0}b", "é", "", &"x".repeat(129)] {
+            let f = format!(r#"{base},"id":{}"#, serde_json::to_string(id).unwrap());
+            assert_eq!(code(&f), "invalid-event", "id {id:?}");
+        }
+        assert!(ok(&format!(r#"{base},"id":"job-1.a_b""#)).is_ok());
+        // styles name model files.
+        for style in ["../udnie", "/etc/passwd", "udnie.safetensors", "a b", "u\u{0}", "\u{202e}evil", ""] {
+            let f = format!(r#""input":"in/a.mp4","style":{},"output_prefix":"out/""#, serde_json::to_string(style).unwrap());
+            assert_eq!(code(&f), "unknown-style", "style {style:?}");
+        }
+        // keys: control characters and overlong values are refused here, the rest by the store.
+        for key in ["in/\u{0}a.mp4", "in/a\nb.mp4", &format!("in/{}.mp4", "a".repeat(1100))] {
+            let f = format!(r#""input":{},"style":"udnie","output_prefix":"out/""#, serde_json::to_string(key).unwrap());
+            assert_eq!(code(&f), "invalid-key", "key {key:?}");
+        }
+        // formats, presets, crf and fps from fixed sets and ranges.
+        for bad in [r#""format":"../../x""#, r#""format":"m3u8""#, r#""format":"tee""#, r#""preset":"placebo""#, r#""preset":"fast -x264opts""#, r#""crf":52"#, r#""fps":0"#, r#""fps":1e300"#, r#""fps":-1"#] {
+            assert_eq!(code(&format!("{base},{bad}")), "invalid-event", "{bad}");
+        }
+        assert_eq!(ok(&format!(r#"{base},"format":".MKV""#)).unwrap()[0].format.as_deref(), Some("mkv"));
+        for out in ["out/a.m3u8", "out/a", "out/list.txt", "out/a.mp4/"] {
+            let f = format!(r#""input":"in/a.mp4","style":"udnie","output":"{out}""#);
+            assert!(matches!(code(&f), "invalid-event"), "{out}");
+        }
+        // Unknown fields (a typo or an attack) are refused, not ignored.
+        assert_eq!(code(&format!(r#"{base},"codec":"rawvideo""#)), "invalid-event");
+    }
+
+    #[test]
+    fn notifications_from_another_store_are_refused() {
+        let s3 = |bucket: &str, key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+        let code = |b: &str, src: &Source| parse(b.as_bytes(), 4096, &routes(), src).unwrap_err().code();
+        assert_eq!(code(&s3("other", "incoming/udnie/a.mp4"), &media()), "foreign-source");
+        assert_eq!(code(&s3("media", "incoming/udnie/a.mp4"), &Source::default()), "foreign-source");
+        let prefixed = Source { bucket: Some("media".into()), account: None, prefix: "root".into() };
+        assert_eq!(code(&s3("media", "incoming/udnie/a.mp4"), &prefixed), "foreign-source");
+        let j = parse(s3("media", "root/incoming/udnie/a.mp4").as_bytes(), 4096, &routes(), &prefixed).unwrap();
+        assert_eq!(j[0].input, Input::Object("incoming/udnie/a.mp4".into()));
+        let grid = |container: &str, account: &str| format!(r#"{{"eventType":"Microsoft.Storage.BlobCreated","topic":"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/{account}","subject":"/blobServices/default/containers/{container}/blobs/incoming/udnie/a.mp4"}}"#);
+        let azure = Source { bucket: Some("media".into()), account: Some("acct".into()), prefix: String::new() };
+        assert!(parse(grid("media", "acct").as_bytes(), 4096, &routes(), &azure).is_ok());
+        assert_eq!(code(&grid("media", "evil"), &azure), "foreign-source");
+        assert_eq!(code(&grid("other", "acct"), &azure), "foreign-source");
+        // Encoded traversal in an S3 key decodes to a key the store refuses; NUL is refused here.
+        assert_eq!(code(&s3("media", "incoming/udnie/%00.mp4"), &media()), "invalid-key");
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, RunConfig};
 use crate::ingress::broker::{has_password, BrokerConfig};
-use crate::ingress::event::Route;
+use crate::ingress::event::{self, Route, Source};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +35,19 @@ pub struct StorageConfig {
     pub media: String,
     /// Where job logs go (`logs/`): may be another store.
     pub system: String,
-    /// Credentials file (KEY=VALUE lines: AZURE_STORAGE_*, AWS_*), read at start.
+    /// Credentials file (KEY=VALUE lines: AZURE_STORAGE_*, AWS_*), read at start and again
+    /// whenever the store refuses the credentials.
     pub credentials_file: Option<PathBuf>,
+    /// The bucket (S3) or container (Azure) that storage notifications must name. Defaults to
+    /// the media store's own for `az://` and `s3://`; a local media store accepts notifications
+    /// only when this is set.
+    pub notification_source: Option<String>,
+    /// The Azure storage account that Event Grid notifications must come from (their `topic`);
+    /// unchecked when unset.
+    pub notification_account: Option<String>,
+    /// Retries, timeouts and upload parts of store requests (`[storage.options]`).
+    #[serde(default)]
+    pub options: crate::storage::StoreOptions,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +78,18 @@ pub struct ServiceSection {
     pub codec: String,
     pub crf: u32,
     pub preset: String,
+    /// Local disk a job needs, as a multiple of its input's size (input + output + room), plus
+    /// 64 MiB. An input whose need exceeds the work directory's whole file system is refused
+    /// (`oversized-input`); one that does not fit in the free space now waits in the retry queue.
+    pub staging_factor: f64,
+    /// Free space kept beyond a job's need, bytes.
+    pub staging_margin_bytes: u64,
+    /// This instance's id in the names of its upload temporaries and its heartbeat object
+    /// (default: `<host>-<pid>-<random>`, new at every start).
+    pub instance_id: Option<String>,
+    /// How often the instance writes its heartbeat (`instances/<id>.json` in the system store);
+    /// an instance silent for three intervals is taken as dead and its temporaries are removed.
+    pub heartbeat_secs: f64,
 }
 
 impl Default for ServiceSection {
@@ -81,6 +104,10 @@ impl Default for ServiceSection {
             codec: "libx264".into(),
             crf: 18,
             preset: "medium".into(),
+            staging_factor: 3.0,
+            staging_margin_bytes: 64 << 20,
+            instance_id: None,
+            heartbeat_secs: 15.0,
         }
     }
 }
@@ -115,9 +142,38 @@ impl ServiceConfig {
         if !(self.broker.url.starts_with("amqp://") || self.broker.url.starts_with("amqps://")) {
             problems.push(format!("broker.url = {:?}: expected amqp:// or amqps://", self.broker.url));
         }
+        if !(self.service.heartbeat_secs.is_finite() && self.service.heartbeat_secs >= 0.1) {
+            problems.push(format!("service.heartbeat_secs = {}: at least 0.1", self.service.heartbeat_secs));
+        }
+        if !(self.service.staging_factor.is_finite() && self.service.staging_factor >= 1.0) {
+            problems.push(format!("service.staging_factor = {}: at least 1", self.service.staging_factor));
+        }
+        if !event::PRESETS.contains(&self.service.preset.as_str()) {
+            problems.push(format!("service.preset = {:?}: one of {}", self.service.preset, event::PRESETS.join(", ")));
+        }
+        if self.service.crf > event::MAX_CRF {
+            problems.push(format!("service.crf = {}: at most {}", self.service.crf, event::MAX_CRF));
+        }
+        if self.broker.retry_delays_secs.is_empty() || self.broker.retry_delays_secs.iter().any(|d| !(d.is_finite() && *d > 0.0)) {
+            problems.push(format!("broker.retry_delays_secs = {:?}: one or more delays above 0", self.broker.retry_delays_secs));
+        }
+        if !(self.broker.retry_budget_secs.is_finite() && self.broker.retry_budget_secs >= 0.0) {
+            problems.push(format!("broker.retry_budget_secs = {}: 0 or more", self.broker.retry_budget_secs));
+        }
         for (i, r) in self.routes.iter().enumerate() {
             if r.prefix.is_empty() || r.output_prefix.is_empty() {
                 problems.push(format!("routes[{i}]: prefix and output_prefix must not be empty"));
+            }
+            if let Err(e) = event::check_style(&r.style) {
+                problems.push(format!("routes[{i}].style: {e}"));
+            }
+            if let Some(Err(e)) = r.format.as_deref().map(event::map_format) {
+                problems.push(format!("routes[{i}].format: {e}"));
+            }
+            if let Some(t) = &r.trigger {
+                if t.is_empty() || t.contains('/') || t.chars().any(char::is_control) {
+                    problems.push(format!("routes[{i}].trigger = {t:?}: one object name, no /"));
+                }
             }
             if r.output_prefix.starts_with(&r.prefix) {
                 problems.push(format!("routes[{i}]: output_prefix {:?} is inside prefix {:?} (outputs would trigger jobs)", r.output_prefix, r.prefix));
@@ -128,6 +184,19 @@ impl ServiceConfig {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// Where storage notifications must come from: the configured source, else the media
+    /// store's bucket or container; its root prefix.
+    pub fn notification_source(&self) -> Source {
+        let (bucket, prefix) = match self.storage.media.split_once("://") {
+            Some(("az" | "azure" | "s3", rest)) => {
+                let (b, p) = rest.split_once('/').unwrap_or((rest, ""));
+                (Some(b.to_string()), p.trim_matches('/').to_string())
+            }
+            _ => (None, String::new()),
+        };
+        Source { bucket: self.storage.notification_source.clone().or(bucket), account: self.storage.notification_account.clone(), prefix }
     }
 
     /// The broker URL: `$url_env`, else `url`.

@@ -11,13 +11,15 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::config::ServiceConfig;
+use super::{owner, staging};
+use crate::ingress::event;
 use crate::ingress::event::{Input, JobRequest, Output};
 use crate::app::{open_job, AppError};
 use crate::cli::EncodeArgs;
 use crate::dataflow::{DataflowOptions, Job};
 use crate::model::{NetworkDescription, Weights};
 use crate::pipeline::PipelineError;
-use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError};
+use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::progress::{FrameLog, Progress, ProgressMode};
 
@@ -30,10 +32,39 @@ pub enum Outcome {
     AlreadyDone { output: String },
     /// Can never succeed: dead-letter it with this reason.
     Poison { code: &'static str, reason: String },
-    /// May succeed later (storage trouble, a GPU failure): hand it back.
-    Transient { reason: String },
+    /// May succeed later (store unreachable, disk full, a GPU failure): retry it later, within
+    /// the retry budget.
+    Transient { cause: Cause, reason: String },
+    /// The store refuses the service's credentials: the service is unready and the job waits
+    /// (without spending its retry budget) until they work again.
+    Held { reason: String },
     /// Stopped by shutdown: hand it back.
     Interrupted,
+}
+
+/// Why a job failed for a passing reason (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The store is unreachable, timing out or failing (5xx, 429).
+    Store,
+    /// The local work directory is full or failing.
+    Disk,
+    /// Anything else (a GPU failure, a busy output).
+    Other,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Store => "store",
+            Cause::Disk => "disk",
+            Cause::Other => "other",
+        }
+    }
+}
+
+fn transient(cause: Cause, reason: impl Into<String>) -> Outcome {
+    Outcome::Transient { cause, reason: reason.into() }
 }
 
 /// What stays loaded between rounds.
@@ -46,6 +77,12 @@ pub struct Ctx {
     pub work_dir: PathBuf,
     desc: Arc<NetworkDescription>,
     models: BTreeMap<String, Arc<Weights>>,
+    store_options: StoreOptions,
+    /// The store refused the credentials in the last round: re-read them before the next.
+    credentials_refused: bool,
+    /// This instance's id (owner of its upload temporaries) and heartbeat interval.
+    pub instance_id: String,
+    pub heartbeat: std::time::Duration,
 }
 
 impl Ctx {
@@ -55,10 +92,78 @@ impl Ctx {
         system: BlockingStore,
         opts: DataflowOptions,
         metrics: Metrics,
+        store_options: StoreOptions,
+        instance_id: String,
     ) -> Result<Self, AppError> {
         let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
         let work_dir = config.service.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-        Ok(Self { config, media, system, opts, metrics, work_dir, desc, models: BTreeMap::new() })
+        let removed = staging::clean(&work_dir);
+        if removed > 0 {
+            tracing::info!(removed, work_dir = %work_dir.display(), "removed staging directories of stopped runs");
+        }
+        let heartbeat = std::time::Duration::from_secs_f64(config.service.heartbeat_secs);
+        Ok(Self {
+            config,
+            media,
+            system,
+            opts,
+            metrics,
+            work_dir,
+            desc,
+            models: BTreeMap::new(),
+            store_options,
+            credentials_refused: false,
+            instance_id,
+            heartbeat,
+        })
+    }
+
+    /// Opens the stores again, re-reading `credentials_file` (rotated or renewed credentials).
+    fn reopen_stores(&mut self) {
+        let open = |url: &str| BlockingStore::open(url, &self.store_options);
+        match (open(&self.config.storage.media), open(&self.config.storage.system)) {
+            (Ok(media), Ok(system)) => {
+                self.media = media;
+                self.system = system;
+                tracing::info!("stores opened again with the credentials as they are now");
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "could not open the stores again"),
+        }
+    }
+
+    /// Whether the media store accepts the service's credentials as a whole (a request on a key
+    /// that does not exist answers "not found", not "denied").
+    fn store_accepts_credentials(&self) -> bool {
+        let Ok(probe) = ObjectKey::parse(".stylestream-credentials-probe") else { return false };
+        match self.media.head(&probe) {
+            Ok(_) => true,
+            Err(e) => !refused_credentials(&e),
+        }
+    }
+
+    /// Reports the round's passing troubles to the metrics and `/readyz`, and clears those that
+    /// a success shows are over.
+    fn note_troubles(&mut self, outcomes: &[Outcome]) {
+        let held = outcomes.iter().find_map(|o| if let Outcome::Held { reason } = o { Some(reason.clone()) } else { None });
+        let worked = outcomes.iter().any(|o| matches!(o, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Poison { .. }));
+        if let Some(reason) = held {
+            self.credentials_refused = true;
+            self.metrics.set_trouble("credentials", Some(format!("the store refuses the credentials: {reason}")));
+        } else if worked {
+            self.credentials_refused = false;
+            self.metrics.set_trouble("credentials", None);
+        }
+        for cause in [Cause::Store, Cause::Disk] {
+            let failing = outcomes.iter().find_map(|o| match o {
+                Outcome::Transient { cause: c, reason } if *c == cause => Some(reason.clone()),
+                _ => None,
+            });
+            match failing {
+                Some(reason) => self.metrics.set_trouble(cause.label(), Some(reason)),
+                None if worked || outcomes.is_empty() => self.metrics.set_trouble(cause.label(), None),
+                None => {}
+            }
+        }
     }
 
     /// The weights of style `name`: `<models dir>/<name>.safetensors`, loaded once.
@@ -85,12 +190,31 @@ fn poison(code: &'static str, reason: String) -> Outcome {
     Outcome::Poison { code, reason }
 }
 
-/// Storage errors: permanent ones poison the request, transient ones hand it back.
+/// Whether the store refused the credentials (401, 403).
+fn refused_credentials(e: &StoreError) -> bool {
+    matches!(e, StoreError::Denied { .. })
+}
+
+/// Storage errors: refused credentials hold the request, passing trouble (the store or the
+/// local disk) retries it later, anything else poisons it.
 fn store_outcome(code: &'static str, e: StoreError) -> Outcome {
-    if e.is_transient() {
-        Outcome::Transient { reason: e.to_string() }
+    if refused_credentials(&e) {
+        Outcome::Held { reason: e.to_string() }
+    } else if let StoreError::Local { .. } = e {
+        transient(Cause::Disk, e.to_string())
+    } else if e.is_transient() {
+        transient(Cause::Store, e.to_string())
     } else {
         poison(code, e.to_string())
+    }
+}
+
+/// Media errors: a failure to write local files (a full disk) is passing; anything else is
+/// the input's fault.
+fn media_outcome(input: &str, e: &crate::media::MediaError, dir: &Path) -> Outcome {
+    match e {
+        crate::media::MediaError::Write { .. } => transient(Cause::Disk, format!("{input}: {}", strip_local(&e.to_string(), dir))),
+        _ => poison("corrupt-input", format!("{input}: {}", strip_local(&e.to_string(), dir))),
     }
 }
 
@@ -103,14 +227,25 @@ struct Staged {
     input_meta: Meta,
     output_key: ObjectKey,
     weights: Arc<Weights>,
-    dir: tempfile::TempDir,
+    dir: super::staging::StagingDir,
     local_out: PathBuf,
+    settings: BTreeMap<String, String>,
     log: FrameLog,
     download_secs: f64,
 }
 
 /// Runs one round: returns an outcome per request, in order.
 pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcome> {
+    staging::clean(&ctx.work_dir);
+    if ctx.credentials_refused {
+        ctx.reopen_stores();
+    }
+    let outcomes = run_round(ctx, requests);
+    ctx.note_troubles(&outcomes);
+    outcomes
+}
+
+fn run_round(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
     let mut staged = Vec::new();
     let mut jobs = Vec::new();
@@ -135,7 +270,17 @@ pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcom
             outcomes[index] = Some(finish(ctx, s, result, style_secs));
         }
     }
-    outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Transient { reason: "not run".into() })).collect()
+    let mut outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or_else(|| transient(Cause::Other, "not run"))).collect();
+    // A refusal of one object is that object's problem; only a store that refuses everything
+    // holds the jobs.
+    if outcomes.iter().any(|o| matches!(o, Outcome::Held { .. })) && ctx.store_accepts_credentials() {
+        for o in &mut outcomes {
+            if let Outcome::Held { reason } = o {
+                *o = poison("access-denied", reason.clone());
+            }
+        }
+    }
+    outcomes
 }
 
 /// Checks a request, skips it when done, downloads its input and opens its ends.
@@ -148,7 +293,7 @@ fn stage(
 ) -> Result<(Staged, Job), Outcome> {
     let weights = ctx.model(&request.style)?;
     let key = |k: &str| ObjectKey::parse(k).map_err(|e| poison("invalid-key", e.to_string()));
-    let dir = tempfile::Builder::new().prefix("stylestream-job-").tempdir_in(&ctx.work_dir).map_err(|e| Outcome::Transient { reason: format!("staging directory in {}: {e}", ctx.work_dir.display()) })?;
+    let dir = staging::create(&ctx.work_dir).map_err(|e| transient(Cause::Disk, format!("staging directory in {}: {e}", ctx.work_dir.display())))?;
     let t0 = Instant::now();
     let (input_key, input_meta, local_in, fps, ext, stem) = match &request.input {
         Input::Object(k) => {
@@ -160,7 +305,12 @@ fn stage(
             if meta.size > ctx.config.service.max_input_bytes {
                 return Err(poison("oversized-input", format!("{} is {} bytes, over the limit of {}", k, meta.size, ctx.config.service.max_input_bytes)));
             }
-            let ext = Path::new(k.name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "mp4".into());
+            staging::check_room(&ctx.work_dir, meta.size, ctx.config.service.staging_factor, ctx.config.service.staging_margin_bytes).map_err(|r| match r {
+                staging::NoRoom::Never(why) => poison("oversized-input", format!("{k}: {why}")),
+                staging::NoRoom::Now(why) => transient(Cause::Disk, format!("{k}: {why}")),
+            })?;
+            // The container: a known one from the key's extension, else mp4. Never event text.
+            let ext = Path::new(k.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok()).unwrap_or_else(|| "mp4".into());
             let stem = Path::new(k.name()).file_stem().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
             (k.to_string(), meta, None, None, ext, stem)
         }
@@ -170,17 +320,23 @@ fn stage(
             (p.clone(), meta, Some(frames_dir), fps, "mp4".to_string(), stem)
         }
     };
-    let ext = request.format.clone().unwrap_or(ext);
+    // `format` was mapped from a fixed set by the event parser; map again, never trust.
+    let ext = match request.format.as_deref() {
+        Some(f) => event::map_format(f).map_err(|e| poison("invalid-event", e.to_string()))?,
+        None => ext,
+    };
     let output_key = match &request.output {
         Output::Object(o) => key(o)?,
         Output::Prefix(p) => key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
     };
     // A duplicate in the same round waits for the first, then finds it done.
     if !taken.insert(output_key.to_string()) {
-        return Err(Outcome::Transient { reason: format!("{output_key} is being made by another message of this round") });
+        return Err(transient(Cause::Other, format!("{output_key} is being made by another message of this round")));
     }
     let etag = input_meta.etag.clone().unwrap_or_default();
-    match ctx.media.is_done(&output_key, &etag, &weights.sha256) {
+    let encode = encode_of(ctx, &request);
+    let settings = settings_map(&encode);
+    match ctx.media.is_done(&output_key, &etag, &weights.sha256, &settings) {
         Ok(true) => return Err(Outcome::AlreadyDone { output: output_key.to_string() }),
         Ok(false) => {}
         Err(e) => return Err(store_outcome("invalid-key", e)),
@@ -190,26 +346,43 @@ fn stage(
         Some(frames) => frames,
         None => {
             let ik = key(&input_key)?;
-            let local = dir.path().join(format!("input.{ext}"));
+            // Local names are the service's own, never event text.
+            let local = dir.path().join("input.media");
             ctx.media.download(&ik, &local).map_err(|e| store_outcome("missing-input", e))?;
             local
         }
     };
     let download_secs = t0.elapsed().as_secs_f64();
     ctx.metrics.observe("stylestream_stage_seconds", &[("stage", "download")], download_secs);
-    let local_out = dir.path().join(format!("output.{}", Path::new(output_key.name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "mp4".into())));
-    let encode = EncodeArgs {
-        codec: ctx.config.service.codec.clone(),
-        crf: request.crf.unwrap_or(ctx.config.service.crf),
-        preset: request.preset.clone().unwrap_or_else(|| ctx.config.service.preset.clone()),
+    let out_ext = Path::new(output_key.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok());
+    let Some(out_ext) = out_ext else {
+        return Err(poison("invalid-event", format!("{output_key}: the output must end in .{}", event::FORMATS.join(", ."))));
     };
-    let (source, sink) = open_job(&local_in.display().to_string(), &local_out, fps, &encode)
-        .map_err(|e| poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))))?;
+    let local_out = dir.path().join(format!("output.{out_ext}"));
+    let (source, sink) = open_job(&local_in.display().to_string(), &local_out, fps, &encode).map_err(|e| match e {
+        AppError::Media(m) => media_outcome(&input_key, &m, dir.path()),
+        e => poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))),
+    })?;
     let log: FrameLog = Default::default();
     let progress = Progress::new(ProgressMode::None, source.info().frames).with_frame_log(log.clone());
     let job = Job { ends: Some((source, sink, progress)), desc: ctx.desc.clone(), weights: weights.clone() };
     tracing::info!(job = %id, input = %input_key, style = %request.style, output = %output_key, "job started");
-    Ok((Staged { index, id, request, input_key, input_meta, output_key, weights, dir, local_out, log, download_secs }, job))
+    Ok((Staged { index, id, request, input_key, input_meta, output_key, weights, dir, local_out, settings, log, download_secs }, job))
+}
+
+/// The encoder settings a request asks for (the service's defaults where it is silent): what the
+/// manifest records and the done check compares.
+fn encode_of(ctx: &Ctx, request: &JobRequest) -> EncodeArgs {
+    EncodeArgs {
+        codec: ctx.config.service.codec.clone(),
+        crf: request.crf.unwrap_or(ctx.config.service.crf),
+        preset: request.preset.clone().unwrap_or_else(|| ctx.config.service.preset.clone()),
+    }
+}
+
+/// The settings map of a manifest (version 2).
+fn settings_map(e: &EncodeArgs) -> BTreeMap<String, String> {
+    BTreeMap::from([("codec".to_string(), e.codec.clone()), ("crf".to_string(), e.crf.to_string()), ("preset".to_string(), e.preset.clone())])
 }
 
 /// Messages name objects, never the local staging files.
@@ -233,7 +406,10 @@ fn stage_prefix(ctx: &Ctx, p: &str, request: &JobRequest, dir: &Path) -> Result<
         return Err(poison("oversized-input", format!("{p} holds {} frames, over the limit of {}", frames.len(), ctx.config.service.max_prefix_frames)));
     }
     let local = dir.join("frames");
-    std::fs::create_dir_all(&local).map_err(|e| Outcome::Transient { reason: e.to_string() })?;
+    std::fs::create_dir_all(&local).map_err(|e| transient(Cause::Disk, e.to_string()))?;
+    staging::check_room(dir, 0, 1.0, ctx.config.service.staging_margin_bytes).map_err(|r| match r {
+        staging::NoRoom::Never(why) | staging::NoRoom::Now(why) => transient(Cause::Disk, format!("{p}: {why}")),
+    })?;
     // The prefix's identity for the manifest: every frame's key and etag.
     let mut hasher = Sha256::new();
     let mut size = 0;
@@ -261,14 +437,21 @@ fn stage_prefix(ctx: &Ctx, p: &str, request: &JobRequest, dir: &Path) -> Result<
     Ok((meta, local, fps))
 }
 
-/// Temporary objects a killed run left for this output.
+/// Upload temporaries of this output that no live instance owns: a killed run's. Those of a
+/// live instance (another replica uploading the same output) are left alone; temporaries
+/// without an owner (older builds) go once they are an hour old.
 fn remove_stale_partials(ctx: &Ctx, output: &ObjectKey) {
     let prefix = output.parent().map(|p| format!("{p}/")).unwrap_or_default();
-    let Ok(keys) = ctx.media.list(&prefix) else { return };
+    let Ok(found) = ctx.media.list_partials(&prefix) else { return };
     let mine = format!(".{}.", output.name());
-    for k in keys.iter().filter(|k| k.is_partial() && k.name().starts_with(&mine)) {
-        if ctx.media.delete(k).is_ok() {
-            tracing::info!(object = %k, "removed a partial upload left by an earlier run");
+    for (k, meta) in found.iter().filter(|(k, _)| k.name().starts_with(&mine)) {
+        let stale = match owner::partial_owner(k.name()) {
+            Some(id) if id == ctx.instance_id => false,
+            Some(id) => !owner::is_alive(&ctx.system, id, ctx.heartbeat),
+            None => chrono::Utc::now().signed_duration_since(meta.last_modified) > chrono::Duration::hours(1),
+        };
+        if stale && ctx.media.delete(k).is_ok() {
+            tracing::info!(object = %k, "removed a partial upload left by a stopped run");
         }
     }
 }
@@ -280,9 +463,9 @@ fn finish(ctx: &Ctx, s: Staged, result: Result<u64, PipelineError>, style_secs: 
         Err(PipelineError::Interrupted) => return Outcome::Interrupted,
         Err(e) => {
             let outcome = match &e {
-                PipelineError::Media(m) => poison("corrupt-input", format!("{}: {}", s.input_key, strip_local(&m.to_string(), s.dir.path()))),
+                PipelineError::Media(m) => media_outcome(&s.input_key, m, s.dir.path()),
                 PipelineError::Reorder(_) => poison("corrupt-input", format!("{}: {e}", s.input_key)),
-                _ => Outcome::Transient { reason: e.to_string() },
+                _ => transient(Cause::Other, e.to_string()),
             };
             write_logs(ctx, &s, 0, style_secs, 0.0, &outcome);
             return outcome;
@@ -292,7 +475,8 @@ fn finish(ctx: &Ctx, s: Staged, result: Result<u64, PipelineError>, style_secs: 
     let t0 = Instant::now();
     let committed = ctx.media.upload_atomic(&s.local_out, &s.output_key).and_then(|out_meta| {
         let input_key = ObjectKey::parse(s.input_key.trim_end_matches('/')).map_err(|e| StoreError::InvalidKey { key: s.input_key.clone(), reason: e.to_string() })?;
-        let manifest = Manifest::new(&input_key, &s.input_meta, &s.weights.sha256, &ctx.config.models.network, frames, &s.output_key, &out_meta);
+        let manifest = Manifest::new(&input_key, &s.input_meta, &s.weights.sha256, &ctx.config.models.network, frames, &s.output_key, &out_meta)
+            .with_settings(s.settings.clone());
         ctx.media.write_manifest(&manifest).map(|_| ())
     });
     let upload_secs = t0.elapsed().as_secs_f64();
@@ -319,7 +503,7 @@ fn write_logs(ctx: &Ctx, s: &Staged, frames: u64, style_secs: f64, upload_secs: 
         Outcome::Done { .. } => ("succeeded", None),
         Outcome::AlreadyDone { .. } => ("already-done", None),
         Outcome::Poison { reason, .. } => ("failed", Some(reason.clone())),
-        Outcome::Transient { reason } => ("handed-back", Some(reason.clone())),
+        Outcome::Transient { reason, .. } | Outcome::Held { reason } => ("handed-back", Some(reason.clone())),
         Outcome::Interrupted => ("interrupted", None),
     };
     let summary = serde_json::json!({

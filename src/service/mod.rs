@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod job;
+pub mod owner;
+pub mod staging;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +64,12 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         let bound = metrics.serve(&addr).map_err(|e| AppError::Usage(format!("metrics address {addr}: {e}")))?;
         tracing::info!(%bound, "metrics on /metrics, health on /healthz and /readyz");
     }
-    let store_options = StoreOptions { credentials_file: config.storage.credentials_file.clone(), ..Default::default() };
+    let instance_id = owner::new_instance_id(config.service.instance_id.as_deref());
+    let store_options = StoreOptions {
+        credentials_file: config.storage.credentials_file.clone(),
+        owner: Some(instance_id.clone()),
+        ..config.storage.options.clone()
+    };
     let media = BlockingStore::open(&config.storage.media, &store_options).map_err(ServiceError::from)?;
     let system = BlockingStore::open(&config.storage.system, &store_options).map_err(ServiceError::from)?;
     let run = RunArgs {
@@ -76,7 +83,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         fail_frame: None,
     };
     let opts = dataflow_options_from(&run, &config.dataflow, None, None)?;
-    let ctx = Ctx::new(config.clone(), media, system, opts, metrics.clone())?;
+    let heartbeat_store = system.store().clone();
+    let ctx = Ctx::new(config.clone(), media, system, opts, metrics.clone(), store_options, instance_id.clone())?;
 
     // The jobs thread owns the stores (blocking) and runs the dataflow; the async side owns the
     // broker.
@@ -95,7 +103,10 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(|e| AppError::Usage(format!("starting the async runtime: {e}")))?;
+    tracing::info!(instance = %instance_id, "instance id (owner of its upload temporaries)");
+    let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, Duration::from_secs_f64(config.service.heartbeat_secs)));
     let result = rt.block_on(consume_forever(&config, &metrics, rounds));
+    beat.abort();
     let _ = jobs.join();
     result.map_err(AppError::from)
 }
@@ -171,7 +182,8 @@ async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, rou
     }
 }
 
-/// Parses a batch of deliveries, runs their jobs, and settles every delivery.
+/// Parses a batch of deliveries, runs their jobs in rounds of at most `service.jobs` (a message
+/// may name many objects: jobs are bounded, not messages), and settles every delivery.
 async fn handle(
     broker: &Broker,
     config: &ServiceConfig,
@@ -179,12 +191,13 @@ async fn handle(
     rounds: &std::sync::mpsc::Sender<Round>,
     deliveries: Vec<lapin::message::Delivery>,
 ) -> Result<(), ServiceError> {
+    let source = config.notification_source();
     let mut requests = Vec::new();
     let mut owners = Vec::new(); // delivery index of each request
     let mut live = Vec::new(); // deliveries with requests
     for d in deliveries {
         metrics.inc("stylestream_messages_total", &[], 1.0);
-        match event::parse(&d.data, config.broker.max_message_bytes, &config.routes) {
+        match event::parse(&d.data, config.broker.max_message_bytes, &config.routes, &source) {
             Err(p) => dead_letter(broker, metrics, &d, p.code(), &p.to_string()).await?,
             Ok(jobs) if jobs.is_empty() => {
                 tracing::debug!("event names nothing to do (a frame waiting for its trigger?)");
@@ -202,12 +215,59 @@ async fn handle(
             }
         }
     }
-    if requests.is_empty() {
-        return Ok(());
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
+    let mut pending = requests.into_iter().peekable();
+    while pending.peek().is_some() {
+        let round: Vec<(String, JobRequest)> = pending.by_ref().take(config.service.jobs.max(1)).collect();
+        if shutting_down() {
+            outcomes.extend(round.iter().map(|_| Outcome::Interrupted));
+            continue;
+        }
+        outcomes.extend(run_round(config, rounds, round).await?);
     }
+    // Settle each delivery by the worst outcome of its requests.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (i, d) in live.iter().enumerate() {
+        let mine: Vec<&Outcome> = outcomes.iter().zip(&owners).filter(|(_, o)| **o == i).map(|(x, _)| x).collect();
+        for o in &mine {
+            record(metrics, o);
+        }
+        if let Some(Outcome::Poison { code, reason }) = mine.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
+            dead_letter(broker, metrics, d, code, reason).await?;
+        } else if mine.iter().any(|o| matches!(o, Outcome::Interrupted)) {
+            // Shutdown: back to the queue at once, for another instance.
+            broker::nack_requeue(d).await?;
+        } else if let Some(o) = mine.iter().find(|o| matches!(o, Outcome::Transient { .. } | Outcome::Held { .. })) {
+            let state = broker::RetryState::of(d);
+            let (cause, reason) = match o {
+                Outcome::Held { reason } => ("credentials", reason.as_str()),
+                Outcome::Transient { cause, reason } => (cause.label(), reason.as_str()),
+                _ => ("other", ""),
+            };
+            // Credentials do not spend the retry budget: the job waits for them.
+            let first_failure = if cause == "credentials" { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
+            let budget = config.broker.retry_budget_secs;
+            if cause != "credentials" && state.failing_for_secs(now_ms) > budget {
+                let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
+                dead_letter(broker, metrics, d, "retry-budget-spent", &why).await?;
+            } else {
+                let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
+                metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
+                tracing::warn!(cause, retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
+                broker::ack(d).await?;
+            }
+        } else {
+            broker::ack(d).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends one round to the jobs thread and waits for its outcomes; on shutdown the round gets
+/// the grace period, then is interrupted.
+async fn run_round(config: &ServiceConfig, rounds: &std::sync::mpsc::Sender<Round>, round: Vec<(String, JobRequest)>) -> Result<Vec<Outcome>, ServiceError> {
     let (reply, outcomes) = tokio::sync::oneshot::channel();
-    rounds.send((requests, reply)).map_err(|_| ServiceError::Setup("the jobs thread stopped".into()))?;
-    // While the round runs: on shutdown, give it the grace period, then interrupt it.
+    rounds.send((round, reply)).map_err(|_| ServiceError::Setup("the jobs thread stopped".into()))?;
     let grace = Duration::from_secs_f64(config.service.shutdown_grace_secs.max(0.0));
     let watchdog = tokio::spawn(async move {
         while !shutting_down() {
@@ -218,26 +278,9 @@ async fn handle(
         tracing::warn!("grace period over: handing the unfinished jobs back");
         crate::pipeline::interrupt();
     });
-    let outcomes = outcomes.await.map_err(|_| ServiceError::Setup("the jobs thread stopped".into()))?;
+    let outcomes = outcomes.await.map_err(|_| ServiceError::Setup("the jobs thread stopped".into()));
     watchdog.abort();
-    // Settle each delivery by the worst outcome of its requests.
-    for (i, d) in live.iter().enumerate() {
-        let mine: Vec<&Outcome> = outcomes.iter().zip(&owners).filter(|(_, o)| **o == i).map(|(x, _)| x).collect();
-        for o in &mine {
-            record(metrics, o);
-        }
-        if let Some(Outcome::Poison { code, reason }) = mine.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
-            dead_letter(broker, metrics, d, code, reason).await?;
-        } else if mine.iter().any(|o| matches!(o, Outcome::Transient { .. } | Outcome::Interrupted)) {
-            if !shutting_down() {
-                tokio::time::sleep(retry_backoff(d)).await;
-            }
-            broker::nack_requeue(d).await?;
-        } else {
-            broker::ack(d).await?;
-        }
-    }
-    Ok(())
+    outcomes
 }
 
 fn record(metrics: &Metrics, o: &Outcome) {
@@ -251,10 +294,7 @@ fn record(metrics: &Metrics, o: &Outcome) {
             "already_done"
         }
         Outcome::Poison { .. } => "failed",
-        Outcome::Transient { reason } => {
-            tracing::warn!(%reason, "job handed back to be retried");
-            "retried"
-        }
+        Outcome::Transient { .. } | Outcome::Held { .. } => "retried",
         Outcome::Interrupted => "interrupted",
     };
     metrics.inc("stylestream_jobs_total", &[("outcome", outcome)], 1.0);
@@ -275,23 +315,6 @@ fn message_id(d: &lapin::message::Delivery) -> String {
     }
     let h = Sha256::digest(&d.data);
     format!("msg-{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-/// Waits longer for each redelivery (quorum queues count them in `x-delivery-count`).
-fn retry_backoff(d: &lapin::message::Delivery) -> Duration {
-    let count = d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned())
-        .and_then(|v| match v {
-            lapin::types::AMQPValue::LongLongInt(n) => Some(n as u32),
-            lapin::types::AMQPValue::LongInt(n) => Some(n as u32),
-            lapin::types::AMQPValue::LongUInt(n) => Some(n),
-            _ => None,
-        })
-        .unwrap_or(0);
-    Duration::from_millis(250u64.saturating_mul(1 << count.min(6))).min(Duration::from_secs(15))
 }
 
 /// `stylestream submit`: publishes one job event with publisher confirms.
@@ -321,7 +344,7 @@ pub fn submit(args: &SubmitArgs) -> Result<(), AppError> {
     }
     let body = serde_json::to_vec(&event).map_err(|e| AppError::Usage(e.to_string()))?;
     // Checked as the service will check it.
-    event::parse(&body, config.max_message_bytes, &[]).map_err(|e| AppError::Usage(e.to_string()))?;
+    event::parse(&body, config.max_message_bytes, &[], &event::Source::default()).map_err(|e| AppError::Usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| AppError::Usage(e.to_string()))?;
     rt.block_on(broker::submit(&url, &config, &body)).map_err(ServiceError::from)?;
     println!("{}", String::from_utf8_lossy(&body));

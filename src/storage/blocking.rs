@@ -57,6 +57,10 @@ impl BlockingStore {
         self.rt.block_on(self.store.list(prefix))
     }
 
+    pub fn list_partials(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
+        self.rt.block_on(self.store.list_partials(prefix))
+    }
+
     pub fn delete(&self, key: &ObjectKey) -> Result<bool, StoreError> {
         self.rt.block_on(self.store.delete(key))
     }
@@ -69,7 +73,13 @@ impl BlockingStore {
         self.rt.block_on(self.store.read_manifest(output_key))
     }
 
-    pub fn is_done(&self, output_key: &ObjectKey, input_etag: &str, model_sha256: &str) -> Result<bool, StoreError> {
-        self.rt.block_on(self.store.is_done(output_key, input_etag, model_sha256))
+    pub fn is_done(
+        &self,
+        output_key: &ObjectKey,
+        input_etag: &str,
+        model_sha256: &str,
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<bool, StoreError> {
+        self.rt.block_on(self.store.is_done(output_key, input_etag, model_sha256, settings))
     }
 }

@@ -46,6 +46,11 @@ pub struct StoreOptions {
     /// Optional `KEY=VALUE` file (AZURE_STORAGE_*, AWS_*), read at open; its values override
     /// the environment's.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// Who writes (a service instance id, `A-Z a-z 0-9 -`): upload temporaries are named
+    /// `.<name>.<random>~<owner>.partial`, so a clean-up can tell a live owner's from a dead
+    /// one's. Set by the program, never from configuration.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +63,7 @@ impl Default for StoreOptions {
             part_size_bytes: 8 << 20,
             max_parts_in_flight: 4,
             credentials_file: None,
+            owner: None,
         }
     }
 }

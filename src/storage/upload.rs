@@ -23,7 +23,11 @@ pub struct Upload {
 
 impl Upload {
     pub(crate) async fn begin(store: Store, key: ObjectKey) -> Result<Upload, StoreError> {
-        let temp_name = format!(".{}.{:016x}{PARTIAL_SUFFIX}", key.name(), fastrand::u64(..));
+        let owner = store.options().owner.as_deref().filter(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let temp_name = match owner {
+            Some(o) => format!(".{}.{:016x}~{o}{PARTIAL_SUFFIX}", key.name(), fastrand::u64(..)),
+            None => format!(".{}.{:016x}{PARTIAL_SUFFIX}", key.name(), fastrand::u64(..)),
+        };
         let temp = match key.parent() {
             Some(dir) => ObjectKey::parse_internal(&format!("{dir}/{temp_name}"))?,
             None => ObjectKey::parse_internal(&temp_name)?,

@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition format) and the health endpoints, served over plain
 //! HTTP/1.1 by a small thread: `GET /metrics`, `/healthz` (the process runs), `/readyz` (the
-//! service consumes from its broker).
+//! service consumes from its broker and no trouble is reported: the body then lists each
+//! trouble, e.g. the store refusing its credentials).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -33,6 +34,7 @@ struct State {
 pub struct Metrics {
     state: Arc<Mutex<State>>,
     ready: Arc<AtomicBool>,
+    troubles: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 fn labels(l: &[(&'static str, &str)]) -> Labels {
@@ -52,6 +54,8 @@ impl Metrics {
                 ("stylestream_gpu_busy_seconds_total", "counter", "Time the workers' GPUs spent styling frames."),
                 ("stylestream_queue_depth", "gauge", "Messages ready in the job queue."),
                 ("stylestream_jobs_in_flight", "gauge", "Jobs being processed now."),
+                ("stylestream_retries_total", "counter", "Jobs sent back through a retry queue, by cause (store, disk, credentials, other)."),
+                ("stylestream_trouble", "gauge", "1 while a cause of retries persists (store, disk, credentials), else 0."),
             ] {
                 s.help.insert(name, (kind, help));
             }
@@ -86,6 +90,38 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Reports (`Some(detail)`) or clears (`None`) a trouble of kind `cause`: while any is
+    /// reported, `/readyz` answers 503 with the details and `stylestream_trouble{cause}` is 1.
+    pub fn set_trouble(&self, cause: &'static str, detail: Option<String>) {
+        self.set("stylestream_trouble", &[("cause", cause)], if detail.is_some() { 1.0 } else { 0.0 });
+        if let Ok(mut t) = self.troubles.lock() {
+            match detail {
+                Some(d) => {
+                    t.insert(cause, d);
+                }
+                None => {
+                    t.remove(cause);
+                }
+            }
+        }
+    }
+
+    /// `Ok(())` when ready, else what is wrong (one line each).
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut lines = Vec::new();
+        if !self.ready.load(Ordering::SeqCst) {
+            lines.push("broker: not consuming".to_string());
+        }
+        if let Ok(t) = self.troubles.lock() {
+            lines.extend(t.iter().map(|(k, v)| format!("{k}: {v}")));
+        }
+        if lines.is_empty() {
+            Ok(())
+        } else {
+            Err(lines.join("\n"))
+        }
     }
 
     /// Prometheus text format.
@@ -152,8 +188,10 @@ impl Metrics {
                 let (status, body) = match path {
                     "/metrics" => ("200 OK", me.render()),
                     "/healthz" => ("200 OK", "ok\n".to_string()),
-                    "/readyz" if me.ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_string()),
-                    "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
+                    "/readyz" => match me.readiness() {
+                        Ok(()) => ("200 OK", "ready\n".to_string()),
+                        Err(why) => ("503 Service Unavailable", format!("not ready\n{why}\n")),
+                    },
                     _ => ("404 Not Found", "not found\n".to_string()),
                 };
                 let mut w = &stream;

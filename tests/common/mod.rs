@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod proxy;
+pub mod svc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
