@@ -107,7 +107,14 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
     let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, Duration::from_secs_f64(config.service.heartbeat_secs)));
     let result = rt.block_on(consume_forever(&config, &metrics, rounds));
     beat.abort();
-    let _ = jobs.join();
+    // A jobs thread stuck in a hung request was given up on: do not wait for it.
+    let waited = Instant::now();
+    while !jobs.is_finished() && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if jobs.is_finished() {
+        let _ = jobs.join();
+    }
     result.map_err(AppError::from)
 }
 
@@ -263,13 +270,15 @@ async fn handle(
     Ok(())
 }
 
-/// Sends one round to the jobs thread and waits for its outcomes; on shutdown the round gets
-/// the grace period, then is interrupted.
+/// Sends one round to the jobs thread and waits for its outcomes. On shutdown the round gets
+/// the grace period, then is interrupted; a round still stuck 10 s later (a hung store request)
+/// is given up: its jobs are handed back unpublished and the service exits without it.
 async fn run_round(config: &ServiceConfig, rounds: &std::sync::mpsc::Sender<Round>, round: Vec<(String, JobRequest)>) -> Result<Vec<Outcome>, ServiceError> {
+    let n = round.len();
     let (reply, outcomes) = tokio::sync::oneshot::channel();
     rounds.send((round, reply)).map_err(|_| ServiceError::Setup("the jobs thread stopped".into()))?;
     let grace = Duration::from_secs_f64(config.service.shutdown_grace_secs.max(0.0));
-    let watchdog = tokio::spawn(async move {
+    let deadline = async move {
         while !shutting_down() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -277,10 +286,15 @@ async fn run_round(config: &ServiceConfig, rounds: &std::sync::mpsc::Sender<Roun
         tokio::time::sleep(grace).await;
         tracing::warn!("grace period over: handing the unfinished jobs back");
         crate::pipeline::interrupt();
-    });
-    let outcomes = outcomes.await.map_err(|_| ServiceError::Setup("the jobs thread stopped".into()));
-    watchdog.abort();
-    outcomes
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        o = outcomes => o.map_err(|_| ServiceError::Setup("the jobs thread stopped".into())),
+        _ = deadline => {
+            tracing::warn!(jobs = n, "jobs still busy after the grace period: handed back unpublished");
+            Ok(vec![Outcome::Interrupted; n])
+        }
+    }
 }
 
 fn record(metrics: &Metrics, o: &Outcome) {

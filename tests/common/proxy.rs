@@ -56,6 +56,11 @@ impl Proxy {
         *self.mode.lock().unwrap() = mode;
     }
 
+    /// Forgets that a request was held (for the next `held`).
+    pub fn reset_held(&self) {
+        self.held.store(false, Ordering::SeqCst);
+    }
+
     /// Whether a request matching the `HoldOn` marker has been held.
     pub fn held(&self) -> bool {
         self.held.load(Ordering::SeqCst)

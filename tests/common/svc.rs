@@ -317,6 +317,30 @@ pub fn dead_letters(queue: &str) -> Vec<(String, String)> {
     })
 }
 
+/// Takes every message of a queue: the `reason` of each one's first `x-death` entry (set by
+/// the broker when it dead-letters a message itself).
+pub fn death_reasons(queue: &str) -> Vec<String> {
+    runtime().block_on(async {
+        let ch = channel().await;
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await {
+            let headers = m.delivery.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
+            let reason = match headers.get("x-death") {
+                Some(AMQPValue::FieldArray(a)) => a.as_slice().first().and_then(|d| match d {
+                    AMQPValue::FieldTable(t) => t.inner().get("reason").map(|r| match r {
+                        AMQPValue::LongString(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            out.push(reason.unwrap_or_default());
+        }
+        out
+    })
+}
+
 pub fn count_files(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir(dir).map(|r| r.flatten().filter(|e| pred(&e.file_name().to_string_lossy())).count()).unwrap_or(0)
 }
