@@ -404,17 +404,17 @@ async fn azurite_errors_are_classified() {
     let src = dir.path().join("f");
     std::fs::write(&src, b"data").unwrap();
     let e = missing.upload_atomic(&src, &key("o/f")).await.unwrap_err();
-    assert!(!e.is_transient(), "{e:?}");
+    assert!(!e.is_transient() && !e.is_auth_failure(), "{e:?}");
     assert!(e.to_string().contains(missing.url()), "{e}");
 
-    // A wrong account key: denied, permanent.
+    // A wrong account key: denied, permanent, an auth failure.
     let (_, container) = azurite_store("");
     let wrong_key = base64_of(&[7u8; 64]);
     let mut vars = emulator_vars();
     vars.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), wrong_key));
     let denied = Store::open_with_vars(&format!("az://{container}"), &options(), vars).unwrap();
     let e = denied.put_bytes_atomic(&key("x"), b"x".to_vec()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Denied { .. }) && !e.is_transient(), "{e:?}");
+    assert!(matches!(e, StoreError::Denied { .. }) && e.is_auth_failure() && !e.is_transient(), "{e:?}");
 
     // Nothing listening: transient once the (short) retries are spent.
     let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..options() };
@@ -427,7 +427,7 @@ async fn azurite_errors_are_classified() {
     .map(|(k, v)| (k.to_string(), v.to_string()));
     let down = Store::open_with_vars("az://c", &quick, vars).unwrap();
     let e = down.head(&key("k")).await.unwrap_err();
-    assert!(e.is_transient(), "{e:?}");
+    assert!(e.is_transient() && !e.is_auth_failure(), "{e:?}");
     assert!(e.to_string().contains("az://c/k"), "{e}");
 }
 
