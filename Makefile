@@ -30,16 +30,18 @@ deps:
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with https://rustup.rs"; exit 1; }
 
-# Python packages of the ONNX tests (onnx builds the test models, onnxruntime is the oracle):
-# installed only when they cannot be imported.
+# Python packages of the tests (onnx builds the test models, onnxruntime is the oracle; moto's
+# server is the local S3): installed only when they cannot be imported / `moto_server` is missing.
 pydeps:
-	@python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null || \
+	@{ python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null && command -v moto_server >/dev/null; } || \
 		python3 -m pip install --quiet -r requirements-test.txt
 
-# Services the tests talk to: RabbitMQ on 127.0.0.1:5672 and Azurite on 127.0.0.1:10000
-# (each started if it is not running; `scripts/azurite.sh stop` stops Azurite again).
-services: deps
+# Services the tests talk to: RabbitMQ on 127.0.0.1:5672, Azurite on 127.0.0.1:10000 and an
+# S3 server (moto) on 127.0.0.1:9000, each started if it is not running
+# (`scripts/azurite.sh stop`, `scripts/s3.sh stop` stop them again).
+services: deps pydeps
 	@scripts/azurite.sh start   # installs azurite@3.37.0 into .tools/ (git-ignored) when missing
+	@scripts/s3.sh start        # moto[server], pinned in requirements-test.txt
 	@if ! rabbitmqctl -q status >/dev/null 2>&1; then \
 		echo "starting rabbitmq-server"; rabbitmq-server -detached; \
 		for i in $$(seq 1 60); do rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 && break; sleep 1; done; \

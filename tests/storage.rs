@@ -1,13 +1,15 @@
-//! The object store layer (src/store) against real backends: a local directory and Azurite,
-//! started through scripts/azurite.sh when it is not running (one container per test, so
-//! tests run in parallel without sharing objects).
+//! The object store layer (src/storage) against real backends: a local directory, Azurite and
+//! an S3-compatible server (moto), started through scripts/azurite.sh and scripts/s3.sh when
+//! they are not running (one container or bucket per test, so tests run in parallel without
+//! sharing objects).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::azurite::{azurite, create_container, unique_container, AZURITE_ACCOUNT, AZURITE_KEY};
+use common::azurite::{account_sas, azurite, create_container, unique_container, AZURITE_ACCOUNT, AZURITE_KEY};
+use common::s3::{create_bucket, multipart_uploads, s3, s3_vars, unique_bucket};
 use stylestream::storage::{BlockingStore, Manifest, ObjectKey, Store, StoreError, StoreOptions};
 
 const MIB: usize = 1 << 20;
@@ -19,6 +21,11 @@ fn tmp() -> tempfile::TempDir {
 /// 1 MiB parts, so a few-MB file is a real multipart upload; few, quick retries.
 fn options() -> StoreOptions {
     StoreOptions { part_size_bytes: MIB, max_parts_in_flight: 2, max_retries: 2, retry_timeout_secs: 30, ..Default::default() }
+}
+
+/// S3 refuses parts under 5 MiB (all but the last), and so does moto.
+fn s3_options() -> StoreOptions {
+    StoreOptions { part_size_bytes: 5 * MIB, ..options() }
 }
 
 fn key(s: &str) -> ObjectKey {
@@ -44,6 +51,19 @@ fn azurite_store(prefix: &str) -> (Store, String) {
     create_container(&container);
     let store = Store::open_with_vars(&format!("az://{container}/{prefix}"), &options(), emulator_vars()).unwrap();
     (store, container)
+}
+
+/// A store in a fresh bucket of the S3 test server, rooted at `prefix`.
+fn s3_store_with(prefix: &str, opts: &StoreOptions) -> (Store, String) {
+    s3();
+    let bucket = unique_bucket();
+    create_bucket(&bucket);
+    let store = Store::open_with_vars(&format!("s3://{bucket}/{prefix}"), opts, s3_vars()).unwrap();
+    (store, bucket)
+}
+
+fn s3_store(prefix: &str) -> (Store, String) {
+    s3_store_with(prefix, &s3_options())
 }
 
 /// Names of the files under `dir`, recursively, relative to it, sorted.
@@ -121,11 +141,12 @@ async fn round_trip(store: &Store) {
     assert!(store.list("").await.unwrap().is_empty());
 }
 
-/// `local_dir`: the directory of a local store, to look at the files themselves.
-async fn upload_is_invisible_until_commit(store: &Store, local_dir: Option<&Path>) {
+/// `local_dir`: the directory of a local store, to look at the files themselves; `len`: the
+/// upload's size, more than two of the store's parts.
+async fn upload_is_invisible_until_commit(store: &Store, local_dir: Option<&Path>, len: usize) {
     let k = key("out/video.mp4");
     store.put_bytes_atomic(&k, b"old version".to_vec()).await.unwrap();
-    let data = random_bytes(5 * MIB / 2, 9);
+    let data = random_bytes(len, 9);
 
     let mut up = store.begin_upload(&k).await.unwrap();
     let temp = up.temp_key().as_str().to_string();
@@ -144,7 +165,7 @@ async fn upload_is_invisible_until_commit(store: &Store, local_dir: Option<&Path
     }
     let meta = up.commit().await.unwrap();
     assert_eq!(meta.size, data.len() as u64);
-    assert!(store.get_bytes(&k, 10 * MIB as u64).await.unwrap() == data);
+    assert!(store.get_bytes(&k, 20 * MIB as u64).await.unwrap() == data);
     assert_eq!(store.list("out").await.unwrap(), [k.clone()]);
     assert!(store.list_partials("").await.unwrap().is_empty());
     if let Some(dir) = local_dir {
@@ -292,7 +313,7 @@ async fn local_round_trip() {
 async fn local_upload_is_invisible_until_commit() {
     let dir = tmp();
     let root = dir.path().join("root");
-    upload_is_invisible_until_commit(&local_store(&root), Some(&root)).await;
+    upload_is_invisible_until_commit(&local_store(&root), Some(&root), 5 * MIB / 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +374,7 @@ async fn azurite_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azurite_upload_is_invisible_until_commit() {
     let (store, _) = azurite_store("");
-    upload_is_invisible_until_commit(&store, None).await;
+    upload_is_invisible_until_commit(&store, None, 5 * MIB / 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,17 +423,17 @@ async fn azurite_errors_are_classified() {
     let src = dir.path().join("f");
     std::fs::write(&src, b"data").unwrap();
     let e = missing.upload_atomic(&src, &key("o/f")).await.unwrap_err();
-    assert!(!e.is_transient(), "{e:?}");
+    assert!(!e.is_transient() && !e.is_auth_failure(), "{e:?}");
     assert!(e.to_string().contains(missing.url()), "{e}");
 
-    // A wrong account key: denied, permanent.
+    // A wrong account key: denied, permanent, an auth failure.
     let (_, container) = azurite_store("");
     let wrong_key = base64_of(&[7u8; 64]);
     let mut vars = emulator_vars();
     vars.push(("AZURE_STORAGE_ACCOUNT_KEY".into(), wrong_key));
     let denied = Store::open_with_vars(&format!("az://{container}"), &options(), vars).unwrap();
     let e = denied.put_bytes_atomic(&key("x"), b"x".to_vec()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Denied { .. }) && !e.is_transient(), "{e:?}");
+    assert!(matches!(e, StoreError::Denied { .. }) && e.is_auth_failure() && !e.is_transient(), "{e:?}");
 
     // Nothing listening: transient once the (short) retries are spent.
     let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..options() };
@@ -425,11 +446,211 @@ async fn azurite_errors_are_classified() {
     .map(|(k, v)| (k.to_string(), v.to_string()));
     let down = Store::open_with_vars("az://c", &quick, vars).unwrap();
     let e = down.head(&key("k")).await.unwrap_err();
-    assert!(e.is_transient(), "{e:?}");
+    assert!(e.is_transient() && !e.is_auth_failure(), "{e:?}");
     assert!(e.to_string().contains("az://c/k"), "{e}");
 }
 
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure Blob with SAS tokens (Azurite), and credentials re-read after they were renewed.
+
+fn sas_vars(token: &str) -> Vec<(String, String)> {
+    vec![("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()), ("AZURE_STORAGE_SAS_TOKEN".into(), token.into())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_sas_token_puts_gets_lists_and_commits_uploads() {
+    azurite();
+    let container = unique_container();
+    create_container(&container);
+    let token = account_sas(chrono::Utc::now() + chrono::Duration::hours(1));
+    let store = Store::open_with_vars(&format!("az://{container}/sas"), &options(), sas_vars(&token)).unwrap();
+    store.put_bytes_atomic(&key("a/small.json"), b"{}".to_vec()).await.unwrap();
+    assert_eq!(store.get_bytes(&key("a/small.json"), 10).await.unwrap(), b"{}");
+    // A multipart upload committed by copy + delete, all under the SAS token.
+    let work = tmp();
+    let src = work.path().join("v.bin");
+    let data = random_bytes(2 * MIB + 7, 11);
+    std::fs::write(&src, &data).unwrap();
+    store.upload_atomic(&src, &key("a/v.bin")).await.unwrap();
+    store.download(&key("a/v.bin"), &work.path().join("back.bin")).await.unwrap();
+    assert!(std::fs::read(work.path().join("back.bin")).unwrap() == data);
+    assert_eq!(store.list("a").await.unwrap(), [key("a/small.json"), key("a/v.bin")]);
+    assert_eq!(store.head(&key("a/v.bin")).await.unwrap().map(|m| m.size), Some(data.len() as u64));
+    // The same objects, seen with the account key: the SAS store wrote where it should.
+    // (No delete here: object_store deletes through Blob Batch, which Azurite 3.37 answers
+    // with 500 under a SAS token; see README, Storage.)
+    let keyed = Store::open_with_vars(&format!("az://{container}"), &options(), emulator_vars()).unwrap();
+    assert_eq!(keyed.list("").await.unwrap(), [key("sas/a/small.json"), key("sas/a/v.bin")]);
+}
+
+/// What the service does on an auth failure: the credentials file is renewed (a new SAS token),
+/// the store re-opened, the same read retried.
+#[test]
+fn azurite_expired_sas_is_an_auth_failure_until_the_store_is_reopened() {
+    azurite();
+    let container = unique_container();
+    create_container(&container);
+    let keyed = BlockingStore::new(Store::open_with_vars(&format!("az://{container}"), &options(), emulator_vars()).unwrap()).unwrap();
+    keyed.put_bytes_atomic(&key("in/clip.mp4"), b"frames".to_vec()).unwrap();
+
+    let dir = tmp();
+    let creds = dir.path().join("storage.env");
+    let expired = account_sas(chrono::Utc::now() - chrono::Duration::hours(1));
+    std::fs::write(&creds, format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={expired}\n")).unwrap();
+    let opts = StoreOptions { credentials_file: Some(creds.clone()), ..options() };
+    let mut store = BlockingStore::open(&format!("az://{container}"), &opts).unwrap();
+    let e = store.get_bytes(&key("in/clip.mp4"), 100).unwrap_err();
+    assert!(e.is_auth_failure(), "{e:?}");
+    assert!(!e.is_transient() && !e.is_not_found(), "{e:?}");
+    assert!(e.to_string().contains(&format!("az://{container}/in/clip.mp4")), "{e}");
+    let e = store.head(&key("in/clip.mp4")).unwrap_err();
+    assert!(e.is_auth_failure() && !e.is_transient(), "{e:?}");
+
+    // Renewed on disk: the open store still holds the old token...
+    let valid = account_sas(chrono::Utc::now() + chrono::Duration::hours(1));
+    std::fs::write(&creds, format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={valid}\n")).unwrap();
+    assert!(store.get_bytes(&key("in/clip.mp4"), 100).unwrap_err().is_auth_failure());
+    // ... until it is re-opened.
+    store.reopen().unwrap();
+    assert_eq!(store.get_bytes(&key("in/clip.mp4"), 100).unwrap(), b"frames");
+
+    // A credentials file that went missing: reopen fails, as an auth failure, and the store in
+    // use is kept.
+    std::fs::remove_file(&creds).unwrap();
+    let e = store.reopen().unwrap_err();
+    assert!(e.is_auth_failure() && !e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains("storage.env"), "{e}");
+    assert_eq!(store.get_bytes(&key("in/clip.mp4"), 100).unwrap(), b"frames");
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3, through moto's server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_round_trip() {
+    let (store, _) = s3_store("jobs/2024");
+    round_trip(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_upload_is_invisible_until_commit() {
+    let (store, bucket) = s3_store("");
+    upload_is_invisible_until_commit(&store, None, 11 * MIB).await;
+    // The dropped and the aborted upload left no multipart upload behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !multipart_uploads(&bucket).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(multipart_uploads(&bucket), []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_cannot_escape_the_prefix() {
+    let (store, bucket) = s3_store("jail");
+    hostile_keys_are_refused(&store).await;
+    store.put_bytes_atomic(&key("inside/x"), b"x".to_vec()).await.unwrap();
+    let root = Store::open_with_vars(&format!("s3://{bucket}"), &s3_options(), s3_vars()).unwrap();
+    assert_eq!(root.list("").await.unwrap(), [key("jail/inside/x")]);
+    assert_eq!(store.url_of(&key("inside/x")), format!("s3://{bucket}/jail/inside/x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_manifest_round_trip() {
+    let (store, _) = s3_store("m");
+    manifest_round_trip(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_get_bytes_limit() {
+    let (store, _) = s3_store("");
+    get_bytes_limit(&store).await;
+}
+
+/// An upload over `multipart_copy_threshold_bytes` is committed by a multipart copy
+/// (UploadPartCopy in byte ranges): byte-identical, never visible in part, nothing left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_large_upload_commits_by_multipart_copy() {
+    let opts = StoreOptions {
+        // The upload itself in one 8 MiB part, the copy in 5 MiB parts: the final object's
+        // ETag ("<md5>-<parts>") tells which of the two wrote it.
+        part_size_bytes: 8 * MIB,
+        multipart_copy_threshold_bytes: 5 * MIB as u64,
+        multipart_copy_part_size_bytes: 5 * MIB as u64,
+        ..s3_options()
+    };
+    let (store, bucket) = s3_store_with("big", &opts);
+    let k = key("out/long.mp4");
+    store.put_bytes_atomic(&k, b"old version".to_vec()).await.unwrap();
+    let data = random_bytes(6 * MIB + 4321, 12);
+    let mut up = store.begin_upload(&k).await.unwrap();
+    for chunk in data.chunks(MIB) {
+        up.write(chunk).await.unwrap();
+    }
+    assert_eq!(store.get_bytes(&k, 100).await.unwrap(), b"old version");
+
+    // Readers polling while the upload completes and is copied see the old object or the
+    // whole new one, nothing else.
+    let watcher = {
+        let (store, k) = (store.clone(), k.clone());
+        tokio::spawn(async move {
+            let mut sizes = std::collections::BTreeSet::new();
+            loop {
+                let size = store.head(&k).await.unwrap().map(|m| m.size);
+                sizes.insert(size);
+                if size != Some(11) {
+                    return sizes;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let meta = up.commit().await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), watcher).await.unwrap().unwrap();
+    assert_eq!(seen, [Some(11), Some(data.len() as u64)].into_iter().collect(), "sizes seen under the final key");
+
+    assert_eq!(meta.size, data.len() as u64);
+    let etag = meta.etag.clone().unwrap();
+    assert!(etag.trim_matches('"').ends_with("-2"), "not a two-part multipart copy: ETag {etag}");
+    let work = tmp();
+    store.download(&k, &work.path().join("long.mp4")).await.unwrap();
+    assert!(std::fs::read(work.path().join("long.mp4")).unwrap() == data, "the copied object differs");
+    assert_eq!(store.list("").await.unwrap(), [k.clone()]);
+    assert!(store.list_partials("").await.unwrap().is_empty(), "the temporary was not removed");
+    assert_eq!(multipart_uploads(&bucket), [], "a multipart upload was left open");
+
+    // At the threshold or below: one CopyObject, as before (not a 5 MiB-part copy).
+    let small = random_bytes(5 * MIB, 13);
+    let src = work.path().join("small.bin");
+    std::fs::write(&src, &small).unwrap();
+    let meta = store.upload_atomic(&src, &k).await.unwrap();
+    assert!(!meta.etag.unwrap().trim_matches('"').ends_with("-2"));
+    assert!(store.get_bytes(&k, 10 * MIB as u64).await.unwrap() == small);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_are_classified() {
+    s3();
+    // No such bucket: the upload fails permanently, naming the object.
+    let missing = Store::open_with_vars(&format!("s3://{}", unique_bucket()), &s3_options(), s3_vars()).unwrap();
+    let dir = tmp();
+    let src = dir.path().join("f");
+    std::fs::write(&src, b"data").unwrap();
+    let e = missing.upload_atomic(&src, &key("o/f")).await.unwrap_err();
+    assert!(!e.is_transient() && !e.is_auth_failure(), "{e:?}");
+    assert!(e.to_string().contains(missing.url()), "{e}");
+
+    // Nothing listening: transient once the (short) retries are spent.
+    let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..s3_options() };
+    let mut vars = s3_vars();
+    vars.retain(|(k, _)| k != "AWS_ENDPOINT");
+    vars.push(("AWS_ENDPOINT".into(), "http://127.0.0.1:9".into()));
+    let down = Store::open_with_vars("s3://b", &quick, vars).unwrap();
+    let e = down.head(&key("k")).await.unwrap_err();
+    assert!(e.is_transient() && !e.is_auth_failure(), "{e:?}");
+    assert!(e.to_string().contains("s3://b/k"), "{e}");
 }

@@ -33,6 +33,13 @@ impl BlockingStore {
         &self.store
     }
 
+    /// Re-opens the store ([`Store::reopen`]): the credentials file is read again, so renewed
+    /// credentials take effect. On error the store in use is kept.
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        self.store = self.store.reopen()?;
+        Ok(())
+    }
+
     pub fn head(&self, key: &ObjectKey) -> Result<Option<Meta>, StoreError> {
         self.rt.block_on(self.store.head(key))
     }

@@ -1,5 +1,6 @@
 //! The storage layer's errors: each names the object (as a URL) or the local file, and says
-//! whether trying again may help ([`StoreError::is_transient`]).
+//! whether trying again may help ([`StoreError::is_transient`]) or the credentials were
+//! refused ([`StoreError::is_auth_failure`]).
 
 use std::path::PathBuf;
 
@@ -33,16 +34,24 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same operation may succeed if tried again later: network failures, timeouts,
     /// throttling and server errors (after object_store's own retries were spent), a transfer
-    /// cut short, interrupted local I/O. Permanent: bad keys or URLs, missing objects, denied
-    /// access, precondition failures, objects over a size limit, local file errors such as a
-    /// missing source file.
+    /// cut short, local I/O that ran out of room or time (disk full, quota, interrupted, busy).
+    /// Permanent: bad keys or URLs, missing objects, denied access or bad credentials (see
+    /// [`StoreError::is_auth_failure`]), precondition failures, objects over a size limit,
+    /// local file errors such as a missing source file or a directory that cannot be written.
     pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind as K;
         match self {
             StoreError::Backend { source, .. } | StoreError::Open { source, .. } => backend_is_transient(source),
             StoreError::Incomplete { .. } => true,
             StoreError::Local { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                K::Interrupted
+                    | K::TimedOut
+                    | K::WouldBlock
+                    | K::StorageFull
+                    | K::QuotaExceeded
+                    | K::ResourceBusy
+                    | K::OutOfMemory
             ),
             StoreError::InvalidKey { .. }
             | StoreError::InvalidUrl { .. }
@@ -57,6 +66,24 @@ impl StoreError {
     /// Whether this is a missing object.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether the backend refused the store's credentials (HTTP 401 or 403: a wrong key, an
+    /// expired SAS token, missing permissions) or the credentials file could not be read. Not
+    /// transient (retrying with the same credentials fails the same way): re-read them with
+    /// [`Store::reopen`](super::Store::reopen) / [`BlockingStore::reopen`](super::BlockingStore::reopen)
+    /// once they were renewed, then retry.
+    pub fn is_auth_failure(&self) -> bool {
+        use object_store::Error as E;
+        match self {
+            StoreError::Denied { .. } | StoreError::Credentials { .. } => true,
+            StoreError::Open { source, .. } | StoreError::Backend { source, .. } => match source {
+                E::PermissionDenied { .. } | E::Unauthenticated { .. } => true,
+                E::Generic { .. } => matches!(http_status(&error_chain_text(source)), Some(401 | 403)),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// Wraps an object_store error of operation `op` on `url`.
@@ -129,5 +156,41 @@ mod tests {
         assert!(!exists.is_transient());
         assert_eq!(http_status("x status code: 404 Not Found"), Some(404));
         assert_eq!(http_status("no status here"), None);
+    }
+
+    #[test]
+    fn auth_failures_are_told_apart() {
+        let url = || "s3://b/k".to_string();
+        let auth = |e| StoreError::backend("get", url(), e);
+        for e in [
+            auth(object_store::Error::PermissionDenied { path: "k".into(), source: "403 AuthorizationFailure".into() }),
+            auth(object_store::Error::Unauthenticated { path: "k".into(), source: "401".into() }),
+            auth(generic("Error performing PUT: Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch")),
+            StoreError::Credentials { path: "/etc/creds.env".into(), reason: "No such file or directory".into() },
+        ] {
+            assert!(e.is_auth_failure() && !e.is_transient() && !e.is_not_found(), "{e:?}");
+        }
+        for e in [
+            auth(object_store::Error::NotFound { path: "k".into(), source: "404".into() }),
+            auth(generic("Server returned non-2xx status code: 503 Service Unavailable")),
+            auth(generic("Server returned non-2xx status code: 400 Bad Request")),
+            auth(generic("error sending request: connection refused")),
+        ] {
+            assert!(!e.is_auth_failure(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn local_errors_out_of_room_or_time_are_transient() {
+        let local = |e: std::io::Error| StoreError::Local { op: "download", url: "s3://b/k".into(), path: "/work/k".into(), source: e };
+        // The errno a write gets on a full disk or an exhausted quota (Linux values).
+        for errno in [28 /* ENOSPC */, 122 /* EDQUOT */, 4 /* EINTR */, 16 /* EBUSY */] {
+            let e = local(std::io::Error::from_raw_os_error(errno));
+            assert!(e.is_transient() && !e.is_auth_failure(), "errno {errno}: {e:?}");
+        }
+        for errno in [2 /* ENOENT */, 13 /* EACCES */, 21 /* EISDIR */, 30 /* EROFS */] {
+            let e = local(std::io::Error::from_raw_os_error(errno));
+            assert!(!e.is_transient(), "errno {errno}: {e:?}");
+        }
     }
 }

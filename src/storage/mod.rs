@@ -7,6 +7,7 @@ mod error;
 mod key;
 mod manifest;
 mod open;
+mod s3_copy;
 mod upload;
 
 use std::path::Path as FsPath;
@@ -26,8 +27,9 @@ pub use manifest::{Manifest, MANIFEST_SUFFIX, MANIFEST_SCHEMA};
 pub use open::Backend;
 pub use upload::Upload;
 
-/// Tuning of a store: retries (object_store's own, with exponential backoff) and multipart
-/// uploads. An upload holds at most `part_size_bytes × (max_parts_in_flight + 1)` in memory.
+/// Tuning of a store: retries (object_store's own, with exponential backoff), multipart
+/// uploads and copies. An upload holds at most `part_size_bytes × (max_parts_in_flight + 1)` in
+/// memory.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreOptions {
@@ -41,10 +43,17 @@ pub struct StoreOptions {
     pub max_backoff_ms: u64,
     /// Size of an upload part (S3 needs at least 5 MiB except for the last).
     pub part_size_bytes: usize,
-    /// Parts uploaded concurrently.
+    /// Parts uploaded (or, on S3, copied) concurrently.
     pub max_parts_in_flight: usize,
-    /// Optional `KEY=VALUE` file (AZURE_STORAGE_*, AWS_*), read at open; its values override
-    /// the environment's.
+    /// S3 only: an upload larger than this is committed (moved from its temporary key to the
+    /// final one) by a multipart copy instead of one CopyObject, which S3 refuses above 5 GiB.
+    /// The default stays under 5 GB with a margin.
+    pub multipart_copy_threshold_bytes: u64,
+    /// S3 only: size of a part of a multipart copy (5 MiB to 5 GiB; grown when an object would
+    /// need more than 10,000 parts).
+    pub multipart_copy_part_size_bytes: u64,
+    /// Optional `KEY=VALUE` file (AZURE_STORAGE_*, AWS_*), read at open and by
+    /// [`Store::reopen`]; its values override the environment's.
     pub credentials_file: Option<std::path::PathBuf>,
     /// Who writes (a service instance id, `A-Z a-z 0-9 -`): upload temporaries are named
     /// `.<name>.<random>~<owner>.partial`, so a clean-up can tell a live owner's from a dead
@@ -62,6 +71,8 @@ impl Default for StoreOptions {
             max_backoff_ms: 15_000,
             part_size_bytes: 8 << 20,
             max_parts_in_flight: 4,
+            multipart_copy_threshold_bytes: 4608 << 20, // 4.5 GiB
+            multipart_copy_part_size_bytes: 512 << 20,
             credentials_file: None,
             owner: None,
         }
@@ -91,6 +102,11 @@ pub struct Store {
     prefix: Option<Path>,
     url: String,
     options: StoreOptions,
+    /// S3 only: what a multipart copy needs.
+    s3_copier: Option<s3_copy::S3Copier>,
+    /// The configuration variables given at open (the credentials file's excluded), kept for
+    /// [`Store::reopen`].
+    vars: Arc<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,12 +135,29 @@ impl Store {
         options: &StoreOptions,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Store, StoreError> {
-        let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+        let given: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| open::is_store_variable(k)).collect();
+        let mut vars = given.clone();
         if let Some(file) = &options.credentials_file {
             vars.extend(open::read_credentials_file(file)?);
         }
         let o = open::open(url, options, &vars)?;
-        Ok(Store { inner: o.inner, backend: o.backend, prefix: o.prefix, url: o.url, options: options.clone() })
+        Ok(Store {
+            inner: o.inner,
+            backend: o.backend,
+            prefix: o.prefix,
+            url: o.url,
+            options: options.clone(),
+            s3_copier: o.s3_copier,
+            vars: Arc::new(given),
+        })
+    }
+
+    /// Opens this store again with the same URL, options and variables, reading
+    /// `credentials_file` anew: for credentials that were rotated (a renewed SAS token, new
+    /// keys) after [`StoreError::is_auth_failure`]. Makes no request; the old store keeps
+    /// working with the old credentials until dropped.
+    pub fn reopen(&self) -> Result<Store, StoreError> {
+        Store::open_with_vars(&self.url, &self.options, self.vars.iter().cloned())
     }
 
     /// The store's URL (`az://container/prefix`, `file:///dir`), without credentials.
@@ -331,13 +364,28 @@ impl Store {
         }
     }
 
-    /// Moves `from` to `to` (replacing it): a rename on the local store, copy + delete on
-    /// Azure and S3.
-    pub(crate) async fn rename(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
-        self.inner
-            .rename(&self.path(from)?, &self.path(to)?)
-            .await
-            .map_err(|e| StoreError::backend("rename", format!("{} -> {}", self.url_of(from), self.url_of(to)), e))
+    /// Moves `from` (`size` bytes) to `to`, replacing it: a rename on the local store, copy +
+    /// delete on Azure and S3. On S3 an object over `multipart_copy_threshold_bytes` is copied
+    /// with a multipart copy (one CopyObject stops at 5 GiB); it appears under `to` whole, at
+    /// the copy's completion. Once the copy is done the move has happened: failing to delete
+    /// `from` afterwards is logged, not returned (`list_partials` finds what is left).
+    pub(crate) async fn rename(&self, from: &ObjectKey, to: &ObjectKey, size: u64) -> Result<(), StoreError> {
+        let url = format!("{} -> {}", self.url_of(from), self.url_of(to));
+        let (from_path, to_path) = (self.path(from)?, self.path(to)?);
+        if self.backend == Backend::Local {
+            return self.inner.rename(&from_path, &to_path).await.map_err(|e| StoreError::backend("rename", url, e));
+        }
+        match &self.s3_copier {
+            Some(copier) if size > self.options.multipart_copy_threshold_bytes => {
+                copier.copy(&from_path, &to_path, size, &self.options, &url).await?;
+            }
+            _ => self.inner.copy(&from_path, &to_path).await.map_err(|e| StoreError::backend("rename (copy)", url, e))?,
+        }
+        match self.inner.delete(&from_path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(url = %self.url_of(from), error = %e, "removing an upload temporary failed"),
+        }
+        Ok(())
     }
 
     pub(crate) fn inner(&self) -> &Arc<dyn ObjectStore> {

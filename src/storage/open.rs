@@ -6,13 +6,15 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use object_store::client::{HttpConnector, ReqwestConnector};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::key::ObjectKey;
+use super::s3_copy::S3Copier;
 use super::{StoreError, StoreOptions};
 
 /// Which kind of backend a store talks to.
@@ -24,12 +26,23 @@ pub enum Backend {
 }
 
 /// What `Store::open` builds: the object_store, its kind, the root prefix inside it and the
-/// URL used in messages (without credentials, which URLs never carry).
+/// URL used in messages (without credentials, which URLs never carry); on S3 what a
+/// multipart copy needs.
 pub(crate) struct Opened {
     pub inner: Arc<dyn ObjectStore>,
     pub backend: Backend,
     pub prefix: Option<Path>,
     pub url: String,
+    pub s3_copier: Option<S3Copier>,
+}
+
+/// Longest a single part of a multipart copy may take (S3 copies inside the service; a 512 MiB
+/// part usually takes seconds).
+const PART_COPY_TIMEOUT_SECS: u64 = 600;
+
+/// The variables `open` reads (others in an environment are not kept).
+pub(crate) fn is_store_variable(name: &str) -> bool {
+    name.starts_with("AZURE_") || name.starts_with("AWS_") || name == "MSI_ENDPOINT"
 }
 
 pub(crate) fn open(url: &str, options: &StoreOptions, vars: &[(String, String)]) -> Result<Opened, StoreError> {
@@ -72,15 +85,26 @@ pub(crate) fn open(url: &str, options: &StoreOptions, vars: &[(String, String)])
                 None => format!("{scheme}://{host}"),
             };
             let open_err = |source| StoreError::Open { url: clean_url.clone(), source };
+            let mut s3_copier = None;
             let (inner, backend): (Arc<dyn ObjectStore>, Backend) = if scheme == "s3" {
                 let mut b = AmazonS3Builder::new();
+                // The multipart copy's own requests use the same client settings (AWS_ALLOW_HTTP,
+                // proxies, ...) as object_store's.
+                let mut client = ClientOptions::new();
                 for (k, v) in vars.iter().filter(|(k, _)| k.starts_with("AWS_")) {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
+                    if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        if let AmazonS3ConfigKey::Client(c) = key {
+                            client = client.with_config(c, v);
+                        }
                         b = b.with_config(key, v);
                     }
                 }
-                let s3 = b.with_bucket_name(host).with_retry(retry).build().map_err(open_err)?;
-                (Arc::new(s3), Backend::S3)
+                let s3 = Arc::new(b.with_bucket_name(host).with_retry(retry).build().map_err(open_err)?);
+                let http = ReqwestConnector::default()
+                    .connect(&client.with_timeout(Duration::from_secs(PART_COPY_TIMEOUT_SECS)))
+                    .map_err(open_err)?;
+                s3_copier = Some(S3Copier { s3: s3.clone(), http, bucket: host.to_string() });
+                (s3, Backend::S3)
             } else {
                 if host.contains('.') {
                     return Err(bad("an Azure container name has no '.'"));
@@ -98,7 +122,7 @@ pub(crate) fn open(url: &str, options: &StoreOptions, vars: &[(String, String)])
                 let az = b.with_container_name(host).with_retry(retry).build().map_err(open_err)?;
                 (Arc::new(az), Backend::Azure)
             };
-            Ok(Opened { inner, backend, prefix, url: clean_url })
+            Ok(Opened { inner, backend, prefix, url: clean_url, s3_copier })
         }
         other => Err(bad(&format!("unknown scheme {other:?}: use file://, az://, azure:// or s3://"))),
     }
@@ -113,7 +137,7 @@ fn open_local(url: &str, dir: &FsPath) -> Result<Opened, StoreError> {
         .map_err(|source| StoreError::Open { url: clean_url.clone(), source })?
         .with_automatic_cleanup(true)
         .with_fsync(true);
-    Ok(Opened { inner: Arc::new(fs), backend: Backend::Local, prefix: None, url: clean_url })
+    Ok(Opened { inner: Arc::new(fs), backend: Backend::Local, prefix: None, url: clean_url, s3_copier: None })
 }
 
 /// object_store's retries, explicit: exponential backoff from `initial_backoff_ms` doubling up

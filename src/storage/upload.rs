@@ -1,6 +1,7 @@
 //! Streamed, atomic uploads: parts go to a temporary key beside the final one
 //! (`<dir>/.<name>.<random>.partial`) through a multipart upload; only a complete upload is
-//! renamed (local) or copied and deleted (Azure, S3) to the final key.
+//! renamed (local) or copied and deleted (Azure, S3; a multipart copy on S3 above
+//! `multipart_copy_threshold_bytes`) to the final key.
 
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -11,7 +12,10 @@ use super::{Meta, Store, StoreError};
 /// An upload in progress. Nothing is visible under the final key until [`Upload::commit`]
 /// returns. Dropped or [`aborted`](Upload::abort) before that, the multipart upload is
 /// aborted: on the local store its staging file is removed; on Azure and S3 uncommitted
-/// parts are invisible to readers and listings and expire on their own.
+/// parts are invisible to readers and listings. What a crash leaves behind: Azure discards
+/// uncommitted blocks after 7 days; S3 keeps (and bills) the parts of a multipart upload that
+/// was never completed or aborted until a bucket lifecycle rule `AbortIncompleteMultipartUpload`
+/// removes them.
 pub struct Upload {
     store: Store,
     key: ObjectKey,
@@ -81,7 +85,7 @@ impl Upload {
         };
         // `finish` aborts the multipart upload itself when a part or the completion fails.
         writer.finish().await.map_err(|e| StoreError::backend("upload", url, e))?;
-        if let Err(e) = self.store.rename(&self.temp, &self.key).await {
+        if let Err(e) = self.store.rename(&self.temp, &self.key, self.written).await {
             self.remove_temp().await;
             return Err(e);
         }

@@ -64,3 +64,21 @@ pub fn create_container(name: &str) {
     assert!(response.starts_with("HTTP/1.1 201"), "creating container {name} failed:\n{response}");
 }
 
+
+/// An account SAS token for Azurite's account (blob service; containers and objects; read,
+/// write, delete, list, add, create) that expires at `expiry`, signed with the well-known key
+/// (signed-version 2020-08-04: the string to sign has no encryption scope line).
+pub fn account_sas(expiry: chrono::DateTime<chrono::Utc>) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (version, permissions, services, resource_types) = ("2020-08-04", "rwdlac", "b", "sco");
+    let se = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // account, permissions, services, resource types, start, expiry, IP, protocol, version, "".
+    let to_sign = format!("{AZURITE_ACCOUNT}\n{permissions}\n{services}\n{resource_types}\n\n{se}\n\n\n{version}\n");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(AZURITE_KEY).unwrap()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let sig = b64.encode(mac.finalize().into_bytes());
+    let enc = |s: &str| s.replace('%', "%25").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D").replace(':', "%3A");
+    format!("sv={version}&ss={services}&srt={resource_types}&sp={permissions}&se={}&sig={}", enc(&se), enc(&sig))
+}

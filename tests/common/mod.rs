@@ -3,6 +3,7 @@
 
 pub mod azurite;
 pub mod proxy;
+pub mod s3;
 pub mod svc;
 
 use std::path::{Path, PathBuf};
