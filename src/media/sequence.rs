@@ -147,7 +147,7 @@ impl SequenceWriter {
             _ => Path::new("."),
         };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "frames".into());
-        let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(|e| err(super::plain_io(e).to_string()))?;
+        let tmp = super::output_builder(super::DIR_MODE).prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(|e| err(super::plain_io(e).to_string()))?;
         Ok(Self { dir: dir.to_path_buf(), tmp: Some(tmp), names })
     }
 
