@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use stylestream::frame::{Rate, SourceInfo};
-use stylestream::media::policy::{MediaLimits, ALLOWED_DEMUXERS};
+use stylestream::media::policy::{InputPolicy, MediaLimits, ALLOWED_DEMUXERS};
 use stylestream::media::video_in::VideoDecoder;
 use stylestream::media::video_out::{Companion, EncodeSettings, VideoEncoder};
 use stylestream::media::MediaError;
@@ -275,4 +275,44 @@ fn media_limits_parse_with_defaults_and_refuse_unknown_fields() {
     let zero = MediaLimits { max_frames: 0, max_duration_secs: f64::NAN, ..Default::default() };
     assert_eq!(zero.problems().len(), 2, "{:?}", zero.problems());
     assert!(MediaLimits::default().problems().is_empty());
+}
+
+/// Re-encodes `input`'s decoded frames (no styling) to `output` with `input` as the audio
+/// companion under `policy`; the first error of decoding, encoding or finishing.
+fn reencode(input: &Path, output: &Path, policy: &InputPolicy) -> Result<(), MediaError> {
+    let mut d = VideoDecoder::open_with(input, policy)?;
+    let info = d.info().clone();
+    let settings = EncodeSettings { codec: "mpeg4".into(), ..Default::default() };
+    let companion = Companion { path: Some(input.to_path_buf()), policy: policy.clone() };
+    let mut enc = VideoEncoder::create(output, &info, &settings, &companion)?;
+    while let Some(frame) = d.next_frame()? {
+        enc.write(&frame)?;
+    }
+    enc.finish()
+}
+
+#[test]
+fn audio_past_the_duration_limit_is_refused_while_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 s of video and 3 s of audio, in Matroska written to a pipe: no durations in the header.
+    let input = dir.path().join("long-audio.mkv");
+    let o = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(["-f", "matroska", "pipe:1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&input, o.stdout).unwrap();
+
+    let out = dir.path().join("out.mkv");
+    let limits = MediaLimits { max_duration_secs: 2.0, ..Default::default() };
+    match reencode(&input, &out, &InputPolicy::Restricted(limits)) {
+        Err(MediaError::TooLong { path, secs, .. }) => assert!(path == input && secs > 2.0, "{} at {secs} s", path.display()),
+        other => panic!("expected TooLong from the audio, got {other:?}"),
+    }
+    assert!(!out.exists(), "a refused output was published");
+    // Trusted, the same file is copied whole.
+    reencode(&input, &out, &InputPolicy::Trusted).unwrap();
+    assert!(out.exists());
 }
