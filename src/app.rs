@@ -231,8 +231,8 @@ pub(crate) fn open_job(
     open_job_with(input, output, fps, encode, &InputPolicy::Trusted)
 }
 
-/// `open_job` with a video input opened under `policy`: `InputPolicy::Restricted(limits)` for
-/// files someone else wrote (stored objects).
+/// `open_job` with the input (video or frames) opened under `policy`:
+/// `InputPolicy::Restricted(limits)` for files someone else wrote (stored objects).
 pub(crate) fn open_job_with(
     input: &str,
     output: &Path,
@@ -243,7 +243,7 @@ pub(crate) fn open_job_with(
     let dir_out = is_dir_output(output);
     let (source, names, companion) = match input_kind(input) {
         InputKind::Sequence => {
-            let reader = SequenceReader::open(input, fps)?;
+            let reader = SequenceReader::open_with(input, fps, policy)?;
             let names = reader.names();
             (Source::Sequence(reader), Some(names), Companion::default())
         }

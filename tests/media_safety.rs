@@ -316,3 +316,32 @@ fn audio_past_the_duration_limit_is_refused_while_copying() {
     reencode(&input, &out, &InputPolicy::Trusted).unwrap();
     assert!(out.exists());
 }
+
+#[test]
+fn image_sequences_are_held_to_the_limits_before_decoding() {
+    use stylestream::media::sequence::SequenceReader;
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "2", s(&frames.join("%03d.png"))]);
+    // A third frame far larger than the first two.
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=640x480", "-frames:v", "1", s(&frames.join("003.png"))]);
+    let spec = s(&frames);
+    let open = |l: MediaLimits| SequenceReader::open_with(spec, Some(Rate::new(25, 1)), &InputPolicy::Restricted(l));
+    let refusal = |l: MediaLimits| open(l).err().map(|e| e.to_string()).unwrap_or_else(|| "opened".into());
+
+    let size = MediaLimits { max_width_px: 32, ..Default::default() };
+    assert!(matches!(open(size.clone()), Err(MediaError::TooLarge { width: 64, .. })), "{}", refusal(size));
+    let count = MediaLimits { max_frames: 2, ..Default::default() };
+    assert!(matches!(open(count.clone()), Err(MediaError::TooManyFrames { frames: 3, .. })), "{}", refusal(count));
+    let duration = MediaLimits { max_duration_secs: 0.1, ..Default::default() };
+    assert!(matches!(open(duration.clone()), Err(MediaError::TooLong { .. })), "{}", refusal(duration));
+
+    // The first two frames pass; the third is refused by its header, as too large.
+    let mut r = open(MediaLimits { max_width_px: 100, max_height_px: 100, ..Default::default() }).unwrap();
+    assert!(r.next_frame().unwrap().is_some() && r.next_frame().unwrap().is_some());
+    match r.next_frame() {
+        Err(MediaError::TooLarge { path, width: 640, height: 480, .. }) => assert_eq!(path, frames.join("003.png")),
+        other => panic!("expected TooLarge for 003.png, got {:?}", other.map(|f| f.map(|f| f.index))),
+    }
+}
