@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::cli::{BenchArgs, ClusterArgs, EncodeArgs, ModelArgs, RunArgs, StylizeArgs};
 use crate::frame::RgbFrame;
+use crate::media::policy::InputPolicy;
 use crate::media::sequence::{SequenceReader, SequenceWriter, FPS_SIDECAR};
 use crate::media::video_in::VideoDecoder;
 use crate::media::video_out::{Companion, EncodeSettings, VideoEncoder};
@@ -112,9 +113,25 @@ pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
     if !path.exists() && !media::sequence::is_pattern(&args.input) {
         return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
     }
+    refuse_overwriting_inputs(args)?;
     match input_kind(&args.input) {
         InputKind::Image if !is_dir_output(&args.output) => stylize_image(args),
         _ => stylize_stream(args, opts),
+    }
+}
+
+/// Refuses, before anything is written, an output that is one of the inputs (the same file by
+/// device and inode: hard and symbolic links count): writing it would replace the input.
+fn refuse_overwriting_inputs(args: &StylizeArgs) -> Result<(), AppError> {
+    let mut inputs = vec![PathBuf::from(&args.input)];
+    let mut outputs = vec![args.output.clone()];
+    for (i, o) in extra_jobs(args)? {
+        inputs.push(PathBuf::from(i));
+        outputs.push(o);
+    }
+    match media::policy::outputs_overwriting_inputs(&inputs, &outputs) {
+        Some((input, output)) => Err(MediaError::SameFile { input: input.to_path_buf(), output: output.to_path_buf() }.into()),
+        None => Ok(()),
     }
 }
 
@@ -203,24 +220,37 @@ pub(crate) fn dataflow_options_from(
     })
 }
 
-/// Opens one job's source (video or frames) and sink (video or frame directory).
+/// Opens one job's source (video or frames) and sink (video or frame directory), trusting the
+/// input as a file the user named (see `open_job_with`).
 pub(crate) fn open_job(
     input: &str,
     output: &Path,
     fps: Option<crate::frame::Rate>,
     encode: &EncodeArgs,
 ) -> Result<(Source, Sink), AppError> {
+    open_job_with(input, output, fps, encode, &InputPolicy::Trusted)
+}
+
+/// `open_job` with the input (video or frames) opened under `policy`:
+/// `InputPolicy::Restricted(limits)` for files someone else wrote (stored objects).
+pub(crate) fn open_job_with(
+    input: &str,
+    output: &Path,
+    fps: Option<crate::frame::Rate>,
+    encode: &EncodeArgs,
+    policy: &InputPolicy,
+) -> Result<(Source, Sink), AppError> {
     let dir_out = is_dir_output(output);
     let (source, names, companion) = match input_kind(input) {
         InputKind::Sequence => {
-            let reader = SequenceReader::open(input, fps)?;
+            let reader = SequenceReader::open_with(input, fps, policy)?;
             let names = reader.names();
             (Source::Sequence(reader), Some(names), Companion::default())
         }
         _ => {
             let path = PathBuf::from(input);
-            let decoder = VideoDecoder::open(&path)?;
-            (Source::Video(decoder), None, Companion { path: Some(path) })
+            let decoder = VideoDecoder::open_with(&path, policy)?;
+            (Source::Video(decoder), None, Companion { path: Some(path), policy: policy.clone() })
         }
     };
     let info = source.info().clone();

@@ -202,11 +202,14 @@ pub struct ModelArgs {
 pub struct StylizeArgs {
     /// What to style: a PNG/JPEG image, a video (anything ffmpeg reads: mp4, mkv, mov, webm,
     /// ...), a directory of PNG/JPEG frames (taken in name order), or a printf pattern such as
-    /// `frames/%05d.png`.
+    /// `frames/%05d.png`. A video is opened as ffmpeg would: files it refers to (concat lists,
+    /// HLS/DASH playlists, image2 patterns) are read too, so name only files you trust (the
+    /// service opens stored objects restricted: self-contained containers only, with limits).
     pub input: String,
     /// Where to write: an image (.png, .jpg), a video (the extension picks the container:
-    /// .mp4, .mkv, .mov, .webm, ...), or a directory (an existing empty one, or a path ending
-    /// in /) for PNG frames. Written atomically: nothing appears there unless it completes.
+    /// .mp4, .m4v, .mov, .mkv, .webm, .avi), or a directory (an existing empty one, or a path
+    /// ending in /) for PNG frames. Written atomically: nothing appears there unless it
+    /// completes; new files follow the umask. An output that is the input is refused.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
     pub output: PathBuf,
     #[command(flatten)]

@@ -165,3 +165,95 @@ fn serve_refuses_a_missing_config_or_an_unreachable_broker_naming_them() {
     assert!(err.contains("RabbitMQ at amqp://127.0.0.1:1/%2f"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "it should fail fast, not hang");
 }
+
+/// `stylestream ARGS` run by `sh` after `umask MASK`, with the test environment.
+fn stylestream_with_umask(mask: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_stylestream"))
+        .args(args)
+        .env("STYLESTREAM_MODELS_DIR", models_dir())
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn outputs_follow_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden("input_64x48.png");
+    let input = input.to_str().unwrap();
+    // An image, under two umasks (not a fixed 0644 either).
+    for (mask, want) in [("022", 0o644), ("027", 0o640)] {
+        let out = dir.path().join(format!("styled-{mask}.png"));
+        let o = stylestream_with_umask(mask, &["stylize", input, "-o", out.to_str().unwrap(), "--model", "udnie"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(mode(&out), want, "image under umask {mask}: {:o}", mode(&out));
+    }
+    // A video, and a directory of frames (the directory and each frame).
+    let clip = dir.path().join("clip.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "2"])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .expect("the ffmpeg CLI is required");
+    assert!(made.success());
+    let video = dir.path().join("styled.mp4");
+    let o = stylestream_with_umask("022", &["stylize", clip.to_str().unwrap(), "-o", video.to_str().unwrap(), "--model", "udnie"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&video), 0o644, "video: {:o}", mode(&video));
+    let frames = dir.path().join("frames");
+    let o = stylestream_with_umask("022", &["stylize", clip.to_str().unwrap(), "-o", &format!("{}/", frames.display()), "--model", "udnie"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&frames), 0o755, "frame directory: {:o}", mode(&frames));
+    let pngs: Vec<_> = std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(pngs.len(), 2);
+    for p in pngs {
+        assert_eq!(mode(&p), 0o644, "{}: {:o}", p.display(), mode(&p));
+    }
+}
+
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("photo.png");
+    std::fs::copy(golden("input_64x48.png"), &photo).unwrap();
+    let before = std::fs::read(&photo).unwrap();
+    let hard = dir.path().join("hard.png");
+    std::fs::hard_link(&photo, &hard).unwrap();
+    let soft = dir.path().join("soft.png");
+    std::os::unix::fs::symlink(&photo, &soft).unwrap();
+    let other = dir.path().join("other.png");
+    std::fs::copy(golden("input_64x48.png"), &other).unwrap();
+    let same = |p: &Path| p.to_str().unwrap().to_string();
+    // The same name, another spelling of it, a hard link, a symbolic link, and a second job.
+    let dotted = format!("{}/./photo.png", dir.path().display());
+    let cases: Vec<Vec<String>> = vec![
+        vec![same(&photo), "-o".into(), same(&photo)],
+        vec![same(&photo), "-o".into(), dotted],
+        vec![same(&photo), "-o".into(), same(&hard)],
+        vec![same(&photo), "-o".into(), same(&soft)],
+        vec![same(&other), "-o".into(), dir.path().join("fine.mp4").to_str().unwrap().into(), "--and".into(), format!("{}={}", same(&photo), same(&hard))],
+    ];
+    for case in cases {
+        let mut args = vec!["stylize"];
+        args.extend(case.iter().map(String::as_str));
+        args.extend(["--model", "udnie"]);
+        let o = stylestream(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{case:?} succeeded");
+        assert_eq!(err.trim_end().lines().count(), 1, "{case:?}: expected one line:\n{err}");
+        assert!(err.starts_with("error:") && err.contains("is the input"), "{case:?}: {err}");
+        assert_eq!(std::fs::read(&photo).unwrap(), before, "{case:?}: the input was changed");
+        assert!(std::fs::symlink_metadata(&soft).unwrap().file_type().is_symlink(), "{case:?}: the link was replaced");
+        assert!(partial_files(dir.path()).is_empty(), "{case:?}: temporaries left");
+        assert!(!dir.path().join("fine.mp4").exists(), "{case:?}: another job's output was written");
+    }
+}

@@ -4,20 +4,31 @@ use std::path::Path;
 
 use image::{ImageFormat, ImageReader};
 
+use super::policy::MediaLimits;
 use super::MediaError;
 use crate::frame::RgbFrame;
 
 /// Reads a PNG or JPEG (decided by content, not extension) as RGB8.
 pub fn read_rgb(path: &Path) -> Result<RgbFrame, MediaError> {
+    read_rgb_within(path, None)
+}
+
+/// As [`read_rgb`], refusing an image whose header declares a size over `limits` before it is
+/// decoded.
+pub fn read_rgb_within(path: &Path, limits: Option<&MediaLimits>) -> Result<RgbFrame, MediaError> {
     let bytes = std::fs::read(path).map_err(|e| MediaError::Read { path: path.to_path_buf(), source: e })?;
     let decode = |reason: String| MediaError::Decode { path: path.to_path_buf(), reason };
-    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode(e.to_string()))?;
-    match reader.format() {
+    let reader = || ImageReader::new(std::io::Cursor::new(bytes.as_slice())).with_guessed_format().map_err(|e| decode(e.to_string()));
+    match reader()?.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(f) => return Err(decode(format!("{f:?} is not supported"))),
         None => return Err(decode("unknown file type".into())),
     }
-    let img = reader.decode().map_err(|e| decode(e.to_string()))?.to_rgb8();
+    if let Some(l) = limits {
+        let (w, h) = reader()?.into_dimensions().map_err(|e| decode(e.to_string()))?;
+        l.check_size(path, w, h)?;
+    }
+    let img = reader()?.decode().map_err(|e| decode(e.to_string()))?.to_rgb8();
     let (w, h) = img.dimensions();
     Ok(RgbFrame::new(w, h, img.into_raw()))
 }

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod image;
+pub mod policy;
 pub mod sequence;
 pub mod video_in;
 pub mod video_out;
@@ -26,10 +27,27 @@ pub enum MediaError {
     Truncated { path: PathBuf, declared: u64, decoded: u64 },
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },
-    #[error("{path}: unsupported output type (use .png/.jpg for images, a video extension such as .mp4, .mkv, .mov, .webm, or a directory ending in /)")]
+    #[error("{path}: unsupported output type (use .png/.jpg for images, a video extension: .mp4, .m4v, .mov, .mkv, .webm, .avi, or a directory ending in /)")]
     OutputFormat { path: PathBuf },
+    #[error("{path}: {format} files are not accepted here (they can refer to other files); accepted: mp4/mov, mkv/webm, avi, mpegts, flv")]
+    ContainerNotAllowed { path: PathBuf, format: String },
+    #[error("{path}: frames of {width}x{height} exceed the limit of {max_width_px}x{max_height_px}")]
+    TooLarge { path: PathBuf, width: u32, height: u32, max_width_px: u32, max_height_px: u32 },
+    #[error("{path}: {frames} frames exceed the limit of {max_frames}")]
+    TooManyFrames { path: PathBuf, frames: u64, max_frames: u64 },
+    #[error("{path}: {secs:.1} s exceeds the limit of {max_duration_secs} s")]
+    TooLong { path: PathBuf, secs: f64, max_duration_secs: f64 },
+    #[error("{output} is the input {input}: refusing to overwrite it (choose another output)")]
+    SameFile { input: PathBuf, output: PathBuf },
     #[error("{what} needs a frame rate: pass --fps (e.g. --fps 25) or put it in {sidecar} beside the frames")]
     NoFrameRate { what: String, sidecar: &'static str },
+}
+
+impl MediaError {
+    /// Whether an input was refused by a [`policy::MediaLimits`] limit (size, frames, duration).
+    pub fn is_over_limit(&self) -> bool {
+        matches!(self, MediaError::TooLarge { .. } | MediaError::TooManyFrames { .. } | MediaError::TooLong { .. })
+    }
 }
 
 /// An I/O error without the temporary path that tempfile appends (users never see
@@ -42,13 +60,30 @@ pub(crate) fn plain_io(e: std::io::Error) -> std::io::Error {
     }
 }
 
+/// A temporary-file builder whose files and directories get the modes of any file a program
+/// creates (0666 / 0777 less the umask), not tempfile's private 0600 / 0700: the temporary
+/// becomes the user's output by a rename, which keeps the mode.
+pub(crate) fn output_builder<'a>(mode: u32) -> tempfile::Builder<'a, 'a> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = tempfile::Builder::new();
+    // The kernel applies the umask to the mode given at creation.
+    b.permissions(std::fs::Permissions::from_mode(mode));
+    b
+}
+
+/// Mode of a new output file before the umask.
+pub(crate) const FILE_MODE: u32 = 0o666;
+/// Mode of a new output directory before the umask.
+pub(crate) const DIR_MODE: u32 = 0o777;
+
 /// Writes `data` to `path` atomically: a temporary file beside it (`.stylestream-*.partial`),
-/// synced, then renamed, so `path` holds the old content or all of the new, never a part.
+/// synced, then renamed, so `path` holds the old content or all of the new, never a part. The
+/// file's mode follows the umask, as for any file a program creates.
 /// Errors carry no temporary path (see `plain_io`).
 pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".stylestream-").suffix(".partial").tempfile_in(dir).map_err(plain_io)?;
+    let mut tmp = output_builder(FILE_MODE).prefix(".stylestream-").suffix(".partial").tempfile_in(dir).map_err(plain_io)?;
     tmp.write_all(data).map_err(plain_io)?;
     tmp.as_file().sync_all().map_err(plain_io)?;
     tmp.persist(path).map_err(|e| plain_io(e.error))?;

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::policy::{InputPolicy, MediaLimits};
 use super::{image, MediaError};
 use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
 
@@ -44,11 +45,20 @@ pub struct SequenceReader {
     files: Vec<PathBuf>,
     info: SourceInfo,
     next: usize,
+    /// Limits of a restricted open: every frame's header is checked before it is decoded.
+    limits: Option<MediaLimits>,
 }
 
 impl SequenceReader {
     /// Lists the frames and reads the first one for the size. `fps` overrides the sidecar.
     pub fn open(spec: &str, fps: Option<Rate>) -> Result<Self, MediaError> {
+        Self::open_with(spec, fps, &InputPolicy::Trusted)
+    }
+
+    /// As [`Self::open`]; a restricted `policy` refuses more frames than its limits allow, or
+    /// longer (at a known rate), now, and any frame larger than allowed before decoding it.
+    pub fn open_with(spec: &str, fps: Option<Rate>, policy: &InputPolicy) -> Result<Self, MediaError> {
+        let limits = policy.limits().cloned();
         let (dir, files) = if let Some((dir, prefix, suffix)) = parse_pattern(spec) {
             let entries = std::fs::read_dir(&dir).map_err(|e| MediaError::Read { path: dir.clone(), source: e })?;
             let mut numbered: Vec<(u64, PathBuf)> = entries
@@ -72,11 +82,17 @@ impl SequenceReader {
         let Some(first) = files.first() else {
             return Err(MediaError::NoFrames { path: PathBuf::from(spec) });
         };
-        let img = image::read_rgb(first)?;
+        if let Some(l) = &limits {
+            l.check_frames(Path::new(spec), files.len() as u64)?;
+        }
+        let img = image::read_rgb_within(first, limits.as_ref())?;
         let fps = match fps {
             Some(r) => Some(r),
             None => read_sidecar(&dir)?,
         };
+        if let (Some(l), Some(r)) = (&limits, fps.filter(|r| r.num > 0)) {
+            l.check_duration(Path::new(spec), files.len() as f64 / r.as_f64())?;
+        }
         let frame_rate = fps.unwrap_or(Rate::new(0, 1));
         let info = SourceInfo {
             width: img.width,
@@ -86,7 +102,7 @@ impl SequenceReader {
             frames: Some(files.len() as u64),
             frames_exact: true,
         };
-        Ok(Self { files, info, next: 0 })
+        Ok(Self { files, info, next: 0, limits })
     }
 
     pub fn info(&self) -> &SourceInfo {
@@ -100,7 +116,7 @@ impl SequenceReader {
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
         let Some(path) = self.files.get(self.next) else { return Ok(None) };
-        let image = image::read_rgb(path)?;
+        let image = image::read_rgb_within(path, self.limits.as_ref())?;
         if (image.width, image.height) != (self.info.width, self.info.height) {
             return Err(MediaError::Decode {
                 path: path.clone(),
@@ -147,7 +163,7 @@ impl SequenceWriter {
             _ => Path::new("."),
         };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "frames".into());
-        let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(|e| err(super::plain_io(e).to_string()))?;
+        let tmp = super::output_builder(super::DIR_MODE).prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(|e| err(super::plain_io(e).to_string()))?;
         Ok(Self { dir: dir.to_path_buf(), tmp: Some(tmp), names })
     }
 

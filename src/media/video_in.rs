@@ -7,6 +7,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::media::Type;
 use ffmpeg::software::scaling;
 
+use super::policy::{open_input, InputPolicy, MediaLimits};
 use super::MediaError;
 use crate::frame::{Frame, RgbFrame, Rate, SourceInfo};
 
@@ -67,11 +68,27 @@ pub struct VideoDecoder {
     next: u64,
     eof_sent: bool,
     last_pts: Option<i64>,
+    first_pts: Option<i64>,
+    /// Limits of a restricted open, enforced again on every frame decoded.
+    limits: Option<MediaLimits>,
 }
 
 impl VideoDecoder {
-    /// Opens a file and its best video stream.
+    /// Opens a file and its best video stream, as ffmpeg would: every demuxer and protocol, so
+    /// concat lists, playlists and image2 patterns are followed (the user's own files).
     pub fn open(path: &Path) -> Result<Self, MediaError> {
+        Self::open_with(path, &InputPolicy::Trusted)
+    }
+
+    /// Opens a file someone else wrote (a stored object): only self-contained containers
+    /// ([`super::policy::ALLOWED_DEMUXERS`]) through the `file` protocol, and `limits` checked
+    /// against the headers now, before anything is decoded, and against every frame decoded.
+    pub fn open_restricted(path: &Path, limits: &MediaLimits) -> Result<Self, MediaError> {
+        Self::open_with(path, &InputPolicy::Restricted(limits.clone()))
+    }
+
+    /// Opens a file under `policy`.
+    pub fn open_with(path: &Path, policy: &InputPolicy) -> Result<Self, MediaError> {
         init();
         if !path.exists() {
             return Err(MediaError::Read {
@@ -79,15 +96,24 @@ impl VideoDecoder {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let input = ffmpeg::format::input(path).map_err(|e| MediaError::Decode {
-            path: path.to_path_buf(),
-            reason: format!("not a readable video or image ({e})"),
-        })?;
+        let limits = policy.limits().cloned();
+        let input = open_input(path, policy)?;
         let stream = input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?;
         let index = stream.index();
         let bad = |e: ffmpeg::Error| MediaError::Decode { path: path.to_path_buf(), reason: e.to_string() };
+        if let Some(l) = &limits {
+            // Before the decoder exists: opening one for a size over its `max_pixels` drops the size.
+            // SAFETY: reading two plain fields of the stream's valid codec parameters.
+            let (w, h) = unsafe { ((*stream.parameters().as_ptr()).width, (*stream.parameters().as_ptr()).height) };
+            l.check_size(path, w.max(0) as u32, h.max(0) as u32)?;
+        }
         let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(bad)?;
         ctx.set_threading(ffmpeg::threading::Config { kind: ffmpeg::threading::Type::Frame, count: 0, ..Default::default() });
+        if let Some(l) = &limits {
+            // The decoder refuses to allocate a bigger frame, whatever the headers said.
+            // SAFETY: setting a plain field of a context that is not opened yet.
+            unsafe { (*ctx.as_mut_ptr()).max_pixels = l.decoder_max_pixels() };
+        }
         let decoder = ctx.decoder().video().map_err(bad)?;
         let time_base = rate(stream.time_base());
         let mut frame_rate = rate(stream.avg_frame_rate());
@@ -109,8 +135,23 @@ impl VideoDecoder {
         if decoder.width() == 0 || decoder.height() == 0 {
             return Err(MediaError::Decode { path: path.to_path_buf(), reason: "the video stream has no frame size".into() });
         }
+        if let Some(l) = &limits {
+            check_headers(path, &input, index, decoder.width(), decoder.height(), frames, l)?;
+        }
         let info = SourceInfo { width: decoder.width(), height: decoder.height(), time_base, frame_rate, frames, frames_exact };
-        Ok(Self { path: path.to_path_buf(), input, decoder, stream: index, info, scaler: None, next: 0, eof_sent: false, last_pts: None })
+        Ok(Self {
+            path: path.to_path_buf(),
+            input,
+            decoder,
+            stream: index,
+            info,
+            scaler: None,
+            next: 0,
+            eof_sent: false,
+            last_pts: None,
+            first_pts: None,
+            limits,
+        })
     }
 
     pub fn info(&self) -> &SourceInfo {
@@ -158,11 +199,22 @@ impl VideoDecoder {
     }
 
     fn decode_error(&self, e: ffmpeg::Error) -> MediaError {
+        // A decoder refusing a frame over `max_pixels` fails with a plain EINVAL; its context
+        // holds the size it was asked for.
+        if let Some(l) = &self.limits {
+            if let Err(over) = l.check_size(&self.path, self.decoder.width(), self.decoder.height()) {
+                return over;
+            }
+        }
         MediaError::Decode { path: self.path.clone(), reason: format!("frame {}: {e}", self.next) }
     }
 
     fn convert(&mut self, f: &ffmpeg::frame::Video) -> Result<Frame, MediaError> {
         let (w, h) = (self.info.width, self.info.height);
+        if let Some(l) = &self.limits {
+            l.check_size(&self.path, f.width(), f.height())?;
+            l.check_frames(&self.path, self.next + 1)?;
+        }
         if f.width() != w || f.height() != h {
             return Err(MediaError::Decode {
                 path: self.path.clone(),
@@ -197,9 +249,42 @@ impl VideoDecoder {
             _ => pts,
         };
         self.last_pts = Some(pts);
+        let first = *self.first_pts.get_or_insert(pts);
+        if let Some(l) = &self.limits {
+            l.check_duration(&self.path, (pts - first) as f64 * self.info.time_base.as_f64())?;
+        }
         let duration = f.packet().duration;
         let frame = Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data), timing: Default::default() };
         self.next += 1;
         Ok(frame)
     }
+}
+
+/// Refuses an input whose headers declare more than `limits` allow: the video stream's frame
+/// size and frame count (declared or estimated), and the container's and every stream's duration.
+fn check_headers(
+    path: &Path,
+    input: &ffmpeg::format::context::Input,
+    video: usize,
+    width: u32,
+    height: u32,
+    frames: Option<u64>,
+    limits: &MediaLimits,
+) -> Result<(), MediaError> {
+    limits.check_size(path, width, height)?;
+    if let Some(n) = frames {
+        limits.check_frames(path, n)?;
+    }
+    if input.duration() > 0 {
+        limits.check_duration(path, input.duration() as f64 / ffmpeg::ffi::AV_TIME_BASE as f64)?;
+    }
+    for s in input.streams() {
+        if s.duration() > 0 {
+            limits.check_duration(path, s.duration() as f64 * f64::from(s.time_base()))?;
+        }
+        if s.index() == video && s.frames() > 0 {
+            limits.check_frames(path, s.frames() as u64)?;
+        }
+    }
+    Ok(())
 }

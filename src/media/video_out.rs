@@ -15,6 +15,7 @@ use ffmpeg::media::Type;
 use ffmpeg::software::scaling;
 
 use super::audio::AudioTranscoder;
+use super::policy::{ffmpeg_path, muxer_for, open_input, InputPolicy, MediaLimits, ALLOWED_PROTOCOLS};
 use super::video_in::{init, set_colorspace, Scaler};
 use super::MediaError;
 use crate::frame::{Frame, Rate, SourceInfo};
@@ -36,10 +37,12 @@ impl Default for EncodeSettings {
     }
 }
 
-/// Where the source's audio, rotation and colour tags come from (a video file), if anywhere.
+/// Where the source's audio, rotation and colour tags come from (a video file), if anywhere,
+/// and how far that file is trusted (the policy its decoder was opened with).
 #[derive(Debug, Clone, Default)]
 pub struct Companion {
     pub path: Option<PathBuf>,
+    pub policy: InputPolicy,
 }
 
 /// How one source audio stream reaches the output.
@@ -59,6 +62,9 @@ struct AudioCopy {
     pending: Option<ffmpeg::Packet>,
     done: bool,
     flushed: bool,
+    /// The source file and its limits (restricted inputs): audio past the duration limit is refused.
+    source: PathBuf,
+    limits: Option<MediaLimits>,
 }
 
 pub struct VideoEncoder {
@@ -86,17 +92,11 @@ impl VideoEncoder {
     /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
     pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<Self, MediaError> {
         init();
+        // The muxer comes from a fixed map of extensions, never guessed by ffmpeg from the name;
+        // checked before touching the disk.
+        let muxer = muxer_for(path)?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
-        // Check the container exists before touching the disk.
-        let probe = format!("x.{ext}");
-        // SAFETY: av_guess_format only reads the NUL-terminated name.
-        let known = !ext.is_empty() && unsafe {
-            let c = std::ffi::CString::new(probe).unwrap_or_default();
-            !ffmpeg::ffi::av_guess_format(std::ptr::null(), c.as_ptr(), std::ptr::null()).is_null()
-        };
-        if !known {
-            return Err(MediaError::OutputFormat { path: path.to_path_buf() });
-        }
+        ffmpeg_path(path).map_err(|_| out_err(path, "ffmpeg cannot write a file name that is not UTF-8"))?;
         let codec = ffmpeg::encoder::find_by_name(&settings.codec)
             .filter(|c| c.medium() == Type::Video)
             .ok_or_else(|| out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec)))?;
@@ -105,17 +105,20 @@ impl VideoEncoder {
             _ => Path::new("."),
         };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = tempfile::Builder::new()
+        let tmp = super::output_builder(super::FILE_MODE)
             .prefix(&format!(".{name}."))
             .suffix(&format!(".partial.{ext}"))
             .tempfile_in(dir)
             .map_err(|e| out_err(path, super::plain_io(e)))?
             .into_temp_path();
-        let mut output = ffmpeg::format::output(&tmp).map_err(|e| out_err(path, e))?;
+        let mut only_files = ffmpeg::Dictionary::new();
+        only_files.set("protocol_whitelist", ALLOWED_PROTOCOLS);
+        let tmp_name = format!("file:{}", ffmpeg_path(&tmp)?);
+        let mut output = ffmpeg::format::output_as_with(&tmp_name, muxer, only_files).map_err(|e| out_err(path, e))?;
         let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
 
         let source = match &companion.path {
-            Some(p) => Some(ffmpeg::format::input(p).map_err(|e| MediaError::Decode { path: p.clone(), reason: e.to_string() })?),
+            Some(p) => Some(open_input(p, &companion.policy)?),
             None => None,
         };
         let src_video = source.as_ref().and_then(|s| s.streams().best(Type::Video));
@@ -227,7 +230,15 @@ impl VideoEncoder {
                 map.insert(s.index(), (ost.index(), s.time_base(), route));
             }
             if !map.is_empty() {
-                audio = Some(AudioCopy { input: src, map, pending: None, done: false, flushed: false });
+                audio = Some(AudioCopy {
+                    input: src,
+                    map,
+                    pending: None,
+                    done: false,
+                    flushed: false,
+                    source: companion.path.clone().unwrap_or_default(),
+                    limits: companion.policy.limits().cloned(),
+                });
             }
         }
         output.write_header().map_err(|e| out_err(path, format!("cannot write the header: {e}")))?;
@@ -313,6 +324,9 @@ impl VideoEncoder {
             }
             let Some(p) = a.pending.take() else { break };
             let Some((out_index, in_tb, route)) = a.map.get_mut(&p.stream()) else { continue };
+            if let (Some(l), Some(ts)) = (&a.limits, p.pts().or(p.dts())) {
+                l.check_duration(&a.source, ts as f64 * f64::from(*in_tb))?;
+            }
             if let (Some((t, tb)), Some(ts)) = (until, p.dts().or(p.pts())) {
                 // SAFETY: av_compare_ts is a pure function of its arguments.
                 if unsafe { ffmpeg::ffi::av_compare_ts(ts, (*in_tb).into(), t, tb.into()) } > 0 {
