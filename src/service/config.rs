@@ -90,6 +90,10 @@ pub struct ServiceSection {
     /// How often the instance writes its heartbeat (`instances/<id>.json` in the system store);
     /// an instance silent for three intervals is taken as dead and its temporaries are removed.
     pub heartbeat_secs: f64,
+    /// Limits on stored media, checked from their headers before decoding and again while
+    /// decoding (`[service.media_limits]`: max_width_px, max_height_px, max_frames,
+    /// max_duration_secs).
+    pub media_limits: crate::media::policy::MediaLimits,
 }
 
 impl Default for ServiceSection {
@@ -108,6 +112,7 @@ impl Default for ServiceSection {
             staging_margin_bytes: 64 << 20,
             instance_id: None,
             heartbeat_secs: 15.0,
+            media_limits: Default::default(),
         }
     }
 }
@@ -141,6 +146,9 @@ impl ServiceConfig {
         }
         if !(self.broker.url.starts_with("amqp://") || self.broker.url.starts_with("amqps://")) {
             problems.push(format!("broker.url = {:?}: expected amqp:// or amqps://", self.broker.url));
+        }
+        for p in self.service.media_limits.problems() {
+            problems.push(format!("service.media_limits.{p}"));
         }
         if !(self.service.heartbeat_secs.is_finite() && self.service.heartbeat_secs >= 0.1) {
             problems.push(format!("service.heartbeat_secs = {}: at least 0.1", self.service.heartbeat_secs));

@@ -14,12 +14,13 @@ use super::config::ServiceConfig;
 use super::{owner, staging};
 use crate::ingress::event;
 use crate::ingress::event::{Input, JobRequest, Output};
-use crate::app::{open_job, AppError};
+use crate::app::{open_job_with, AppError};
+use crate::media::policy::InputPolicy;
 use crate::cli::EncodeArgs;
 use crate::dataflow::{DataflowOptions, Job};
 use crate::model::{NetworkDescription, Weights};
 use crate::pipeline::PipelineError;
-use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError, StoreOptions};
+use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::progress::{FrameLog, Progress, ProgressMode};
 
@@ -77,7 +78,6 @@ pub struct Ctx {
     pub work_dir: PathBuf,
     desc: Arc<NetworkDescription>,
     models: BTreeMap<String, Arc<Weights>>,
-    store_options: StoreOptions,
     /// The store refused the credentials in the last round: re-read them before the next.
     credentials_refused: bool,
     /// This instance's id (owner of its upload temporaries) and heartbeat interval.
@@ -92,7 +92,6 @@ impl Ctx {
         system: BlockingStore,
         opts: DataflowOptions,
         metrics: Metrics,
-        store_options: StoreOptions,
         instance_id: String,
     ) -> Result<Self, AppError> {
         let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
@@ -111,7 +110,6 @@ impl Ctx {
             work_dir,
             desc,
             models: BTreeMap::new(),
-            store_options,
             credentials_refused: false,
             instance_id,
             heartbeat,
@@ -120,14 +118,9 @@ impl Ctx {
 
     /// Opens the stores again, re-reading `credentials_file` (rotated or renewed credentials).
     fn reopen_stores(&mut self) {
-        let open = |url: &str| BlockingStore::open(url, &self.store_options);
-        match (open(&self.config.storage.media), open(&self.config.storage.system)) {
-            (Ok(media), Ok(system)) => {
-                self.media = media;
-                self.system = system;
-                tracing::info!("stores opened again with the credentials as they are now");
-            }
-            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "could not open the stores again"),
+        match self.media.reopen().and_then(|()| self.system.reopen()) {
+            Ok(()) => tracing::info!("stores opened again with the credentials as they are now"),
+            Err(e) => tracing::warn!(error = %e, "could not open the stores again"),
         }
     }
 
@@ -137,7 +130,7 @@ impl Ctx {
         let Ok(probe) = ObjectKey::parse(".stylestream-credentials-probe") else { return false };
         match self.media.head(&probe) {
             Ok(_) => true,
-            Err(e) => !refused_credentials(&e),
+            Err(e) => !e.is_auth_failure(),
         }
     }
 
@@ -190,15 +183,10 @@ fn poison(code: &'static str, reason: String) -> Outcome {
     Outcome::Poison { code, reason }
 }
 
-/// Whether the store refused the credentials (401, 403).
-fn refused_credentials(e: &StoreError) -> bool {
-    matches!(e, StoreError::Denied { .. })
-}
-
 /// Storage errors: refused credentials hold the request, passing trouble (the store or the
 /// local disk) retries it later, anything else poisons it.
 fn store_outcome(code: &'static str, e: StoreError) -> Outcome {
-    if refused_credentials(&e) {
+    if e.is_auth_failure() {
         Outcome::Held { reason: e.to_string() }
     } else if let StoreError::Local { .. } = e {
         transient(Cause::Disk, e.to_string())
@@ -212,9 +200,12 @@ fn store_outcome(code: &'static str, e: StoreError) -> Outcome {
 /// Media errors: a failure to write local files (a full disk) is passing; anything else is
 /// the input's fault.
 fn media_outcome(input: &str, e: &crate::media::MediaError, dir: &Path) -> Outcome {
+    let text = format!("{input}: {}", strip_local(&e.to_string(), dir));
     match e {
-        crate::media::MediaError::Write { .. } => transient(Cause::Disk, format!("{input}: {}", strip_local(&e.to_string(), dir))),
-        _ => poison("corrupt-input", format!("{input}: {}", strip_local(&e.to_string(), dir))),
+        crate::media::MediaError::Write { .. } => transient(Cause::Disk, text),
+        crate::media::MediaError::ContainerNotAllowed { .. } => poison("unsupported-input", text),
+        e if e.is_over_limit() => poison("oversized-input", text),
+        _ => poison("corrupt-input", text),
     }
 }
 
@@ -359,7 +350,9 @@ fn stage(
         return Err(poison("invalid-event", format!("{output_key}: the output must end in .{}", event::FORMATS.join(", ."))));
     };
     let local_out = dir.path().join(format!("output.{out_ext}"));
-    let (source, sink) = open_job(&local_in.display().to_string(), &local_out, fps, &encode).map_err(|e| match e {
+    // Stored media are hostile: only the supported containers, only this file, within limits.
+    let policy = InputPolicy::Restricted(ctx.config.service.media_limits.clone());
+    let (source, sink) = open_job_with(&local_in.display().to_string(), &local_out, fps, &encode, &policy).map_err(|e| match e {
         AppError::Media(m) => media_outcome(&input_key, &m, dir.path()),
         e => poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))),
     })?;

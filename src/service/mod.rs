@@ -84,7 +84,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
     };
     let opts = dataflow_options_from(&run, &config.dataflow, None, None)?;
     let heartbeat_store = system.store().clone();
-    let ctx = Ctx::new(config.clone(), media, system, opts, metrics.clone(), store_options, instance_id.clone())?;
+    let ctx = Ctx::new(config.clone(), media, system, opts, metrics.clone(), instance_id.clone())?;
 
     // The jobs thread owns the stores (blocking) and runs the dataflow; the async side owns the
     // broker.
