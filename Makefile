@@ -17,7 +17,7 @@ export STYLESTREAM_MODELS_DIR ?= $(MODELS_DIR)
 APT_PACKAGES := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libswresample-dev libavfilter-dev libavdevice-dev pkg-config clang libclang-dev \
 	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time nodejs \
-	$(if $(shell command -v npm),,npm)
+	$(if $(shell command -v npm),,npm) $(if $(shell python3 -m pip --version 2>/dev/null),,python3-pip)
 
 .PHONY: deps pydeps services build test demo bench bench-onnx clean
 
@@ -34,7 +34,7 @@ deps:
 # server is the local S3): installed only when they cannot be imported / `moto_server` is missing.
 pydeps:
 	@{ python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null && command -v moto_server >/dev/null; } || \
-		python3 -m pip install --quiet -r requirements-test.txt
+		PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet -r requirements-test.txt
 
 # Services the tests talk to: RabbitMQ on 127.0.0.1:5672, Azurite on 127.0.0.1:10000 and an
 # S3 server (moto) on 127.0.0.1:9000, each started if it is not running
@@ -106,7 +106,7 @@ bench: deps
 # Same network, same weights, in ONNX Runtime on the CPU, in the same run: speed ratio and a
 # second numerical cross-check (pip packages pinned in scripts/requirements-bench.txt).
 bench-onnx: build
-	python3 -m pip install --quiet -r scripts/requirements-bench.txt
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet -r scripts/requirements-bench.txt
 	python3 scripts/bench_onnxruntime.py --size 640x360 --frames 3 \
 		--stylestream target/release/stylestream --stylestream-image-check
 

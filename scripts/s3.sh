@@ -26,7 +26,7 @@ answers() {
 install() {
     if command -v moto_server >/dev/null; then return 0; fi
     echo "s3.sh: installing moto[server] (pinned in requirements-test.txt)" >&2
-    python3 -m pip install --quiet "$(grep -E '^moto\[server\]==' "$ROOT/requirements-test.txt")" >&2
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet "$(grep -E '^moto\[server\]==' "$ROOT/requirements-test.txt")" >&2
     command -v moto_server >/dev/null || { echo "s3.sh: moto_server still not on PATH after pip install" >&2; exit 1; }
 }
 

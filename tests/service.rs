@@ -203,13 +203,20 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A service on Azure Blob storage (Azurite) behind a proxy the test controls.
+/// Store requests give up quickly (an outage is seen within seconds) unless `patient` (a held
+/// request is then retried, and held again, for a minute).
 fn azure_svc(extra: Extra) -> (Svc, Proxy, stylestream::storage::BlockingStore) {
+    azure_svc_with(extra, false)
+}
+
+fn azure_svc_with(extra: Extra, patient: bool) -> (Svc, Proxy, stylestream::storage::BlockingStore) {
     use common::azurite::{azurite, create_container, unique_container};
     azurite();
     let container = unique_container();
     create_container(&container);
     let proxy = Proxy::start(10000);
-    let mut svc = Svc::with(&format!("az://{container}/media"), extra.storage("[storage.options]\nmax_retries = 1\nretry_timeout_secs = 3\ninitial_backoff_ms = 50\nmax_backoff_ms = 200"));
+    let options = if patient { "max_retries = 20\nretry_timeout_secs = 60" } else { "max_retries = 1\nretry_timeout_secs = 3" };
+    let mut svc = Svc::with(&format!("az://{container}/media"), extra.storage(&format!("[storage.options]\n{options}\ninitial_backoff_ms = 50\nmax_backoff_ms = 200")));
     svc.env.push(("AZURITE_BLOB_STORAGE_URL".into(), format!("http://127.0.0.1:{}", proxy.port)));
     let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
     let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars).unwrap();
@@ -247,7 +254,7 @@ fn wait_heartbeats_older_than(svc: &Svc, secs: f64) {
 /// directory are gone.
 #[test]
 fn kill_9_during_the_upload_then_restart_gives_exactly_one_output_and_leaves_nothing_behind() {
-    let (mut svc, proxy, store) = azure_svc(Extra::default());
+    let (mut svc, proxy, store) = azure_svc_with(Extra::default(), true);
     let input = svc.dir.path().join("long.mp4");
     clip(&input, 12, "64x48");
     store.upload_atomic(&input, &okey("in/long.mp4")).unwrap();
@@ -281,7 +288,7 @@ fn kill_9_during_the_upload_then_restart_gives_exactly_one_output_and_leaves_not
 /// delivery limit is spent (x-death reason `delivery_limit`), not redelivered forever.
 #[test]
 fn a_message_that_kills_the_service_every_time_is_dead_lettered_by_its_delivery_limit() {
-    let (mut svc, proxy, store) = azure_svc(Extra::default().broker("max_deliveries = 1"));
+    let (mut svc, proxy, store) = azure_svc_with(Extra::default().broker("max_deliveries = 1"), true);
     let input = svc.dir.path().join("c.mp4");
     clip(&input, 2, "32x24");
     store.upload_atomic(&input, &okey("in/c.mp4")).unwrap();
@@ -393,7 +400,7 @@ fn a_burst_of_fifty_events_completes_once_each_with_bounded_memory() {
 /// work.
 #[test]
 fn a_channel_closed_mid_job_like_a_consumer_timeout_still_gives_exactly_one_output() {
-    let (mut svc, proxy, store) = azure_svc(Extra::default());
+    let (mut svc, proxy, store) = azure_svc_with(Extra::default(), true);
     let input = svc.dir.path().join("slow.mp4");
     clip(&input, 6, "64x48");
     store.upload_atomic(&input, &okey("in/slow.mp4")).unwrap();
@@ -403,13 +410,14 @@ fn a_channel_closed_mid_job_like_a_consumer_timeout_still_gives_exactly_one_outp
     wait_for("the commit to be held", 180, || proxy.held());
     let o = Command::new("rabbitmqctl").args(["close_all_connections", "consumer timeout simulated by a test"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    wait_for("the service to see the channel gone", 30, || svc.log_text().contains("reconnecting") || svc.log_text().contains("broker unavailable"));
+    // The commit goes through now; the ack then fails on the closed channel.
     proxy.set(Mode::Up);
     wait_for("the redelivery to be acked as done", 180, || svc.log_text().contains("already done: acked without styling"));
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
     let log = svc.log_text();
     assert_eq!(log.matches("\"message\":\"job done\"").count(), 1, "styled more than once: {log}");
+    assert!(log.contains("reconnecting"), "{log}");
     let fetched = svc.dir.path().join("fetched.mp4");
     store.download(&okey("out/slow.mp4"), &fetched).unwrap();
     assert_eq!(probe_frames(&fetched), 6);
@@ -431,7 +439,7 @@ fn sigterm_lets_the_job_in_flight_finish_and_without_grace_hands_it_back() {
 
     // No grace, with the job's commit held by the store (so it is surely unfinished): the job
     // is given up, nothing is published, the message goes back, and the service still exits.
-    let (mut svc, proxy, store) = azure_svc(Extra::default().service("shutdown_grace_secs = 0"));
+    let (mut svc, proxy, store) = azure_svc_with(Extra::default().service("shutdown_grace_secs = 0"), true);
     let input = svc.dir.path().join("b.mp4");
     clip(&input, 4, "64x48");
     store.upload_atomic(&input, &okey("in/b.mp4")).unwrap();
@@ -442,7 +450,7 @@ fn sigterm_lets_the_job_in_flight_finish_and_without_grace_hands_it_back() {
     let _ = Command::new("kill").args(["-TERM", &svc.child.as_ref().unwrap().id().to_string()]).status();
     assert!(svc.stop(), "no clean exit after SIGTERM");
     assert!(store.head(&okey("out/b.mp4")).unwrap().is_none(), "an interrupted job published an output");
-    assert_eq!(ready(&svc.queue), 1, "the interrupted job's message was not handed back");
+    wait_for("the interrupted job's message to be back in the queue", 30, || ready(&svc.queue) == 1);
 }
 
 /// The store unreachable for 60 s while a job waits: the job is retried through the broker's
@@ -566,4 +574,44 @@ fn two_instances_on_one_queue_make_each_output_exactly_once() {
     let (a, b) = (first.log_text().matches("\"message\":\"job done\"").count(), second.log_text().matches("\"message\":\"job done\"").count());
     assert_eq!(a + b, 8, "each video styled exactly once");
     assert!(a > 0 && b > 0, "one instance did all the work ({a} + {b})");
+}
+
+/// The store refuses the service's credentials (an expired SAS token in the credentials file):
+/// the service turns unready and holds the job — retried, never dead-lettered — until the file
+/// holds a valid token; then the job completes and the service is ready again.
+#[test]
+fn refused_credentials_hold_jobs_until_a_renewed_sas_token_works() {
+    use common::azurite::{account_sas, azurite, create_container, unique_container};
+    azurite();
+    let container = unique_container();
+    create_container(&container);
+    let creds_dir = tempfile::tempdir().unwrap();
+    let creds = creds_dir.path().join("storage.env");
+    let write_creds = |expiry: chrono::DateTime<chrono::Utc>| {
+        std::fs::write(&creds, format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={}\n", account_sas(expiry))).unwrap();
+    };
+    write_creds(chrono::Utc::now() - chrono::Duration::hours(1));
+    let extra = Extra::default().storage(&format!("credentials_file = \"{}\"", creds.display()));
+    let mut svc = Svc::with(&format!("az://{container}/media"), extra);
+    let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
+    let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars).unwrap();
+    let store = stylestream::storage::BlockingStore::new(store).unwrap();
+    let input = svc.dir.path().join("c.mp4");
+    clip(&input, 3, "64x48");
+    store.upload_atomic(&input, &okey("in/c.mp4")).unwrap();
+    svc.start();
+    svc.submit(&["--input", "in/c.mp4", "--style", "wave", "--output", "out/c.mp4"]);
+    wait_for("/readyz to report the refused credentials", 60, || {
+        let r = http_get(svc.metrics, "/readyz");
+        r.starts_with("HTTP/1.1 503") && r.contains("credentials:")
+    });
+    wait_for("the job to be held twice", 60, || svc.metric("stylestream_retries_total{cause=\"credentials\"}") >= 2.0);
+    assert!(store.head(&okey("out/c.mp4")).unwrap().is_none());
+    write_creds(chrono::Utc::now() + chrono::Duration::hours(1));
+    wait_for("the job once the token is valid", 180, || store.head(&okey("out/c.mp4.manifest.json")).unwrap().is_some());
+    wait_for("/readyz to recover", 30, || http_get(svc.metrics, "/readyz").starts_with("HTTP/1.1 200"));
+    assert_eq!(ready(&format!("{}.dead", svc.queue)), 0, "a held job was dead-lettered");
+    assert!(svc.stop());
+    assert_eq!(ready(&svc.queue), 0);
+    assert!(!svc.log_text().contains("sig="), "a SAS signature reached the log");
 }
