@@ -164,6 +164,20 @@ fn serve_refuses_a_missing_config_or_an_unreachable_broker_naming_them() {
     let err = stderr(&o);
     assert!(err.contains("RabbitMQ at amqp://127.0.0.1:1/%2f"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "it should fail fast, not hang");
+
+    // Passwords holding @, : and / and a string that is not a URL: no error text carries them.
+    for (url, secret) in [
+        ("amqp://user:p@ss:w/rd@127.0.0.1:1/%2f", "p@ss:w/rd"),
+        ("amqp://user:se%40cret@127.0.0.1:1/%2f", "se%40cret"),
+        ("user:hunter2@127.0.0.1:1", "hunter2"),
+        ("amqp://user:hunter3@[::1/%2f", "hunter3"),
+    ] {
+        let o = stylestream_command(&["serve", "--config", config.to_str().unwrap()]).env("STYLESTREAM_TEST_UNSET", url).output().unwrap();
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(!err.contains(secret), "the password of {url} reached the error: {err}");
+        assert!(!err.is_empty());
+    }
 }
 
 /// `stylestream ARGS` run by `sh` after `umask MASK`, with the test environment.

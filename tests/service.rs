@@ -50,6 +50,17 @@ fn a_job_is_styled_into_the_store_acked_and_a_redelivery_does_no_gpu_work() {
     assert!(metrics.contains("stylestream_frames_total 6"), "{metrics}");
     assert!(metrics.contains("stylestream_stage_seconds_count{stage=\"style\"} 1"), "{metrics}");
 
+    // The same input and style with other settings is another job: styled again.
+    publish_raw(&svc.queue, br#"{"schema":"stylestream.job/1","input":"incoming/talk.mp4","style":"udnie","output_prefix":"styled/","crf":30,"id":"job-3"}"#);
+    wait_for("the job with other settings", 120, || svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 2.0);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!((m["schema"].as_u64(), m["settings"]["crf"].as_str()), (Some(2), Some("30")));
+    // The output deleted behind the manifest's back: made again, not trusted as done.
+    std::fs::remove_file(&out).unwrap();
+    publish_raw(&svc.queue, br#"{"schema":"stylestream.job/1","input":"incoming/talk.mp4","style":"udnie","output_prefix":"styled/","crf":30,"id":"job-4"}"#);
+    wait_for("the deleted output to be made again", 120, || svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 3.0);
+    assert_eq!(probe_frames(&out), 6);
+
     // SIGTERM: a clean exit, nothing left in the queue (unacked messages would return to it).
     assert!(svc.stop(), "the service did not exit cleanly on SIGTERM");
     assert_eq!(ready(&svc.queue), 0);
@@ -76,6 +87,10 @@ fn every_dead_letter_reason_at_the_service_level_while_valid_jobs_complete() {
     clip(&svc.media().join("drop/grid.mp4"), 2, "64x48");
     std::fs::write(svc.media().join("in/corrupt.mp4"), b"\x00\x00\x00\x18ftypmp42 this is not really a video").unwrap();
     std::fs::write(svc.media().join("in/big.mp4"), vec![7u8; 150_000]).unwrap();
+    // A concat list posing as a video, pointing at a file outside the store.
+    let outside = svc.dir.path().join("outside.mp4");
+    clip(&outside, 2, "64x48");
+    std::fs::write(svc.media().join("in/list.mp4"), format!("ffconcat version 1.0\nfile '{}'\n", outside.display())).unwrap();
     svc.start();
     let job = |input: &str, style: &str| format!(r#"{{"schema":"stylestream.job/1","input":"{input}","style":"{style}","output_prefix":"out/"}}"#);
     let s3 = |bucket: &str, key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#);
@@ -92,22 +107,37 @@ fn every_dead_letter_reason_at_the_service_level_while_valid_jobs_complete() {
     publish_raw(&svc.queue, s3("media", "elsewhere/a.mp4").as_bytes());
     publish_raw(&svc.queue, s3("someone-elses-bucket", "drop/grid.mp4").as_bytes());
     publish_raw(&svc.queue, grid("other", "drop/grid.mp4").as_bytes());
+    publish_raw(&svc.queue, job("in/list.mp4", "udnie").as_bytes());
     // Valid: our schema, and an Event Grid notification from the media store's container.
     publish_raw(&svc.queue, job("in/good.mp4", "udnie").as_bytes());
     publish_raw(&svc.queue, grid("media", "drop/grid.mp4").as_bytes());
     let out = svc.media().join("out/good.udnie.mp4.manifest.json");
     let from_grid = svc.media().join("styled/grid.udnie.mp4.manifest.json");
     wait_for("the valid jobs after the poison ones", 180, || out.exists() && from_grid.exists());
-    wait_for("twelve dead letters", 30, || ready(&format!("{}.dead", svc.queue)) == 12);
+    wait_for("thirteen dead letters", 30, || ready(&format!("{}.dead", svc.queue)) == 13);
     let mut reasons: Vec<String> = dead_letters(&format!("{}.dead", svc.queue)).into_iter().map(|(r, _)| r).collect();
     reasons.sort();
     assert_eq!(
         reasons,
-        ["corrupt-input", "foreign-source", "foreign-source", "invalid-event", "invalid-key", "malformed-json", "missing-input", "no-route", "oversized", "oversized-input", "unknown-schema", "unknown-style"]
+        [
+            "corrupt-input",
+            "foreign-source",
+            "foreign-source",
+            "invalid-event",
+            "invalid-key",
+            "malformed-json",
+            "missing-input",
+            "no-route",
+            "oversized",
+            "oversized-input",
+            "unknown-schema",
+            "unknown-style",
+            "unsupported-input"
+        ]
     );
     assert_eq!(probe_frames(&svc.media().join("out/good.udnie.mp4")), 3);
     assert_eq!(probe_frames(&svc.media().join("styled/grid.udnie.mp4")), 2);
-    assert_eq!(count_files(&svc.media().join("out"), |n| n.contains("corrupt") || n.contains("big")), 0, "nothing is written for a refused input");
+    assert_eq!(count_files(&svc.media().join("out"), |n| n.contains("corrupt") || n.contains("big") || n.contains("list")), 0, "nothing is written for a refused input");
     assert!(svc.metrics().contains("stylestream_dead_lettered_total{reason=\"corrupt-input\"} 1"));
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
@@ -614,4 +644,32 @@ fn refused_credentials_hold_jobs_until_a_renewed_sas_token_works() {
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
     assert!(!svc.log_text().contains("sig="), "a SAS signature reached the log");
+}
+
+/// One message naming many objects (an S3 notification with six records) runs at most
+/// `service.jobs` jobs at a time: never more staging directories (downloads, encoders) at once.
+#[test]
+fn a_message_naming_many_objects_runs_at_most_service_jobs_jobs_at_a_time() {
+    let extra = Extra::default()
+        .service("jobs = 2")
+        .storage("notification_source = \"media\"")
+        .routes("[[routes]]\nprefix = \"drop/\"\nstyle = \"wave\"\noutput_prefix = \"styled/\"");
+    let mut svc = Svc::with("", extra);
+    let mut records = Vec::new();
+    for i in 0..6 {
+        clip(&svc.media().join(format!("drop/c{i}.mp4")), 2, "32x24");
+        records.push(format!(r#"{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"media"}},"object":{{"key":"drop/c{i}.mp4"}}}}}}"#));
+    }
+    svc.start();
+    publish_raw(&svc.queue, format!(r#"{{"Records":[{}]}}"#, records.join(",")).as_bytes());
+    let out = svc.media().join("styled");
+    let mut most = 0;
+    wait_for("six outputs", 300, || {
+        most = most.max(staging_dirs(svc.work_dir()));
+        count_files(&out, |n| n.ends_with(".manifest.json")) == 6
+    });
+    assert!(most <= 2, "{most} jobs staged at once with service.jobs = 2");
+    assert!(most >= 1, "the sampling never saw a job");
+    assert!(svc.stop());
+    assert_eq!(ready(&svc.queue), 0);
 }
