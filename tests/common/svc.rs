@@ -143,6 +143,9 @@ impl Svc {
         if !service.contains("staging_margin_bytes") {
             service.push_str("staging_margin_bytes = 0\n");
         }
+        if !service.lines().any(|l| l.trim_start().starts_with("jobs ")) {
+            service.push_str("jobs = 4\n");
+        }
         if !service.contains("heartbeat_secs") {
             service.push_str("heartbeat_secs = 0.5\n");
         }
@@ -152,7 +155,7 @@ impl Svc {
             format!(
                 "[broker]\nqueue = \"{queue}\"\ndead_letter = \"{queue}.dead\"\n{broker}\n\
                  [storage]\nmedia = \"{media}\"\nsystem = \"file://{d}/system\"\n{storage}\n\
-                 [models]\ndir = \"{models}\"\n\n[service]\njobs = 4\n{service}\n{routes}",
+                 [models]\ndir = \"{models}\"\n\n[service]\n{service}\n{routes}",
                 models = models_dir().display(),
                 storage = extra.storage,
                 routes = extra.routes,
@@ -173,7 +176,12 @@ impl Svc {
     /// Starts the service and waits until it consumes (`/readyz`).
     pub fn start(&mut self) {
         self.spawn();
-        wait_for("/readyz", 60, || http_get(self.metrics, "/readyz").starts_with("HTTP/1.1 200"));
+        wait_for("/readyz", 60, || {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("the service exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            http_get(self.metrics, "/readyz").starts_with("HTTP/1.1 200")
+        });
     }
 
     /// Starts the service without waiting for it.
