@@ -571,6 +571,47 @@ fn a_full_work_disk_makes_jobs_wait_and_an_input_that_can_never_fit_is_refused()
     assert_eq!(staging_dirs(work.path()), 0);
 }
 
+/// The disk fills while the output is being encoded (the check before the download passes): a
+/// passing trouble, retried — not `corrupt-input` — and the job completes once there is room.
+#[test]
+fn a_disk_that_fills_while_encoding_is_waited_out_not_called_corrupt() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(work.path()).output().unwrap();
+    assert!(mount.status.success(), "mount: {}", String::from_utf8_lossy(&mount.stderr));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(work.path().to_path_buf());
+    let extra = Extra::default().service(&format!("work_dir = \"{}\"\nstaging_factor = 1.0", work.path().display()));
+    let mut svc = Svc::with("", extra);
+    // A flat grey input compresses to almost nothing; its styled frames do not.
+    let input = svc.media().join("in/grey.mp4");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    let o = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=gray:size=256x144:rate=25", "-frames:v", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let filler = work.path().join("filler");
+    std::fs::write(&filler, vec![0u8; (free_bytes(work.path()) - 8192) as usize]).unwrap();
+    svc.start();
+    svc.submit(&["--input", "in/grey.mp4", "--style", "wave", "--output", "out/grey.mp4"]);
+    svc.wait("a retry for lack of disk", 120, |s| s.metric("stylestream_retries_total{cause=\"disk\"}") >= 1.0);
+    assert!(svc.log_text().contains("cannot write"), "the failure was not the encoder's write: {}", svc.log_text());
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("the job once the disk has room", 180, || svc.media().join("out/grey.mp4.manifest.json").exists());
+    assert_eq!(ready(&format!("{}.dead", svc.queue)), 0, "a full disk was dead-lettered");
+    assert!(svc.stop());
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }

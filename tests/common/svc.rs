@@ -195,6 +195,19 @@ impl Svc {
         self.child = Some(cmd.spawn().unwrap());
     }
 
+    /// Like [`wait_for`], with the end of the service's log in the failure message.
+    pub fn wait(&self, what: &str, secs: u64, mut done: impl FnMut(&Svc) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            if Instant::now() >= deadline {
+                let log = self.log_text();
+                let tail: String = log.chars().skip(log.chars().count().saturating_sub(4000)).collect();
+                panic!("timed out after {secs} s waiting for {what}; the service's log ends:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
