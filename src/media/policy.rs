@@ -180,7 +180,7 @@ pub fn probe_format(path: &Path) -> Option<String> {
     let len = buf.len();
     buf.resize(len + padding, 0);
     let filename = CString::new(path.to_str()?).ok()?;
-    let mut pd = ffmpeg::ffi::AVProbeData {
+    let pd = ffmpeg::ffi::AVProbeData {
         filename: filename.as_ptr(),
         buf: buf.as_mut_ptr(),
         buf_size: len as i32,
@@ -189,7 +189,7 @@ pub fn probe_format(path: &Path) -> Option<String> {
     // SAFETY: `pd` points at a buffer of `len` bytes plus the zero padding probing requires,
     // and at a NUL-terminated name, both alive for the call; the result is a static format.
     unsafe {
-        let fmt = ffmpeg::ffi::av_probe_input_format(&mut pd, 1);
+        let fmt = ffmpeg::ffi::av_probe_input_format(&pd, 1);
         if fmt.is_null() {
             return None;
         }

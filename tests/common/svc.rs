@@ -265,7 +265,7 @@ impl Drop for Svc {
             .map(|c| stylestream::ingress::broker::retry_queues(&c.broker))
             .unwrap_or_default();
         let rt = runtime();
-        let _ = rt.block_on(async {
+        rt.block_on(async {
             let ch = channel().await;
             for q in [self.queue.clone(), format!("{}.dead", self.queue)].into_iter().chain(retries) {
                 let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
