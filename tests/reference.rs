@@ -141,3 +141,37 @@ fn a_1080p_frame_runs_in_row_bands_and_keeps_its_size() {
     let (lo, hi) = (out.rgb.iter().min().copied().unwrap(), out.rgb.iter().max().copied().unwrap());
     assert!(mean_diff > 20.0 && hi - lo > 150, "mean diff {mean_diff}, range {lo}..{hi}");
 }
+
+#[test]
+fn trusted_shaders_give_the_same_bits_as_checked_ones() {
+    // Trusted modules drop naga's index clamps: if a kernel ever indexed outside its window,
+    // the clamped (checked) and unclamped (trusted) runs would read different values. Partial
+    // tiles (37x23), row bands (a 128 KiB binding cap at 64x48) and both conv kernel families.
+    use stylestream::model::gpu::{GpuContext, GpuOptions};
+    let desc = tf();
+    let weights = style("udnie");
+    for no_subgroups in [false, true] {
+        let opts = |checked_shaders| GpuOptions { max_binding_bytes: Some(128 * 1024), no_subgroups, checked_shaders, ..Default::default() };
+        let (trusted, checked) = (GpuContext::new(&opts(false)).unwrap(), GpuContext::new(&opts(true)).unwrap());
+        for (w, h) in [(37, 23), (64, 48)] {
+            let rgb = random_rgb(w, h, 5);
+            let a = NetworkPlan::new(&trusted, &desc, &weights, w, h).unwrap().run_with_values(&rgb).unwrap();
+            let b = NetworkPlan::new(&checked, &desc, &weights, w, h).unwrap().run_with_values(&rgb).unwrap();
+            let same = a.values.iter().zip(&b.values).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same && a.rgb == b.rgb, "{w}x{h} (no_subgroups {no_subgroups}): trusted and checked shaders differ");
+        }
+    }
+}
+
+#[test]
+fn a_second_plan_on_the_same_device_compiles_no_new_pipeline() {
+    let ctx = stylestream::model::gpu::GpuContext::new(&Default::default()).unwrap();
+    let desc = tf();
+    NetworkPlan::new(&ctx, &desc, &style("udnie"), 64, 48).unwrap();
+    let first = ctx.pipeline_count();
+    assert!(first > 0);
+    // Another size and another model of the same architecture reuse every pipeline.
+    let plan = NetworkPlan::new(&ctx, &desc, &style("wave"), 37, 23).unwrap();
+    assert_eq!(ctx.pipeline_count(), first, "the second plan compiled pipelines of its own");
+    assert_eq!(plan.run(&random_rgb(37, 23, 1)).unwrap().rgb.len(), 37 * 23 * 3);
+}

@@ -21,7 +21,7 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use super::context::{scoped, GpuContext};
-use super::kernels::{Kernel, Overrides, PipelineCache};
+use super::kernels::{Kernel, Overrides};
 use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
@@ -180,7 +180,6 @@ struct Timing {
 /// Builds plans; holds what is shared while building.
 struct Builder<'a> {
     ctx: &'a GpuContext,
-    cache: PipelineCache,
     tensors: Vec<TensorRef>,
     slots: &'a [wgpu::Buffer],
     steps: Vec<Step>,
@@ -268,7 +267,7 @@ impl NetworkPlan {
         let staging_rgb = staging(device, "staging rgb8", pixels * 4);
         let staging_f32 = staging(device, "staging f32", pixels * 12);
 
-        let mut b = Builder { ctx, cache: PipelineCache::default(), tensors, slots: &slots, steps: Vec::new() };
+        let mut b = Builder { ctx, tensors, slots: &slots, steps: Vec::new() };
         b.unpack(&input, width, height, desc.input_scale);
         let mut layer_done = Vec::with_capacity(desc.layers.len());
         let norm_scratch = NormScratch::new(device, &b.tensors);
@@ -950,7 +949,7 @@ impl<'a> Builder<'a> {
         overrides: &Overrides,
         groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
     ) {
-        let pipeline = self.cache.get(&self.ctx.device, kernel, entry, overrides);
+        let pipeline = self.ctx.pipelines().get(&self.ctx.device, kernel, entry, overrides);
         let layout = pipeline.get_bind_group_layout(0);
         let dispatches = groups
             .into_iter()
