@@ -362,6 +362,8 @@ pub struct BenchReport {
     pub batched_ms_per_frame: Option<f64>,
     /// Shaders compiled with naga's runtime checks (`--checked-shaders`) rather than trusted.
     pub checked_shaders: bool,
+    /// Every instance norm applied by its own pass (`--unfused-norm`).
+    pub unfused_norm: bool,
     /// Pipelines compiled on the device by the first plan.
     pub pipelines: usize,
     /// With `--second-plan`: plan build + first frame of the second plan on the same device
@@ -390,6 +392,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         timestamps: true,
         no_subgroups: args.no_subgroups,
         checked_shaders: args.checked_shaders,
+        unfused_norm: args.unfused_norm,
         ..Default::default()
     };
     let ctx = GpuContext::new(&opts)?;
@@ -468,6 +471,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         batch,
         batched_ms_per_frame,
         checked_shaders: args.checked_shaders,
+        unfused_norm: args.unfused_norm,
         pipelines,
         second_plan,
     })

@@ -331,6 +331,10 @@ pub struct BenchArgs {
     /// trusted, to compare the two.
     #[arg(long)]
     pub checked_shaders: bool,
+    /// Give every instance norm its own apply pass instead of fusing it into the next
+    /// convolution's input loads (for comparison).
+    #[arg(long)]
+    pub unfused_norm: bool,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its
     /// pipelines come from the device's cache) and on a fresh device (compiled anew), and
     /// report both times (plan build + first frame).

@@ -175,3 +175,34 @@ fn a_second_plan_on_the_same_device_compiles_no_new_pipeline() {
     assert_eq!(ctx.pipeline_count(), first, "the second plan compiled pipelines of its own");
     assert_eq!(plan.run(&random_rgb(37, 23, 1)).unwrap().rgb.len(), 37 * 23 * 3);
 }
+
+#[test]
+fn a_norm_applied_by_the_next_conv_matches_its_own_apply_pass() {
+    // Fused: the next convolution normalises (and rectifies) its input taps as it loads them,
+    // padding stays zero. Unfused: an apply pass per norm. Both network variants (SAME zero
+    // padding; reflection padding with upsampling), odd sizes and row bands.
+    use stylestream::model::gpu::{GpuContext, GpuOptions};
+    let opts = |unfused_norm| GpuOptions { max_binding_bytes: Some(128 * 1024), unfused_norm, ..Default::default() };
+    let (fused, unfused) = (GpuContext::new(&opts(false)).unwrap(), GpuContext::new(&opts(true)).unwrap());
+    let torch = NetworkDescription::load("transformnet-torch").unwrap();
+    let torch_weights = random_weights(&torch, 4);
+    for (desc, weights) in [(tf(), style("udnie")), (torch, torch_weights)] {
+        for (w, h) in [(37, 23), (64, 48)] {
+            let rgb = random_rgb(w, h, 6);
+            let a = NetworkPlan::new(&fused, &desc, &weights, w, h).unwrap();
+            let b = NetworkPlan::new(&unfused, &desc, &weights, w, h).unwrap();
+            assert!(a.dispatch_count() < b.dispatch_count(), "{}: no apply pass was fused", desc.name);
+            let (x, y) = (a.run_with_values(&rgb).unwrap(), b.run_with_values(&rgb).unwrap());
+            let diff = max_abs_diff(&x.values, &y.values);
+            assert!(diff <= 1e-3, "{} {w}x{h}: fused and unfused norms differ by {diff}", desc.name);
+        }
+    }
+    // The TF network: conv1, conv2, res1..5.conv1 and deconv2 feed a conv that applies their
+    // norm (8 apply passes gone); conv3 and res*.conv2 feed residuals, deconv1 a transposed conv.
+    // Without a binding cap each pass is one dispatch.
+    let (desc, weights) = (tf(), style("udnie"));
+    let whole_unfused = GpuContext::new(&GpuOptions { unfused_norm: true, ..Default::default() }).unwrap();
+    let a = NetworkPlan::new(gpu(), &desc, &weights, 64, 48).unwrap();
+    let c = NetworkPlan::new(&whole_unfused, &desc, &weights, 64, 48).unwrap();
+    assert_eq!(c.dispatch_count() - a.dispatch_count(), 8);
+}

@@ -24,6 +24,9 @@ pub struct GpuOptions {
     /// with partial tiles and row bands), and storage buffers stay protected by the driver's
     /// robust buffer access.
     pub checked_shaders: bool,
+    /// Normalise every instance-norm output with its own apply pass instead of letting the
+    /// next convolution apply the norm as it loads its input (for comparison).
+    pub unfused_norm: bool,
 }
 
 /// What the adapter is, for logs and benchmark reports.
@@ -57,6 +60,8 @@ pub struct GpuContext {
     /// or another model reuses them). Bounded: one entry per (kernel, entry point, overrides),
     /// and the network has a fixed, small set of those.
     pipelines: Mutex<PipelineCache>,
+    /// See `GpuOptions::unfused_norm`.
+    pub(super) unfused_norm: bool,
 }
 
 impl GpuContext {
@@ -135,6 +140,7 @@ impl GpuContext {
             timestamps,
             subgroups,
             pipelines: Mutex::new(PipelineCache::new(!opts.checked_shaders)),
+            unfused_norm: opts.unfused_norm,
         })
     }
 
