@@ -21,6 +21,7 @@ SIZES=${SIZES:-1920x1080 1280x720 640x360}
 FRAMES=${FRAMES:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}   # DEVICE=cpu checks the script itself on a machine without a GPU
 mkdir -p "$OUT"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 : > "$OUT/stylestream.jsonl"
@@ -33,7 +34,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 } 2>&1 | tee "$OUT/machine.txt"
 
 # Both implementations against the golden data first: a race between wrong answers is no race.
-"$PY" "$HERE/torch_reference.py" check --models "$MODELS" --device cuda --fp16 2>&1 | tee "$OUT/torch_check.txt"
+"$PY" "$HERE/torch_reference.py" check --models "$MODELS" --device "$DEVICE" --fp16 2>&1 | tee "$OUT/torch_check.txt"
 torch_ok=${PIPESTATUS[0]}
 "$BIN" stylize "$MODELS/golden/input_256x144.png" -o "$OUT/udnie_256x144_stylestream.png" \
   --model "$MODELS/udnie.safetensors" 2>&1 | tail -2
@@ -50,7 +51,7 @@ PY
 for size in $SIZES; do
   "$BIN" bench --model "$MODELS/udnie.safetensors" --size "$size" --frames "$FRAMES" --json \
     2>>"$OUT/stderr.txt" | tail -n 1 >> "$OUT/stylestream.jsonl"
-  "$PY" "$HERE/torch_reference.py" time --models "$MODELS" --device cuda --sizes "$size" \
+  "$PY" "$HERE/torch_reference.py" time --models "$MODELS" --device "$DEVICE" --sizes "$size" \
     --frames "$FRAMES" --json 2>>"$OUT/stderr.txt" >> "$OUT/torch.jsonl"
 done
 
