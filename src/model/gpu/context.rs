@@ -155,11 +155,6 @@ impl GpuContext {
         self.pipelines().len()
     }
 
-    /// The limits the device was granted.
-    pub fn limits(&self) -> wgpu::Limits {
-        self.device.limits()
-    }
-
     pub fn adapter(&self) -> &AdapterSummary {
         &self.adapter
     }
