@@ -19,7 +19,13 @@
 //                                  4g, 4g+1; [2g+1] of 4g+2, 4g+3
 //                                  (the previous layer's instance norm, deferred; unused
 //                                  without NORM_IN, bind any 16-byte buffer)
-// Overrides: K, STRIDE, UPSAMPLE, REFLECT, NORM_IN, NORM_RELU (as conv2d.wgsl).
+//   6 stats   storage  read_write  (main only) per-chunk Welford partials of the output for
+//                                  instance_norm_finalize: vec4 (count, mean, M2, 0) at
+//                                  [((stats_base + workgroup) * 8 + li / 8) * out_c + c],
+//                                  one per 8 lanes (subgroups of a multiple of 8 lanes)
+//                                  (with STATS; else any 16-byte buffer)
+// Overrides: K, STRIDE, UPSAMPLE, REFLECT, NORM_IN, NORM_RELU (as conv2d.wgsl), STATS (main:
+// the output's instance-norm statistics in the epilogue, so no separate statistics pass).
 // Dispatch: as conv2d.wgsl.
 
 // (No `enable subgroups;`: naga 30 rejects the directive and accepts the builtins when the
@@ -29,7 +35,7 @@ struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
     out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
     band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, _pad0: u32, _pad1: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
 }
 
 override K: u32 = 3u;
@@ -44,6 +50,9 @@ override REFLECT: bool = false;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 @group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
 
+@group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
+
+override STATS: bool = false;
 override NORM_IN: bool = false;
 override NORM_RELU: bool = false;
 
@@ -156,9 +165,57 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
     );
 }
 
+// Welford update of this invocation's (n, mean, M2) of 16 channels with pixel `a` (bias not
+// included) when `on`. For equal values the mean stays exact and M2 zero.
+fn welford(n: ptr<function, f32>, mean: ptr<function, mat4x4<f32>>, m2: ptr<function, mat4x4<f32>>, a: mat4x4<f32>, on: bool) {
+    if (on) {
+        *n += 1.0;
+        let r = 1.0 / *n;
+        for (var j = 0u; j < 4u; j++) {
+            let d = a[j] - (*mean)[j];
+            (*mean)[j] += d * r;
+            (*m2)[j] += d * (a[j] - (*mean)[j]);
+        }
+    }
+}
+
+// Chan-merges (n, mean, M2) over each group of 8 lanes (butterfly of subgroupShuffleXor, so any
+// subgroup size that is a multiple of 8 works); the group's first lane writes its partial.
+fn write_stats(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32, n0: f32, mean0: mat4x4<f32>, m20: mat4x4<f32>) {
+    var n = n0;
+    var mean = mean0;
+    var m2 = m20;
+    for (var mask = 1u; mask < 8u; mask *= 2u) {
+        let nb = subgroupShuffleXor(n, mask);
+        let total = n + nb;
+        let f = select(0.0, nb / max(total, 1.0), total > 0.0);
+        let g = select(0.0, n * nb / max(total, 1.0), total > 0.0);
+        for (var j = 0u; j < 4u; j++) {
+            let mb = subgroupShuffleXor(mean[j], mask);
+            let qb = subgroupShuffleXor(m2[j], mask);
+            let d = mb - mean[j];
+            mean[j] += d * f;
+            m2[j] += qb + d * d * g;
+        }
+        n = total;
+    }
+    if (sid % 8u != 0u) {
+        return;
+    }
+    let k = (p.stats_base + wid.y * nwg.x + wid.x) * 8u + li / 8u;
+    for (var c = 0u; c < 16u; c++) {
+        let oc = ocb * 16u + c;
+        if (oc < p.out_c) {
+            let j = c / 4u;
+            let mean_c = mean[j][c % 4u] + bias[ocb * 4u + j][c % 4u];
+            stats[k * p.out_c + oc] = vec4<f32>(n, mean_c, m2[j][c % 4u], 0.0);
+        }
+    }
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-        @builtin(subgroup_invocation_id) sid: u32) {
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
     let gid = grid(wid, li, 8u);
     let ox0 = gid.x * 8u;
     let band_row = gid.y;
@@ -186,6 +243,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 mac16(&a6, w[0], w[1], w[2], w[3], ld(o6, g, n)); mac16(&a7, w[0], w[1], w[2], w[3], ld(o7, g, n));
             }
         }
+    }
+    if (STATS) {
+        // Welford of this invocation's real pixels (without the bias: variance ignores it,
+        // the mean gets it in write_stats), then merged over groups of 8 lanes.
+        let row_on = band_row < p.band_rows;
+        let count = select(0u, min(8u, p.out_w - min(ox0, p.out_w)), row_on);
+        var n = 0.0;
+        var mean = mat4x4<f32>();
+        var m2 = mat4x4<f32>();
+        welford(&n, &mean, &m2, a0, count > 0u); welford(&n, &mean, &m2, a1, count > 1u);
+        welford(&n, &mean, &m2, a2, count > 2u); welford(&n, &mean, &m2, a3, count > 3u);
+        welford(&n, &mean, &m2, a4, count > 4u); welford(&n, &mean, &m2, a5, count > 5u);
+        welford(&n, &mean, &m2, a6, count > 6u); welford(&n, &mean, &m2, a7, count > 7u);
+        write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
     }
     if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
         return;

@@ -362,7 +362,7 @@ pub struct BenchReport {
     pub batched_ms_per_frame: Option<f64>,
     /// Shaders compiled with naga's runtime checks (`--checked-shaders`) rather than trusted.
     pub checked_shaders: bool,
-    /// Every instance norm applied by its own pass (`--unfused-norm`).
+    /// Instance norm with its own statistics and apply passes (`--unfused-norm`).
     pub unfused_norm: bool,
     /// Pipelines compiled on the device by the first plan.
     pub pipelines: usize,

@@ -331,8 +331,8 @@ pub struct BenchArgs {
     /// trusted, to compare the two.
     #[arg(long)]
     pub checked_shaders: bool,
-    /// Give every instance norm its own apply pass instead of fusing it into the next
-    /// convolution's input loads (for comparison).
+    /// Unfused instance norm, for comparison: its own statistics pass (not the conv's
+    /// epilogue) and its own apply pass (not the next conv's input loads).
     #[arg(long)]
     pub unfused_norm: bool,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its

@@ -120,7 +120,8 @@ fn row_bands_give_the_same_result_as_one_dispatch() {
     let plan = NetworkPlan::new(&banded, &desc, &weights, 64, 48).unwrap();
     let whole = NetworkPlan::new(gpu(), &desc, &weights, 64, 48).unwrap();
     let (banded_n, whole_n) = (plan.dispatch_count(), whole.dispatch_count());
-    assert!(banded_n >= whole_n + 20, "the cap did not split the work into bands: {banded_n} vs {whole_n} dispatches");
+    // (Fewer extra dispatches than before epilogue statistics: those have no passes to band.)
+    assert!(banded_n >= whole_n + 15, "the cap did not split the work into bands: {banded_n} vs {whole_n} dispatches");
     let out = plan.run_with_values(&input.data).unwrap();
     let want = read_f32(&golden("udnie_64x48.f32"));
     let diff = max_abs_diff(&out.values, &want);
@@ -199,10 +200,13 @@ fn a_norm_applied_by_the_next_conv_matches_its_own_apply_pass() {
     }
     // The TF network: conv1, conv2, res1..5.conv1 and deconv2 feed a conv that applies their
     // norm (8 apply passes gone); conv3 and res*.conv2 feed residuals, deconv1 a transposed conv.
+    // With subgroups, the 13 wide convs with a norm compute its statistics in their epilogue
+    // (13 statistics passes gone; the transposed convs and the 3-channel conv4 keep theirs).
     // Without a binding cap each pass is one dispatch.
     let (desc, weights) = (tf(), style("udnie"));
     let whole_unfused = GpuContext::new(&GpuOptions { unfused_norm: true, ..Default::default() }).unwrap();
     let a = NetworkPlan::new(gpu(), &desc, &weights, 64, 48).unwrap();
     let c = NetworkPlan::new(&whole_unfused, &desc, &weights, 64, 48).unwrap();
-    assert_eq!(c.dispatch_count() - a.dispatch_count(), 8);
+    let stats_passes = if gpu().uses_subgroups() { 13 } else { 0 };
+    assert_eq!(c.dispatch_count() - a.dispatch_count(), 8 + stats_passes);
 }

@@ -24,8 +24,8 @@ pub struct GpuOptions {
     /// with partial tiles and row bands), and storage buffers stay protected by the driver's
     /// robust buffer access.
     pub checked_shaders: bool,
-    /// Normalise every instance-norm output with its own apply pass instead of letting the
-    /// next convolution apply the norm as it loads its input (for comparison).
+    /// Unfused instance norm, for comparison: a statistics pass after every convolution (not
+    /// the conv's epilogue) and an apply pass for every norm (not the next conv's loads).
     pub unfused_norm: bool,
 }
 

@@ -9,8 +9,10 @@
 //! largest tensor it ever holds. The TransformNet needs three slots (a residual block keeps
 //! its input, its middle and its output alive together).
 //!
-//! Instance norm is fused where the data flow allows: the statistics pass and a small finalize
-//! compute per-channel coefficients (a, b), and when the next layer is a convolution that is
+//! Instance norm is fused where the data flow allows. Statistics: the wide subgroup conv kernel
+//! writes per-tile Welford partials of its output in its epilogue (no statistics pass); other
+//! kernels are followed by the statistics pass. A small finalize merges the partials into
+//! per-channel coefficients (a, b), and when the next layer is a convolution that is
 //! the tensor's only reader, that convolution applies `a * x + b` (and the ReLU) to every real
 //! tap as it loads its input (padding stays zero), so the tensor is never rewritten. A tensor
 //! that is also a residual input, the network output, or the input of a transposed conv is
@@ -58,7 +60,9 @@ struct ConvParams {
     oc_blocks: u32,
     pad_top: i32,
     pad_left: i32,
-    _pad: [u32; 2],
+    /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
+    stats_base: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -202,6 +206,10 @@ struct Builder<'a> {
     materialize: Vec<Option<Step>>,
     /// A 16-byte buffer bound where a kernel's optional input is unused.
     placeholder: wgpu::Buffer,
+    /// The same for an optional read-write output (a buffer cannot be bound both ways at once).
+    placeholder_rw: wgpu::Buffer,
+    /// The norm partials the last convolution wrote in its epilogue, and their chunk count.
+    epilogue_stats: Option<(wgpu::Buffer, u32)>,
 }
 
 impl NetworkPlan {
@@ -297,6 +305,8 @@ impl NetworkPlan {
             defer,
             pending: None,
             placeholder,
+            placeholder_rw: storage(device, "unused output", 16, wgpu::BufferUsages::empty()),
+            epilogue_stats: None,
         };
         b.unpack(&input, width, height, desc.input_scale);
         let mut layer_done = Vec::with_capacity(desc.layers.len());
@@ -811,8 +821,26 @@ impl<'a> Builder<'a> {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
         })?;
+        let kernel = match l.op {
+            Op::Conv if self.ctx.subgroups => Kernel::Conv2dSubgroup,
+            Op::Conv => Kernel::Conv2d,
+            Op::ConvTranspose => Kernel::ConvTranspose2d,
+        };
+        // The wide subgroup kernel computes its output's norm statistics in its epilogue.
+        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && !self.ctx.unfused_norm;
+        let cols = match l.op {
+            Op::Conv => os.w.div_ceil(pxn),
+            Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
+        };
+        let z = match l.op {
+            Op::Conv => oc_blocks,
+            Op::ConvTranspose => 2 * oc_blocks,
+        };
+        let tw = cols.clamp(1, 8);
+        let workgroups = |rows: u32| [cols.div_ceil(tw), rows.div_ceil(64 / tw), z];
         let mut groups = Vec::new();
         let mut params_bufs = Vec::new();
+        let mut stats_base = 0u32;
         for &(r0, r1) in &bands {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             let (win, wout) = (self.window(tin, a, b), self.window(tout, r0, r1));
@@ -832,17 +860,28 @@ impl<'a> Builder<'a> {
                     oc_blocks,
                     pad_top: l.pad_before(is.h) as i32,
                     pad_left: l.pad_before(is.w) as i32,
-                    _pad: [0; 2],
+                    stats_base,
+                    _pad: 0,
                 }),
                 win,
                 wout,
                 r1 - r0,
             ));
+            let [x, y, _] = workgroups(r1 - r0);
+            stats_base += x * y;
         }
-        let (kernel, overrides): (Kernel, Overrides) = match l.op {
-            Op::Conv => (
-                if self.ctx.subgroups { Kernel::Conv2dSubgroup } else { Kernel::Conv2d },
-                vec![
+        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`).
+        let chunks = 8 * stats_base;
+        let stats = if epilogue {
+            let bytes = chunks as u64 * os.c as u64 * 16;
+            storage(self.device(), &format!("{} norm partials", l.name), bytes, wgpu::BufferUsages::empty())
+        } else {
+            self.placeholder_rw.clone()
+        };
+        let entry_point = if narrow { "main_narrow" } else { "main" };
+        let with_stats = kernel == Kernel::Conv2dSubgroup && entry_point == "main";
+        let mut overrides: Overrides = match l.op {
+            Op::Conv => vec![
                     ("K", l.kernel as f64),
                     ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
                     ("STRIDE", l.stride as f64),
@@ -850,18 +889,12 @@ impl<'a> Builder<'a> {
                     ("NORM_IN", pending.is_some() as u32 as f64),
                     ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
                 ],
-            ),
-            Op::ConvTranspose => (Kernel::ConvTranspose2d, vec![("K", l.kernel as f64)]),
+            Op::ConvTranspose => vec![("K", l.kernel as f64)],
         };
+        if kernel == Kernel::Conv2dSubgroup {
+            overrides.push(("STATS", epilogue as u32 as f64));
+        }
         for (params, win, wout, rows) in &params_bufs {
-            let cols = match l.op {
-                Op::Conv => os.w.div_ceil(pxn),
-                Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
-            };
-            let z = match l.op {
-                Op::Conv => oc_blocks,
-                Op::ConvTranspose => 2 * oc_blocks,
-            };
             groups.push((
                 vec![
                     entry(0, params.as_entire_binding()),
@@ -872,15 +905,15 @@ impl<'a> Builder<'a> {
                 ]
                 .into_iter()
                 .chain((l.op == Op::Conv).then(|| entry(5, norm_in.as_entire_binding())))
+                .chain(with_stats.then(|| entry(6, stats.as_entire_binding())))
                 .collect(),
-                {
-                    let tw = cols.clamp(1, 8);
-                    [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
-                },
+                workgroups(*rows),
             ));
         }
-        let entry = if narrow { "main_narrow" } else { "main" };
-        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry, &overrides, groups);
+        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
+        if epilogue {
+            self.epilogue_stats = Some((stats, chunks));
+        }
 
         match &l.norm {
             Some(n) => {
@@ -912,7 +945,33 @@ impl<'a> Builder<'a> {
     ) -> Result<(), GpuError> {
         let t = self.tensors[index + 1];
         let s = t.shape;
-        // Statistics, band by band, into consecutive chunks of the partials buffer.
+        // Statistics: from the convolution's epilogue, or a pass of their own.
+        let (partials, chunks) = match self.epilogue_stats.take() {
+            Some(done) => done,
+            None => (scratch.partials.clone(), self.stats(l, t, scratch)?),
+        };
+        let params = self.uniform(&FinalizeParams { channels: s.c, chunks, eps, _pad: 0 });
+        // Each layer has its own coefficients: a deferred norm is read by the next layer.
+        let coef = storage(self.device(), &format!("{} norm coefficients", l.name), s.c as u64 * 8, wgpu::BufferUsages::empty());
+        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
+        let groups = vec![(
+            vec![
+                entry(0, params.as_entire_binding()),
+                entry(1, partials.as_entire_binding()),
+                entry(2, sbuf.as_entire_binding()),
+                entry(3, hbuf.as_entire_binding()),
+                entry(4, coef.as_entire_binding()),
+            ],
+            [s.c.div_ceil(64), 1, 1],
+        )];
+        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
+        self.apply_coef(index, l, &coef, residual)
+    }
+
+    /// Adds the statistics pass over tensor `t` (band by band, into consecutive chunks of the
+    /// partials buffer); returns the number of chunks.
+    fn stats(&mut self, l: &Layer, t: TensorRef, scratch: &NormScratch) -> Result<u32, GpuError> {
+        let s = t.shape;
         let bands = self.bands(s.h, &l.name, |r0, r1| vec![self.window(t, r0, r1).size])?;
         let mut groups = Vec::new();
         let mut chunk_base = 0u32;
@@ -941,23 +1000,7 @@ impl<'a> Builder<'a> {
         }
         let overrides = vec![("VEC4", vec4 as u32 as f64)];
         self.push_groups(format!("{}:instance_norm_stats", l.name), Kernel::InstanceNormStats, &overrides, groups);
-
-        let params = self.uniform(&FinalizeParams { channels: s.c, chunks: chunk_base, eps, _pad: 0 });
-        // Each layer has its own coefficients: a deferred norm is read by the next layer.
-        let coef = storage(self.device(), &format!("{} norm coefficients", l.name), s.c as u64 * 8, wgpu::BufferUsages::empty());
-        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
-        let groups = vec![(
-            vec![
-                entry(0, params.as_entire_binding()),
-                entry(1, scratch.partials.as_entire_binding()),
-                entry(2, sbuf.as_entire_binding()),
-                entry(3, hbuf.as_entire_binding()),
-                entry(4, coef.as_entire_binding()),
-            ],
-            [s.c.div_ceil(64), 1, 1],
-        )];
-        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
-        self.apply_coef(index, l, &coef, residual)
+        Ok(chunk_base)
     }
 
     /// Activation and residual without a norm: fixed coefficients.
