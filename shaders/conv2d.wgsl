@@ -19,10 +19,18 @@
 //                                  or 4 (main_narrow) channels (see model::gpu::weights)
 //   3 bias    storage  read        out_c zero-padded to a whole number of blocks
 //   4 output  storage  read_write  HWC f32, rows [out_row0, out_row0 + band_rows)
+//   5 norm_in storage  read        vec2 (a, b) per input channel (instance_norm_finalize's
+//                                  coefficients), read as vec4s: [2g] = (a, b) of channels
+//                                  4g, 4g+1; [2g+1] of 4g+2, 4g+3
+//                                  (the previous layer's instance norm, deferred; unused
+//                                  without NORM_IN, bind any 16-byte buffer)
 // Overrides:
 //   K        kernel size (square)          STRIDE   stride
 //   UPSAMPLE nearest-neighbour upsampling factor applied to the input first (1 = none)
 //   REFLECT  reflection padding (true) or zero padding (false)
+//   NORM_IN   apply the previous layer's norm as the input is loaded: x -> a * x + b, then
+//             ReLU when NORM_RELU, only on real taps (SAME zero padding stays zero; reflected
+//             and upsampled taps are real pixels and get it too)
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), oc_blocks), groups = ceil(out_w /
 // pixels per invocation), tw = min(8, groups), th = 64 / tw (see `grid`).
 
@@ -30,7 +38,7 @@ struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
     out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
     band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, _pad0: u32, _pad1: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
 }
 
 override K: u32 = 3u;
@@ -43,6 +51,13 @@ override REFLECT: bool = false;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
+
+override NORM_IN: bool = false;
+override NORM_RELU: bool = false;
+
+// Per-channel affine map of one channel group of the input (identity without NORM_IN).
+struct Norm { a: vec4<f32>, b: vec4<f32> }
 
 // Maps a coordinate of the (upsampled, padded) input to a real input coordinate, or -1 when
 // the tap falls on zero padding.
@@ -67,9 +82,27 @@ fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
 }
 
 // Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
-fn ld(o: i32, g: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), input[max(o, 0) + i32(g)], o >= 0);
+// With NORM_IN, the normalised (and rectified) value: padding taps stay zero.
+fn ld(o: i32, g: u32, n: Norm) -> vec4<f32> {
+    var v = input[max(o, 0) + i32(g)];
+    if (NORM_IN) {
+        v = n.a * v + n.b;
+        if (NORM_RELU) {
+            v = max(v, vec4<f32>(0.0));
+        }
+    }
+    return select(vec4<f32>(0.0), v, o >= 0);
 }
+// The norm of channel group g, loaded once per group (not once per tap).
+fn norm_of(g: u32) -> Norm {
+    if (NORM_IN) {
+        let lo = norm_in[2u * g];
+        let hi = norm_in[2u * g + 1u];
+        return Norm(vec4<f32>(lo.xz, hi.xz), vec4<f32>(lo.yw, hi.yw));
+    }
+    return Norm(vec4<f32>(1.0), vec4<f32>(0.0));
+}
+
 
 // Input row offset (vec4s) for output row `oy` at tap row `ky`, or -1 for padding.
 fn row_base(oy: u32, ky: u32) -> i32 {
@@ -146,12 +179,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let o6 = offset(ox0 + 6u, kx, rb); let o7 = offset(ox0 + 7u, kx, rb);
             var wi = ((ocb * K + ky) * K + kx) * tap;
             for (var g = 0u; g < p.in_c / 4u; g++) {
+                let n = norm_of(g);
                 let w0 = w16(wi); let w1 = w16(wi + 4u); let w2 = w16(wi + 8u); let w3 = w16(wi + 12u);
                 wi += 16u;
-                mac16(&a0, w0, w1, w2, w3, ld(o0, g)); mac16(&a1, w0, w1, w2, w3, ld(o1, g));
-                mac16(&a2, w0, w1, w2, w3, ld(o2, g)); mac16(&a3, w0, w1, w2, w3, ld(o3, g));
-                mac16(&a4, w0, w1, w2, w3, ld(o4, g)); mac16(&a5, w0, w1, w2, w3, ld(o5, g));
-                mac16(&a6, w0, w1, w2, w3, ld(o6, g)); mac16(&a7, w0, w1, w2, w3, ld(o7, g));
+                mac16(&a0, w0, w1, w2, w3, ld(o0, g, n)); mac16(&a1, w0, w1, w2, w3, ld(o1, g, n));
+                mac16(&a2, w0, w1, w2, w3, ld(o2, g, n)); mac16(&a3, w0, w1, w2, w3, ld(o3, g, n));
+                mac16(&a4, w0, w1, w2, w3, ld(o4, g, n)); mac16(&a5, w0, w1, w2, w3, ld(o5, g, n));
+                mac16(&a6, w0, w1, w2, w3, ld(o6, g, n)); mac16(&a7, w0, w1, w2, w3, ld(o7, g, n));
             }
         }
     }
@@ -175,9 +209,9 @@ fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
 }
 
 // Loads channel group g of the 4 pixels starting at output column ox and accumulates them.
-fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32) {
-    mac4(a, w, ld(offset(ox, kx, rb), g), ld(offset(ox + 1u, kx, rb), g),
-         ld(offset(ox + 2u, kx, rb), g), ld(offset(ox + 3u, kx, rb), g));
+fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32, n: Norm) {
+    mac4(a, w, ld(offset(ox, kx, rb), g, n), ld(offset(ox + 1u, kx, rb), g, n),
+         ld(offset(ox + 2u, kx, rb), g, n), ld(offset(ox + 3u, kx, rb), g, n));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -200,14 +234,15 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         for (var kx = 0u; kx < K; kx++) {
             var wi = ((ocb * K + ky) * K + kx) * p.in_c;
             for (var g = 0u; g < p.in_c / 4u; g++) {
+                let n = norm_of(g);
                 // Transposed: column i = weights of input channel 4g + i for the 4 outputs;
                 // w * x then sums over the 4 input channels of x.
                 let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
                 wi += 4u;
-                step4(&a0, w, ox0, kx, rb, g); step4(&a1, w, ox0 + 4u, kx, rb, g);
-                step4(&a2, w, ox0 + 8u, kx, rb, g); step4(&a3, w, ox0 + 12u, kx, rb, g);
-                step4(&a4, w, ox0 + 16u, kx, rb, g); step4(&a5, w, ox0 + 20u, kx, rb, g);
-                step4(&a6, w, ox0 + 24u, kx, rb, g); step4(&a7, w, ox0 + 28u, kx, rb, g);
+                step4(&a0, w, ox0, kx, rb, g, n); step4(&a1, w, ox0 + 4u, kx, rb, g, n);
+                step4(&a2, w, ox0 + 8u, kx, rb, g, n); step4(&a3, w, ox0 + 12u, kx, rb, g, n);
+                step4(&a4, w, ox0 + 16u, kx, rb, g, n); step4(&a5, w, ox0 + 20u, kx, rb, g, n);
+                step4(&a6, w, ox0 + 24u, kx, rb, g, n); step4(&a7, w, ox0 + 28u, kx, rb, g, n);
             }
         }
     }

@@ -14,7 +14,18 @@
 //   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][16 or 4]
 //   3 bias    storage  read
 //   4 output  storage  read_write  HWC f32, band window
-// Overrides: K, STRIDE, UPSAMPLE, REFLECT (as conv2d.wgsl).
+//   5 norm_in storage  read        vec2 (a, b) per input channel (instance_norm_finalize's
+//                                  coefficients), read as vec4s: [2g] = (a, b) of channels
+//                                  4g, 4g+1; [2g+1] of 4g+2, 4g+3
+//                                  (the previous layer's instance norm, deferred; unused
+//                                  without NORM_IN, bind any 16-byte buffer)
+//   6 stats   storage  read_write  (main only) per-chunk Welford partials of the output for
+//                                  instance_norm_finalize: vec4 (count, mean, M2, 0) at
+//                                  [((stats_base + workgroup) * 8 + li / 8) * out_c + c],
+//                                  one per 8 lanes (subgroups of a multiple of 8 lanes)
+//                                  (with STATS; else any 16-byte buffer)
+// Overrides: K, STRIDE, UPSAMPLE, REFLECT, NORM_IN, NORM_RELU (as conv2d.wgsl), STATS (main:
+// the output's instance-norm statistics in the epilogue, so no separate statistics pass).
 // Dispatch: as conv2d.wgsl.
 
 // (No `enable subgroups;`: naga 30 rejects the directive and accepts the builtins when the
@@ -24,7 +35,7 @@ struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
     out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
     band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, _pad0: u32, _pad1: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
 }
 
 override K: u32 = 3u;
@@ -37,6 +48,16 @@ override REFLECT: bool = false;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
+
+@group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
+
+override STATS: bool = false;
+override NORM_IN: bool = false;
+override NORM_RELU: bool = false;
+
+// Per-channel affine map of one channel group of the input (identity without NORM_IN).
+struct Norm { a: vec4<f32>, b: vec4<f32> }
 
 // Maps a coordinate of the (upsampled, padded) input to a real input coordinate, or -1 when
 // the tap falls on zero padding.
@@ -61,9 +82,28 @@ fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
 }
 
 // Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
-fn ld(o: i32, g: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), input[max(o, 0) + i32(g)], o >= 0);
+// With NORM_IN, the normalised (and rectified) value: padding taps stay zero.
+fn ld(o: i32, g: u32, n: Norm) -> vec4<f32> {
+    var v = input[max(o, 0) + i32(g)];
+    if (NORM_IN) {
+        v = n.a * v + n.b;
+        if (NORM_RELU) {
+            v = max(v, vec4<f32>(0.0));
+        }
+    }
+    return select(vec4<f32>(0.0), v, o >= 0);
 }
+// The norm of channel group g: lanes 0 and 1 of the subgroup load a and b, all lanes share them.
+fn norm_of(g: u32, lane: u32) -> Norm {
+    if (NORM_IN) {
+        let mine = norm_in[2u * g + (lane & 1u)];
+        let lo = subgroupBroadcast(mine, 0u);
+        let hi = subgroupBroadcast(mine, 1u);
+        return Norm(vec4<f32>(lo.xz, hi.xz), vec4<f32>(lo.yw, hi.yw));
+    }
+    return Norm(vec4<f32>(1.0), vec4<f32>(0.0));
+}
+
 
 // Input row offset (vec4s) for output row `oy` at tap row `ky`, or -1 for padding.
 fn row_base(oy: u32, ky: u32) -> i32 {
@@ -125,9 +165,57 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
     );
 }
 
+// Welford update of this invocation's (n, mean, M2) of 16 channels with pixel `a` (bias not
+// included) when `on`. For equal values the mean stays exact and M2 zero.
+fn welford(n: ptr<function, f32>, mean: ptr<function, mat4x4<f32>>, m2: ptr<function, mat4x4<f32>>, a: mat4x4<f32>, on: bool) {
+    if (on) {
+        *n += 1.0;
+        let r = 1.0 / *n;
+        for (var j = 0u; j < 4u; j++) {
+            let d = a[j] - (*mean)[j];
+            (*mean)[j] += d * r;
+            (*m2)[j] += d * (a[j] - (*mean)[j]);
+        }
+    }
+}
+
+// Chan-merges (n, mean, M2) over each group of 8 lanes (butterfly of subgroupShuffleXor, so any
+// subgroup size that is a multiple of 8 works); the group's first lane writes its partial.
+fn write_stats(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32, n0: f32, mean0: mat4x4<f32>, m20: mat4x4<f32>) {
+    var n = n0;
+    var mean = mean0;
+    var m2 = m20;
+    for (var mask = 1u; mask < 8u; mask *= 2u) {
+        let nb = subgroupShuffleXor(n, mask);
+        let total = n + nb;
+        let f = select(0.0, nb / max(total, 1.0), total > 0.0);
+        let g = select(0.0, n * nb / max(total, 1.0), total > 0.0);
+        for (var j = 0u; j < 4u; j++) {
+            let mb = subgroupShuffleXor(mean[j], mask);
+            let qb = subgroupShuffleXor(m2[j], mask);
+            let d = mb - mean[j];
+            mean[j] += d * f;
+            m2[j] += qb + d * d * g;
+        }
+        n = total;
+    }
+    if (sid % 8u != 0u) {
+        return;
+    }
+    let k = (p.stats_base + wid.y * nwg.x + wid.x) * 8u + li / 8u;
+    for (var c = 0u; c < 16u; c++) {
+        let oc = ocb * 16u + c;
+        if (oc < p.out_c) {
+            let j = c / 4u;
+            let mean_c = mean[j][c % 4u] + bias[ocb * 4u + j][c % 4u];
+            stats[k * p.out_c + oc] = vec4<f32>(n, mean_c, m2[j][c % 4u], 0.0);
+        }
+    }
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-        @builtin(subgroup_invocation_id) sid: u32) {
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
     let gid = grid(wid, li, 8u);
     let ox0 = gid.x * 8u;
     let band_row = gid.y;
@@ -146,14 +234,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let o6 = offset(ox0 + 6u, kx, rb); let o7 = offset(ox0 + 7u, kx, rb);
             var wi = ((ocb * K + ky) * K + kx) * tap;
             for (var g = 0u; g < p.in_c / 4u; g++) {
+                let n = norm_of(g, lane);
                 let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
                 wi += 16u;
-                mac16(&a0, w[0], w[1], w[2], w[3], ld(o0, g)); mac16(&a1, w[0], w[1], w[2], w[3], ld(o1, g));
-                mac16(&a2, w[0], w[1], w[2], w[3], ld(o2, g)); mac16(&a3, w[0], w[1], w[2], w[3], ld(o3, g));
-                mac16(&a4, w[0], w[1], w[2], w[3], ld(o4, g)); mac16(&a5, w[0], w[1], w[2], w[3], ld(o5, g));
-                mac16(&a6, w[0], w[1], w[2], w[3], ld(o6, g)); mac16(&a7, w[0], w[1], w[2], w[3], ld(o7, g));
+                mac16(&a0, w[0], w[1], w[2], w[3], ld(o0, g, n)); mac16(&a1, w[0], w[1], w[2], w[3], ld(o1, g, n));
+                mac16(&a2, w[0], w[1], w[2], w[3], ld(o2, g, n)); mac16(&a3, w[0], w[1], w[2], w[3], ld(o3, g, n));
+                mac16(&a4, w[0], w[1], w[2], w[3], ld(o4, g, n)); mac16(&a5, w[0], w[1], w[2], w[3], ld(o5, g, n));
+                mac16(&a6, w[0], w[1], w[2], w[3], ld(o6, g, n)); mac16(&a7, w[0], w[1], w[2], w[3], ld(o7, g, n));
             }
         }
+    }
+    if (STATS) {
+        // Welford of this invocation's real pixels (without the bias: variance ignores it,
+        // the mean gets it in write_stats), then merged over groups of 8 lanes.
+        let row_on = band_row < p.band_rows;
+        let count = select(0u, min(8u, p.out_w - min(ox0, p.out_w)), row_on);
+        var n = 0.0;
+        var mean = mat4x4<f32>();
+        var m2 = mat4x4<f32>();
+        welford(&n, &mean, &m2, a0, count > 0u); welford(&n, &mean, &m2, a1, count > 1u);
+        welford(&n, &mean, &m2, a2, count > 2u); welford(&n, &mean, &m2, a3, count > 3u);
+        welford(&n, &mean, &m2, a4, count > 4u); welford(&n, &mean, &m2, a5, count > 5u);
+        welford(&n, &mean, &m2, a6, count > 6u); welford(&n, &mean, &m2, a7, count > 7u);
+        write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
     }
     if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
         return;
@@ -178,9 +281,9 @@ fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
 }
 
 // Loads channel group g of the 4 pixels starting at output column ox and accumulates them.
-fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32) {
-    mac4(a, w, ld(offset(ox, kx, rb), g), ld(offset(ox + 1u, kx, rb), g),
-         ld(offset(ox + 2u, kx, rb), g), ld(offset(ox + 3u, kx, rb), g));
+fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32, n: Norm) {
+    mac4(a, w, ld(offset(ox, kx, rb), g, n), ld(offset(ox + 1u, kx, rb), g, n),
+         ld(offset(ox + 2u, kx, rb), g, n), ld(offset(ox + 3u, kx, rb), g, n));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -199,14 +302,15 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         for (var kx = 0u; kx < K; kx++) {
             var wi = ((ocb * K + ky) * K + kx) * p.in_c;
             for (var g = 0u; g < p.in_c / 4u; g++) {
+                let n = norm_of(g, lane);
                 let mine = weights[wi + lane];
                 let w = mat4x4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
                                     subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
                 wi += 4u;
-                step4(&a0, w, ox0, kx, rb, g); step4(&a1, w, ox0 + 4u, kx, rb, g);
-                step4(&a2, w, ox0 + 8u, kx, rb, g); step4(&a3, w, ox0 + 12u, kx, rb, g);
-                step4(&a4, w, ox0 + 16u, kx, rb, g); step4(&a5, w, ox0 + 20u, kx, rb, g);
-                step4(&a6, w, ox0 + 24u, kx, rb, g); step4(&a7, w, ox0 + 28u, kx, rb, g);
+                step4(&a0, w, ox0, kx, rb, g, n); step4(&a1, w, ox0 + 4u, kx, rb, g, n);
+                step4(&a2, w, ox0 + 8u, kx, rb, g, n); step4(&a3, w, ox0 + 12u, kx, rb, g, n);
+                step4(&a4, w, ox0 + 16u, kx, rb, g, n); step4(&a5, w, ox0 + 20u, kx, rb, g, n);
+                step4(&a6, w, ox0 + 24u, kx, rb, g, n); step4(&a7, w, ox0 + 28u, kx, rb, g, n);
             }
         }
     }

@@ -16,7 +16,7 @@ struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
     out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
     band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, _pad0: u32, _pad1: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
 }
 
 override K: u32 = 3u;

@@ -390,17 +390,42 @@ pub struct BenchReport {
     /// With `--batch N` (N > 1): N, and the time per frame in batches of N.
     pub batch: u32,
     pub batched_ms_per_frame: Option<f64>,
+    /// Shaders compiled with naga's runtime checks (`--checked-shaders`) rather than trusted.
+    pub checked_shaders: bool,
+    /// Instance norm with its own statistics and apply passes (`--unfused-norm`).
+    pub unfused_norm: bool,
+    /// Pipelines compiled on the device by the first plan.
+    pub pipelines: usize,
+    /// With `--second-plan`: plan build + first frame of the second plan on the same device
+    /// (pipelines from the device's cache), and on a fresh device (device creation not
+    /// counted), in ms; and the pipelines the second plan added on the same device.
+    pub second_plan: Option<SecondPlan>,
+}
+
+/// Cost of building a second plan, with and without the device's pipeline cache.
+#[derive(Debug, serde::Serialize)]
+pub struct SecondPlan {
+    pub width: u32,
+    pub height: u32,
+    pub same_device_plan_ms: f64,
+    pub same_device_first_frame_ms: f64,
+    pub new_pipelines: usize,
+    pub fresh_device_plan_ms: f64,
+    pub fresh_device_first_frame_ms: f64,
 }
 
 pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     let (desc, weights) = load_model(&args.model)?;
     let (width, height) = args.size;
-    let ctx = GpuContext::new(&GpuOptions {
+    let opts = GpuOptions {
         adapter: args.model.adapter,
         timestamps: true,
         no_subgroups: args.no_subgroups,
+        checked_shaders: args.checked_shaders,
+        unfused_norm: args.unfused_norm,
         ..Default::default()
-    })?;
+    };
+    let ctx = GpuContext::new(&opts)?;
     let frame = synthetic_frame(width, height);
     let t0 = Instant::now();
     let plan = NetworkPlan::new(&ctx, &desc, &weights, width, height)?;
@@ -429,6 +454,36 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     };
     // One more frame, with timestamps, for the per-kernel breakdown (not in the timing above).
     plan.run_profiled(&frame.data)?;
+    let kernels = plan.kernel_times()?.unwrap_or_default();
+    let pipelines = ctx.pipeline_count();
+    let second_plan = match args.second_plan {
+        None => None,
+        Some((w2, h2)) => {
+            let frame2 = synthetic_frame(w2, h2);
+            // Plan build, then the first frame (where drivers compile pipelines lazily).
+            let build = |ctx: &GpuContext| -> Result<(f64, f64), AppError> {
+                let t = Instant::now();
+                let p = NetworkPlan::new(ctx, &desc, &weights, w2, h2)?;
+                let plan_ms = t.elapsed().as_secs_f64() * 1e3;
+                let t = Instant::now();
+                p.run(&frame2.data)?;
+                Ok((plan_ms, t.elapsed().as_secs_f64() * 1e3))
+            };
+            let (same_plan, same_first) = build(&ctx)?;
+            let new_pipelines = ctx.pipeline_count() - pipelines;
+            let fresh = GpuContext::new(&GpuOptions { timestamps: false, ..opts.clone() })?;
+            let (fresh_plan, fresh_first) = build(&fresh)?;
+            Some(SecondPlan {
+                width: w2,
+                height: h2,
+                same_device_plan_ms: same_plan,
+                same_device_first_frame_ms: same_first,
+                new_pipelines,
+                fresh_device_plan_ms: fresh_plan,
+                fresh_device_first_frame_ms: fresh_first,
+            })
+        }
+    };
     // Effective rate: 2 FLOP per multiply-add of the network at the frame's own size.
     let flop = 2.0 * desc.macs_per_pixel() * width as f64 * height as f64;
     Ok(BenchReport {
@@ -442,9 +497,13 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         gflops: flop / secs / 1e9,
         plan_ms,
         warmup_ms,
-        kernels: plan.kernel_times()?.unwrap_or_default(),
+        kernels,
         batch,
         batched_ms_per_frame,
+        checked_shaders: args.checked_shaders,
+        unfused_norm: args.unfused_norm,
+        pipelines,
+        second_plan,
     })
 }
 
@@ -457,6 +516,13 @@ pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::R
     writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;
     if let Some(ms) = r.batched_ms_per_frame {
         writeln!(out, "batches of {:<2} {:.1} ms per frame ({:.2}x one frame per submission)", r.batch, ms, r.ms_per_frame / ms)?;
+    }
+    if let Some(s) = &r.second_plan {
+        writeln!(
+            out,
+            "second plan  {}x{}: same device {:.0} + {:.0} ms ({} new pipelines), fresh device {:.0} + {:.0} ms (plan + first frame)",
+            s.width, s.height, s.same_device_plan_ms, s.same_device_first_frame_ms, s.new_pipelines, s.fresh_device_plan_ms, s.fresh_device_first_frame_ms
+        )?;
     }
     if !r.kernels.is_empty() {
         let total: f64 = r.kernels.iter().map(|k| k.ms).sum();

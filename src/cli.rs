@@ -330,6 +330,19 @@ pub struct BenchArgs {
     /// against one frame per submission in the same run.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub batch: u32,
+    /// Compile the shaders with naga's runtime checks (index clamps, loop bounds) instead of
+    /// trusted, to compare the two.
+    #[arg(long)]
+    pub checked_shaders: bool,
+    /// Unfused instance norm, for comparison: its own statistics pass (not the conv's
+    /// epilogue) and its own apply pass (not the next conv's input loads).
+    #[arg(long)]
+    pub unfused_norm: bool,
+    /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its
+    /// pipelines come from the device's cache) and on a fresh device (compiled anew), and
+    /// report both times (plan build + first frame).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub second_plan: Option<(u32, u32)>,
 }
 
 /// Parses `WIDTHxHEIGHT`.

@@ -1,7 +1,8 @@
 //! One wgpu device: adapter choice, the limits we ask for, and error capture.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::kernels::PipelineCache;
 use super::GpuError;
 
 /// How to pick and configure the device.
@@ -17,6 +18,15 @@ pub struct GpuOptions {
     pub timestamps: bool,
     /// Do not use the subgroup kernel variants even where the adapter has subgroups.
     pub no_subgroups: bool,
+    /// Compile the shaders with naga's runtime checks (index clamps, loop bounds). By default
+    /// they are compiled trusted, without them: the kernels compute every index inside the
+    /// bound window themselves (tests compare checked and trusted runs bit for bit, at sizes
+    /// with partial tiles and row bands), and storage buffers stay protected by the driver's
+    /// robust buffer access.
+    pub checked_shaders: bool,
+    /// Unfused instance norm, for comparison: a statistics pass after every convolution (not
+    /// the conv's epilogue) and an apply pass for every norm (not the next conv's loads).
+    pub unfused_norm: bool,
 }
 
 /// What the adapter is, for logs and benchmark reports.
@@ -46,6 +56,12 @@ pub struct GpuContext {
     pub(super) timestamps: bool,
     /// Subgroups of a multiple of 8 invocations are available: use the `*_subgroup` kernels.
     pub(super) subgroups: bool,
+    /// Compiled pipelines of this device, shared by every plan built on it (another frame size
+    /// or another model reuses them). Bounded: one entry per (kernel, entry point, overrides),
+    /// and the network has a fixed, small set of those.
+    pipelines: Mutex<PipelineCache>,
+    /// See `GpuOptions::unfused_norm`.
+    pub(super) unfused_norm: bool,
 }
 
 impl GpuContext {
@@ -88,13 +104,10 @@ impl GpuContext {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
-        // Default (WebGPU) limits, except the buffer sizes: frames need as much as there is.
-        let required_limits = wgpu::Limits {
-            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
-            max_buffer_size: have.max_buffer_size,
-            max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
-            ..wgpu::Limits::default()
-        };
+        // Everything the adapter offers, not WebGPU's defaults: frames need the largest
+        // buffers there are, and tiled kernels the real workgroup memory (16 KiB by default,
+        // 32 KiB on lavapipe, 48 KiB on NVIDIA).
+        let required_limits = have.clone();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("stylestream"),
@@ -126,7 +139,20 @@ impl GpuContext {
             offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
             timestamps,
             subgroups,
+            pipelines: Mutex::new(PipelineCache::new(!opts.checked_shaders)),
+            unfused_norm: opts.unfused_norm,
         })
+    }
+
+    /// The device's pipeline cache (a poisoned lock only means another plan build panicked;
+    /// the cache itself is always consistent, so it is used as it is).
+    pub(super) fn pipelines(&self) -> MutexGuard<'_, PipelineCache> {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of compute pipelines compiled on this device so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines().len()
     }
 
     pub fn adapter(&self) -> &AdapterSummary {

@@ -9,6 +9,16 @@
 //! largest tensor it ever holds. The TransformNet needs three slots (a residual block keeps
 //! its input, its middle and its output alive together).
 //!
+//! Instance norm is fused where the data flow allows. Statistics: the wide subgroup conv kernel
+//! writes per-tile Welford partials of its output in its epilogue (no statistics pass); other
+//! kernels are followed by the statistics pass. A small finalize merges the partials into
+//! per-channel coefficients (a, b), and when the next layer is a convolution that is
+//! the tensor's only reader, that convolution applies `a * x + b` (and the ReLU) to every real
+//! tap as it loads its input (padding stays zero), so the tensor is never rewritten. A tensor
+//! that is also a residual input, the network output, or the input of a transposed conv is
+//! normalised in place by one apply pass, which also adds the residual. `run_to_layer`
+//! normalises a deferred tensor on demand (the same apply pass, recorded but not run per frame).
+//!
 //! Activations larger than the device's largest storage binding (a 32-channel 1080p tensor is
 //! 265 MB, lavapipe binds 128 MiB) are processed in row bands: every dispatch binds only the
 //! rows it reads and writes, at an offset aligned down to the device's alignment, and passes
@@ -21,7 +31,7 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use super::context::{scoped, GpuContext};
-use super::kernels::{Kernel, Overrides, PipelineCache};
+use super::kernels::{Kernel, Overrides};
 use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
@@ -50,7 +60,9 @@ struct ConvParams {
     oc_blocks: u32,
     pad_top: i32,
     pad_left: i32,
-    _pad: [u32; 2],
+    /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
+    stats_base: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -151,8 +163,12 @@ pub struct NetworkPlan {
     work: (u32, u32),
     input: wgpu::Buffer,
     steps: Vec<Step>,
-    /// For each layer, the number of steps after which its output is complete.
+    /// For each layer, the number of steps after which its output is complete (but, for a
+    /// layer whose norm the next convolution applies, not yet normalised: see `materialize`).
     layer_done: Vec<usize>,
+    /// For each layer whose norm is deferred to the next convolution, the apply pass that
+    /// normalises its output in place (run by `run_to_layer` only).
+    materialize: Vec<Option<Step>>,
     tensors: Vec<TensorRef>,
     slots: Vec<wgpu::Buffer>,
     out_f32: wgpu::Buffer,
@@ -180,10 +196,20 @@ struct Timing {
 /// Builds plans; holds what is shared while building.
 struct Builder<'a> {
     ctx: &'a GpuContext,
-    cache: PipelineCache,
     tensors: Vec<TensorRef>,
     slots: &'a [wgpu::Buffer],
     steps: Vec<Step>,
+    /// Per layer: its norm / activation is applied by the next convolution as it loads.
+    defer: Vec<bool>,
+    /// The deferred coefficients (and ReLU) of the previous layer, for the next convolution.
+    pending: Option<(wgpu::Buffer, bool)>,
+    materialize: Vec<Option<Step>>,
+    /// A 16-byte buffer bound where a kernel's optional input is unused.
+    placeholder: wgpu::Buffer,
+    /// The same for an optional read-write output (a buffer cannot be bound both ways at once).
+    placeholder_rw: wgpu::Buffer,
+    /// The norm partials the last convolution wrote in its epilogue, and their chunk count.
+    epilogue_stats: Option<(wgpu::Buffer, u32)>,
 }
 
 impl NetworkPlan {
@@ -268,7 +294,20 @@ impl NetworkPlan {
         let staging_rgb = staging(device, "staging rgb8", pixels * 4);
         let staging_f32 = staging(device, "staging f32", pixels * 12);
 
-        let mut b = Builder { ctx, cache: PipelineCache::default(), tensors, slots: &slots, steps: Vec::new() };
+        let defer = deferrable(desc, !ctx.unfused_norm);
+        let placeholder = storage(device, "unused binding", 16, wgpu::BufferUsages::empty());
+        let mut b = Builder {
+            ctx,
+            tensors,
+            slots: &slots,
+            steps: Vec::new(),
+            materialize: (0..desc.layers.len()).map(|_| None).collect(),
+            defer,
+            pending: None,
+            placeholder,
+            placeholder_rw: storage(device, "unused output", 16, wgpu::BufferUsages::empty()),
+            epilogue_stats: None,
+        };
         b.unpack(&input, width, height, desc.input_scale);
         let mut layer_done = Vec::with_capacity(desc.layers.len());
         let norm_scratch = NormScratch::new(device, &b.tensors);
@@ -297,7 +336,7 @@ impl NetworkPlan {
             }
         });
 
-        let (steps, tensors) = (b.steps, b.tensors);
+        let (steps, tensors, materialize) = (b.steps, b.tensors, b.materialize);
         Ok(Self {
             device: ctx.device.clone(),
             queue: ctx.queue.clone(),
@@ -307,6 +346,7 @@ impl NetworkPlan {
             input,
             steps,
             layer_done,
+            materialize,
             tensors,
             slots,
             out_f32,
@@ -448,6 +488,9 @@ impl NetworkPlan {
             self.upload(rgb);
             let mut enc = self.device.create_command_encoder(&Default::default());
             self.encode(&mut enc, done, None);
+            if let Some(step) = self.materialize.get(layer).and_then(Option::as_ref) {
+                encode_step(&mut enc, step, None);
+            }
             enc.copy_buffer_to_buffer(&self.slots[t.slot], 0, &stage, 0, bytes);
             self.queue.submit([enc.finish()]);
         })?;
@@ -472,20 +515,7 @@ impl NetworkPlan {
 
     fn encode(&self, enc: &mut wgpu::CommandEncoder, steps: usize, timing: Option<&Timing>) {
         for (i, step) in self.steps.iter().take(steps).enumerate() {
-            let timestamp_writes = timing.map(|t| wgpu::ComputePassTimestampWrites {
-                query_set: &t.queries,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
-            });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&step.label),
-                timestamp_writes,
-            });
-            pass.set_pipeline(&step.pipeline);
-            for (bg, [x, y, z]) in &step.dispatches {
-                pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(*x, *y, *z);
-            }
+            encode_step(enc, step, timing.map(|t| (t, i as u32)));
         }
     }
 
@@ -519,6 +549,37 @@ impl NetworkPlan {
         }
         Ok(out)
     }
+}
+
+/// Records one step as one compute pass (with timestamps `2i`, `2i + 1` when timing).
+fn encode_step(enc: &mut wgpu::CommandEncoder, step: &Step, timing: Option<(&Timing, u32)>) {
+    let timestamp_writes = timing.map(|(t, i)| wgpu::ComputePassTimestampWrites {
+        query_set: &t.queries,
+        beginning_of_pass_write_index: Some(2 * i),
+        end_of_pass_write_index: Some(2 * i + 1),
+    });
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&step.label), timestamp_writes });
+    pass.set_pipeline(&step.pipeline);
+    for (bg, [x, y, z]) in &step.dispatches {
+        pass.set_bind_group(0, bg, &[]);
+        pass.dispatch_workgroups(*x, *y, *z);
+    }
+}
+
+/// For each layer, whether its norm / activation can be applied by the next layer as it loads
+/// its input instead of by an apply pass: the layer has one, adds no residual itself, its
+/// output is read by the next layer only (not a residual input, not the network output), and
+/// the next layer is a convolution (the transposed conv kernel does not take a norm).
+fn deferrable(desc: &NetworkDescription, enabled: bool) -> Vec<bool> {
+    let n = desc.layers.len();
+    (0..n)
+        .map(|i| {
+            let l = &desc.layers[i];
+            let applies = l.norm.is_some() || l.activation == Activation::Relu;
+            let skip_source = desc.layers.iter().any(|m| m.residual.as_deref() == Some(l.name.as_str()));
+            enabled && applies && l.residual.is_none() && !skip_source && i + 1 < n && desc.layers[i + 1].op == Op::Conv
+        })
+        .collect()
 }
 
 /// RGB8 bytes padded with zeros to a multiple of 4 (buffer writes are 4-byte aligned).
@@ -587,26 +648,22 @@ fn fold(workgroups: u32) -> [u32; 3] {
     [x, workgroups.div_ceil(x).max(1), 1]
 }
 
-/// Scratch shared by all norm layers: Welford partials and the per-channel coefficients.
+/// Scratch shared by all norm layers: the Welford partials.
 struct NormScratch {
     partials: wgpu::Buffer,
-    coef: wgpu::Buffer,
 }
 
 impl NormScratch {
     fn new(device: &wgpu::Device, tensors: &[TensorRef]) -> Self {
         // Enough partials for the largest tensor even when cut into single-row bands.
         let mut most = 16u64;
-        let mut max_c = 4u64;
         for t in &tensors[1..] {
             let chunks = t.shape.h as u64 * (t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64)
                 + (t.shape.h as u64 * t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64);
             most = most.max(chunks * t.shape.c as u64 * 16);
-            max_c = max_c.max(t.shape.c as u64);
         }
         Self {
             partials: storage(device, "norm partials", most, wgpu::BufferUsages::empty()),
-            coef: storage(device, "norm coefficients", max_c * 8, wgpu::BufferUsages::empty()),
         }
     }
 }
@@ -749,6 +806,12 @@ impl<'a> Builder<'a> {
     ) -> Result<(), GpuError> {
         let (tin, tout) = (self.tensors[index], self.tensors[index + 1]);
         let (is, os) = (tin.shape, tout.shape);
+        // The previous layer's deferred norm, applied by this convolution as it loads.
+        let pending = self.pending.take();
+        if pending.is_some() && l.op != Op::Conv {
+            return Err(GpuError::Unsupported(format!("layer `{}` cannot apply the previous layer's norm", l.name)));
+        }
+        let norm_in = pending.as_ref().map_or(&self.placeholder, |(c, _)| c).clone();
         let wbuf = self.init(&format!("{} weights", l.name), &blocked(l, weights.get(&l.weight)));
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
@@ -758,8 +821,26 @@ impl<'a> Builder<'a> {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
         })?;
+        let kernel = match l.op {
+            Op::Conv if self.ctx.subgroups => Kernel::Conv2dSubgroup,
+            Op::Conv => Kernel::Conv2d,
+            Op::ConvTranspose => Kernel::ConvTranspose2d,
+        };
+        // The wide subgroup kernel computes its output's norm statistics in its epilogue.
+        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && !self.ctx.unfused_norm;
+        let cols = match l.op {
+            Op::Conv => os.w.div_ceil(pxn),
+            Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
+        };
+        let z = match l.op {
+            Op::Conv => oc_blocks,
+            Op::ConvTranspose => 2 * oc_blocks,
+        };
+        let tw = cols.clamp(1, 8);
+        let workgroups = |rows: u32| [cols.div_ceil(tw), rows.div_ceil(64 / tw), z];
         let mut groups = Vec::new();
         let mut params_bufs = Vec::new();
+        let mut stats_base = 0u32;
         for &(r0, r1) in &bands {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             let (win, wout) = (self.window(tin, a, b), self.window(tout, r0, r1));
@@ -779,34 +860,41 @@ impl<'a> Builder<'a> {
                     oc_blocks,
                     pad_top: l.pad_before(is.h) as i32,
                     pad_left: l.pad_before(is.w) as i32,
-                    _pad: [0; 2],
+                    stats_base,
+                    _pad: 0,
                 }),
                 win,
                 wout,
                 r1 - r0,
             ));
+            let [x, y, _] = workgroups(r1 - r0);
+            stats_base += x * y;
         }
-        let (kernel, overrides): (Kernel, Overrides) = match l.op {
-            Op::Conv => (
-                if self.ctx.subgroups { Kernel::Conv2dSubgroup } else { Kernel::Conv2d },
-                vec![
+        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`).
+        let chunks = 8 * stats_base;
+        let stats = if epilogue {
+            let bytes = chunks as u64 * os.c as u64 * 16;
+            storage(self.device(), &format!("{} norm partials", l.name), bytes, wgpu::BufferUsages::empty())
+        } else {
+            self.placeholder_rw.clone()
+        };
+        let entry_point = if narrow { "main_narrow" } else { "main" };
+        let with_stats = kernel == Kernel::Conv2dSubgroup && entry_point == "main";
+        let mut overrides: Overrides = match l.op {
+            Op::Conv => vec![
                     ("K", l.kernel as f64),
                     ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
                     ("STRIDE", l.stride as f64),
                     ("UPSAMPLE", l.upsample as f64),
+                    ("NORM_IN", pending.is_some() as u32 as f64),
+                    ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
                 ],
-            ),
-            Op::ConvTranspose => (Kernel::ConvTranspose2d, vec![("K", l.kernel as f64)]),
+            Op::ConvTranspose => vec![("K", l.kernel as f64)],
         };
+        if kernel == Kernel::Conv2dSubgroup {
+            overrides.push(("STATS", epilogue as u32 as f64));
+        }
         for (params, win, wout, rows) in &params_bufs {
-            let cols = match l.op {
-                Op::Conv => os.w.div_ceil(pxn),
-                Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
-            };
-            let z = match l.op {
-                Op::Conv => oc_blocks,
-                Op::ConvTranspose => 2 * oc_blocks,
-            };
             groups.push((
                 vec![
                     entry(0, params.as_entire_binding()),
@@ -814,15 +902,18 @@ impl<'a> Builder<'a> {
                     entry(2, wbuf.as_entire_binding()),
                     entry(3, bbuf.as_entire_binding()),
                     entry(4, self.binding(tout, wout)),
-                ],
-                {
-                    let tw = cols.clamp(1, 8);
-                    [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
-                },
+                ]
+                .into_iter()
+                .chain((l.op == Op::Conv).then(|| entry(5, norm_in.as_entire_binding())))
+                .chain(with_stats.then(|| entry(6, stats.as_entire_binding())))
+                .collect(),
+                workgroups(*rows),
             ));
         }
-        let entry = if narrow { "main_narrow" } else { "main" };
-        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry, &overrides, groups);
+        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
+        if epilogue {
+            self.epilogue_stats = Some((stats, chunks));
+        }
 
         match &l.norm {
             Some(n) => {
@@ -854,7 +945,33 @@ impl<'a> Builder<'a> {
     ) -> Result<(), GpuError> {
         let t = self.tensors[index + 1];
         let s = t.shape;
-        // Statistics, band by band, into consecutive chunks of the partials buffer.
+        // Statistics: from the convolution's epilogue, or a pass of their own.
+        let (partials, chunks) = match self.epilogue_stats.take() {
+            Some(done) => done,
+            None => (scratch.partials.clone(), self.stats(l, t, scratch)?),
+        };
+        let params = self.uniform(&FinalizeParams { channels: s.c, chunks, eps, _pad: 0 });
+        // Each layer has its own coefficients: a deferred norm is read by the next layer.
+        let coef = storage(self.device(), &format!("{} norm coefficients", l.name), s.c as u64 * 8, wgpu::BufferUsages::empty());
+        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
+        let groups = vec![(
+            vec![
+                entry(0, params.as_entire_binding()),
+                entry(1, partials.as_entire_binding()),
+                entry(2, sbuf.as_entire_binding()),
+                entry(3, hbuf.as_entire_binding()),
+                entry(4, coef.as_entire_binding()),
+            ],
+            [s.c.div_ceil(64), 1, 1],
+        )];
+        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
+        self.apply_coef(index, l, &coef, residual)
+    }
+
+    /// Adds the statistics pass over tensor `t` (band by band, into consecutive chunks of the
+    /// partials buffer); returns the number of chunks.
+    fn stats(&mut self, l: &Layer, t: TensorRef, scratch: &NormScratch) -> Result<u32, GpuError> {
+        let s = t.shape;
         let bands = self.bands(s.h, &l.name, |r0, r1| vec![self.window(t, r0, r1).size])?;
         let mut groups = Vec::new();
         let mut chunk_base = 0u32;
@@ -867,28 +984,23 @@ impl<'a> Builder<'a> {
             chunk_base += chunks;
             keep.push((params, w, chunks));
         }
+        let vec4 = s.c % 4 == 0;
+        let placeholder = self.placeholder.clone();
         for (params, w, chunks) in &keep {
+            let x4 = if vec4 { self.binding(t, w) } else { placeholder.as_entire_binding() };
             groups.push((
-                vec![entry(0, params.as_entire_binding()), entry(1, self.binding(t, w)), entry(2, scratch.partials.as_entire_binding())],
-                [*chunks, s.c, 1],
+                vec![
+                    entry(0, params.as_entire_binding()),
+                    entry(1, self.binding(t, w)),
+                    entry(2, scratch.partials.as_entire_binding()),
+                    entry(3, x4),
+                ],
+                [*chunks, s.c.div_ceil(4), 1],
             ));
         }
-        self.push_groups(format!("{}:instance_norm_stats", l.name), Kernel::InstanceNormStats, &vec![], groups);
-
-        let params = self.uniform(&FinalizeParams { channels: s.c, chunks: chunk_base, eps, _pad: 0 });
-        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
-        let groups = vec![(
-            vec![
-                entry(0, params.as_entire_binding()),
-                entry(1, scratch.partials.as_entire_binding()),
-                entry(2, sbuf.as_entire_binding()),
-                entry(3, hbuf.as_entire_binding()),
-                entry(4, scratch.coef.as_entire_binding()),
-            ],
-            [s.c.div_ceil(64), 1, 1],
-        )];
-        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
-        self.apply_coef(index, l, &scratch.coef, residual)
+        let overrides = vec![("VEC4", vec4 as u32 as f64)];
+        self.push_groups(format!("{}:instance_norm_stats", l.name), Kernel::InstanceNormStats, &overrides, groups);
+        Ok(chunk_base)
     }
 
     /// Activation and residual without a norm: fixed coefficients.
@@ -933,7 +1045,14 @@ impl<'a> Builder<'a> {
             ("RELU", (l.activation == Activation::Relu) as u32 as f64),
             ("RESIDUAL", residual.is_some() as u32 as f64),
         ];
-        self.push_groups(format!("{}:instance_norm_apply", l.name), Kernel::InstanceNormApply, &overrides, groups);
+        let label = format!("{}:instance_norm_apply", l.name);
+        let step = self.step(label, Kernel::InstanceNormApply, "main", &overrides, groups);
+        if self.defer[index] {
+            self.pending = Some((coef.clone(), l.activation == Activation::Relu));
+            self.materialize[index] = Some(step);
+        } else {
+            self.steps.push(step);
+        }
         Ok(())
     }
 
@@ -950,13 +1069,26 @@ impl<'a> Builder<'a> {
         overrides: &Overrides,
         groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
     ) {
-        let pipeline = self.cache.get(&self.ctx.device, kernel, entry, overrides);
+        let step = self.step(label, kernel, entry, overrides, groups);
+        self.steps.push(step);
+    }
+
+    /// A step: one pipeline, one bind group and dispatch per band.
+    fn step(
+        &self,
+        label: String,
+        kernel: Kernel,
+        entry: &'static str,
+        overrides: &Overrides,
+        groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
+    ) -> Step {
+        let pipeline = self.ctx.pipelines().get(&self.ctx.device, kernel, entry, overrides);
         let layout = pipeline.get_bind_group_layout(0);
         let dispatches = groups
             .into_iter()
             .map(|(e, wg)| (self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&label), layout: &layout, entries: &e }), wg))
             .collect();
-        self.steps.push(Step { label, kernel, pipeline, dispatches });
+        Step { label, kernel, pipeline, dispatches }
     }
 }
 
