@@ -785,7 +785,7 @@ impl<'a> Builder<'a> {
     /// A storage buffer of `data` rounded to f16 (nearest, ties to even), padded to 4 bytes.
     fn init_f16(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
         let mut bits: Vec<u16> = data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-        while bits.is_empty() || bits.len() % 2 != 0 {
+        while bits.is_empty() || !bits.len().is_multiple_of(2) {
             bits.push(0);
         }
         self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
