@@ -115,7 +115,7 @@ pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
     }
     refuse_overwriting_inputs(args)?;
     match input_kind(&args.input) {
-        InputKind::Image if !is_dir_output(&args.output) => stylize_image(args),
+        InputKind::Image if !is_dir_output(&args.output) => stylize_image(args, &opts.gpu),
         _ => stylize_stream(args, opts),
     }
 }
@@ -147,12 +147,12 @@ fn report_written(args: &StylizeArgs, output: &Path, frames: Option<u64>) {
     }
 }
 
-fn stylize_image(args: &StylizeArgs) -> Result<(), AppError> {
+fn stylize_image(args: &StylizeArgs, gpu: &GpuOptions) -> Result<(), AppError> {
     // Cheap checks first: a bad output name must not cost a GPU run.
     media::image::output_format(&args.output)?;
     let (desc, weights) = load_model(&args.model)?;
     let frame = media::image::read_rgb(Path::new(&args.input))?;
-    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
+    let ctx = GpuContext::new(gpu)?;
     let started = Instant::now();
     let plan = NetworkPlan::new(&ctx, &desc, &weights, frame.width, frame.height)?;
     let out = plan.run(&frame.data)?;
@@ -212,7 +212,7 @@ pub(crate) fn dataflow_options_from(
         workers: run.workers.or(file.workers).unwrap_or(1).max(1),
         cluster,
         max_frames_in_flight: run.max_frames_in_flight.or(file.max_frames_in_flight).unwrap_or(4).max(1),
-        gpu: GpuOptions { adapter, ..Default::default() },
+        gpu: GpuOptions { adapter, precision: run.precision.or(file.precision).unwrap_or_default(), ..Default::default() },
         frames_per_batch: run.frames_per_batch.or(file.frames_per_batch).unwrap_or(1).max(1),
         retries: run.retries.or(file.retries).unwrap_or(2),
         fail_frame: run.fail_frame,
@@ -345,7 +345,7 @@ fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) ->
         report_written(args, &args.output, None);
         return Ok(());
     }
-    let ctx = GpuContext::new(&GpuOptions { adapter: args.model.adapter, ..Default::default() })?;
+    let ctx = GpuContext::new(&opts.gpu)?;
     let plan = NetworkPlan::new(&ctx, &desc, &weights, info.width, info.height)?;
     tracing::info!(adapter = %ctx.adapter(), width = info.width, height = info.height, frames = ?info.frames, "styling");
     let progress = Progress::new(mode, info.frames);
@@ -394,6 +394,8 @@ pub struct BenchReport {
     pub checked_shaders: bool,
     /// Instance norm with its own statistics and apply passes (`--unfused-norm`).
     pub unfused_norm: bool,
+    /// Precision the plan runs in, `auto` resolved: "f32" or "f16" (f16 convolution weights).
+    pub precision: String,
     /// Pipelines compiled on the device by the first plan.
     pub pipelines: usize,
     /// With `--second-plan`: plan build + first frame of the second plan on the same device
@@ -423,6 +425,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         no_subgroups: args.no_subgroups,
         checked_shaders: args.checked_shaders,
         unfused_norm: args.unfused_norm,
+        precision: args.precision,
         ..Default::default()
     };
     let ctx = GpuContext::new(&opts)?;
@@ -502,6 +505,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         batched_ms_per_frame,
         checked_shaders: args.checked_shaders,
         unfused_norm: args.unfused_norm,
+        precision: plan.precision().name().to_string(),
         pipelines,
         second_plan,
     })
@@ -510,7 +514,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
 /// Human-readable bench report.
 pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(out, "adapter      {}{}", r.adapter, if r.subgroups { ", subgroup kernels" } else { ", plain kernels" })?;
-    writeln!(out, "frame        {}x{}, {} frames timed", r.width, r.height, r.frames)?;
+    writeln!(out, "frame        {}x{}, {} frames timed, precision {}", r.width, r.height, r.frames, r.precision)?;
     writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
     writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;
     writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;

@@ -295,6 +295,12 @@ pub struct RunArgs {
     /// the command line win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Precision of the convolution weights on the GPU: f32, f16 (needs SHADER_F16; activations
+    /// and accumulation stay f32), or auto: f32 on CPU adapters, f16 on GPUs whose f16
+    /// self-check passes.
+    /// [default: auto, or the config's]
+    #[arg(long, value_enum, value_name = "PRECISION")]
+    pub precision: Option<crate::model::gpu::Precision>,
     /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
     #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
     pub fail_frame: Option<(u64, u32)>,
@@ -320,7 +326,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub frames: u32,
     /// Print one JSON object as the last line (keys: adapter, width, height, frames,
-    /// ms_per_frame, fps, gflops, kernels).
+    /// ms_per_frame, fps, gflops, kernels, precision).
     #[arg(long)]
     pub json: bool,
     /// Use the plain conv kernels even where the adapter has subgroups (for comparison).
@@ -338,6 +344,10 @@ pub struct BenchArgs {
     /// epilogue) and its own apply pass (not the next conv's input loads).
     #[arg(long)]
     pub unfused_norm: bool,
+    /// Precision of the convolution weights: f32, f16 (needs SHADER_F16; activations and
+    /// accumulation stay f32), or auto (f32 on CPU adapters, f16 on GPUs whose self-check passes).
+    #[arg(long, value_enum, default_value = "auto", value_name = "PRECISION")]
+    pub precision: crate::model::gpu::Precision,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its
     /// pipelines come from the device's cache) and on a fresh device (compiled anew), and
     /// report both times (plan build + first frame).

@@ -42,6 +42,39 @@ fn stylize_writes_the_golden_image() {
 }
 
 #[test]
+fn precision_flows_to_stylize_and_bench() {
+    // bench: auto is f32 on lavapipe (a CPU adapter); f16 when asked (lavapipe has SHADER_F16).
+    let precision = |extra: &[&str]| {
+        let mut args = vec!["bench", "--model", "udnie", "--size", "64x48", "--frames", "1", "--json"];
+        args.extend(extra);
+        let o = stylestream(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
+        (v["precision"].as_str().unwrap().to_string(), v["kernels"].to_string())
+    };
+    let (auto, auto_kernels) = precision(&[]);
+    assert_eq!(auto, "f32");
+    assert!(!auto_kernels.contains("_f16"), "{auto_kernels}");
+    assert_eq!(precision(&["--precision", "f32"]).0, "f32");
+    let (half, half_kernels) = precision(&["--precision", "f16"]);
+    assert_eq!(half, "f16");
+    assert!(half_kernels.contains("conv2d_subgroup_f16") || half_kernels.contains("conv2d_f16"), "{half_kernels}");
+    let o = stylestream(&["bench", "--model", "udnie", "--precision", "f8"]);
+    assert!(!o.status.success() && stderr(&o).contains("f8"), "{}", stderr(&o));
+    // stylize: the f16 image is within the f16 bound of the golden one.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cat.png");
+    let input = golden("input_64x48.png");
+    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "scream", "--precision", "f16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stylestream::media::image::read_rgb(&out).unwrap();
+    let want = stylestream::media::image::read_rgb(&golden("scream_64x48.png")).unwrap();
+    let d = stylestream::model::gpu::level_diff(&got.data, &want.data);
+    assert!(d.max_levels <= 3 && d.mean_levels <= 0.5, "{d:?}");
+}
+
+#[test]
 fn stylize_keeps_odd_sizes_and_writes_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("odd.png");

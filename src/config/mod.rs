@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub frames_per_batch: Option<u64>,
     /// Retries of a failed frame, each on another worker.
     pub retries: Option<u32>,
+    /// GPU precision of the convolution weights: "f32", "f16" or "auto" (the default).
+    pub precision: Option<crate::model::gpu::Precision>,
     /// Several processes: the addresses of all of them, in process order.
     pub cluster: Option<ClusterConfig>,
 }
@@ -103,5 +105,8 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
         assert!(toml::from_str::<RunConfig>("wrokers = 2").is_err(), "unknown fields are refused");
+        let c: RunConfig = toml::from_str("precision = \"f16\"").unwrap();
+        assert_eq!(c.precision, Some(crate::model::gpu::Precision::F16));
+        assert!(toml::from_str::<RunConfig>("precision = \"f8\"").is_err(), "an unknown precision is refused");
     }
 }

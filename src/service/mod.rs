@@ -80,6 +80,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         frames_per_batch: None,
         retries: None,
         config: None,
+        precision: None,
         fail_frame: None,
     };
     let opts = dataflow_options_from(&run, &config.dataflow, None, None)?;

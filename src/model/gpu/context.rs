@@ -27,6 +27,32 @@ pub struct GpuOptions {
     /// Unfused instance norm, for comparison: a statistics pass after every convolution (not
     /// the conv's epilogue) and an apply pass for every norm (not the next conv's loads).
     pub unfused_norm: bool,
+    /// Storage precision of the convolution weights (see `Precision`).
+    pub precision: Precision,
+}
+
+/// Precision of the network on the GPU. `F16` stores the convolution weights as f16 (kernels
+/// `*_f16.wgsl`, feature SHADER_F16); activations, bias, instance-norm statistics and
+/// coefficients, and all accumulation stay f32. `Auto` (the default) is f32 on CPU adapters and
+/// on adapters without SHADER_F16; on other adapters each plan uses f16 only when a self-check
+/// at 64x48 (`NetworkPlan::f16_self_check`) passes against f32, else f32 with a log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
+    #[default]
+    Auto,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Auto => "auto",
+        }
+    }
 }
 
 /// What the adapter is, for logs and benchmark reports.
@@ -62,6 +88,12 @@ pub struct GpuContext {
     pipelines: Mutex<PipelineCache>,
     /// See `GpuOptions::unfused_norm`.
     pub(super) unfused_norm: bool,
+    /// See `GpuOptions::precision`.
+    pub(super) precision: Precision,
+    /// The device was created with SHADER_F16 (the adapter has it and f16 may be used).
+    pub(super) f16: bool,
+    /// A CPU adapter (lavapipe, WARP, ...): `Precision::Auto` means f32 there.
+    pub(super) cpu: bool,
 }
 
 impl GpuContext {
@@ -104,6 +136,17 @@ impl GpuContext {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        if opts.precision == Precision::F16 && !has_f16 {
+            return Err(GpuError::NoF16 { adapter: info.to_string() });
+        }
+        // Only where f16 may be used: `Auto` is f32 on CPU adapters, which keep the device
+        // (and so the f32 output) they had before f16 existed.
+        let cpu = raw.device_type == wgpu::DeviceType::Cpu;
+        let f16 = has_f16 && (opts.precision == Precision::F16 || (opts.precision == Precision::Auto && !cpu));
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
         // Everything the adapter offers, not WebGPU's defaults: frames need the largest
         // buffers there are, and tiled kernels the real workgroup memory (16 KiB by default,
         // 32 KiB on lavapipe, 48 KiB on NVIDIA).
@@ -141,6 +184,9 @@ impl GpuContext {
             subgroups,
             pipelines: Mutex::new(PipelineCache::new(!opts.checked_shaders)),
             unfused_norm: opts.unfused_norm,
+            precision: opts.precision,
+            f16,
+            cpu,
         })
     }
 
@@ -162,6 +208,16 @@ impl GpuContext {
     /// Whether the subgroup kernel variants are in use.
     pub fn uses_subgroups(&self) -> bool {
         self.subgroups
+    }
+
+    /// The precision asked for (`Auto` is resolved per plan: `NetworkPlan::precision`).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether the device has SHADER_F16 enabled (the adapter has it and f32 was not forced).
+    pub fn has_f16(&self) -> bool {
+        self.f16
     }
 
     /// Whether per-kernel timestamps are being recorded.

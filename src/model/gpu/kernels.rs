@@ -15,10 +15,14 @@ pub enum Kernel {
     InstanceNormApply,
     Rgb8ToF32,
     ToRgb8,
+    /// `conv2d` with f16 weights (see `Kernel::half`).
+    Conv2dF16,
+    Conv2dSubgroupF16,
+    ConvTranspose2dF16,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
@@ -27,6 +31,9 @@ impl Kernel {
         Kernel::InstanceNormApply,
         Kernel::Rgb8ToF32,
         Kernel::ToRgb8,
+        Kernel::Conv2dF16,
+        Kernel::Conv2dSubgroupF16,
+        Kernel::ConvTranspose2dF16,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +46,9 @@ impl Kernel {
             Kernel::InstanceNormApply => "instance_norm_apply",
             Kernel::Rgb8ToF32 => "rgb8_to_f32",
             Kernel::ToRgb8 => "to_rgb8",
+            Kernel::Conv2dF16 => "conv2d_f16",
+            Kernel::Conv2dSubgroupF16 => "conv2d_subgroup_f16",
+            Kernel::ConvTranspose2dF16 => "conv_transpose2d_f16",
         }
     }
 
@@ -49,7 +59,23 @@ impl Kernel {
 
     /// Whether the shader needs the SUBGROUP feature.
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Kernel::Conv2dSubgroup)
+        matches!(self, Kernel::Conv2dSubgroup | Kernel::Conv2dSubgroupF16)
+    }
+
+    /// Whether the shader needs the SHADER_F16 feature.
+    pub fn needs_f16(self) -> bool {
+        matches!(self, Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::ConvTranspose2dF16)
+    }
+
+    /// The variant of a convolution kernel that reads f16 weights (same bindings, overrides,
+    /// layouts and dispatch; weights bound as `array<vec4<f16>>`); other kernels are their own.
+    pub fn half(self) -> Kernel {
+        match self {
+            Kernel::Conv2d => Kernel::Conv2dF16,
+            Kernel::Conv2dSubgroup => Kernel::Conv2dSubgroupF16,
+            Kernel::ConvTranspose2d => Kernel::ConvTranspose2dF16,
+            k => k,
+        }
     }
 
     pub fn source(self) -> &'static str {
@@ -62,6 +88,9 @@ impl Kernel {
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
             Kernel::Rgb8ToF32 => include_str!("../../../shaders/rgb8_to_f32.wgsl"),
             Kernel::ToRgb8 => include_str!("../../../shaders/to_rgb8.wgsl"),
+            Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
+            Kernel::Conv2dSubgroupF16 => include_str!("../../../shaders/conv2d_subgroup_f16.wgsl"),
+            Kernel::ConvTranspose2dF16 => include_str!("../../../shaders/conv_transpose2d_f16.wgsl"),
         }
     }
 }

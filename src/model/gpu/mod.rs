@@ -6,9 +6,9 @@ mod kernels;
 mod plan;
 mod weights;
 
-pub use context::{AdapterSummary, GpuContext, GpuOptions};
+pub use context::{AdapterSummary, GpuContext, GpuOptions, Precision};
 pub use kernels::Kernel;
-pub use plan::{FrameOutput, KernelTime, NetworkPlan};
+pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 
 /// Errors of the GPU path, each with what was asked and what the adapter offered.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum GpuError {
     Device { context: String, reason: String },
     #[error("network not supported on the GPU: {0}")]
     Unsupported(String),
+    #[error("f16 precision requested, but adapter `{adapter}` has no SHADER_F16 (use --precision f32 or auto)")]
+    NoF16 { adapter: String },
     #[error("unknown layer `{0}`")]
     UnknownLayer(String),
 }

@@ -30,13 +30,34 @@ use std::sync::mpsc;
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::context::{scoped, GpuContext};
+use super::context::{scoped, GpuContext, Precision};
 use super::kernels::{Kernel, Overrides};
 use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
 use crate::model::geometry::working_size;
 use crate::model::weights::Weights;
+
+/// The f16 accuracy bound (8-bit levels against f32 or the golden outputs): the largest
+/// difference of any value, and the mean difference over all values.
+pub const F16_MAX_LEVELS: u8 = 3;
+pub const F16_MEAN_LEVELS: f64 = 0.5;
+/// Frame size of the f16 self-check of `Precision::Auto`.
+const SELF_CHECK_SIZE: (u32, u32) = (64, 48);
+
+/// An f16 plan against the f32 plan on the same input: 8-bit level differences.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfCheck {
+    pub max_levels: u8,
+    pub mean_levels: f64,
+}
+
+impl SelfCheck {
+    /// Within `F16_MAX_LEVELS` and `F16_MEAN_LEVELS`.
+    pub fn passes(&self) -> bool {
+        self.max_levels <= F16_MAX_LEVELS && self.mean_levels <= F16_MEAN_LEVELS
+    }
+}
 
 /// Pixels per workgroup of the instance-norm statistics kernel.
 const STATS_CHUNK_PIXELS: u32 = 4096;
@@ -176,6 +197,8 @@ pub struct NetworkPlan {
     staging_rgb: wgpu::Buffer,
     staging_f32: wgpu::Buffer,
     timing: Option<Timing>,
+    /// Convolution weights stored as f16 (the `*_f16` kernels).
+    half: bool,
     /// Per-frame upload and readback buffers of batched runs, grown to the largest batch seen.
     batch_io: std::sync::Mutex<Vec<BatchIo>>,
 }
@@ -210,6 +233,8 @@ struct Builder<'a> {
     placeholder_rw: wgpu::Buffer,
     /// The norm partials the last convolution wrote in its epilogue, and their chunk count.
     epilogue_stats: Option<(wgpu::Buffer, u32)>,
+    /// Convolution weights as f16, read by the `*_f16` kernels.
+    half: bool,
 }
 
 impl NetworkPlan {
@@ -224,7 +249,71 @@ impl NetworkPlan {
         if width == 0 || height == 0 {
             return Err(GpuError::FrameSize { width, height, reason: "width and height must be at least 1".into() });
         }
-        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height))?
+        let half = match ctx.precision {
+            Precision::F32 => false,
+            Precision::F16 if ctx.f16 => true,
+            Precision::F16 => return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() }),
+            Precision::Auto => Self::auto_half(ctx, desc, weights)?,
+        };
+        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, half))?
+    }
+
+    /// `Precision::Auto`: f32 on CPU adapters and without SHADER_F16; elsewhere f16 when the
+    /// self-check passes.
+    fn auto_half(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<bool, GpuError> {
+        if ctx.cpu {
+            return Ok(false);
+        }
+        if !ctx.f16 {
+            tracing::info!(adapter = %ctx.adapter, "precision auto: f32 (the adapter has no SHADER_F16)");
+            return Ok(false);
+        }
+        let check = Self::f16_self_check(ctx, desc, weights)?;
+        if check.passes() {
+            tracing::info!(adapter = %ctx.adapter, max_levels = check.max_levels, mean_levels = check.mean_levels, "precision auto: f16 (self-check passed)");
+            Ok(true)
+        } else {
+            tracing::warn!(
+                adapter = %ctx.adapter,
+                max_levels = check.max_levels,
+                mean_levels = check.mean_levels,
+                "precision auto: f32 (the f16 self-check differs from f32 by more than {F16_MAX_LEVELS} levels max or {F16_MEAN_LEVELS} mean)"
+            );
+            Ok(false)
+        }
+    }
+
+    /// Runs one fixed pseudo-random 64x48 frame through an f32 and an f16 plan of the network
+    /// and compares their 8-bit outputs. Needs a device with SHADER_F16 (`has_f16`).
+    pub fn f16_self_check(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<SelfCheck, GpuError> {
+        if !ctx.f16 {
+            return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() });
+        }
+        let (w, h) = SELF_CHECK_SIZE;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let frame: Vec<u8> = (0..w * h * 3)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        let run = |half: bool| -> Result<Vec<u8>, GpuError> {
+            let plan = scoped(&ctx.device, "building the f16 self-check plan", || Self::build(ctx, desc, weights, w, h, half))??;
+            Ok(plan.run(&frame)?.rgb)
+        };
+        let (full, halved) = (run(false)?, run(true)?);
+        Ok(level_diff(&full, &halved))
+    }
+
+    /// Whether this plan's convolution weights are f16 (`Precision::Auto` resolved).
+    pub fn precision(&self) -> Precision {
+        if self.half {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
     }
 
     fn build(
@@ -233,6 +322,7 @@ impl NetworkPlan {
         weights: &Weights,
         width: u32,
         height: u32,
+        half: bool,
     ) -> Result<Self, GpuError> {
         let device = &ctx.device;
         let (ww, wh) = working_size(desc, width, height);
@@ -307,6 +397,7 @@ impl NetworkPlan {
             placeholder,
             placeholder_rw: storage(device, "unused output", 16, wgpu::BufferUsages::empty()),
             epilogue_stats: None,
+            half,
         };
         b.unpack(&input, width, height, desc.input_scale);
         let mut layer_done = Vec::with_capacity(desc.layers.len());
@@ -354,6 +445,7 @@ impl NetworkPlan {
             staging_rgb,
             staging_f32,
             batch_io: Default::default(),
+            half,
             timing,
         })
     }
@@ -690,6 +782,19 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// A storage buffer of `data` rounded to f16 (nearest, ties to even), padded to 4 bytes.
+    fn init_f16(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        let mut bits: Vec<u16> = data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        while bits.is_empty() || !bits.len().is_multiple_of(2) {
+            bits.push(0);
+        }
+        self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&bits),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    }
+
     /// The binding window of rows `[r0, r1)` of tensor `t`.
     fn window(&self, t: TensorRef, r0: u32, r1: u32) -> Window {
         let row = t.shape.w as u64 * t.shape.c as u64 * 4;
@@ -812,7 +917,12 @@ impl<'a> Builder<'a> {
             return Err(GpuError::Unsupported(format!("layer `{}` cannot apply the previous layer's norm", l.name)));
         }
         let norm_in = pending.as_ref().map_or(&self.placeholder, |(c, _)| c).clone();
-        let wbuf = self.init(&format!("{} weights", l.name), &blocked(l, weights.get(&l.weight)));
+        let blocked_weights = blocked(l, weights.get(&l.weight));
+        let wbuf = if self.half {
+            self.init_f16(&format!("{} weights (f16)", l.name), &blocked_weights)
+        } else {
+            self.init(&format!("{} weights", l.name), &blocked_weights)
+        };
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
@@ -910,6 +1020,8 @@ impl<'a> Builder<'a> {
                 workgroups(*rows),
             ));
         }
+        // The f16 variants have the same bindings, overrides and dispatch; only the weights differ.
+        let kernel = if self.half { kernel.half() } else { kernel };
         self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
         if epilogue {
             self.epilogue_stats = Some((stats, chunks));
@@ -1090,6 +1202,13 @@ impl<'a> Builder<'a> {
             .collect();
         Step { label, kernel, pipeline, dispatches }
     }
+}
+
+/// 8-bit level differences of two frames of the same size: largest and mean.
+pub fn level_diff(a: &[u8], b: &[u8]) -> SelfCheck {
+    let max_levels = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    SelfCheck { max_levels, mean_levels: sum as f64 / a.len().max(1) as f64 }
 }
 
 fn entry(binding: u32, resource: wgpu::BindingResource<'_>) -> wgpu::BindGroupEntry<'_> {
