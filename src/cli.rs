@@ -36,7 +36,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Style one image (PNG or JPEG) and write the result (PNG or JPEG, by OUTPUT's extension).
+    /// Style an image, a video (audio copied) or a sequence of frames, and write the result.
     Stylize(StylizeArgs),
     /// Measure the network's speed on the GPU with a synthetic frame.
     Bench(BenchArgs),
