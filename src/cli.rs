@@ -247,6 +247,18 @@ pub struct EncodeArgs {
     pub preset: String,
 }
 
+impl EncodeArgs {
+    /// What a manifest records of these settings (a request with other settings is another
+    /// job): codec, crf and preset.
+    pub fn manifest_settings(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            ("codec".to_string(), self.codec.clone()),
+            ("crf".to_string(), self.crf.to_string()),
+            ("preset".to_string(), self.preset.clone()),
+        ])
+    }
+}
+
 /// Several processes, possibly on several hosts.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {

@@ -531,20 +531,7 @@ fn a_job_failing_past_its_retry_budget_is_dead_lettered_with_the_reason() {
 /// once space is freed; an input larger than the whole disk is refused as `oversized-input`.
 #[test]
 fn a_full_work_disk_makes_jobs_wait_and_an_input_that_can_never_fit_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(work.path()).output().unwrap();
-    assert!(mount.status.success(), "mount: {}", String::from_utf8_lossy(&mount.stderr));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(work.path().to_path_buf());
+    let Some(work) = Tmpfs::mount("4m") else { return };
     let extra = Extra::default().service(&format!("work_dir = \"{}\"\nstaging_factor = 3.0", work.path().display()));
     let mut svc = Svc::with("", extra);
     clip(&svc.media().join("in/a.mp4"), 3, "64x48");
@@ -575,20 +562,7 @@ fn a_full_work_disk_makes_jobs_wait_and_an_input_that_can_never_fit_is_refused()
 /// passing trouble, retried — not `corrupt-input` — and the job completes once there is room.
 #[test]
 fn a_disk_that_fills_while_encoding_is_waited_out_not_called_corrupt() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(work.path()).output().unwrap();
-    assert!(mount.status.success(), "mount: {}", String::from_utf8_lossy(&mount.stderr));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(work.path().to_path_buf());
+    let Some(work) = Tmpfs::mount("2m") else { return };
     let extra = Extra::default().service(&format!("work_dir = \"{}\"\nstaging_factor = 1.0", work.path().display()));
     let mut svc = Svc::with("", extra);
     // A flat grey input compresses to almost nothing; its styled frames do not.
@@ -610,6 +584,33 @@ fn a_disk_that_fills_while_encoding_is_waited_out_not_called_corrupt() {
     wait_for("the job once the disk has room", 180, || svc.media().join("out/grey.mp4.manifest.json").exists());
     assert_eq!(ready(&format!("{}.dead", svc.queue)), 0, "a full disk was dead-lettered");
     assert!(svc.stop());
+}
+
+/// A small tmpfs on a fresh directory, unmounted when dropped; `None` (and a "skipped" line)
+/// when not root, since only root may mount one (CI runs as root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        if !is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mount = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output().unwrap();
+        assert!(mount.status.success(), "mount: {}", String::from_utf8_lossy(&mount.stderr));
+        Some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
 }
 
 fn is_root() -> bool {

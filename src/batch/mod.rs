@@ -105,7 +105,7 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
         for gone in hashes.forget_except(&present) {
             planner.remove_video(&gone);
         }
-        for (content, model) in finished_pairs(&args.output, &settings_of(&args.encode)) {
+        for (content, model) in finished_pairs(&args.output, &args.encode.manifest_settings()) {
             planner.done(&content, &model);
         }
         let work: Vec<WorkItem> =
@@ -229,15 +229,10 @@ fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encod
         output_size,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
-        settings: settings_of(encode),
+        settings: encode.manifest_settings(),
     };
     crate::media::write_atomic(&path, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
     Ok(frames)
-}
-
-/// The encoder settings a manifest records (a run with other settings makes its outputs again).
-fn settings_of(e: &crate::cli::EncodeArgs) -> std::collections::BTreeMap<String, String> {
-    std::collections::BTreeMap::from([("codec".to_string(), e.codec.clone()), ("crf".to_string(), e.crf.to_string()), ("preset".to_string(), e.preset.clone())])
 }
 
 /// The (content, model) pairs whose output in `dir` is complete: a manifest that parses, was

@@ -326,7 +326,7 @@ fn stage(
     }
     let etag = input_meta.etag.clone().unwrap_or_default();
     let encode = encode_of(ctx, &request);
-    let settings = settings_map(&encode);
+    let settings = encode.manifest_settings();
     match ctx.media.is_done(&output_key, &etag, &weights.sha256, &settings) {
         Ok(true) => return Err(Outcome::AlreadyDone { output: output_key.to_string() }),
         Ok(false) => {}
@@ -371,11 +371,6 @@ fn encode_of(ctx: &Ctx, request: &JobRequest) -> EncodeArgs {
         crf: request.crf.unwrap_or(ctx.config.service.crf),
         preset: request.preset.clone().unwrap_or_else(|| ctx.config.service.preset.clone()),
     }
-}
-
-/// The settings map of a manifest (version 2).
-fn settings_map(e: &EncodeArgs) -> BTreeMap<String, String> {
-    BTreeMap::from([("codec".to_string(), e.codec.clone()), ("crf".to_string(), e.crf.to_string()), ("preset".to_string(), e.preset.clone())])
 }
 
 /// Messages name objects, never the local staging files.
