@@ -20,8 +20,8 @@ print(f"256x144 network only (bench): {m['fps']:.3f} fps   end to end (stylize, 
       f"   ratio {e['steady_fps'] / m['fps']:.3f}")
 PY
 
-# The dataflow (default) against the direct pipeline, same clip, same run.
-for mode in --direct "--workers 1" "--workers 2"; do
+# The dataflow engine with one and two workers, same clip, same run.
+for mode in "--workers 1" "--workers 2"; do
   extra="$mode"
   r=$("$BIN" stylize "$T/clip256.mp4" -o "$T/df.mp4" --model udnie --progress json $extra 2>&1 | grep '^{' | tail -n 1)
   echo "256x144 $mode: steady $(python3 -c "import json,sys; print(json.loads(sys.argv[1])['steady_fps'])" "$r") fps"

@@ -3,14 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::{BenchArgs, ClusterArgs, EncodeArgs, ModelArgs, RunArgs, StylizeArgs};
+use crate::cli::{BatchArgs, BenchArgs, ClusterArgs, ModelArgs, RunArgs, StylizeArgs};
+use crate::job::open::{input_kind, is_dir_output, open_job, InputKind};
 use crate::frame::RgbFrame;
-use crate::media::policy::InputPolicy;
-use crate::media::sequence::{SequenceReader, SequenceWriter, FPS_SIDECAR};
-use crate::media::video_in::VideoDecoder;
-use crate::media::video_out::{Companion, EncodeSettings, VideoEncoder};
-use crate::media::{self, MediaError, Sink, Source};
-use crate::pipeline::{self, PipelineError, PipelineOptions};
+use crate::media::{self, MediaError};
+use crate::dataflow::PipelineError;
+use crate::stop::StopToken;
 use crate::telemetry::progress::{Progress, ProgressMode};
 use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
 use crate::model::{ModelError, NetworkDescription, Weights};
@@ -32,81 +30,43 @@ pub enum AppError {
     Service(#[from] crate::service::ServiceError),
     #[error(transparent)]
     Zoo(#[from] crate::zoo::ZooError),
+    #[error(transparent)]
+    Open(#[from] crate::job::OpenError),
+    #[error(transparent)]
+    Batch(#[from] crate::batch::BatchError),
     #[error("{0}")]
     Usage(String),
-    #[error("model `{name}` not found: no such file, and no {name}.safetensors or {name}.onnx in {searched} \
-(set STYLESTREAM_MODELS_DIR, `stylestream models fetch NAME`, or see README.md for where to get models)")]
-    ModelNotFound { name: String, searched: String },
 }
 
-/// The description and checked weights named on the command line. An `.onnx` model carries its
-/// own description (its graph); `--network` is then ignored.
-pub fn load_model(args: &ModelArgs) -> Result<(NetworkDescription, Weights), AppError> {
-    let path = resolve_model(&args.model)?;
-    if crate::model::onnx::is_onnx(&path) {
-        let (desc, weights) = crate::model::onnx::load(&path)?;
-        tracing::info!(model = %path.display(), sha256 = %weights.sha256, network = %desc.name, layers = desc.layers.len(), "ONNX model imported");
-        return Ok((desc, weights));
-    }
-    let desc = NetworkDescription::load(&args.network)?;
-    let weights = Weights::load(&path, &desc)?;
-    tracing::info!(model = %path.display(), sha256 = %weights.sha256, network = %desc.name, "model loaded");
-    Ok((desc, weights))
+/// The description and checked weights named on the command line (a path, or a name in
+/// `$STYLESTREAM_MODELS_DIR`). An `.onnx` model carries its own description (its graph);
+/// `--network` is then ignored.
+pub fn load_model(args: &ModelArgs) -> Result<(std::sync::Arc<NetworkDescription>, std::sync::Arc<Weights>), AppError> {
+    let m = crate::model::load::load(&args.model, crate::model::load::env_dir().as_deref(), &args.network, None)?;
+    Ok((m.desc, m.weights))
 }
 
-/// A model argument is a path, or a bare name looked up in `$STYLESTREAM_MODELS_DIR`.
-pub(crate) fn resolve_model(model: &str) -> Result<PathBuf, AppError> {
-    let path = PathBuf::from(model);
-    let bare = path.components().count() == 1 && path.extension().is_none();
-    if !bare {
-        return Ok(path);
-    }
-    let dir = std::env::var_os("STYLESTREAM_MODELS_DIR").map(PathBuf::from);
-    for ext in ["safetensors", "onnx"] {
-        if let Some(candidate) = dir.as_ref().map(|d| d.join(format!("{model}.{ext}"))) {
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    if path.is_file() {
-        return Ok(path);
-    }
-    Err(AppError::ModelNotFound {
-        name: model.to_string(),
-        searched: dir.map_or("$STYLESTREAM_MODELS_DIR (unset)".into(), |d| d.display().to_string()),
-    })
+/// `batch`: the command line's options, then the batch run.
+pub fn batch(args: &BatchArgs, shutdown: &StopToken) -> Result<crate::batch::Summary, AppError> {
+    let options = crate::batch::BatchOptions {
+        inputs: args.inputs.clone(),
+        output: args.output.clone(),
+        styles: args.styles.clone(),
+        network: args.network.clone(),
+        format: args.format.clone(),
+        jobs: args.jobs,
+        watch: args.watch,
+        encode: args.encode.settings(),
+        progress: args.run.progress,
+        quiet: args.run.quiet,
+        dataflow: dataflow_options(&args.run, None, args.adapter)?,
+    };
+    Ok(crate::batch::run(&options, shutdown)?)
 }
 
-/// What the input of `stylize` is.
-enum InputKind {
-    Image,
-    Video,
-    Sequence,
-}
-
-fn input_kind(input: &str) -> InputKind {
-    let path = Path::new(input);
-    if path.is_dir() || (!path.exists() && media::sequence::is_pattern(input)) {
-        return InputKind::Sequence;
-    }
-    if media::image::looks_like_image(path) {
-        InputKind::Image
-    } else {
-        InputKind::Video
-    }
-}
-
-/// Whether OUTPUT names a directory of frames.
-fn is_dir_output(output: &Path) -> bool {
-    output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/')
-}
-
-fn is_image_output(output: &Path) -> bool {
-    media::image::output_format(output).is_ok()
-}
-
-pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
+/// `stylize`: an image, a video or a frame sequence. `shutdown` (Ctrl-C) stops it; nothing is
+/// published then.
+pub fn stylize(args: &StylizeArgs, shutdown: &StopToken) -> Result<(), AppError> {
     // Read once, here: a bad configuration is refused whatever the input is.
     let opts = dataflow_options(&args.run, Some(&args.cluster), args.model.adapter)?;
     let path = Path::new(&args.input);
@@ -116,7 +76,7 @@ pub fn stylize(args: &StylizeArgs) -> Result<(), AppError> {
     refuse_overwriting_inputs(args)?;
     match input_kind(&args.input) {
         InputKind::Image if !is_dir_output(&args.output) => stylize_image(args, &opts.gpu),
-        _ => stylize_stream(args, opts),
+        _ => stylize_stream(args, opts, shutdown),
     }
 }
 
@@ -176,7 +136,7 @@ pub(crate) fn dataflow_options(
 }
 
 /// As `dataflow_options`, with the configuration already read.
-pub(crate) fn dataflow_options_from(
+fn dataflow_options_from(
     run: &RunArgs,
     file: &crate::config::RunConfig,
     cluster: Option<&ClusterArgs>,
@@ -208,68 +168,16 @@ pub(crate) fn dataflow_options_from(
         }
         Some(crate::dataflow::Cluster { process, addresses: hosts[..processes].to_vec() })
     };
-    Ok(crate::dataflow::DataflowOptions {
-        workers: run.workers.or(file.workers).unwrap_or(1).max(1),
-        cluster,
-        max_frames_in_flight: run.max_frames_in_flight.or(file.max_frames_in_flight).unwrap_or(4).max(1),
-        gpu: GpuOptions { adapter, precision: run.precision.or(file.precision).unwrap_or_default(), ..Default::default() },
-        frames_per_batch: run.frames_per_batch.or(file.frames_per_batch).unwrap_or(1).max(1),
-        retries: run.retries.or(file.retries).unwrap_or(2),
+    let overrides = crate::config::RunOverrides {
+        workers: run.workers,
+        max_frames_in_flight: run.max_frames_in_flight,
+        frames_per_batch: run.frames_per_batch,
+        retries: run.retries,
+        precision: run.precision,
         fail_frame: run.fail_frame,
-        gpus: file.gpus.clone(),
-    })
-}
-
-/// Opens one job's source (video or frames) and sink (video or frame directory), trusting the
-/// input as a file the user named (see `open_job_with`).
-pub(crate) fn open_job(
-    input: &str,
-    output: &Path,
-    fps: Option<crate::frame::Rate>,
-    encode: &EncodeArgs,
-) -> Result<(Source, Sink), AppError> {
-    open_job_with(input, output, fps, encode, &InputPolicy::Trusted)
-}
-
-/// `open_job` with the input (video or frames) opened under `policy`:
-/// `InputPolicy::Restricted(limits)` for files someone else wrote (stored objects).
-pub(crate) fn open_job_with(
-    input: &str,
-    output: &Path,
-    fps: Option<crate::frame::Rate>,
-    encode: &EncodeArgs,
-    policy: &InputPolicy,
-) -> Result<(Source, Sink), AppError> {
-    let dir_out = is_dir_output(output);
-    let (source, names, companion) = match input_kind(input) {
-        InputKind::Sequence => {
-            let reader = SequenceReader::open_with(input, fps, policy)?;
-            let names = reader.names();
-            (Source::Sequence(reader), Some(names), Companion::default())
-        }
-        _ => {
-            let path = PathBuf::from(input);
-            let decoder = VideoDecoder::open_with(&path, policy)?;
-            (Source::Video(decoder), None, Companion { path: Some(path), policy: policy.clone() })
-        }
+        adapter,
     };
-    let info = source.info().clone();
-    if !dir_out && is_image_output(output) {
-        return Err(AppError::Usage(format!(
-            "{}: a video or frame sequence cannot be written as one image; name a video file or a directory ending in /",
-            output.display()
-        )));
-    }
-    let sink = if dir_out {
-        Sink::Sequence(SequenceWriter::create(output, names)?)
-    } else {
-        if info.frame_rate.num <= 0 {
-            return Err(MediaError::NoFrameRate { what: format!("making a video from {input}"), sidecar: FPS_SIDECAR }.into());
-        }
-        let settings = EncodeSettings { codec: encode.codec.clone(), crf: encode.crf, preset: encode.preset.clone() };
-        Sink::Video(Box::new(VideoEncoder::create(output, &info, &settings, &companion)?))
-    };
-    Ok((source, sink))
+    Ok(file.resolve(&overrides, cluster))
 }
 
 /// `--and IN=OUT` jobs, parsed.
@@ -286,25 +194,24 @@ fn extra_jobs(args: &StylizeArgs) -> Result<Vec<(String, PathBuf)>, AppError> {
 
 /// Several videos in one dataflow, each with its own sink: all are attempted; the first error
 /// is returned after every job has ended (the others' outputs are published).
-fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
+fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions, shutdown: &StopToken) -> Result<(), AppError> {
     let helper = opts.cluster.as_ref().is_some_and(|c| c.process != 0);
     let (desc, weights) = load_model(&args.model)?;
-    let (desc, weights) = (std::sync::Arc::new(desc), std::sync::Arc::new(weights));
-    let mut jobs = vec![(args.input.clone(), args.output.clone())];
+        let mut jobs = vec![(args.input.clone(), args.output.clone())];
     jobs.extend(extra_jobs(args)?);
     let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
     let mut ends = Vec::new();
     for (input, output) in &jobs {
-        let job = |ends| crate::dataflow::Job { ends, desc: desc.clone(), weights: weights.clone() };
+        let job = |ends| crate::dataflow::Job::new(ends, desc.clone(), weights.clone());
         if helper {
             ends.push(job(None));
             continue;
         }
-        let (source, sink) = open_job(input, output, args.fps, &args.encode)?;
+        let (source, sink) = open_job(input, output, args.fps, &args.encode.settings())?;
         let progress = Progress::new(if jobs.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
         ends.push(job(Some((source, sink, progress))));
     }
-    let results = crate::dataflow::run_jobs(ends, opts);
+    let results = crate::dataflow::run_jobs(ends, opts, shutdown);
     let mut first_error = None;
     for ((_, output), r) in jobs.iter().zip(results) {
         match r {
@@ -325,35 +232,21 @@ fn stylize_many(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> R
 }
 
 /// A video or an image sequence, to a video or a directory of frames.
-fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions) -> Result<(), AppError> {
+fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions, shutdown: &StopToken) -> Result<(), AppError> {
     if !args.and.is_empty() || opts.cluster.as_ref().is_some_and(|c| c.process != 0) {
-        if args.direct {
-            return Err(AppError::Usage("--and runs several videos in the dataflow: drop --direct".into()));
-        }
-        return stylize_many(args, opts);
+        return stylize_many(args, opts, shutdown);
     }
     let (desc, weights) = load_model(&args.model)?;
-    let (source, sink) = open_job(&args.input, &args.output, args.fps, &args.encode)?;
+    let (source, sink) = open_job(&args.input, &args.output, args.fps, &args.encode.settings())?;
     let info = source.info().clone();
     let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
-    if !args.direct {
-        let workers = opts.workers;
-        let progress = Progress::new(mode, info.frames);
-        let started = Instant::now();
-        let frames = crate::dataflow::run(Some((source, sink, progress)), std::sync::Arc::new(desc), std::sync::Arc::new(weights), opts)?;
-        tracing::info!(frames, workers, secs = started.elapsed().as_secs_f64(), "done (dataflow)");
-        report_written(args, &args.output, None);
-        return Ok(());
-    }
-    let ctx = GpuContext::new(&opts.gpu)?;
-    let plan = NetworkPlan::new(&ctx, &desc, &weights, info.width, info.height)?;
-    tracing::info!(adapter = %ctx.adapter(), width = info.width, height = info.height, frames = ?info.frames, "styling");
+    let workers = opts.workers;
     let progress = Progress::new(mode, info.frames);
-    let stylize = |img: &RgbFrame| plan.run(&img.data).map(|out| RgbFrame::new(img.width, img.height, out.rgb));
     let started = Instant::now();
-    let frames = pipeline::run(source, stylize, sink, PipelineOptions { max_frames_in_flight: opts.max_frames_in_flight }, progress)?;
+    let job = crate::dataflow::Job::new(Some((source, sink, progress)), desc, weights);
+    let frames = crate::dataflow::run(job, opts, shutdown)?;
     let secs = started.elapsed().as_secs_f64();
-    tracing::info!(frames, secs, fps = frames as f64 / secs, "done");
+    tracing::info!(frames, workers, secs, fps = frames as f64 / secs.max(1e-9), "done");
     report_written(args, &args.output, None);
     Ok(())
 }
@@ -594,4 +487,58 @@ pub fn models(cmd: &crate::cli::ModelsCommand) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// `serve`: the service until SIGTERM.
+pub fn serve(args: &crate::cli::ServeArgs, shutdown: &StopToken) -> Result<(), AppError> {
+    Ok(crate::service::serve(&args.config, args.metrics_addr.clone(), shutdown)?)
+}
+
+/// `stylestream cancel`: publishes a control message that every running instance reads.
+pub fn cancel(args: &crate::cli::CancelArgs) -> Result<(), AppError> {
+    let config = match &args.config {
+        Some(p) => crate::service::config::ServiceConfig::load(p)?.broker,
+        None => toml::from_str::<crate::ingress::broker::BrokerConfig>("").map_err(|e| AppError::Usage(e.to_string()))?,
+    };
+    crate::ingress::event::check_id(&args.id).map_err(|e| AppError::Usage(e.to_string()))?;
+    let url = std::env::var(&config.url_env).unwrap_or_else(|_| config.url.clone());
+    let body = serde_json::to_vec(&serde_json::json!({ "schema": crate::ingress::event::CONTROL_SCHEMA, "cancel": args.id })).map_err(|e| AppError::Usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| AppError::Usage(e.to_string()))?;
+    rt.block_on(crate::ingress::broker::send_control(&url, &config, &body)).map_err(crate::service::ServiceError::from)?;
+    println!("{}", String::from_utf8_lossy(&body));
+    Ok(())
+}
+
+/// `stylestream submit`: publishes one job event with publisher confirms.
+pub fn submit(args: &crate::cli::SubmitArgs) -> Result<(), AppError> {
+    let config = match &args.config {
+        Some(p) => crate::service::config::ServiceConfig::load(p)?.broker,
+        None => toml::from_str::<crate::ingress::broker::BrokerConfig>("").map_err(|e| AppError::Usage(e.to_string()))?,
+    };
+    let url = std::env::var(&config.url_env).unwrap_or_else(|_| config.url.clone());
+    let mut event = serde_json::json!({ "schema": crate::ingress::event::SCHEMA, "style": args.style });
+    let obj = event.as_object_mut().ok_or_else(|| AppError::Usage("internal: event".into()))?;
+    match (&args.input, &args.input_prefix) {
+        (Some(i), None) => obj.insert("input".into(), i.clone().into()),
+        (None, Some(p)) => obj.insert("input_prefix".into(), p.clone().into()),
+        _ => return Err(AppError::Usage("give --input KEY or --input-prefix PREFIX".into())),
+    };
+    match (&args.output, &args.output_prefix) {
+        (Some(o), None) => obj.insert("output".into(), o.clone().into()),
+        (None, Some(p)) => obj.insert("output_prefix".into(), p.clone().into()),
+        _ => return Err(AppError::Usage("give --output KEY or --output-prefix PREFIX".into())),
+    };
+    if let Some(id) = &args.id {
+        obj.insert("id".into(), id.clone().into());
+    }
+    if let Some(fps) = args.fps {
+        obj.insert("fps".into(), fps.into());
+    }
+    let body = serde_json::to_vec(&event).map_err(|e| AppError::Usage(e.to_string()))?;
+    // Checked as the service will check it.
+    crate::ingress::event::parse(&body, config.max_message_bytes, &[], &crate::ingress::event::Source::default()).map_err(|e| AppError::Usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| AppError::Usage(e.to_string()))?;
+    rt.block_on(crate::ingress::broker::submit(&url, &config, &body)).map_err(crate::service::ServiceError::from)?;
+    println!("{}", String::from_utf8_lossy(&body));
+    Ok(())
 }

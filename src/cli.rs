@@ -52,6 +52,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish one job event to the service's queue (with publisher confirms) and print it.
     Submit(SubmitArgs),
+    /// Cancel a job by its id on every running service instance: a running job stops and
+    /// publishes nothing, a waiting one never starts; either is dead-lettered as `cancelled`.
+    Cancel(CancelArgs),
     /// Style models: list the local ones, fetch one from the ONNX model zoo, convert ONNX to
     /// safetensors.
     #[command(subcommand)]
@@ -114,6 +117,16 @@ pub struct ServeArgs {
     /// Serve /metrics (Prometheus), /healthz and /readyz on this address (overrides the config).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  stylestream cancel --config config/service.toml talk-udnie")]
+pub struct CancelArgs {
+    /// The job's id (the event's `id`, or its message id).
+    pub id: String,
+    /// Service configuration to take the broker settings from (queue name, ...).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -218,9 +231,6 @@ pub struct StylizeArgs {
     /// sequence's fps.txt.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub fps: Option<crate::frame::Rate>,
-    /// Run the direct three-thread pipeline instead of the dataflow (one GPU; for comparison).
-    #[arg(long, conflicts_with_all = ["processes", "hostfile"])]
-    pub direct: bool,
     /// Another video to style in the same dataflow, as INPUT=OUTPUT (repeatable). Each has its
     /// own sink: a slow or failing one does not hold back the others.
     #[arg(long = "and", value_name = "IN=OUT")]
@@ -248,14 +258,8 @@ pub struct EncodeArgs {
 }
 
 impl EncodeArgs {
-    /// What a manifest records of these settings (a request with other settings is another
-    /// job): codec, crf and preset.
-    pub fn manifest_settings(&self) -> std::collections::BTreeMap<String, String> {
-        std::collections::BTreeMap::from([
-            ("codec".to_string(), self.codec.clone()),
-            ("crf".to_string(), self.crf.to_string()),
-            ("preset".to_string(), self.preset.clone()),
-        ])
+    pub fn settings(&self) -> crate::media::video_out::EncodeSettings {
+        crate::media::video_out::EncodeSettings { codec: self.codec.clone(), crf: self.crf, preset: self.preset.clone() }
     }
 }
 

@@ -4,7 +4,6 @@
 pub mod frame;
 pub mod model;
 pub mod media;
-pub mod pipeline;
 pub mod reorder;
 pub mod telemetry;
 pub mod app;
@@ -13,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod dataflow;
 pub mod ingress;
+pub mod job;
 pub mod service;
+pub mod stop;
 pub mod storage;
 pub mod zoo;

@@ -6,6 +6,7 @@ use clap::Parser;
 use stylestream::app;
 use stylestream::cli::{Cli, Command, LogFormat};
 use stylestream::model::gpu::GpuContext;
+use stylestream::stop::{StopReason, StopToken};
 
 fn main() -> ExitCode {
     // Mesa's Vulkan drivers warn on every start when this is unset (headless machines, CI).
@@ -13,10 +14,11 @@ fn main() -> ExitCode {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     let cli = Cli::parse();
-    // Ctrl-C: stop the pipeline, discard the output in progress, exit non-zero.
-    // The service instead stops consuming and lets its jobs finish (SIGTERM too).
-    let handler = if matches!(cli.command, Command::Serve(_)) { stylestream::service::request_shutdown } else { stylestream::pipeline::interrupt };
-    let _ = ctrlc::set_handler(handler);
+    // Ctrl-C (and SIGTERM): stop the jobs, discard the outputs in progress, exit non-zero.
+    // The service instead stops consuming and lets its jobs finish within its grace period.
+    let shutdown = StopToken::new();
+    let on_signal = shutdown.clone();
+    let _ = ctrlc::set_handler(move || on_signal.stop(StopReason::Interrupted));
     let quiet = match &cli.command {
         Command::Stylize(a) => a.run.quiet,
         Command::Batch(a) => a.run.quiet,
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     init_logging(if quiet { "error" } else if serving && cli.log == "warn" { "info" } else { &cli.log }, cli.log_format);
     let result = match &cli.command {
-        Command::Stylize(args) => app::stylize(args),
+        Command::Stylize(args) => app::stylize(args, &shutdown),
         Command::Bench(args) => app::bench(args).map(|report| {
             let mut stdout = std::io::stdout();
             let _ = app::print_bench(&report, &mut stdout);
@@ -33,13 +35,14 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             }
         }),
-        Command::Batch(args) => stylestream::batch::run(args).map(|s| {
+        Command::Batch(args) => app::batch(args, &shutdown).map(|s| {
             if !args.run.quiet {
                 eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);
             }
         }),
-        Command::Serve(args) => stylestream::service::serve(args),
-        Command::Submit(args) => stylestream::service::submit(args),
+        Command::Serve(args) => app::serve(args, &shutdown),
+        Command::Submit(args) => app::submit(args),
+        Command::Cancel(args) => app::cancel(args),
         Command::Models(cmd) => app::models(cmd),
         Command::Adapters => {
             let adapters = GpuContext::adapters();

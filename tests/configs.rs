@@ -1,6 +1,6 @@
 //! The shipped run configurations (config/*.toml) parse and validate, a bad one is refused
 //! with the file and field named, and a run with the multi-GPU example (its adapter list wraps
-//! around the one adapter here) gives the direct path's frames.
+//! around the one adapter here) gives one worker's frames.
 
 mod common;
 
@@ -58,7 +58,7 @@ fn a_bad_config_is_refused_naming_file_and_field() {
 }
 
 #[test]
-fn the_multi_gpu_example_runs_and_matches_the_direct_path() {
+fn the_multi_gpu_example_runs_and_matches_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     let o = Command::new("ffmpeg")
@@ -76,12 +76,12 @@ fn the_multi_gpu_example_runs_and_matches_the_direct_path() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     run(&a, &["--config", config.to_str().unwrap()]);
-    run(&b, &["--direct"]);
+    run(&b, &["--workers", "1"]);
     let read = |d: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
         v.sort();
         v
     };
     assert_eq!(read(&a).len(), 6);
-    assert!(read(&a) == read(&b), "3 workers from the config differ from the direct path");
+    assert!(read(&a) == read(&b), "3 workers from the config differ from one worker");
 }

@@ -1,5 +1,6 @@
-//! The timely dataflow path (the default; `--workers N`) against the direct pipeline (`--direct`): byte-identical frames
-//! at 1, 2 and 3 workers, complete videos, and clean failures.
+//! The dataflow engine (every command runs through it) against the image path (the network on
+//! each frame alone): byte-identical frames at 1, 2 and 3 workers; then complete videos,
+//! retries, two processes and several videos at once against one worker; and clean failures.
 
 mod common;
 
@@ -29,27 +30,38 @@ fn frames(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The oracle: each PNG of `dir` styled alone by the image path (`stylize frame.png`).
+fn styled_alone(dir: &Path, out: &Path) -> Vec<(String, Vec<u8>)> {
+    std::fs::create_dir_all(out).unwrap();
+    for (name, _) in frames(dir) {
+        let (i, o) = (dir.join(&name), out.join(&name));
+        let r = stylestream(&["stylize", i.to_str().unwrap(), "-o", o.to_str().unwrap(), "--model", "udnie", "-q"]);
+        assert!(r.status.success(), "{name}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+    frames(out)
+}
+
 #[test]
-fn one_two_and_three_workers_give_the_frames_of_the_direct_path() {
+fn one_two_and_three_workers_give_the_frames_of_the_image_path() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("clip.mp4");
-    clip(&input, 9);
-    let run = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let mut args = vec!["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q"];
-        args.extend_from_slice(extra);
-        let o = stylestream(&args);
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
-        frames(&out)
-    };
-    let direct = run("direct/", &["--direct"]);
-    assert_eq!(direct.len(), 9);
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let pattern = input.join("f%03d.png");
+    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "5", pattern.to_str().unwrap()]);
+    let alone = styled_alone(&input, &dir.path().join("alone"));
+    assert_eq!(alone.len(), 5);
     for w in ["1", "2", "3"] {
-        let got = run(&format!("workers{w}/"), &["--workers", w, "--max-frames-in-flight", "2"]);
-        assert_eq!(got.len(), direct.len(), "{w} workers: frame count");
-        for ((name_a, a), (name_b, b)) in direct.iter().zip(&got) {
+        let out = dir.path().join(format!("workers{w}/"));
+        let o = stylestream(&[
+            "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q", "--fps", "25",
+            "--workers", w, "--max-frames-in-flight", "2",
+        ]);
+        assert!(o.status.success(), "{w} workers: {}", String::from_utf8_lossy(&o.stderr));
+        let got = frames(&out);
+        assert_eq!(got.len(), alone.len(), "{w} workers: frame count");
+        for ((name_a, a), (name_b, b)) in alone.iter().zip(&got) {
             assert_eq!(name_a, name_b);
-            assert!(a == b, "{w} workers: {name_a} differs from the direct path");
+            assert!(a == b, "{w} workers: {name_a} differs from the frame styled alone");
         }
     }
 }
@@ -133,12 +145,12 @@ fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() 
     let helper = helper.wait_with_output().unwrap();
     assert!(o.status.success(), "process 0: {}", String::from_utf8_lossy(&o.stderr));
     assert!(helper.status.success(), "process 1 failed");
-    let direct = dir.path().join("direct/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+    let one = dir.path().join("one/");
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
     assert!(d.status.success());
-    let (a, b) = (frames(&direct), frames(&out));
+    let (a, b) = (frames(&one), frames(&out));
     assert_eq!(a.len(), 7);
-    assert!(a == b, "frames from two processes differ from the direct path");
+    assert!(a == b, "frames from two processes differ from one worker's");
     let single = dir.path().join("single.mp4");
     let s = stylestream(&["stylize", input.to_str().unwrap(), "-o", single.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
     assert!(s.status.success());
@@ -150,9 +162,9 @@ fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     clip(&input, 6);
-    let direct = dir.path().join("direct/");
+    let one = dir.path().join("one/");
     let retried = dir.path().join("retried/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
     assert!(d.status.success());
     let o = stylestream(&[
         "stylize", input.to_str().unwrap(), "-o", retried.to_str().unwrap(), "--model", "udnie",
@@ -161,7 +173,7 @@ fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("styling failed"), "the failed attempt is reported: {err}");
-    assert!(frames(&direct) == frames(&retried), "the retried run differs from the direct path");
+    assert!(frames(&one) == frames(&retried), "the retried run differs from one worker without failures");
 }
 
 #[test]
@@ -190,10 +202,10 @@ fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("a-styled") && err.contains("b-styled"), "each output is reported: {err}");
-    // Each equals the video styled on its own by the direct path.
+    // Each equals the video styled on its own by one worker.
     for (input, out, n) in [(&a, &a_out, 5), (&b, &b_out, 8)] {
         let alone = dir.path().join(format!("{}-alone/", n));
-        let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+        let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
         assert!(d.status.success());
         let (x, y) = (frames(out), frames(&alone));
         assert_eq!(x.len(), n);
@@ -202,22 +214,22 @@ fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
 }
 
 #[test]
-fn batches_of_frames_in_one_submission_give_the_frames_of_the_direct_path() {
+fn batches_of_frames_in_one_submission_give_the_frames_of_one_frame_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     clip(&input, 7); // 7 frames in batches of 3: two whole batches and a partial one at the end
-    let direct = dir.path().join("direct/");
+    let one = dir.path().join("one/");
     let batched = dir.path().join("batched/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", direct.to_str().unwrap(), "--model", "udnie", "-q", "--direct"]);
+    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
     assert!(d.status.success());
     let o = stylestream(&[
         "stylize", input.to_str().unwrap(), "-o", batched.to_str().unwrap(), "--model", "udnie",
         "--workers", "2", "--frames-per-batch", "3", "--max-frames-in-flight", "1", "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let (a, b) = (frames(&direct), frames(&batched));
+    let (a, b) = (frames(&one), frames(&batched));
     assert_eq!(b.len(), 7);
-    assert!(a == b, "batched frames differ from the direct path");
+    assert!(a == b, "batched frames differ from frames styled one at a time");
 }
 
 #[test]

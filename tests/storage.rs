@@ -503,7 +503,7 @@ fn azurite_expired_sas_is_an_auth_failure_until_the_store_is_reopened() {
     let expired = account_sas(chrono::Utc::now() - chrono::Duration::hours(1));
     std::fs::write(&creds, format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={expired}\n")).unwrap();
     let opts = StoreOptions { credentials_file: Some(creds.clone()), ..options() };
-    let mut store = BlockingStore::open(&format!("az://{container}"), &opts).unwrap();
+    let store = BlockingStore::open(&format!("az://{container}"), &opts).unwrap();
     let e = store.get_bytes(&key("in/clip.mp4"), 100).unwrap_err();
     assert!(e.is_auth_failure(), "{e:?}");
     assert!(!e.is_transient() && !e.is_not_found(), "{e:?}");

@@ -1,8 +1,10 @@
 //! `stylestream batch`: every video × every style, minus what is done. The differential
 //! planner (`dataflow::Planner`) keeps the work set; finished pairs are read back from the
 //! manifests beside the outputs, so a second run, or a run with one more style or video, styles
-//! only what is new. The work itself runs in the frame dataflow, `--jobs` videos at a time,
-//! each with its own model. A manifest is written only after its output is complete.
+//! only what is new. The work streams through one long-lived dataflow engine (kept across
+//! `--watch` scans, so devices and plans stay warm): up to `--jobs` videos at a time, each with
+//! its own model, the next admitted as soon as one ends. A manifest is written only after its
+//! output is complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -12,9 +14,12 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::app::{dataflow_options, open_job, resolve_model, AppError};
-use crate::cli::BatchArgs;
-use crate::dataflow::{Job, Planner, WorkItem};
+use crate::dataflow::{DataflowOptions, PipelineError};
+use crate::job::{open_job, OpenError};
+use crate::media::video_out::EncodeSettings;
+use crate::model::ModelError;
+use crate::dataflow::{Engine, Job, JobHandle, Planner, WorkItem};
+use crate::stop::{StopReason, StopToken};
 use crate::media::MediaError;
 use crate::storage::{Manifest, MANIFEST_SCHEMA, MANIFEST_SUFFIX};
 use crate::model::{NetworkDescription, Weights};
@@ -28,6 +33,44 @@ fn manifest_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_os_string();
     name.push(MANIFEST_SUFFIX);
     PathBuf::from(name)
+}
+
+/// Everything that can end a `batch` run, each naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Dataflow(#[from] PipelineError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What `batch` does (the command line fills it in).
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Videos, or directories whose video files are taken.
+    pub inputs: Vec<PathBuf>,
+    /// Where outputs and their manifests go.
+    pub output: PathBuf,
+    /// Models, by path or by name in `$STYLESTREAM_MODELS_DIR`.
+    pub styles: Vec<String>,
+    /// Network description of safetensors models.
+    pub network: String,
+    /// Container of the outputs (default: the input's).
+    pub format: Option<String>,
+    /// Videos styled at once.
+    pub jobs: usize,
+    /// Keep scanning the inputs every this many seconds.
+    pub watch: Option<f64>,
+    pub encode: EncodeSettings,
+    pub progress: ProgressMode,
+    pub quiet: bool,
+    pub dataflow: DataflowOptions,
 }
 
 /// One style: its name and model.
@@ -46,27 +89,22 @@ pub struct Summary {
     pub failed: usize,
 }
 
-pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
-    let opts = dataflow_options(&args.run, None, args.adapter)?;
+/// Runs `batch`; `shutdown` (Ctrl-C) stops it, discarding the outputs in progress.
+pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchError> {
+    let opts = args.dataflow.clone();
     if args.jobs == 0 {
-        return Err(AppError::Usage("--jobs must be at least 1".into()));
+        return Err(BatchError::Usage("--jobs must be at least 1".into()));
     }
     let desc = Arc::new(NetworkDescription::load(&args.network)?);
     let mut styles = Vec::new();
     for s in &args.styles {
-        let path = resolve_model(s)?;
         // ONNX models carry their own network; safetensors ones use --network.
-        let (style_desc, weights) = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
-            let (d, w) = crate::model::onnx::load(&path)?;
-            (Arc::new(d), w)
-        } else {
-            (desc.clone(), Weights::load(&path, &desc)?)
-        };
-        let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| s.clone());
+        let m = crate::model::load::load(s, crate::model::load::env_dir().as_deref(), &args.network, Some(&desc))?;
+        let name = m.name();
         if styles.iter().any(|st: &Style| st.name == name) {
-            return Err(AppError::Usage(format!("style `{name}` is given twice")));
+            return Err(BatchError::Usage(format!("style `{name}` is given twice")));
         }
-        styles.push(Style { name, desc: style_desc, weights: Arc::new(weights) });
+        styles.push(Style { name, desc: m.desc, weights: m.weights });
     }
     std::fs::create_dir_all(&args.output).map_err(|e| MediaError::Write { path: args.output.clone(), reason: e.to_string() })?;
 
@@ -78,6 +116,7 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
     // Pairs that failed, by (content, model): not retried until the video changes.
     let mut failed: BTreeSet<(String, String)> = BTreeSet::new();
     let mut total = Summary::default();
+    let engine = Engine::start(opts, shutdown.clone())?;
     loop {
         let videos = scan_inputs(&args.inputs, args.watch.is_some())?;
         check_names(&videos)?;
@@ -111,7 +150,7 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
         let work: Vec<WorkItem> =
             planner.plan().into_iter().filter(|w| !failed.contains(&(w.content.clone(), w.model.clone()))).collect();
         let round = Summary { pairs: planner.pairs(), already_done: planner.pairs() - work.len(), ..Default::default() };
-        if !args.run.quiet && (args.watch.is_none() || !work.is_empty()) {
+        if !args.quiet && (args.watch.is_none() || !work.is_empty()) {
             eprintln!(
                 "{} videos × {} styles = {} pairs: {} to style, {} already done",
                 present.len(),
@@ -121,58 +160,60 @@ pub fn run(args: &BatchArgs) -> Result<Summary, AppError> {
                 round.already_done
             );
         }
-        let (styled, fails) = style_pairs(args, &styles, &work, &opts, &mut planner)?;
+        let (styled, fails) = style_pairs(args, &styles, &work, &engine, &mut planner, shutdown);
         for w in fails {
             failed.insert((w.content.clone(), w.model.clone()));
         }
         total = Summary { pairs: round.pairs, already_done: round.already_done, styled: total.styled + styled, failed: failed.len() };
         let Some(secs) = args.watch else { break };
-        if crate::pipeline::interrupted() {
+        if shutdown.is_stopped() {
             break;
         }
         let until = std::time::Instant::now() + Duration::from_secs_f64(secs.max(0.1));
-        while std::time::Instant::now() < until && !crate::pipeline::interrupted() {
+        while std::time::Instant::now() < until && !shutdown.is_stopped() {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if crate::pipeline::interrupted() {
+        if shutdown.is_stopped() {
             break;
         }
     }
-    if crate::pipeline::interrupted() && args.watch.is_none() {
-        return Err(crate::pipeline::PipelineError::Interrupted.into());
+    engine.shutdown();
+    if shutdown.is_stopped() && args.watch.is_none() {
+        return Err(crate::dataflow::PipelineError::Stopped(StopReason::Interrupted).into());
     }
     if total.failed > 0 && args.watch.is_none() {
-        return Err(AppError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
+        return Err(BatchError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
     }
     Ok(total)
 }
 
-/// Styles `work`, `--jobs` pairs per dataflow run; records each finished pair in a manifest and
-/// in the planner. Returns the number styled and the pairs that failed.
+/// Styles `work` through the engine, at most `--jobs` pairs at a time (the next is admitted as
+/// soon as one ends); records each finished pair in a manifest and in the planner. Returns the
+/// number styled and the pairs that failed.
 fn style_pairs<'w>(
-    args: &BatchArgs,
+    args: &BatchOptions,
     styles: &[Style],
     work: &'w [WorkItem],
-    opts: &crate::dataflow::DataflowOptions,
+    engine: &Engine,
     planner: &mut Planner,
-) -> Result<(usize, Vec<&'w WorkItem>), AppError> {
+    shutdown: &StopToken,
+) -> (usize, Vec<&'w WorkItem>) {
     let mut styled = 0;
     let mut fails = Vec::new();
-    let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
-    for chunk in work.chunks(args.jobs) {
-        if crate::pipeline::interrupted() {
-            break;
-        }
-        let mut jobs = Vec::new();
-        let mut started = Vec::new();
-        for w in chunk {
+    let mode = if args.quiet { ProgressMode::None } else { args.progress };
+    let mut queue = work.iter();
+    let mut running: Vec<(&WorkItem, &Style, PathBuf, JobHandle)> = Vec::new();
+    loop {
+        while running.len() < args.jobs && !shutdown.is_stopped() {
+            let Some(w) = queue.next() else { break };
             let Some(style) = styles.iter().find(|s| s.name == w.style) else { continue };
             let output = output_path(args, Path::new(&w.video), &w.style);
             match open_job(&w.video, &output, None, &args.encode) {
                 Ok((source, sink)) => {
-                    let progress = Progress::new(if chunk.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
-                    jobs.push(Job { ends: Some((source, sink, progress)), desc: style.desc.clone(), weights: style.weights.clone() });
-                    started.push((w, style, output));
+                    // One progress bar when one video runs at a time; per-video lines otherwise.
+                    let progress = Progress::new(if args.jobs > 1 && work.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
+                    let handle = engine.submit(Job::new(Some((source, sink, progress)), style.desc.clone(), style.weights.clone()));
+                    running.push((w, style, output, handle));
                 }
                 Err(e) => {
                     eprintln!("error: {} with {}: {e}", w.video, w.style);
@@ -180,28 +221,40 @@ fn style_pairs<'w>(
                 }
             }
         }
-        let results = crate::dataflow::run_jobs(jobs, opts.clone());
-        for ((w, style, output), result) in started.into_iter().zip(results) {
-            match result.map_err(AppError::from).and_then(|frames| write_manifest(w, style, &output, frames, &args.encode)) {
-                Ok(frames) => {
-                    planner.done(&w.content, &w.model);
-                    styled += 1;
-                    if !args.run.quiet && args.run.progress != ProgressMode::Json {
-                        eprintln!("wrote {} ({frames} frames)", output.display());
-                    }
+        if running.is_empty() {
+            break;
+        }
+        // Settle whichever job ends first.
+        let mut ended = None;
+        while ended.is_none() {
+            for (i, (_, _, _, handle)) in running.iter().enumerate() {
+                if let Some(result) = handle.wait_timeout(Duration::from_millis(if i + 1 == running.len() { 50 } else { 0 })) {
+                    ended = Some((i, result));
+                    break;
                 }
-                Err(e) => {
-                    eprintln!("error: {} with {}: {e}", w.video, w.style);
-                    fails.push(w);
+            }
+        }
+        let Some((i, result)) = ended else { continue };
+        let (w, style, output, _) = running.remove(i);
+        match result.map_err(BatchError::from).and_then(|frames| write_manifest(w, style, &output, frames, &args.encode)) {
+            Ok(frames) => {
+                planner.done(&w.content, &w.model);
+                styled += 1;
+                if !args.quiet && args.progress != ProgressMode::Json {
+                    eprintln!("wrote {} ({frames} frames)", output.display());
                 }
+            }
+            Err(e) => {
+                eprintln!("error: {} with {}: {e}", w.video, w.style);
+                fails.push(w);
             }
         }
     }
-    Ok((styled, fails))
+    (styled, fails)
 }
 
 /// `OUT/<stem>.<style>.<ext>`.
-fn output_path(args: &BatchArgs, video: &Path, style: &str) -> PathBuf {
+fn output_path(args: &BatchOptions, video: &Path, style: &str) -> PathBuf {
     let stem = video.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let ext = args
         .format
@@ -212,9 +265,9 @@ fn output_path(args: &BatchArgs, video: &Path, style: &str) -> PathBuf {
 }
 
 /// The store's manifest, for a local output: the input's content hash stands as its ETag.
-fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encode: &crate::cli::EncodeArgs) -> Result<u64, AppError> {
+fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encode: &EncodeSettings) -> Result<u64, BatchError> {
     let path = manifest_path(output);
-    let write_err = |reason: String| AppError::Media(MediaError::Write { path: path.clone(), reason });
+    let write_err = |reason: String| BatchError::Media(MediaError::Write { path: path.clone(), reason });
     let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
     let input_size = std::fs::metadata(&w.video).map(|m| m.len()).unwrap_or(0);
     let manifest = Manifest {
@@ -265,7 +318,7 @@ fn finished_pairs(dir: &Path, settings: &std::collections::BTreeMap<String, Stri
 }
 
 /// The videos named: files as given, directories' video files (by extension), sorted.
-fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, AppError> {
+fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, BatchError> {
     let mut videos = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -292,13 +345,13 @@ fn is_hidden(p: &Path) -> bool {
 }
 
 /// Two inputs with the same file stem would write the same outputs: refused, naming both.
-fn check_names(videos: &[PathBuf]) -> Result<(), AppError> {
+fn check_names(videos: &[PathBuf]) -> Result<(), BatchError> {
     let mut seen: BTreeMap<String, &PathBuf> = BTreeMap::new();
     for v in videos {
         let stem = v.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some(other) = seen.insert(stem.clone(), v) {
             if other != v {
-                return Err(AppError::Usage(format!(
+                return Err(BatchError::Usage(format!(
                     "{} and {} would both be written as {stem}.<style>.*: rename one",
                     other.display(),
                     v.display()

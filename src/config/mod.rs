@@ -43,6 +43,21 @@ pub struct ClusterConfig {
     pub process: Option<usize>,
 }
 
+/// What the command line sets over a run configuration (each `None`: the file's, else the
+/// default).
+#[derive(Debug, Clone, Default)]
+pub struct RunOverrides {
+    pub workers: Option<usize>,
+    pub max_frames_in_flight: Option<usize>,
+    pub frames_per_batch: Option<u64>,
+    pub retries: Option<u32>,
+    pub precision: Option<crate::model::gpu::Precision>,
+    /// Test hook: frame `.0` fails its first `.1` attempts.
+    pub fail_frame: Option<(u64, u32)>,
+    /// First adapter of the workers.
+    pub adapter: Option<usize>,
+}
+
 /// Reads a TOML configuration and checks it: errors name the file, and the field.
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, validate: impl Fn(&T) -> Result<(), String>) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
@@ -55,6 +70,21 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, validate: impl Fn(
 impl RunConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load_toml(path, Self::validate)
+    }
+
+    /// The engine's options: `o` over this configuration over the defaults (1 worker, 4 frames
+    /// in flight, batches of 1, 2 retries, auto precision); `cluster` as already resolved.
+    pub fn resolve(&self, o: &RunOverrides, cluster: Option<crate::dataflow::Cluster>) -> crate::dataflow::DataflowOptions {
+        crate::dataflow::DataflowOptions {
+            workers: o.workers.or(self.workers).unwrap_or(1).max(1),
+            cluster,
+            max_frames_in_flight: o.max_frames_in_flight.or(self.max_frames_in_flight).unwrap_or(4).max(1),
+            gpu: crate::model::gpu::GpuOptions { adapter: o.adapter, precision: o.precision.or(self.precision).unwrap_or_default(), ..Default::default() },
+            frames_per_batch: o.frames_per_batch.or(self.frames_per_batch).unwrap_or(1).max(1),
+            retries: o.retries.or(self.retries).unwrap_or(2),
+            fail_frame: o.fail_frame,
+            gpus: self.gpus.clone(),
+        }
     }
 
     /// Every problem, each with its field and value.

@@ -18,7 +18,7 @@ use super::ErrorSlot;
 use crate::frame::{Frame, RgbFrame};
 use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
 use crate::model::{NetworkDescription, Weights};
-use crate::pipeline::PipelineError;
+use super::PipelineError;
 
 /// A frame on its way through the GPU stages.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -47,7 +47,9 @@ pub struct WorkerGpu {
     worker: usize,
     gpu: GpuOptions,
     ctx: Option<GpuContext>,
-    plans: std::collections::HashMap<(String, u32, u32), NetworkPlan>,
+    /// Plans by (model, width, height), each with the tick it was last used at.
+    plans: std::collections::HashMap<(String, u32, u32), (NetworkPlan, u64)>,
+    tick: u64,
 }
 
 impl WorkerGpu {
@@ -59,7 +61,7 @@ impl WorkerGpu {
             Some(list) => list[index % list.len()],
             None => gpu.adapter.unwrap_or(0) + index,
         });
-        Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plans: Default::default() }))
+        Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plans: Default::default(), tick: 0 }))
     }
 
     /// Styles a batch of frames of one size with one GPU submission.
@@ -76,15 +78,21 @@ impl WorkerGpu {
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
         let key = (spec.weights.sha256.clone(), first.width, first.height);
+        self.tick += 1;
         if !self.plans.contains_key(&key) {
-            // Plans are cached per (model, size); a worker that saw many keeps only a few.
+            // Plans are cached per (model, size) across jobs; the least recently used goes
+            // when the cache is full (each plan holds one frame size's activations on the GPU).
             if self.plans.len() >= MAX_PLANS {
-                self.plans.clear();
+                let oldest = self.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.plans.remove(&k);
+                }
             }
             tracing::debug!(worker = self.worker, width = first.width, height = first.height, "building a plan");
-            self.plans.insert(key.clone(), NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?);
+            self.plans.insert(key.clone(), (NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?, self.tick));
         }
-        let Some(plan) = self.plans.get(&key) else { unreachable!("inserted above") };
+        let Some((plan, used)) = self.plans.get_mut(&key) else { unreachable!("inserted above") };
+        *used = self.tick;
         let data: Vec<&[u8]> = images.iter().map(|i| i.data.as_slice()).collect();
         let out = plan.run_batch(&data)?;
         Ok(out.into_iter().map(|rgb| RgbFrame::new(first.width, first.height, rgb)).collect())

@@ -114,8 +114,8 @@ pub struct RetryState {
 }
 
 impl RetryState {
-    pub fn of(d: &lapin::message::Delivery) -> Self {
-        let headers = d.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
+    pub fn of(d: &Delivery) -> Self {
+        let headers = d.0.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
         let int = |name: &str| {
             headers.get(name).and_then(|v| match v {
                 AMQPValue::LongLongInt(n) => Some(*n),
@@ -242,6 +242,11 @@ impl Broker {
             .queue_declare(c.queue.as_str().into(), queue, job_queue_arguments(c))
             .await
             .map_err(op(format!("declaring queue {} (an existing queue of that name with other arguments is refused)", c.queue)))?;
+        let control = control_exchange(c);
+        self.channel
+            .exchange_declare(control.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .map_err(op(format!("declaring exchange {control}")))?;
         for ms in retry_delays_ms(c) {
             let name = retry_queue(c, ms);
             self.channel
@@ -255,10 +260,11 @@ impl Broker {
     /// Sends `d` back through the retry queue of its retry number `attempts` (the delay), with
     /// the attempt count and the time of the first failure (when given) in its headers, and
     /// waits for the broker's confirm; the caller then acks the delivery. Returns the delay.
-    pub async fn retry_later(&self, d: &lapin::message::Delivery, attempts: u32, first_failure_unix_ms: Option<i64>, reason: &str) -> Result<std::time::Duration, BrokerError> {
+    pub async fn retry_later(&self, d: &Delivery, attempts: u32, first_failure_unix_ms: Option<i64>, reason: &str) -> Result<std::time::Duration, BrokerError> {
         let delays = retry_delays_ms(&self.config);
         let ms = delays.get(attempts as usize).or(delays.last()).copied().unwrap_or(1000);
         let mut headers = FieldTable::default();
+        let d = &d.0;
         for (k, v) in d.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default() {
             // The broker's own bookkeeping starts afresh with the new message.
             if !matches!(k.as_str(), "x-death" | "x-delivery-count" | "x-first-death-exchange" | "x-first-death-queue" | "x-first-death-reason") {
@@ -282,12 +288,50 @@ impl Broker {
     }
 
     /// Starts consuming with at most `prefetch` unacknowledged deliveries.
-    pub async fn consume(&self, tag: &str) -> Result<Consumer, BrokerError> {
+    pub async fn consume(&self, tag: &str) -> Result<Deliveries, BrokerError> {
         self.channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await.map_err(op("setting the prefetch"))?;
         self.channel
             .basic_consume(self.config.queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
+            .map(Deliveries)
             .map_err(op(format!("consuming from {}", self.config.queue)))
+    }
+
+    /// Consumes the control messages (`stylestream.control/1`: cancel a job): every instance
+    /// gets each one, through its own exclusive queue bound to the `<queue>.control` fanout
+    /// exchange. No acks: a control message concerns the instances running now.
+    pub async fn control(&self, tag: &str) -> Result<Deliveries, BrokerError> {
+        let exchange = control_exchange(&self.config);
+        let own = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let q = self.channel.queue_declare("".into(), own, FieldTable::default()).await.map_err(op("declaring the control queue"))?;
+        self.channel
+            .queue_bind(q.name().as_str().into(), exchange.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(op(format!("binding the control queue to {exchange}")))?;
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        self.channel
+            .basic_consume(q.name().as_str().into(), tag.into(), no_ack, FieldTable::default())
+            .await
+            .map(Deliveries)
+            .map_err(op("consuming control messages"))
+    }
+
+    /// Publishes a control message to every instance.
+    pub async fn publish_control(&self, body: &[u8]) -> Result<(), BrokerError> {
+        let props = BasicProperties::default().with_content_type(ShortString::from("application/json"));
+        let exchange = control_exchange(&self.config);
+        self.channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(op("enabling publisher confirms"))?;
+        let confirm = self
+            .channel
+            .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), body, props)
+            .await
+            .map_err(op("publishing a control message"))?
+            .await
+            .map_err(op("waiting for the publisher confirm"))?;
+        if !confirm.is_ack() {
+            return Err(BrokerError::NotConfirmed { queue: exchange });
+        }
+        Ok(())
     }
 
     pub async fn cancel(&self, tag: &str) -> Result<(), BrokerError> {
@@ -318,6 +362,51 @@ impl Broker {
     pub async fn close(&self) {
         let _ = self.channel.close(200, "bye".into()).await;
         let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// The fanout exchange of control messages.
+fn control_exchange(c: &BrokerConfig) -> String {
+    format!("{}.control", c.queue)
+}
+
+/// A delivery: the message, and the token that settles it (it travels with the job and comes
+/// back with its outcome).
+pub struct Delivery(lapin::message::Delivery);
+
+impl Delivery {
+    pub fn data(&self) -> &[u8] {
+        &self.0.data
+    }
+
+    /// The publisher's message id, if it gave one.
+    pub fn message_id(&self) -> Option<String> {
+        self.0.properties.message_id().as_ref().map(|id| id.to_string())
+    }
+
+    /// When it was published (the AMQP timestamp, seconds), if the publisher said.
+    pub fn published_unix_secs(&self) -> Option<u64> {
+        *self.0.properties.timestamp()
+    }
+
+    pub async fn ack(&self) -> Result<(), BrokerError> {
+        self.0.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(op("acknowledging"))
+    }
+
+    /// Back to the queue at once (shutdown: another instance takes it).
+    pub async fn nack_requeue(&self) -> Result<(), BrokerError> {
+        self.0.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ()).map_err(op("handing back"))
+    }
+}
+
+/// The deliveries of one consumer.
+pub struct Deliveries(Consumer);
+
+impl Deliveries {
+    /// The next delivery; `None` when the consumer was cancelled.
+    pub async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        use futures_util::StreamExt;
+        self.0.next().await.map(|r| r.map(Delivery).map_err(|e| BrokerError::Op { what: "consuming".into(), reason: e.to_string() }))
     }
 }
 
@@ -362,7 +451,11 @@ pub fn retry_queues(c: &BrokerConfig) -> Vec<String> {
 /// Publishes one persistent message with publisher confirms (used by `submit`).
 pub async fn submit(url: &str, config: &BrokerConfig, body: &[u8]) -> Result<(), BrokerError> {
     let broker = Broker::connect(url, config).await?;
-    let props = BasicProperties::default().with_delivery_mode(2).with_content_type(ShortString::from("application/json"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_timestamp(now)
+        .with_content_type(ShortString::from("application/json"));
     let result = publish_confirmed(&broker.channel, "", &config.queue, body, props).await;
     broker.close().await;
     result
@@ -383,12 +476,12 @@ async fn publish_confirmed(channel: &Channel, exchange: &str, routing_key: &str,
     Ok(())
 }
 
-pub async fn ack(d: &lapin::message::Delivery) -> Result<(), BrokerError> {
-    d.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(op("acknowledging"))
-}
-
-pub async fn nack_requeue(d: &lapin::message::Delivery) -> Result<(), BrokerError> {
-    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ()).map_err(op("handing back"))
+/// Publishes one control message (`stylestream cancel`) to every running instance.
+pub async fn send_control(url: &str, config: &BrokerConfig, body: &[u8]) -> Result<(), BrokerError> {
+    let broker = Broker::connect(url, config).await?;
+    let result = broker.publish_control(body).await;
+    broker.close().await;
+    result
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -224,6 +224,44 @@ struct OwnEvent {
     format: Option<String>,
 }
 
+/// The schema of control messages (`{"schema": "stylestream.control/1", "cancel": "<job id>"}`).
+pub const CONTROL_SCHEMA: &str = "stylestream.control/1";
+
+/// A control message: what to do to jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Cancel the job with this id, running or not yet started.
+    Cancel(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlEvent {
+    #[allow(dead_code)]
+    schema: String,
+    cancel: String,
+}
+
+/// Whether a body is a control message (by its schema); checked cheaply, before `parse_control`.
+pub fn is_control(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("schema").and_then(|s| s.as_str().map(|s| s == CONTROL_SCHEMA))).unwrap_or(false)
+}
+
+/// Parses a control message.
+pub fn parse_control(body: &[u8], max_bytes: usize) -> Result<Control, Poison> {
+    if body.len() > max_bytes {
+        return Err(Poison::Oversized { size: body.len(), max: max_bytes });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Poison::MalformedJson(e.to_string()))?;
+    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or_default().to_string();
+    if schema != CONTROL_SCHEMA {
+        return Err(Poison::UnknownSchema(schema));
+    }
+    let e: ControlEvent = serde_json::from_value(value).map_err(|e| Poison::Invalid(e.to_string()))?;
+    check_id(&e.cancel)?;
+    Ok(Control::Cancel(e.cancel))
+}
+
 /// Parses a message body into the jobs it asks for (a notification may name several objects;
 /// objects no route wants, such as frames before their trigger, give no job).
 pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
@@ -403,6 +441,18 @@ mod tests {
             Route { prefix: "incoming/udnie/".into(), style: "udnie".into(), output_prefix: "styled/udnie/".into(), trigger: None, fps: None, format: None },
             Route { prefix: "frames/".into(), style: "wave".into(), output_prefix: "styled/frames/".into(), trigger: Some("_READY".into()), fps: Some(25.0), format: None },
         ]
+    }
+
+    #[test]
+    fn control_messages_name_a_valid_job_id() {
+        let ok = br#"{"schema":"stylestream.control/1","cancel":"job-7"}"#;
+        assert!(is_control(ok));
+        assert_eq!(parse_control(ok, 4096), Ok(Control::Cancel("job-7".into())));
+        assert!(!is_control(br#"{"schema":"stylestream.job/1"}"#));
+        let bad = br#"{"schema":"stylestream.control/1","cancel":"../x"}"#;
+        assert_eq!(parse_control(bad, 4096).unwrap_err().code(), "invalid-event");
+        let extra = br#"{"schema":"stylestream.control/1","cancel":"a","rm":"-rf"}"#;
+        assert_eq!(parse_control(extra, 4096).unwrap_err().code(), "invalid-event");
     }
 
     #[test]

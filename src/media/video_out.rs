@@ -31,6 +31,18 @@ pub struct EncodeSettings {
     pub preset: String,
 }
 
+impl EncodeSettings {
+    /// What a manifest records of these settings (a request with other settings is another
+    /// job): codec, crf and preset.
+    pub fn manifest_settings(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            ("codec".to_string(), self.codec.clone()),
+            ("crf".to_string(), self.crf.to_string()),
+            ("preset".to_string(), self.preset.clone()),
+        ])
+    }
+}
+
 impl Default for EncodeSettings {
     fn default() -> Self {
         Self { codec: "libx264".into(), crf: 18, preset: "medium".into() }

@@ -5,12 +5,14 @@ pub mod cpu;
 pub mod description;
 pub mod geometry;
 pub mod gpu;
+pub mod load;
 pub mod onnx;
 pub mod weights;
 
 use std::path::PathBuf;
 
 pub use description::NetworkDescription;
+pub use load::Model;
 pub use weights::Weights;
 
 /// Errors of loading or describing a model. Each names the file and the tensor or field.
@@ -28,4 +30,7 @@ pub enum ModelError {
     Onnx { path: PathBuf, source: onnx::OnnxError },
     #[error("{path}: tensor `{tensor}` should be {expected}, found {found}")]
     TensorShape { path: PathBuf, tensor: String, expected: String, found: String },
+    #[error("model `{name}` not found: no such file, and no {name}.safetensors or {name}.onnx in {searched} \
+(set STYLESTREAM_MODELS_DIR, `stylestream models fetch NAME`, or see README.md for where to get models)")]
+    NotFound { name: String, searched: String },
 }

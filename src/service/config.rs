@@ -62,8 +62,16 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceSection {
-    /// Videos styled together in one dataflow.
+    /// Jobs in progress at once (each joins the running dataflow as soon as a slot is free).
     pub jobs: usize,
+    /// A job running longer than this is stopped, publishes nothing and is dead-lettered as
+    /// `timed-out` (0: no limit).
+    pub job_timeout_secs: f64,
+    /// `/healthz` fails when jobs are in progress and none has styled a frame for this long.
+    pub stall_secs: f64,
+    /// Bearer token for the status page, `GET /jobs` and `DELETE /jobs/<id>` (cancelling over
+    /// HTTP is off without one).
+    pub http_token: Option<String>,
     /// On SIGTERM: how long in-flight jobs may take before they are handed back.
     pub shutdown_grace_secs: f64,
     /// Local staging directory for inputs and outputs (default: the system temp dir).
@@ -100,6 +108,9 @@ impl Default for ServiceSection {
     fn default() -> Self {
         Self {
             jobs: 2,
+            job_timeout_secs: 6.0 * 3600.0,
+            stall_secs: 600.0,
+            http_token: None,
             shutdown_grace_secs: 60.0,
             work_dir: None,
             metrics_addr: None,
@@ -140,6 +151,12 @@ impl ServiceConfig {
         }
         if self.service.jobs == 0 {
             problems.push("service.jobs = 0: at least 1".into());
+        }
+        if !(self.service.job_timeout_secs >= 0.0 && self.service.job_timeout_secs.is_finite()) {
+            problems.push(format!("service.job_timeout_secs = {}: 0 (no limit) or more", self.service.job_timeout_secs));
+        }
+        if !(self.service.stall_secs > 0.0 && self.service.stall_secs.is_finite()) {
+            problems.push(format!("service.stall_secs = {}: more than 0", self.service.stall_secs));
         }
         if has_password(&self.broker.url) {
             problems.push(format!("broker.url holds a password: put the URL in ${} instead", self.broker.url_env));

@@ -1,7 +1,8 @@
-//! One round of jobs, blocking: check each request against the models and storage, skip what
-//! is already done, stage inputs locally, style them together in the frame dataflow, commit
-//! outputs atomically with their manifests, and write the job logs. Knows nothing of the broker:
-//! it returns an `Outcome` per request and the caller acks, dead-letters or hands back.
+//! One job, blocking, on a thread of its own: check the request against the models and storage,
+//! skip it when already done, stage the input locally, style it in the long-lived dataflow
+//! engine (beside whatever other jobs run), commit the output atomically with its manifest, and
+//! write the job log. Knows nothing of the broker: it returns the job's `Outcome` and the
+//! consumer acks, dead-letters or hands back the message it came in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,12 @@ use super::config::ServiceConfig;
 use super::{owner, staging};
 use crate::ingress::event;
 use crate::ingress::event::{Input, JobRequest, Output};
-use crate::app::{open_job_with, AppError};
+use crate::job::{open_job_with, OpenError};
 use crate::media::policy::InputPolicy;
-use crate::cli::EncodeArgs;
-use crate::dataflow::{DataflowOptions, Job};
+use crate::media::video_out::EncodeSettings;
+use crate::dataflow::{DataflowOptions, Engine, Job, PipelineError};
+use crate::stop::{StopReason, StopToken};
 use crate::model::{NetworkDescription, Weights};
-use crate::pipeline::PipelineError;
 use crate::storage::{BlockingStore, Manifest, Meta, ObjectKey, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::progress::{FrameLog, Progress, ProgressMode};
@@ -68,7 +69,7 @@ fn transient(cause: Cause, reason: impl Into<String>) -> Outcome {
     Outcome::Transient { cause, reason: reason.into() }
 }
 
-/// What stays loaded between rounds.
+/// What stays loaded between jobs; shared by the jobs running at once.
 pub struct Ctx {
     pub config: ServiceConfig,
     pub media: BlockingStore,
@@ -77,9 +78,11 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub work_dir: PathBuf,
     desc: Arc<NetworkDescription>,
-    models: BTreeMap<String, Arc<Weights>>,
-    /// The store refused the credentials in the last round: re-read them before the next.
-    credentials_refused: bool,
+    models: std::sync::Mutex<BTreeMap<String, Arc<Weights>>>,
+    /// The store refused the credentials: re-read them before the next job.
+    credentials_refused: std::sync::atomic::AtomicBool,
+    /// Output keys being made now: a second job for one of them waits for the first.
+    taken: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// This instance's id (owner of its upload temporaries) and heartbeat interval.
     pub instance_id: String,
     pub heartbeat: std::time::Duration,
@@ -93,7 +96,7 @@ impl Ctx {
         opts: DataflowOptions,
         metrics: Metrics,
         instance_id: String,
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, crate::model::ModelError> {
         let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
         let work_dir = config.service.work_dir.clone().unwrap_or_else(std::env::temp_dir);
         let removed = staging::clean(&work_dir);
@@ -109,15 +112,16 @@ impl Ctx {
             metrics,
             work_dir,
             desc,
-            models: BTreeMap::new(),
-            credentials_refused: false,
+            models: Default::default(),
+            credentials_refused: Default::default(),
+            taken: Default::default(),
             instance_id,
             heartbeat,
         })
     }
 
     /// Opens the stores again, re-reading `credentials_file` (rotated or renewed credentials).
-    fn reopen_stores(&mut self) {
+    fn reopen_stores(&self) {
         match self.media.reopen().and_then(|()| self.system.reopen()) {
             Ok(()) => tracing::info!("stores opened again with the credentials as they are now"),
             Err(e) => tracing::warn!(error = %e, "could not open the stores again"),
@@ -134,16 +138,17 @@ impl Ctx {
         }
     }
 
-    /// Reports the round's passing troubles to the metrics and `/readyz`, and clears those that
-    /// a success shows are over.
-    fn note_troubles(&mut self, outcomes: &[Outcome]) {
+    /// Reports a job's passing troubles to the metrics and `/readyz`, and clears those that a
+    /// success shows are over.
+    fn note_troubles(&self, outcomes: &[Outcome]) {
         let held = outcomes.iter().find_map(|o| if let Outcome::Held { reason } = o { Some(reason.clone()) } else { None });
         let worked = outcomes.iter().any(|o| matches!(o, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Poison { .. }));
+        let refused = &self.credentials_refused;
         if let Some(reason) = held {
-            self.credentials_refused = true;
+            refused.store(true, std::sync::atomic::Ordering::SeqCst);
             self.metrics.set_trouble("credentials", Some(format!("the store refuses the credentials: {reason}")));
         } else if worked {
-            self.credentials_refused = false;
+            refused.store(false, std::sync::atomic::Ordering::SeqCst);
             self.metrics.set_trouble("credentials", None);
         }
         for cause in [Cause::Store, Cause::Disk] {
@@ -160,21 +165,23 @@ impl Ctx {
     }
 
     /// The weights of style `name`: `<models dir>/<name>.safetensors`, loaded once.
-    fn model(&mut self, name: &str) -> Result<Arc<Weights>, Outcome> {
+    fn model(&self, name: &str) -> Result<Arc<Weights>, Outcome> {
         let valid = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid {
             return Err(poison("unknown-style", format!("style {name:?} is not a model name (letters, digits, - and _)")));
         }
-        if let Some(w) = self.models.get(name) {
+        let mut models = self.models.lock().map_err(|_| transient(Cause::Other, "the model cache is unusable"))?;
+        if let Some(w) = models.get(name) {
             return Ok(w.clone());
         }
+        // The one loader, confined to the models directory: a checked bare name, never a path.
         let path = self.config.models.dir.join(format!("{name}.safetensors"));
         if !path.is_file() {
             return Err(poison("unknown-style", format!("no style {name:?}: {} does not exist", path.display())));
         }
-        let w = Weights::load(&path, &self.desc).map_err(|e| poison("unknown-style", e.to_string()))?;
-        let w = Arc::new(w);
-        self.models.insert(name.to_string(), w.clone());
+        let m = crate::model::load::load_path(&path, &self.config.models.network, Some(&self.desc)).map_err(|e| poison("unknown-style", e.to_string()))?;
+        let w = m.weights;
+        models.insert(name.to_string(), w.clone());
         Ok(w)
     }
 }
@@ -211,7 +218,6 @@ fn media_outcome(input: &str, e: &crate::media::MediaError, dir: &Path) -> Outco
 
 /// A request checked and staged, ready to run.
 struct Staged {
-    index: usize,
     id: String,
     request: JobRequest,
     input_key: String,
@@ -225,63 +231,62 @@ struct Staged {
     download_secs: f64,
 }
 
-/// Runs one round: returns an outcome per request, in order.
-pub fn process(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcome> {
-    staging::clean(&ctx.work_dir);
-    if ctx.credentials_refused {
+/// Runs one job to its end: returns how it ended. `stop` cancels it or times it out (the engine
+/// then publishes nothing); `frames_done` follows its progress.
+pub fn run(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop: StopToken) -> Outcome {
+    if ctx.credentials_refused.load(std::sync::atomic::Ordering::SeqCst) {
         ctx.reopen_stores();
     }
-    let outcomes = run_round(ctx, requests);
-    ctx.note_troubles(&outcomes);
-    outcomes
+    let mut outcome = run_staged(ctx, engine, id, request, stop);
+    // A refusal of one object is that object's problem; only a store that refuses everything
+    // holds the job.
+    if let Outcome::Held { reason } = &outcome {
+        if ctx.store_accepts_credentials() {
+            outcome = poison("access-denied", reason.clone());
+        }
+    }
+    ctx.note_troubles(std::slice::from_ref(&outcome));
+    outcome
 }
 
-fn run_round(ctx: &mut Ctx, requests: Vec<(String, JobRequest)>) -> Vec<Outcome> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
-    let mut staged = Vec::new();
-    let mut jobs = Vec::new();
-    let mut taken = std::collections::BTreeSet::new();
-    for (index, (id, request)) in requests.into_iter().enumerate() {
-        match stage(ctx, index, id, request, &mut taken) {
-            Ok((s, job)) => {
-                staged.push(s);
-                jobs.push(job);
-            }
-            Err(o) => outcomes[index] = Some(o),
+/// The outcome of a job stopped by `why`.
+fn stopped(why: StopReason) -> Outcome {
+    match why {
+        StopReason::Interrupted => Outcome::Interrupted,
+        StopReason::Cancelled => poison("cancelled", "cancelled while it ran: nothing was published".into()),
+        StopReason::TimedOut => poison("timed-out", "ran longer than service.job_timeout_secs: nothing was published".into()),
+    }
+}
+
+fn run_staged(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop: StopToken) -> Outcome {
+    let (staged, mut job) = match stage(ctx, id, request) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    let _taken = Taken(ctx, staged.output_key.to_string());
+    if let Some(why) = stop.reason() {
+        return stopped(why);
+    }
+    job.stop = stop;
+    let started = Instant::now();
+    let result = engine.submit(job).wait();
+    let style_secs = started.elapsed().as_secs_f64();
+    finish(ctx, staged, result, style_secs)
+}
+
+/// Frees an output key when its job ends, however it ends.
+struct Taken<'a>(&'a Ctx, String);
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.taken.lock() {
+            t.remove(&self.1);
         }
     }
-    if !jobs.is_empty() {
-        ctx.metrics.set("stylestream_jobs_in_flight", &[], jobs.len() as f64);
-        let started = Instant::now();
-        let results = crate::dataflow::run_jobs(jobs, ctx.opts.clone());
-        let style_secs = started.elapsed().as_secs_f64();
-        ctx.metrics.set("stylestream_jobs_in_flight", &[], 0.0);
-        for (s, result) in staged.into_iter().zip(results) {
-            let index = s.index;
-            outcomes[index] = Some(finish(ctx, s, result, style_secs));
-        }
-    }
-    let mut outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or_else(|| transient(Cause::Other, "not run"))).collect();
-    // A refusal of one object is that object's problem; only a store that refuses everything
-    // holds the jobs.
-    if outcomes.iter().any(|o| matches!(o, Outcome::Held { .. })) && ctx.store_accepts_credentials() {
-        for o in &mut outcomes {
-            if let Outcome::Held { reason } = o {
-                *o = poison("access-denied", reason.clone());
-            }
-        }
-    }
-    outcomes
 }
 
 /// Checks a request, skips it when done, downloads its input and opens its ends.
-fn stage(
-    ctx: &mut Ctx,
-    index: usize,
-    id: String,
-    request: JobRequest,
-    taken: &mut std::collections::BTreeSet<String>,
-) -> Result<(Staged, Job), Outcome> {
+fn stage(ctx: &Ctx, id: String, request: JobRequest) -> Result<(Staged, Job), Outcome> {
     let weights = ctx.model(&request.style)?;
     let key = |k: &str| ObjectKey::parse(k).map_err(|e| poison("invalid-key", e.to_string()));
     let dir = staging::create(&ctx.work_dir).map_err(|e| transient(Cause::Disk, format!("staging directory in {}: {e}", ctx.work_dir.display())))?;
@@ -320,10 +325,12 @@ fn stage(
         Output::Object(o) => key(o)?,
         Output::Prefix(p) => key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
     };
-    // A duplicate in the same round waits for the first, then finds it done.
-    if !taken.insert(output_key.to_string()) {
-        return Err(transient(Cause::Other, format!("{output_key} is being made by another message of this round")));
+    // A duplicate waits for the job making the same output, then finds it done.
+    let fresh = ctx.taken.lock().map(|mut t| t.insert(output_key.to_string())).unwrap_or(false);
+    if !fresh {
+        return Err(transient(Cause::Other, format!("{output_key} is being made by another job")));
     }
+    let taken = Taken(ctx, output_key.to_string());
     let etag = input_meta.etag.clone().unwrap_or_default();
     let encode = encode_of(ctx, &request);
     let settings = encode.manifest_settings();
@@ -353,20 +360,22 @@ fn stage(
     // Stored media are hostile: only the supported containers, only this file, within limits.
     let policy = InputPolicy::Restricted(ctx.config.service.media_limits.clone());
     let (source, sink) = open_job_with(&local_in.display().to_string(), &local_out, fps, &encode, &policy).map_err(|e| match e {
-        AppError::Media(m) => media_outcome(&input_key, &m, dir.path()),
+        OpenError::Media(m) => media_outcome(&input_key, &m, dir.path()),
         e => poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))),
     })?;
     let log: FrameLog = Default::default();
     let progress = Progress::new(ProgressMode::None, source.info().frames).with_frame_log(log.clone());
-    let job = Job { ends: Some((source, sink, progress)), desc: ctx.desc.clone(), weights: weights.clone() };
+    let job = Job::new(Some((source, sink, progress)), ctx.desc.clone(), weights.clone());
     tracing::info!(job = %id, input = %input_key, style = %request.style, output = %output_key, "job started");
-    Ok((Staged { index, id, request, input_key, input_meta, output_key, weights, dir, local_out, settings, log, download_secs }, job))
+    // The caller frees the output key when the job ends.
+    std::mem::forget(taken);
+    Ok((Staged { id, request, input_key, input_meta, output_key, weights, dir, local_out, settings, log, download_secs }, job))
 }
 
 /// The encoder settings a request asks for (the service's defaults where it is silent): what the
 /// manifest records and the done check compares.
-fn encode_of(ctx: &Ctx, request: &JobRequest) -> EncodeArgs {
-    EncodeArgs {
+fn encode_of(ctx: &Ctx, request: &JobRequest) -> EncodeSettings {
+    EncodeSettings {
         codec: ctx.config.service.codec.clone(),
         crf: request.crf.unwrap_or(ctx.config.service.crf),
         preset: request.preset.clone().unwrap_or_else(|| ctx.config.service.preset.clone()),
@@ -448,7 +457,11 @@ fn remove_stale_partials(ctx: &Ctx, output: &ObjectKey) {
 fn finish(ctx: &Ctx, s: Staged, result: Result<u64, PipelineError>, style_secs: f64) -> Outcome {
     let frames = match result {
         Ok(n) => n,
-        Err(PipelineError::Interrupted) => return Outcome::Interrupted,
+        Err(PipelineError::Stopped(why)) => {
+            let outcome = stopped(why);
+            write_logs(ctx, &s, 0, style_secs, 0.0, &outcome);
+            return outcome;
+        }
         Err(e) => {
             let outcome = match &e {
                 PipelineError::Media(m) => media_outcome(&s.input_key, m, s.dir.path()),

@@ -17,18 +17,17 @@ pub mod job;
 pub mod owner;
 pub mod staging;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::app::{dataflow_options_from, AppError};
-use crate::cli::{RunArgs, ServeArgs, SubmitArgs};
 use crate::storage::{BlockingStore, StoreOptions};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::progress::ProgressMode;
-use crate::ingress::broker::{self, Broker};
+use crate::dataflow::Engine;
+use crate::ingress::broker::{self, Broker, Delivery};
+use crate::stop::{StopReason, StopToken};
 use crate::ingress::event::{self, JobRequest};
 use config::ServiceConfig;
 use job::{Ctx, Outcome};
@@ -39,29 +38,65 @@ pub enum ServiceError {
     Broker(#[from] broker::BrokerError),
     #[error(transparent)]
     Store(#[from] crate::storage::StoreError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Dataflow(#[from] crate::dataflow::PipelineError),
     #[error("{0}")]
     Setup(String),
 }
 
-static SHUTDOWN: AtomicBool = AtomicBool::new(false);
-
-/// SIGTERM / Ctrl-C: stop consuming, let in-flight jobs finish within the grace period.
-pub fn request_shutdown() {
-    SHUTDOWN.store(true, Ordering::SeqCst);
+/// A delivery whose jobs are waiting or running; settled once all have ended.
+struct Message {
+    delivery: Delivery,
+    pending: usize,
+    outcomes: Vec<Outcome>,
 }
 
-fn shutting_down() -> bool {
-    SHUTDOWN.load(Ordering::SeqCst)
+/// A job waiting for a free slot.
+struct Waiting {
+    msg: u64,
+    id: String,
+    request: JobRequest,
+    since: Instant,
 }
 
-/// One round for the jobs thread, and where its outcomes go.
-type Round = (Vec<(String, JobRequest)>, tokio::sync::oneshot::Sender<Vec<Outcome>>);
+/// A job in progress on a thread of its own.
+struct Active {
+    msg: u64,
+    id: String,
+    stop: StopToken,
+    started: Instant,
+}
 
-pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
-    let config = ServiceConfig::load(&args.config)?;
+/// The consumer's state; it outlives broker connections (jobs keep running while the service
+/// reconnects).
+struct Jobs {
+    ctx: Arc<Ctx>,
+    engine: Arc<Engine>,
+    messages: HashMap<u64, Message>,
+    next_msg: u64,
+    waiting: VecDeque<Waiting>,
+    active: HashMap<u64, Active>,
+    next_job: u64,
+    /// Job outcomes, from the job threads.
+    done_tx: tokio::sync::mpsc::UnboundedSender<(u64, Outcome)>,
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Outcome)>,
+    /// Ids cancelled before their job arrived (kept an hour).
+    cancelled: HashMap<String, Instant>,
+    /// SIGTERM seen at this time: no new jobs, the running ones get the grace period.
+    draining_since: Option<Instant>,
+}
+
+/// Runs the service with the configuration at `config_path` until `shutdown` (SIGTERM, Ctrl-C)
+/// and the drain that follows; `metrics_addr` overrides `service.metrics_addr`.
+pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdown: &StopToken) -> Result<(), ServiceError> {
+    let config = ServiceConfig::load(config_path)?;
     let metrics = Metrics::new();
-    if let Some(addr) = args.metrics_addr.clone().or_else(|| config.service.metrics_addr.clone()) {
-        let bound = metrics.serve(&addr).map_err(|e| AppError::Usage(format!("metrics address {addr}: {e}")))?;
+    if let Some(addr) = metrics_addr.or_else(|| config.service.metrics_addr.clone()) {
+        let bound = metrics.serve(&addr).map_err(|e| ServiceError::Setup(format!("metrics address {addr}: {e}")))?;
         tracing::info!(%bound, "metrics on /metrics, health on /healthz and /readyz");
     }
     let instance_id = owner::new_instance_id(config.service.instance_id.as_deref());
@@ -72,64 +107,58 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
     };
     let media = BlockingStore::open(&config.storage.media, &store_options).map_err(ServiceError::from)?;
     let system = BlockingStore::open(&config.storage.system, &store_options).map_err(ServiceError::from)?;
-    let run = RunArgs {
-        progress: ProgressMode::None,
-        quiet: true,
-        max_frames_in_flight: None,
-        workers: None,
-        frames_per_batch: None,
-        retries: None,
-        config: None,
-        precision: None,
-        fail_frame: None,
-    };
-    let opts = dataflow_options_from(&run, &config.dataflow, None, None)?;
-    let heartbeat_store = system.store().clone();
-    let ctx = Ctx::new(config.clone(), media, system, opts, metrics.clone(), instance_id.clone())?;
-
-    // The jobs thread owns the stores (blocking) and runs the dataflow; the async side owns the
-    // broker.
-    let (rounds, inbox) = std::sync::mpsc::channel::<Round>();
-    let jobs = std::thread::Builder::new()
-        .name("jobs".into())
-        .spawn(move || {
-            let mut ctx = ctx;
-            for (requests, reply) in inbox {
-                let _ = reply.send(job::process(&mut ctx, requests));
-            }
-        })
-        .map_err(|e| AppError::Usage(format!("starting the jobs thread: {e}")))?;
+    let opts = config.dataflow.resolve(&crate::config::RunOverrides::default(), None);
+    let heartbeat_store = system.store();
+    let ctx = Arc::new(Ctx::new(config.clone(), media, system, opts.clone(), metrics.clone(), instance_id.clone())?);
+    // One engine for the service's lifetime: its workers and GPU devices stay warm. Jobs are
+    // stopped one by one (grace period), never all at once by the engine.
+    let engine = Arc::new(Engine::start(opts, StopToken::new())?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| AppError::Usage(format!("starting the async runtime: {e}")))?;
+        .map_err(|e| ServiceError::Setup(format!("starting the async runtime: {e}")))?;
     tracing::info!(instance = %instance_id, "instance id (owner of its upload temporaries)");
     let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, Duration::from_secs_f64(config.service.heartbeat_secs)));
-    let result = rt.block_on(consume_forever(&config, &metrics, rounds));
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut jobs = Jobs {
+        ctx,
+        engine: engine.clone(),
+        messages: HashMap::new(),
+        next_msg: 0,
+        waiting: VecDeque::new(),
+        active: HashMap::new(),
+        next_job: 0,
+        done_tx,
+        done_rx,
+        cancelled: HashMap::new(),
+        draining_since: None,
+    };
+    let result = rt.block_on(consume_forever(&config, &metrics, &mut jobs, shutdown));
     beat.abort();
-    // A jobs thread stuck in a hung request was given up on: do not wait for it.
-    let waited = Instant::now();
-    while !jobs.is_finished() && waited.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
+    let hung = !jobs.active.is_empty();
+    drop(jobs);
+    match Arc::try_unwrap(engine) {
+        // Every job ended: stop the workers.
+        Ok(engine) if !hung => engine.shutdown(),
+        // A job thread stuck in a hung request was given up on: do not wait for it.
+        Ok(engine) => std::mem::forget(engine),
+        Err(_) => {}
     }
-    if jobs.is_finished() {
-        let _ = jobs.join();
-    }
-    result.map_err(AppError::from)
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// Connects, consumes until shutdown, and reconnects (with backoff) when the broker goes away or
-/// closes the channel.
-async fn consume_forever(
-    config: &ServiceConfig,
-    metrics: &Metrics,
-    rounds: std::sync::mpsc::Sender<Round>,
-) -> Result<(), ServiceError> {
+/// closes the channel. Jobs in progress keep running while it reconnects.
+async fn consume_forever(config: &ServiceConfig, metrics: &Metrics, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
     let url = config.broker_url();
     let mut backoff = Duration::from_millis(500);
     let mut first = true;
-    while !shutting_down() {
+    loop {
+        if jobs.draining_since.is_some() && jobs.active.is_empty() {
+            break;
+        }
         let broker = match Broker::connect(&url, &config.broker).await {
             Ok(b) => b,
             Err(e) if first => return Err(e.into()),
@@ -137,165 +166,296 @@ async fn consume_forever(
                 tracing::warn!(error = %e, retry_in = ?backoff, "broker unavailable");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                if shutdown.is_stopped() && jobs.draining_since.is_none() {
+                    jobs.draining_since = Some(Instant::now());
+                }
+                jobs.give_up_if_hung(config);
                 continue;
             }
         };
         first = false;
         backoff = Duration::from_millis(500);
-        let result = consume(&broker, config, metrics, &rounds).await;
+        let result = consume(&broker, config, metrics, jobs, shutdown).await;
         metrics.set_ready(false);
         broker.close().await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "lost the broker channel; reconnecting");
+        match result {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "lost the broker channel; reconnecting"),
         }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Consumes on one channel until shutdown or until the channel fails.
-async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, rounds: &std::sync::mpsc::Sender<Round>) -> Result<(), ServiceError> {
+/// One `select!` over deliveries, control messages, job outcomes and a clock (timeouts,
+/// shutdown, metrics); never waits on styling. Returns `Ok` once drained after shutdown, `Err`
+/// when the channel fails.
+async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
     let tag = format!("stylestream-{}", std::process::id());
-    let mut consumer = broker.consume(&tag).await?;
+    let mut deliveries = if jobs.draining_since.is_none() { Some(broker.consume(&tag).await?) } else { None };
+    let mut control = broker.control(&format!("{tag}-control")).await?;
     metrics.set_ready(true);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_depth = Instant::now() - Duration::from_secs(10);
     loop {
-        if shutting_down() {
-            let _ = broker.cancel(&tag).await;
+        jobs.start_waiting(config, metrics);
+        if jobs.draining_since.is_some() && jobs.active.is_empty() && jobs.waiting.is_empty() {
+            jobs.settle_ready(broker, config, metrics).await;
             return Ok(());
         }
-        if last_depth.elapsed() > Duration::from_secs(2) {
-            if let Ok(n) = broker.depth().await {
-                metrics.set("stylestream_queue_depth", &[], n as f64);
+        // Bounded local backlog: deliveries wait in the broker once `jobs` are waiting here.
+        let room = jobs.waiting.len() < config.service.jobs.max(1);
+        tokio::select! {
+            d = next_delivery(&mut deliveries), if room && deliveries.is_some() => {
+                match d {
+                    Some(Ok(d)) => jobs.admit(broker, config, metrics, d).await?,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(broker::BrokerError::Op { what: "consuming".into(), reason: "the consumer was cancelled".into() }.into()),
+                }
             }
-            last_depth = Instant::now();
-        }
-        let next = tokio::select! {
-            d = consumer.next() => d,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
-        };
-        let first = match next {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(broker::BrokerError::Op { what: "consuming".into(), reason: e.to_string() }.into()),
-            None => return Err(broker::BrokerError::Op { what: "consuming".into(), reason: "the consumer was cancelled".into() }.into()),
-        };
-        let mut batch = vec![first];
-        while batch.len() < config.service.jobs {
-            match tokio::time::timeout(Duration::from_millis(50), consumer.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                _ => break,
+            c = control.next() => match c {
+                Some(Ok(c)) => jobs.control(broker, config, metrics, c.data()).await,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(broker::BrokerError::Op { what: "consuming control messages".into(), reason: "the consumer was cancelled".into() }.into()),
+            },
+            Some((job, outcome)) = jobs.done_rx.recv() => {
+                jobs.ended(job, outcome);
+                jobs.settle_ready(broker, config, metrics).await;
+            }
+            _ = tick.tick() => {
+                if shutdown.is_stopped() && jobs.draining_since.is_none() {
+                    tracing::info!(grace_secs = config.service.shutdown_grace_secs, running = jobs.active.len(), "shutting down: no new jobs; finishing the jobs in progress");
+                    jobs.draining_since = Some(Instant::now());
+                    if deliveries.take().is_some() {
+                        let _ = broker.cancel(&tag).await;
+                    }
+                    // Not started: straight back to the queue.
+                    for w in std::mem::take(&mut jobs.waiting) {
+                        jobs.record_outcome(w.msg, Outcome::Interrupted);
+                    }
+                    jobs.settle_ready(broker, config, metrics).await;
+                }
+                jobs.police(config);
+                if jobs.give_up_if_hung(config) {
+                    for (_, m) in jobs.messages.drain() {
+                        let _ = m.delivery.nack_requeue().await;
+                    }
+                    tracing::warn!("jobs still busy after the grace period: handed back unpublished");
+                    return Ok(());
+                }
+                if last_depth.elapsed() > Duration::from_secs(2) {
+                    if let Ok(n) = broker.depth().await {
+                        metrics.set("stylestream_queue_depth", &[], n as f64);
+                    }
+                    last_depth = Instant::now();
+                }
+                metrics.set("stylestream_jobs_in_flight", &[], jobs.active.len() as f64);
+                let lag = jobs.waiting.front().map_or(0.0, |w| w.since.elapsed().as_secs_f64());
+                metrics.set("stylestream_queue_lag_seconds", &[], lag);
+                metrics.set("stylestream_gpu_device_opens_total", &[], crate::model::gpu::devices_opened() as f64);
+                metrics.set("stylestream_engine_alive", &[], if jobs.engine.is_alive() { 1.0 } else { 0.0 });
             }
         }
-        handle(broker, config, metrics, rounds, batch).await?;
     }
 }
 
-/// Parses a batch of deliveries, runs their jobs in rounds of at most `service.jobs` (a message
-/// may name many objects: jobs are bounded, not messages), and settles every delivery.
-async fn handle(
-    broker: &Broker,
-    config: &ServiceConfig,
-    metrics: &Metrics,
-    rounds: &std::sync::mpsc::Sender<Round>,
-    deliveries: Vec<lapin::message::Delivery>,
-) -> Result<(), ServiceError> {
-    let source = config.notification_source();
-    let mut requests = Vec::new();
-    let mut owners = Vec::new(); // delivery index of each request
-    let mut live = Vec::new(); // deliveries with requests
-    for d in deliveries {
+/// The next job delivery; never, when not consuming (draining).
+async fn next_delivery(d: &mut Option<broker::Deliveries>) -> Option<Result<Delivery, broker::BrokerError>> {
+    match d {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Jobs {
+    /// Parses a delivery into its jobs; poison is dead-lettered and empty events acked at once.
+    async fn admit(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics, d: Delivery) -> Result<(), ServiceError> {
         metrics.inc("stylestream_messages_total", &[], 1.0);
-        match event::parse(&d.data, config.broker.max_message_bytes, &config.routes, &source) {
+        if event::is_control(d.data()) {
+            // On the job queue by mistake: apply it here, and pass it on to every instance.
+            self.control(broker, config, metrics, d.data()).await;
+            let _ = broker.publish_control(d.data()).await;
+            d.ack().await?;
+            return Ok(());
+        }
+        let source = config.notification_source();
+        match event::parse(d.data(), config.broker.max_message_bytes, &config.routes, &source) {
             Err(p) => dead_letter(broker, metrics, &d, p.code(), &p.to_string()).await?,
-            Ok(jobs) if jobs.is_empty() => {
+            Ok(requests) if requests.is_empty() => {
                 tracing::debug!("event names nothing to do (a frame waiting for its trigger?)");
-                broker::ack(&d).await?;
+                d.ack().await?;
             }
-            Ok(jobs) => {
+            Ok(requests) => {
                 let base = message_id(&d);
-                let n = jobs.len();
-                for (i, j) in jobs.into_iter().enumerate() {
-                    let id = j.id.clone().unwrap_or_else(|| if n == 1 { base.clone() } else { format!("{base}-{i}") });
-                    requests.push((id, j));
-                    owners.push(live.len());
+                let n = requests.len();
+                let msg = self.next_msg;
+                self.next_msg += 1;
+                // Lag counts from publication when the publisher stamped it.
+                let waited = d.published_unix_secs().and_then(|t| {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+                    Some(Duration::from_secs(now.saturating_sub(t)))
+                });
+                let since = waited.and_then(|w| Instant::now().checked_sub(w)).unwrap_or_else(Instant::now);
+                self.messages.insert(msg, Message { delivery: d, pending: n, outcomes: Vec::new() });
+                for (i, request) in requests.into_iter().enumerate() {
+                    let id = request.id.clone().unwrap_or_else(|| if n == 1 { base.clone() } else { format!("{base}-{i}") });
+                    if self.cancelled.remove(&id).is_some() {
+                        self.record_outcome(msg, Outcome::Poison { code: "cancelled", reason: format!("job {id} was cancelled before it started") });
+                        continue;
+                    }
+                    self.waiting.push_back(Waiting { msg, id, request, since });
                 }
-                live.push(d);
+                self.settle_ready(broker, config, metrics).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts waiting jobs while slots are free, each on a thread of its own.
+    fn start_waiting(&mut self, config: &ServiceConfig, metrics: &Metrics) {
+        while self.active.len() < config.service.jobs.max(1) && self.draining_since.is_none() {
+            let Some(w) = self.waiting.pop_front() else { break };
+            let key = self.next_job;
+            self.next_job += 1;
+            let stop = StopToken::new();
+            let (ctx, engine, done, job_stop, id) = (self.ctx.clone(), self.engine.clone(), self.done_tx.clone(), stop.clone(), w.id.clone());
+            metrics.observe("stylestream_stage_seconds", &[("stage", "wait")], w.since.elapsed().as_secs_f64());
+            let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {
+                let outcome = job::run(&ctx, &engine, id, w.request, job_stop);
+                let _ = done.send((key, outcome));
+            });
+            match spawned {
+                Ok(_) => {
+                    self.active.insert(key, Active { msg: w.msg, id: w.id, stop, started: Instant::now() });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start a job thread");
+                    self.record_outcome(w.msg, Outcome::Transient { cause: job::Cause::Other, reason: format!("starting a job thread: {e}") });
+                }
             }
         }
     }
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(requests.len());
-    let mut pending = requests.into_iter().peekable();
-    while pending.peek().is_some() {
-        let round: Vec<(String, JobRequest)> = pending.by_ref().take(config.service.jobs.max(1)).collect();
-        if shutting_down() {
-            outcomes.extend(round.iter().map(|_| Outcome::Interrupted));
-            continue;
+
+    fn ended(&mut self, job: u64, outcome: Outcome) {
+        if let Some(a) = self.active.remove(&job) {
+            tracing::debug!(job = %a.id, secs = a.started.elapsed().as_secs_f64(), "job ended");
+            self.record_outcome(a.msg, outcome);
         }
-        outcomes.extend(run_round(config, rounds, round).await?);
     }
-    // Settle each delivery by the worst outcome of its requests.
+
+    fn record_outcome(&mut self, msg: u64, outcome: Outcome) {
+        if let Some(m) = self.messages.get_mut(&msg) {
+            m.outcomes.push(outcome);
+            m.pending = m.pending.saturating_sub(1);
+        }
+    }
+
+    /// Settles every message whose jobs have all ended.
+    async fn settle_ready(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics) {
+        let ready: Vec<u64> = self.messages.iter().filter(|(_, m)| m.pending == 0).map(|(k, _)| *k).collect();
+        for k in ready {
+            let Some(m) = self.messages.remove(&k) else { continue };
+            if let Err(e) = settle(broker, config, metrics, &m.delivery, &m.outcomes).await {
+                // The broker redelivers it: a finished output is then found done.
+                tracing::warn!(error = %e, "could not settle a message; the broker will deliver it again");
+            }
+        }
+    }
+
+    /// Applies a control message.
+    async fn control(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics, body: &[u8]) {
+        match event::parse_control(body, config.broker.max_message_bytes) {
+            Ok(event::Control::Cancel(id)) => {
+                let _ = self.cancel(&id);
+                self.settle_ready(broker, config, metrics).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "control message ignored"),
+        }
+    }
+
+    /// Cancels job `id`: running, it stops and publishes nothing; waiting, it never starts; not
+    /// here yet, it is refused when it arrives (for an hour). Whether it was found here.
+    fn cancel(&mut self, id: &str) -> bool {
+        let mut found = false;
+        for a in self.active.values().filter(|a| a.id == id) {
+            tracing::info!(job = %id, "cancelling the job");
+            a.stop.stop(StopReason::Cancelled);
+            found = true;
+        }
+        let (gone, kept): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting).into_iter().partition(|w| w.id == id);
+        self.waiting = kept.into();
+        for w in gone {
+            found = true;
+            self.record_outcome(w.msg, Outcome::Poison { code: "cancelled", reason: format!("job {id} was cancelled before it started") });
+        }
+        if !found {
+            self.cancelled.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
+            self.cancelled.insert(id.to_string(), Instant::now());
+        }
+        found
+    }
+
+    /// Time limits: a job over `job_timeout_secs` is stopped; after SIGTERM and the grace
+    /// period, every job still running is stopped and handed back.
+    fn police(&mut self, config: &ServiceConfig) {
+        let limit = config.service.job_timeout_secs;
+        for a in self.active.values() {
+            if limit > 0.0 && a.started.elapsed().as_secs_f64() > limit && !a.stop.is_stopped() {
+                tracing::warn!(job = %a.id, limit_secs = limit, "job timed out: stopping it");
+                a.stop.stop(StopReason::TimedOut);
+            }
+        }
+        let grace = Duration::from_secs_f64(config.service.shutdown_grace_secs.max(0.0));
+        if self.draining_since.is_some_and(|t| t.elapsed() > grace) {
+            for a in self.active.values().filter(|a| !a.stop.is_stopped()) {
+                tracing::warn!(job = %a.id, "grace period over: handing the job back unpublished");
+                a.stop.stop(StopReason::Interrupted);
+            }
+        }
+    }
+
+    /// Whether jobs are still busy 10 s after the grace period (stuck in a hung request): they
+    /// are given up on.
+    fn give_up_if_hung(&mut self, config: &ServiceConfig) -> bool {
+        let limit = Duration::from_secs_f64(config.service.shutdown_grace_secs.max(0.0)) + Duration::from_secs(10);
+        !self.active.is_empty() && self.draining_since.is_some_and(|t| t.elapsed() > limit)
+    }
+}
+
+/// Settles a delivery by the worst outcome of its jobs.
+async fn settle(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, d: &Delivery, outcomes: &[Outcome]) -> Result<(), ServiceError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for (i, d) in live.iter().enumerate() {
-        let mine: Vec<&Outcome> = outcomes.iter().zip(&owners).filter(|(_, o)| **o == i).map(|(x, _)| x).collect();
-        for o in &mine {
-            record(metrics, o);
-        }
-        if let Some(Outcome::Poison { code, reason }) = mine.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
-            dead_letter(broker, metrics, d, code, reason).await?;
-        } else if mine.iter().any(|o| matches!(o, Outcome::Interrupted)) {
-            // Shutdown: back to the queue at once, for another instance.
-            broker::nack_requeue(d).await?;
-        } else if let Some(o) = mine.iter().find(|o| matches!(o, Outcome::Transient { .. } | Outcome::Held { .. })) {
-            let state = broker::RetryState::of(d);
-            let (cause, reason) = match o {
-                Outcome::Held { reason } => ("credentials", reason.as_str()),
-                Outcome::Transient { cause, reason } => (cause.label(), reason.as_str()),
-                _ => ("other", ""),
-            };
-            // Credentials do not spend the retry budget: the job waits for them.
-            let first_failure = if cause == "credentials" { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
-            let budget = config.broker.retry_budget_secs;
-            if cause != "credentials" && state.failing_for_secs(now_ms) > budget {
-                let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
-                dead_letter(broker, metrics, d, "retry-budget-spent", &why).await?;
-            } else {
-                let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
-                metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
-                tracing::warn!(cause, retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
-                broker::ack(d).await?;
-            }
+    for o in outcomes {
+        record(metrics, o);
+    }
+    if let Some(Outcome::Poison { code, reason }) = outcomes.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
+        dead_letter(broker, metrics, d, code, reason).await?;
+    } else if outcomes.iter().any(|o| matches!(o, Outcome::Interrupted)) {
+        // Shutdown: back to the queue at once, for another instance.
+        d.nack_requeue().await?;
+    } else if let Some(o) = outcomes.iter().find(|o| matches!(o, Outcome::Transient { .. } | Outcome::Held { .. })) {
+        let state = broker::RetryState::of(d);
+        let (cause, reason) = match o {
+            Outcome::Held { reason } => ("credentials", reason.as_str()),
+            Outcome::Transient { cause, reason } => (cause.label(), reason.as_str()),
+            _ => ("other", ""),
+        };
+        // Credentials do not spend the retry budget: the job waits for them.
+        let first_failure = if cause == "credentials" { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
+        let budget = config.broker.retry_budget_secs;
+        if cause != "credentials" && state.failing_for_secs(now_ms) > budget {
+            let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
+            dead_letter(broker, metrics, d, "retry-budget-spent", &why).await?;
         } else {
-            broker::ack(d).await?;
+            let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
+            metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
+            tracing::warn!(cause, retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
+            d.ack().await?;
         }
+    } else {
+        d.ack().await?;
     }
     Ok(())
-}
-
-/// Sends one round to the jobs thread and waits for its outcomes. On shutdown the round gets
-/// the grace period, then is interrupted; a round still stuck 10 s later (a hung store request)
-/// is given up: its jobs are handed back unpublished and the service exits without it.
-async fn run_round(config: &ServiceConfig, rounds: &std::sync::mpsc::Sender<Round>, round: Vec<(String, JobRequest)>) -> Result<Vec<Outcome>, ServiceError> {
-    let n = round.len();
-    let (reply, outcomes) = tokio::sync::oneshot::channel();
-    rounds.send((round, reply)).map_err(|_| ServiceError::Setup("the jobs thread stopped".into()))?;
-    let grace = Duration::from_secs_f64(config.service.shutdown_grace_secs.max(0.0));
-    let deadline = async move {
-        while !shutting_down() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tracing::info!(grace = ?grace, "shutting down: finishing the jobs in flight");
-        tokio::time::sleep(grace).await;
-        tracing::warn!("grace period over: handing the unfinished jobs back");
-        crate::pipeline::interrupt();
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    };
-    tokio::select! {
-        o = outcomes => o.map_err(|_| ServiceError::Setup("the jobs thread stopped".into())),
-        _ = deadline => {
-            tracing::warn!(jobs = n, "jobs still busy after the grace period: handed back unpublished");
-            Ok(vec![Outcome::Interrupted; n])
-        }
-    }
 }
 
 fn record(metrics: &Metrics, o: &Outcome) {
@@ -315,53 +475,20 @@ fn record(metrics: &Metrics, o: &Outcome) {
     metrics.inc("stylestream_jobs_total", &[("outcome", outcome)], 1.0);
 }
 
-async fn dead_letter(broker: &Broker, metrics: &Metrics, d: &lapin::message::Delivery, code: &str, reason: &str) -> Result<(), ServiceError> {
+async fn dead_letter(broker: &Broker, metrics: &Metrics, d: &Delivery, code: &str, reason: &str) -> Result<(), ServiceError> {
     tracing::error!(reason = code, error = %reason, "message dead-lettered");
-    broker.dead_letter(&d.data, code, reason).await?;
+    broker.dead_letter(d.data(), code, reason).await?;
     metrics.inc("stylestream_dead_lettered_total", &[("reason", code)], 1.0);
-    broker::ack(d).await?;
+    d.ack().await?;
     Ok(())
 }
 
 /// The message's id, else a hash of its body (stable across redeliveries).
-fn message_id(d: &lapin::message::Delivery) -> String {
-    if let Some(id) = d.properties.message_id() {
-        return id.to_string();
+fn message_id(d: &Delivery) -> String {
+    if let Some(id) = d.message_id() {
+        return id;
     }
-    let h = Sha256::digest(&d.data);
+    let h = Sha256::digest(d.data());
     format!("msg-{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// `stylestream submit`: publishes one job event with publisher confirms.
-pub fn submit(args: &SubmitArgs) -> Result<(), AppError> {
-    let config = match &args.config {
-        Some(p) => ServiceConfig::load(p)?.broker,
-        None => toml::from_str::<broker::BrokerConfig>("").map_err(|e| AppError::Usage(e.to_string()))?,
-    };
-    let url = std::env::var(&config.url_env).unwrap_or_else(|_| config.url.clone());
-    let mut event = serde_json::json!({ "schema": event::SCHEMA, "style": args.style });
-    let obj = event.as_object_mut().ok_or_else(|| AppError::Usage("internal: event".into()))?;
-    match (&args.input, &args.input_prefix) {
-        (Some(i), None) => obj.insert("input".into(), i.clone().into()),
-        (None, Some(p)) => obj.insert("input_prefix".into(), p.clone().into()),
-        _ => return Err(AppError::Usage("give --input KEY or --input-prefix PREFIX".into())),
-    };
-    match (&args.output, &args.output_prefix) {
-        (Some(o), None) => obj.insert("output".into(), o.clone().into()),
-        (None, Some(p)) => obj.insert("output_prefix".into(), p.clone().into()),
-        _ => return Err(AppError::Usage("give --output KEY or --output-prefix PREFIX".into())),
-    };
-    if let Some(id) = &args.id {
-        obj.insert("id".into(), id.clone().into());
-    }
-    if let Some(fps) = args.fps {
-        obj.insert("fps".into(), fps.into());
-    }
-    let body = serde_json::to_vec(&event).map_err(|e| AppError::Usage(e.to_string()))?;
-    // Checked as the service will check it.
-    event::parse(&body, config.max_message_bytes, &[], &event::Source::default()).map_err(|e| AppError::Usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| AppError::Usage(e.to_string()))?;
-    rt.block_on(broker::submit(&url, &config, &body)).map_err(ServiceError::from)?;
-    println!("{}", String::from_utf8_lossy(&body));
-    Ok(())
-}

@@ -28,7 +28,12 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     /// Per-frame records for a job log, when asked for.
     log: Option<FrameLog>,
+    /// Told the frames written so far after each frame (a status page's progress).
+    observer: Option<FrameObserver>,
 }
+
+/// Called with the number of frames written so far, after each frame.
+pub type FrameObserver = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 /// One written frame, for job logs: where it was styled, how long that took, and when it was
 /// written (ms after the job started).
@@ -64,12 +69,18 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar, log: None }
+        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar, log: None, observer: None }
     }
 
     /// Also keeps a record of every frame written in `log`.
     pub fn with_frame_log(mut self, log: FrameLog) -> Self {
         self.log = Some(log);
+        self
+    }
+
+    /// Also tells `observer` the frames written so far after each frame.
+    pub fn with_observer(mut self, observer: FrameObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -93,6 +104,9 @@ impl Progress {
     /// One more frame written.
     pub fn inc(&mut self) {
         self.done += 1;
+        if let Some(o) = &self.observer {
+            o(self.done);
+        }
         self.first.get_or_insert_with(Instant::now);
         if let Some(b) = &self.bar {
             b.inc(1);

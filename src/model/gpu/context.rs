@@ -96,6 +96,14 @@ pub struct GpuContext {
     pub(super) cpu: bool,
 }
 
+/// Devices opened by this process (a long-lived service opens one per worker, once).
+static DEVICES_OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many GPU devices this process has opened so far.
+pub fn devices_opened() -> u64 {
+    DEVICES_OPENED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl GpuContext {
     /// Opens the chosen adapter and asks it for the largest buffers it can give.
     pub fn new(opts: &GpuOptions) -> Result<Self, GpuError> {
@@ -162,6 +170,7 @@ impl GpuContext {
             })
             .await
             .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        DEVICES_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Errors are captured with error scopes where they can happen; anything else is logged
         // instead of wgpu's default panic.
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {

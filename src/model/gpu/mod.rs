@@ -6,7 +6,7 @@ mod kernels;
 mod plan;
 mod weights;
 
-pub use context::{AdapterSummary, GpuContext, GpuOptions, Precision};
+pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions, Precision};
 pub use kernels::Kernel;
 pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 
