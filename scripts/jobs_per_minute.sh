@@ -5,7 +5,8 @@
 #
 #   scripts/jobs_per_minute.sh [BASE_REV]     (default BASE_REV: 55b9b41, main before issue 13)
 #
-# Builds both in release mode into one target directory (the dependencies are built once), then
+# Builds both (PROFILE=release by default, or dev) into one target directory (the dependencies
+# are built once), then
 # for each binary: publishes JOBS small jobs (a 32x24 clip of FRAMES frames, one output each)
 # to a fresh queue on the local RabbitMQ, starts `serve` with service.jobs = SLOTS on local
 # files, and times from the start of the service to the last manifest. Prints both rates and
@@ -15,6 +16,8 @@ BASE=${1:-55b9b41}
 JOBS=${JOBS:-50}
 FRAMES=${FRAMES:-2}
 SLOTS=${SLOTS:-2}
+PROFILE=${PROFILE:-release}
+DIR=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/jobs-per-minute}
 MODELS=${MODELS_DIR:-$HERE/../shared/models}
@@ -23,12 +26,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HERE/target}
 export STYLESTREAM_AMQP_URL=${STYLESTREAM_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 rm -rf "$OUT"; mkdir -p "$OUT/bin"
 
-echo "building $BASE (baseline) and this checkout, release..."
+echo "building $BASE (baseline) and this checkout ($PROFILE)..."
 WT=$(mktemp -d)
 git -C "$HERE" worktree add -q --detach "$WT/base" "$BASE"
 trap 'git -C "$HERE" worktree remove --force "$WT/base" >/dev/null 2>&1 || true; rm -rf "$WT"' EXIT
-(cd "$WT/base" && cargo build --release --quiet --bin stylestream) && cp "$CARGO_TARGET_DIR/release/stylestream" "$OUT/bin/base"
-(cd "$HERE" && cargo build --release --quiet --bin stylestream) && cp "$CARGO_TARGET_DIR/release/stylestream" "$OUT/bin/head"
+(cd "$WT/base" && cargo build --profile "$PROFILE" --quiet --bin stylestream) && cp "$CARGO_TARGET_DIR/$DIR/stylestream" "$OUT/bin/base"
+(cd "$HERE" && cargo build --profile "$PROFILE" --quiet --bin stylestream) && cp "$CARGO_TARGET_DIR/$DIR/stylestream" "$OUT/bin/head"
 
 ffmpeg -v error -y -f lavfi -i testsrc2=size=32x24:rate=25 -frames:v "$FRAMES" -c:v libx264 -pix_fmt yuv420p "$OUT/clip.mp4"
 
