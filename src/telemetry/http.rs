@@ -13,8 +13,8 @@
 //! probes. Without a token, `DELETE` always answers 403.
 //!
 //! Bounds, so that an idle or slow client can never hold `/healthz` up: each connection is
-//! served by a task of its own; its request headers must arrive within [`HEADER_TIMEOUT`] (also
-//! between requests on a kept-alive connection), it is closed after [`CONNECTION_LIFETIME`],
+//! served by a task of its own and answers one request (no keep-alive); its request headers
+//! must arrive within [`HEADER_TIMEOUT`], it is closed after [`CONNECTION_LIFETIME`],
 //! handlers time out after [`REQUEST_TIMEOUT`], bodies are limited to [`MAX_BODY`] bytes and
 //! headers to [`MAX_HEADER_BUF`]; beyond [`MAX_CONNECTIONS`] open connections, new ones are
 //! closed at once.
@@ -37,8 +37,7 @@ use super::jobs::JobBoard;
 use super::metrics::Metrics;
 use super::page::render_status_page;
 
-/// How long a client may take to send a request's headers (and to start the next request on a
-/// kept-alive connection).
+/// How long a client may take to send its request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take to be answered.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,6 +182,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
+                // One request per connection, as the hand-written server did: clients that read
+                // to the end (scripts, the service tests) get EOF with the answer, and no
+                // connection sits idle between Prometheus scrapes.
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BUF)
@@ -328,6 +331,21 @@ mod tests {
         write!(half, "GET /metrics HTTP/1.1\r\nHost: x\r\n").expect("half a request");
         let t = Instant::now();
         assert_eq!(request(addr, "GET", "/healthz", None), (200, "ok\n".to_string()));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn each_connection_answers_one_request_and_closes() {
+        let (addr, _m, _b) = serve(None);
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        // No `Connection: close`: the reader still gets EOF right after the answer.
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let t = Instant::now();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("\r\n\r\nok\n"), "{out}");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 

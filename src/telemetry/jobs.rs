@@ -36,7 +36,8 @@ pub struct JobInProgress {
     pub started_at: DateTime<Utc>,
     /// Since the job started.
     pub seconds: f64,
-    /// Frames per second since the job started.
+    /// Frames per second since the job's first frame (download and start-up excluded); 0
+    /// until a second of frames has passed.
     pub fps: f64,
 }
 
@@ -53,8 +54,10 @@ pub struct FinishedJob {
     /// `None` when the board never saw the job start.
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: DateTime<Utc>,
+    /// From start to end, every stage included.
     pub seconds: f64,
     pub frames: u64,
+    /// `frames / seconds`: the job's throughput, every stage included.
     pub fps: f64,
 }
 
@@ -85,6 +88,8 @@ pub struct BoardSnapshot {
 struct Running {
     job: JobInProgress,
     started: Instant,
+    /// The first progress report, and the frames it reported.
+    first_progress: Option<(Instant, u64)>,
 }
 
 struct Board {
@@ -136,6 +141,7 @@ impl JobBoard {
                 fps: 0.0,
             },
             started: now,
+            first_progress: None,
         });
         b.last_activity = Some(now);
     }
@@ -148,6 +154,7 @@ impl JobBoard {
         let Some(r) = b.running.iter_mut().find(|r| r.job.id == id) else { return };
         let new = frames_done.saturating_sub(r.job.frames_done);
         r.job.frames_done = r.job.frames_done.max(frames_done);
+        r.first_progress.get_or_insert((now, frames_done));
         b.last_activity = Some(now);
         if new > 0 {
             b.add_frames(minute, new);
@@ -241,15 +248,12 @@ impl JobBoard {
         let minute = (now / 60.0).floor() as u64;
         // The current minute counts whole; the previous one for the part of it still in the window.
         let into = (now - minute as f64 * 60.0) / 60.0;
-        let frames: f64 = b
-            .minutes
-            .iter()
-            .map(|&(m, f)| match m {
-                m if m == minute => f as f64,
-                m if m + 1 == minute => f as f64 * (1.0 - into),
-                _ => 0.0,
-            })
-            .sum();
+        // A fold from +0.0, not `sum` (which starts at -0.0 and would show "-0").
+        let frames = b.minutes.iter().fold(0.0, |acc, &(m, f)| match m {
+            m if m == minute => acc + f as f64,
+            m if m + 1 == minute => acc + f as f64 * (1.0 - into),
+            _ => acc,
+        });
         frames / 60.0
     }
 
@@ -272,7 +276,11 @@ impl JobBoard {
                 .iter()
                 .map(|r| {
                     let seconds = now.saturating_duration_since(r.started).as_secs_f64();
-                    JobInProgress { seconds, fps: fps(r.job.frames_done, seconds), ..r.job.clone() }
+                    let steady = r.first_progress.map_or(0.0, |(t, f0)| {
+                        let secs = now.saturating_duration_since(t).as_secs_f64();
+                        if secs >= 1.0 { fps(r.job.frames_done.saturating_sub(f0), secs) } else { 0.0 }
+                    });
+                    JobInProgress { seconds, fps: steady, ..r.job.clone() }
                 })
                 .collect(),
             recent: b.recent.iter().cloned().collect(),
@@ -343,6 +351,7 @@ mod tests {
         assert_eq!(s.in_progress[0].id, "a");
         assert_eq!(s.in_progress[0].frames_done, 40);
         assert_eq!(s.in_progress[0].total_frames, Some(100));
+        assert_eq!(s.in_progress[0].fps, 0.0, "no rate before a second of frames");
         assert_eq!(s.fps_per_minute.len(), MINUTES);
         assert!((s.fps_per_minute.iter().sum::<f64>() - 40.0 / 60.0).abs() < 1e-9, "{:?}", s.fps_per_minute);
 
@@ -378,6 +387,17 @@ mod tests {
         assert_eq!(d.len(), MAX_REASONS);
         assert_eq!(d["r0"], 2);
         assert_eq!(d["other"], 6);
+    }
+
+    #[test]
+    fn recent_fps_counts_this_minute_and_is_never_negative_zero() {
+        let board = JobBoard::new();
+        assert_eq!(board.recent_fps().to_string(), "0");
+        board.started("a", "i", "s", "o", None);
+        board.progress("a", 120);
+        // Started under a minute ago: everything is in the current minute.
+        let fps = board.recent_fps();
+        assert!((fps - 2.0).abs() < 1e-9, "{fps}");
     }
 
     #[test]

@@ -109,9 +109,8 @@ fn chart(fps_per_minute: &[f64]) -> String {
     }
     h.push_str(&format!(
         "<text x=\"4\" y=\"14\" font-size=\"12\">max {max:.2} fps</text>\
-         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">now</text></svg>\n",
+         <text x=\"{}\" y=\"14\" font-size=\"12\" text-anchor=\"end\">now</text></svg>\n",
         W - 4.0,
-        H - 4.0
     ));
     h
 }
