@@ -13,10 +13,11 @@ export STYLESTREAM_MODELS_DIR ?= $(MODELS_DIR)
 # ffmpeg + dev libraries (video stages), clang/pkg-config (ffmpeg-next bindings), Mesa's
 # lavapipe Vulkan driver (the GPU code runs on the CPU where no GPU is present), RabbitMQ,
 # Node.js + npm (Azurite, the Azure Blob emulator the store tests use; npm only when the
-# command is missing: NodeSource's nodejs bundles it and conflicts with Debian's npm).
+# command is missing: NodeSource's nodejs bundles it and conflicts with Debian's npm),
+# Chromium (tests/status_page.rs renders the status page headless).
 APT_PACKAGES := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libswresample-dev libavfilter-dev libavdevice-dev pkg-config clang libclang-dev \
-	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time nodejs \
+	mesa-vulkan-drivers libvulkan1 vulkan-tools rabbitmq-server time nodejs chromium \
 	$(if $(shell command -v npm),,npm) $(if $(shell python3 -m pip --version 2>/dev/null),,python3-pip)
 
 .PHONY: deps pydeps services build test demo bench bench-onnx clean

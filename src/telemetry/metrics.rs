@@ -1,102 +1,175 @@
-//! Prometheus metrics (text exposition format) and the health endpoints, served over plain
-//! HTTP/1.1 by a small thread: `GET /metrics`, `/healthz` (the process runs), `/readyz` (the
-//! service consumes from its broker and no trouble is reported: the body then lists each
+//! Prometheus metrics (the `prometheus` crate, classic text exposition format) and what the
+//! service reports about its readiness. [`super::http`] serves them: `GET /metrics`, `/readyz`
+//! (the service consumes from its broker and no trouble is reported: the body then lists each
 //! trouble, e.g. the store refusing its credentials).
+//!
+//! Every metric is declared once in [`METRICS`], with its kind, its label names and its help
+//! text. Callers record by name (`inc`, `set`, `observe`); a name that is not declared, or
+//! labels other than the declared ones, are dropped with a warning (once per name), so a typo
+//! shows in the log instead of as a new series.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use prometheus::{CounterVec, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 /// Upper bounds of the latency histograms, seconds.
 const BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
-type Labels = Vec<(&'static str, String)>;
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// What a metric measures, in Prometheus' terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (`inc`).
+    Counter,
+    /// Set to the current value (`set`).
+    Gauge,
+    /// Durations in seconds, counted into [`BUCKETS`] (`observe`).
+    Histogram,
 }
 
-#[derive(Default)]
-struct State {
-    counters: BTreeMap<(&'static str, Labels), f64>,
-    gauges: BTreeMap<(&'static str, Labels), f64>,
-    histograms: BTreeMap<(&'static str, Labels), Histogram>,
-    help: BTreeMap<&'static str, (&'static str, &'static str)>,
+/// One declared metric.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// Full name, `stylestream_` first.
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// The label names every sample carries; their values must come from a small set.
+    pub labels: &'static [&'static str],
+    /// The `# HELP` line.
+    pub help: &'static str,
+}
+
+const fn def(name: &'static str, kind: MetricKind, labels: &'static [&'static str], help: &'static str) -> MetricDef {
+    MetricDef { name, kind, labels, help }
+}
+
+use MetricKind::{Counter, Gauge, Histogram};
+
+/// Every metric the service records.
+pub const METRICS: &[MetricDef] = &[
+    def("stylestream_jobs_total", Counter, &["outcome"], "Jobs ended, by outcome."),
+    def("stylestream_frames_total", Counter, &[], "Frames styled and written."),
+    def("stylestream_messages_total", Counter, &[], "Broker deliveries received."),
+    def("stylestream_dead_lettered_total", Counter, &["reason"], "Messages sent to the dead-letter queue, by reason."),
+    def("stylestream_stage_seconds", Histogram, &["stage"], "Duration of a job's stages (download, style, upload)."),
+    def("stylestream_gpu_busy_seconds_total", Counter, &[], "Time the workers' GPUs spent styling frames."),
+    def("stylestream_queue_depth", Gauge, &[], "Messages ready in the job queue."),
+    def("stylestream_queue_lag_seconds", Gauge, &[], "Age of the oldest job waiting."),
+    def("stylestream_jobs_in_flight", Gauge, &[], "Jobs being processed now."),
+    def(
+        "stylestream_retries_total",
+        Counter,
+        &["cause"],
+        "Jobs sent back through a retry queue, by cause (store, disk, credentials, other).",
+    ),
+    def("stylestream_trouble", Gauge, &["cause"], "1 while a cause of retries persists (store, disk, credentials), else 0."),
+    def("stylestream_gpu_device_opens_total", Counter, &[], "GPU devices opened (more than one per worker means the device was lost and reopened)."),
+    def("stylestream_frames_per_second", Gauge, &[], "Frames styled per second over the last minute, all jobs together."),
+    def("stylestream_jobs_cancelled_total", Counter, &[], "Cancellations asked for over HTTP (DELETE /jobs/<id>) that found their job."),
+];
+
+/// One registered family.
+enum Family {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+    Histogram(HistogramVec),
+}
+
+struct Inner {
+    registry: Registry,
+    families: HashMap<&'static str, (Family, &'static [&'static str])>,
+    ready: AtomicBool,
+    troubles: Mutex<BTreeMap<&'static str, String>>,
+    /// Names already warned about (unknown, or recorded with other labels).
+    warned: Mutex<BTreeSet<&'static str>>,
 }
 
 /// The service's metrics; cheap to clone (shared).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
-    state: Arc<Mutex<State>>,
-    ready: Arc<AtomicBool>,
-    troubles: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    inner: Arc<Inner>,
 }
 
-fn labels(l: &[(&'static str, &str)]) -> Labels {
-    l.iter().map(|(k, v)| (*k, v.to_string())).collect()
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    /// A registry with every metric of [`METRICS`]; those without labels start at 0.
     pub fn new() -> Self {
-        let m = Self::default();
-        if let Ok(mut s) = m.state.lock() {
-            for (name, kind, help) in [
-                ("stylestream_jobs_total", "counter", "Jobs ended, by outcome."),
-                ("stylestream_frames_total", "counter", "Frames styled and written."),
-                ("stylestream_messages_total", "counter", "Broker deliveries received."),
-                ("stylestream_dead_lettered_total", "counter", "Messages sent to the dead-letter queue, by reason."),
-                ("stylestream_stage_seconds", "histogram", "Duration of a job's stages (download, style, upload)."),
-                ("stylestream_gpu_busy_seconds_total", "counter", "Time the workers' GPUs spent styling frames."),
-                ("stylestream_queue_depth", "gauge", "Messages ready in the job queue."),
-                ("stylestream_jobs_in_flight", "gauge", "Jobs being processed now."),
-                ("stylestream_retries_total", "counter", "Jobs sent back through a retry queue, by cause (store, disk, credentials, other)."),
-                ("stylestream_trouble", "gauge", "1 while a cause of retries persists (store, disk, credentials), else 0."),
-            ] {
-                s.help.insert(name, (kind, help));
+        let registry = Registry::new();
+        let mut families = HashMap::new();
+        for d in METRICS {
+            match register(&registry, d) {
+                Ok(family) => {
+                    families.insert(d.name, (family, d.labels));
+                }
+                // Only a malformed entry of METRICS gets here; a unit test registers them all.
+                Err(e) => tracing::error!(metric = d.name, error = %e, "cannot register the metric"),
             }
         }
-        m
-    }
-
-    pub fn inc(&self, name: &'static str, l: &[(&'static str, &str)], by: f64) {
-        if let Ok(mut s) = self.state.lock() {
-            *s.counters.entry((name, labels(l))).or_default() += by;
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                families,
+                ready: AtomicBool::new(false),
+                troubles: Mutex::new(BTreeMap::new()),
+                warned: Mutex::new(BTreeSet::new()),
+            }),
         }
     }
 
-    pub fn set(&self, name: &'static str, l: &[(&'static str, &str)], value: f64) {
-        if let Ok(mut s) = self.state.lock() {
-            s.gauges.insert((name, labels(l)), value);
+    /// Adds `by` (not negative) to counter `name`.
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)], by: f64) {
+        if by < 0.0 || by.is_nan() {
+            self.warn_once(name, "a counter cannot go down");
+            return;
         }
-    }
-
-    pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], secs: f64) {
-        if let Ok(mut s) = self.state.lock() {
-            let h = s.histograms.entry((name, labels(l))).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
+        if let Some(Family::Counter(v)) = self.family(name, MetricKind::Counter) {
+            if let Some(values) = self.values(name, labels) {
+                if let Ok(c) = v.get_metric_with_label_values(&values) {
+                    c.inc_by(by);
                 }
             }
-            h.count += 1;
-            h.sum += secs;
         }
     }
 
+    /// Sets gauge `name`.
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        if let Some(Family::Gauge(v)) = self.family(name, MetricKind::Gauge) {
+            if let Some(values) = self.values(name, labels) {
+                if let Ok(g) = v.get_metric_with_label_values(&values) {
+                    g.set(value);
+                }
+            }
+        }
+    }
+
+    /// Counts one duration of `secs` seconds into histogram `name`.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], secs: f64) {
+        if let Some(Family::Histogram(v)) = self.family(name, MetricKind::Histogram) {
+            if let Some(values) = self.values(name, labels) {
+                if let Ok(h) = v.get_metric_with_label_values(&values) {
+                    h.observe(secs);
+                }
+            }
+        }
+    }
+
+    /// Whether the service consumes from its broker (`/readyz` fails while not).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.inner.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Reports (`Some(detail)`) or clears (`None`) a trouble of kind `cause`: while any is
     /// reported, `/readyz` answers 503 with the details and `stylestream_trouble{cause}` is 1.
     pub fn set_trouble(&self, cause: &'static str, detail: Option<String>) {
         self.set("stylestream_trouble", &[("cause", cause)], if detail.is_some() { 1.0 } else { 0.0 });
-        if let Ok(mut t) = self.troubles.lock() {
+        if let Ok(mut t) = self.inner.troubles.lock() {
             match detail {
                 Some(d) => {
                     t.insert(cause, d);
@@ -111,10 +184,10 @@ impl Metrics {
     /// `Ok(())` when ready, else what is wrong (one line each).
     pub fn readiness(&self) -> Result<(), String> {
         let mut lines = Vec::new();
-        if !self.ready.load(Ordering::SeqCst) {
+        if !self.inner.ready.load(Ordering::SeqCst) {
             lines.push("broker: not consuming".to_string());
         }
-        if let Ok(t) = self.troubles.lock() {
+        if let Ok(t) = self.inner.troubles.lock() {
             lines.extend(t.iter().map(|(k, v)| format!("{k}: {v}")));
         }
         if lines.is_empty() {
@@ -124,90 +197,87 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text format.
+    /// Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
-        let Ok(s) = self.state.lock() else { return String::new() };
-        let mut out = String::new();
-        let fmt_labels = |l: &Labels, extra: Option<(&str, String)>| -> String {
-            let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-            if let Some((k, v)) = extra {
-                parts.push(format!("{k}=\"{v}\""));
-            }
-            if parts.is_empty() {
+        match TextEncoder::new().encode_to_string(&self.inner.registry.gather()) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the metrics");
                 String::new()
-            } else {
-                format!("{{{}}}", parts.join(","))
-            }
-        };
-        for (name, (kind, help)) in &s.help {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            match *kind {
-                "counter" => {
-                    for ((n, l), v) in s.counters.iter().filter(|((n, _), _)| n == name) {
-                        out.push_str(&format!("{n}{} {v}\n", fmt_labels(l, None)));
-                    }
-                }
-                "gauge" => {
-                    for ((n, l), v) in s.gauges.iter().filter(|((n, _), _)| n == name) {
-                        out.push_str(&format!("{n}{} {v}\n", fmt_labels(l, None)));
-                    }
-                }
-                _ => {
-                    for ((n, l), h) in s.histograms.iter().filter(|((n, _), _)| n == name) {
-                        for (i, b) in BUCKETS.iter().enumerate() {
-                            out.push_str(&format!("{n}_bucket{} {}\n", fmt_labels(l, Some(("le", b.to_string()))), h.counts[i]));
-                        }
-                        out.push_str(&format!("{n}_bucket{} {}\n", fmt_labels(l, Some(("le", "+Inf".into()))), h.count));
-                        out.push_str(&format!("{n}_sum{} {}\n{n}_count{} {}\n", fmt_labels(l, None), h.sum, fmt_labels(l, None), h.count));
-                    }
-                }
             }
         }
-        out
     }
 
-    /// Serves /metrics, /healthz and /readyz on `addr` from a thread; returns the bound address
-    /// (port 0 picks a free one).
+    /// Serves /metrics, /healthz and /readyz (and the status page, with an empty job board) on
+    /// `addr` from a thread of its own; returns the bound address (port 0 picks a free one).
+    /// [`super::http::serve_http`] does the same with options and the service's job board.
     pub fn serve(&self, addr: &str) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr)?;
-        let bound = listener.local_addr()?;
-        let me = self.clone();
-        std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                // Drain the headers.
-                let mut header = String::new();
-                while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
-                    header.clear();
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match path {
-                    "/metrics" => ("200 OK", me.render()),
-                    "/healthz" => ("200 OK", "ok\n".to_string()),
-                    "/readyz" => match me.readiness() {
-                        Ok(()) => ("200 OK", "ready\n".to_string()),
-                        Err(why) => ("503 Service Unavailable", format!("not ready\n{why}\n")),
-                    },
-                    _ => ("404 Not Found", "not found\n".to_string()),
-                };
-                let mut w = &stream;
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })?;
-        Ok(bound)
+        let opts = super::http::HttpOptions { addr: addr.to_string(), ..Default::default() };
+        super::http::serve_http(opts, self.clone(), super::jobs::JobBoard::new()).map_err(std::io::Error::other)
+    }
+
+    /// The family `name`, when it is declared with that kind.
+    fn family(&self, name: &'static str, kind: MetricKind) -> Option<&Family> {
+        let found = self.inner.families.get(name).map(|(f, _)| f);
+        let matches = matches!(
+            (found, kind),
+            (Some(Family::Counter(_)), MetricKind::Counter)
+                | (Some(Family::Gauge(_)), MetricKind::Gauge)
+                | (Some(Family::Histogram(_)), MetricKind::Histogram)
+        );
+        if !matches {
+            self.warn_once(name, "not a declared metric of this kind (see telemetry::metrics::METRICS)");
+            return None;
+        }
+        found
+    }
+
+    /// The label values of `labels` in the declared order, when the names are the declared ones.
+    fn values<'a>(&self, name: &'static str, labels: &[(&'static str, &'a str)]) -> Option<Vec<&'a str>> {
+        let declared = self.inner.families.get(name).map(|(_, l)| *l).unwrap_or(&[]);
+        let values: Vec<&str> =
+            declared.iter().filter_map(|d| labels.iter().find(|(k, _)| k == d).map(|(_, v)| *v)).collect();
+        if values.len() != declared.len() || labels.len() != declared.len() {
+            self.warn_once(name, "recorded with other labels than declared (see telemetry::metrics::METRICS)");
+            return None;
+        }
+        Some(values)
+    }
+
+    fn warn_once(&self, name: &'static str, why: &str) {
+        let first = self.inner.warned.lock().map(|mut w| w.insert(name)).unwrap_or(false);
+        if first {
+            tracing::warn!(metric = name, "metric dropped: {why}");
+        }
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Registers `d` in `registry`; a family without labels gets its one sample (0) now.
+fn register(registry: &Registry, d: &MetricDef) -> prometheus::Result<Family> {
+    let family = match d.kind {
+        MetricKind::Counter => {
+            let v = CounterVec::new(Opts::new(d.name, d.help), d.labels)?;
+            registry.register(Box::new(v.clone()))?;
+            if d.labels.is_empty() {
+                v.get_metric_with_label_values::<&str>(&[])?;
+            }
+            Family::Counter(v)
+        }
+        MetricKind::Gauge => {
+            let v = GaugeVec::new(Opts::new(d.name, d.help), d.labels)?;
+            registry.register(Box::new(v.clone()))?;
+            if d.labels.is_empty() {
+                v.get_metric_with_label_values::<&str>(&[])?;
+            }
+            Family::Gauge(v)
+        }
+        MetricKind::Histogram => {
+            let v = HistogramVec::new(HistogramOpts::new(d.name, d.help).buckets(BUCKETS.to_vec()), d.labels)?;
+            registry.register(Box::new(v.clone()))?;
+            Family::Histogram(v)
+        }
+    };
+    Ok(family)
 }
 
 #[cfg(test)]
@@ -226,7 +296,103 @@ mod tests {
         assert!(text.contains("stylestream_queue_depth 7\n"), "{text}");
         assert!(text.contains("stylestream_stage_seconds_bucket{stage=\"style\",le=\"0.25\"} 0\n"), "{text}");
         assert!(text.contains("stylestream_stage_seconds_bucket{stage=\"style\",le=\"0.5\"} 1\n"), "{text}");
+        assert!(text.contains("stylestream_stage_seconds_bucket{stage=\"style\",le=\"+Inf\"} 1\n"), "{text}");
         assert!(text.contains("stylestream_stage_seconds_count{stage=\"style\"} 1\n"), "{text}");
+        assert!(text.contains("stylestream_stage_seconds_sum{stage=\"style\"} 0.3\n"), "{text}");
         assert!(text.contains("# TYPE stylestream_stage_seconds histogram"), "{text}");
+        assert!(text.contains("# HELP stylestream_queue_lag_seconds Age of the oldest job waiting.\n"), "{text}");
+    }
+
+    #[test]
+    fn every_declared_metric_registers_and_unlabelled_ones_start_at_zero() {
+        let m = Metrics::new();
+        assert_eq!(m.inner.families.len(), METRICS.len());
+        let text = m.render();
+        for d in METRICS.iter().filter(|d| d.labels.is_empty() && d.kind != MetricKind::Histogram) {
+            assert!(text.contains(&format!("\n{} 0\n", d.name)), "{}: {text}", d.name);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_fractions_kept() {
+        let m = Metrics::new();
+        m.inc("stylestream_dead_lettered_total", &[("reason", "a\"b\\c\nd")], 1.5);
+        m.inc("stylestream_gpu_busy_seconds_total", &[], 0.25);
+        let text = m.render();
+        assert!(text.contains("stylestream_dead_lettered_total{reason=\"a\\\"b\\\\c\\nd\"} 1.5\n"), "{text}");
+        assert!(text.contains("stylestream_gpu_busy_seconds_total 0.25\n"), "{text}");
+    }
+
+    #[test]
+    fn unknown_names_wrong_labels_wrong_kinds_and_negative_counts_are_dropped() {
+        let m = Metrics::new();
+        let before = m.render();
+        m.inc("stylestream_no_such_thing_total", &[], 1.0);
+        m.inc("stylestream_jobs_total", &[("result", "succeeded")], 1.0);
+        m.inc("stylestream_jobs_total", &[("outcome", "succeeded"), ("extra", "x")], 1.0);
+        m.set("stylestream_jobs_total", &[("outcome", "succeeded")], 5.0);
+        m.inc("stylestream_frames_total", &[], -3.0);
+        assert_eq!(m.render(), before);
+    }
+
+    /// Every `stylestream_*` name in `text`, with a histogram's `_bucket`/`_sum`/`_count` cut off.
+    fn metric_names(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("stylestream_") {
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|base| {
+                METRICS.iter().any(|d| d.name == *base && d.kind == MetricKind::Histogram)
+            });
+            names.push(histogram.unwrap_or(name).to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_only_queries_metrics_we_register() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json");
+        let text = std::fs::read_to_string(&path).expect("config/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty());
+        let mut used = Vec::new();
+        for p in panels {
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+            for t in targets {
+                let expr = t["expr"].as_str().expect("expr");
+                let names = metric_names(expr);
+                assert!(!names.is_empty(), "{expr}");
+                used.extend(names);
+            }
+        }
+        for v in dashboard["templating"]["list"].as_array().expect("templating") {
+            used.extend(metric_names(v["definition"].as_str().unwrap_or("")));
+        }
+        let declared: Vec<&str> = METRICS.iter().map(|d| d.name).collect();
+        let unknown: Vec<&String> = used.iter().filter(|n| !declared.contains(&n.as_str())).collect();
+        assert!(unknown.is_empty(), "the dashboard queries metrics that Metrics does not register: {unknown:?}");
+        for name in ["stylestream_queue_lag_seconds", "stylestream_jobs_in_flight", "stylestream_gpu_device_opens_total", "stylestream_stage_seconds"] {
+            assert!(used.iter().any(|u| u == name), "the dashboard shows no {name}");
+        }
+    }
+
+    #[test]
+    fn troubles_show_in_readiness_and_the_trouble_gauge() {
+        let m = Metrics::new();
+        assert_eq!(m.readiness(), Err("broker: not consuming".to_string()));
+        m.set_ready(true);
+        assert_eq!(m.readiness(), Ok(()));
+        m.set_trouble("disk", Some("full".into()));
+        m.set_trouble("credentials", Some("refused".into()));
+        assert_eq!(m.readiness(), Err("credentials: refused\ndisk: full".to_string()));
+        assert!(m.render().contains("stylestream_trouble{cause=\"disk\"} 1\n"));
+        m.set_trouble("disk", None);
+        assert_eq!(m.readiness(), Err("credentials: refused".to_string()));
+        assert!(m.render().contains("stylestream_trouble{cause=\"disk\"} 0\n"));
     }
 }
