@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
+    limit_malloc_arenas();
     let cli = Cli::parse();
     // Ctrl-C (and SIGTERM): stop the jobs, discard the outputs in progress, exit non-zero.
     // The service instead stops consuming and lets its jobs finish within its grace period.
@@ -63,6 +64,21 @@ fn main() -> ExitCode {
             let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
             eprintln!("error: {}", parts.join(" | "));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives threads up to 8 malloc arenas per core, and a long-lived engine starts decoder,
+/// encoder and job threads for every job: each new arena keeps its high-water mark, so the
+/// service's memory crept up job after job (+21 % from job 10 to job 100). Two arenas hold it
+/// flat (+2 %); frames are large allocations (mmap'ed anyway), so the contention costs nothing
+/// measurable. An operator's own MALLOC_ARENA_MAX wins. Runs before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none_or(|v| v.is_empty()) {
+        // SAFETY: mallopt only sets an allocator parameter, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

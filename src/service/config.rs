@@ -69,9 +69,9 @@ pub struct ServiceSection {
     pub job_timeout_secs: f64,
     /// `/healthz` fails when jobs are in progress and none has styled a frame for this long.
     pub stall_secs: f64,
-    /// Bearer token for the status page, `GET /jobs` and `DELETE /jobs/<id>` (cancelling over
-    /// HTTP is off without one).
-    pub http_token: Option<String>,
+    /// Environment variable holding the bearer token of the status page, `GET /jobs` and
+    /// `DELETE /jobs/<id>` (unset: those are open read-only, and cancelling over HTTP is off).
+    pub http_token_env: String,
     /// On SIGTERM: how long in-flight jobs may take before they are handed back.
     pub shutdown_grace_secs: f64,
     /// Local staging directory for inputs and outputs (default: the system temp dir).
@@ -110,7 +110,7 @@ impl Default for ServiceSection {
             jobs: 2,
             job_timeout_secs: 6.0 * 3600.0,
             stall_secs: 600.0,
-            http_token: None,
+            http_token_env: "STYLESTREAM_HTTP_TOKEN".into(),
             shutdown_grace_secs: 60.0,
             work_dir: None,
             metrics_addr: None,

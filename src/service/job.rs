@@ -76,6 +76,8 @@ pub struct Ctx {
     pub system: BlockingStore,
     pub opts: DataflowOptions,
     pub metrics: Metrics,
+    /// The status page's view of the jobs.
+    pub board: crate::telemetry::JobBoard,
     pub work_dir: PathBuf,
     desc: Arc<NetworkDescription>,
     models: std::sync::Mutex<BTreeMap<String, Arc<Weights>>>,
@@ -95,6 +97,7 @@ impl Ctx {
         system: BlockingStore,
         opts: DataflowOptions,
         metrics: Metrics,
+        board: crate::telemetry::JobBoard,
         instance_id: String,
     ) -> Result<Self, crate::model::ModelError> {
         let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
@@ -110,6 +113,7 @@ impl Ctx {
             system,
             opts,
             metrics,
+            board,
             work_dir,
             desc,
             models: Default::default(),
@@ -364,7 +368,12 @@ fn stage(ctx: &Ctx, id: String, request: JobRequest) -> Result<(Staged, Job), Ou
         e => poison("corrupt-input", format!("{input_key}: {}", strip_local(&e.to_string(), dir.path()))),
     })?;
     let log: FrameLog = Default::default();
-    let progress = Progress::new(ProgressMode::None, source.info().frames).with_frame_log(log.clone());
+    let total = source.info().frames;
+    ctx.board.set_total_frames(&id, total);
+    let (board, job_id) = (ctx.board.clone(), id.clone());
+    let progress = Progress::new(ProgressMode::None, total)
+        .with_frame_log(log.clone())
+        .with_observer(Arc::new(move |done| board.progress(&job_id, done)));
     let job = Job::new(Some((source, sink, progress)), ctx.desc.clone(), weights.clone());
     tracing::info!(job = %id, input = %input_key, style = %request.style, output = %output_key, "job started");
     // The caller frees the output key when the job ends.

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::storage::{BlockingStore, StoreOptions};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{serve_http, HttpOptions, JobBoard};
 use crate::dataflow::Engine;
 use crate::ingress::broker::{self, Broker, Delivery};
 use crate::stop::{StopReason, StopToken};
@@ -88,17 +89,33 @@ struct Jobs {
     cancelled: HashMap<String, Instant>,
     /// SIGTERM seen at this time: no new jobs, the running ones get the grace period.
     draining_since: Option<Instant>,
+    /// Ids of the jobs waiting or running (what `DELETE /jobs/<id>` may cancel).
+    known: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Cancellations asked for over HTTP.
+    cancel_rx: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// GPU devices opened, as last reported to the metrics.
+    devices_seen: u64,
+}
+
+/// Where the service reports what it does: metrics, and the job board of the status page.
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub board: JobBoard,
 }
 
 /// Runs the service with the configuration at `config_path` until `shutdown` (SIGTERM, Ctrl-C)
 /// and the drain that follows; `metrics_addr` overrides `service.metrics_addr`.
 pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdown: &StopToken) -> Result<(), ServiceError> {
     let config = ServiceConfig::load(config_path)?;
-    let metrics = Metrics::new();
+    let tel = Telemetry { metrics: Metrics::new(), board: JobBoard::new() };
     if let Some(addr) = metrics_addr.or_else(|| config.service.metrics_addr.clone()) {
-        let bound = metrics.serve(&addr).map_err(|e| ServiceError::Setup(format!("metrics address {addr}: {e}")))?;
-        tracing::info!(%bound, "metrics on /metrics, health on /healthz and /readyz");
+        // A secret: from the environment only.
+        let token = std::env::var(&config.service.http_token_env).ok().filter(|t| !t.trim().is_empty());
+        let options = HttpOptions { addr: addr.clone(), token, stall_secs: config.service.stall_secs };
+        let bound = serve_http(options, tel.metrics.clone(), tel.board.clone()).map_err(|e| ServiceError::Setup(format!("HTTP address {addr}: {e}")))?;
+        tracing::info!(%bound, "status page on /, jobs on /jobs, metrics on /metrics, health on /healthz and /readyz");
     }
+    let metrics = tel.metrics.clone();
     let instance_id = owner::new_instance_id(config.service.instance_id.as_deref());
     let store_options = StoreOptions {
         credentials_file: config.storage.credentials_file.clone(),
@@ -109,7 +126,7 @@ pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdo
     let system = BlockingStore::open(&config.storage.system, &store_options).map_err(ServiceError::from)?;
     let opts = config.dataflow.resolve(&crate::config::RunOverrides::default(), None);
     let heartbeat_store = system.store();
-    let ctx = Arc::new(Ctx::new(config.clone(), media, system, opts.clone(), metrics.clone(), instance_id.clone())?);
+    let ctx = Arc::new(Ctx::new(config.clone(), media, system, opts.clone(), metrics.clone(), tel.board.clone(), instance_id.clone())?);
     // One engine for the service's lifetime: its workers and GPU devices stay warm. Jobs are
     // stopped one by one (grace period), never all at once by the engine.
     let engine = Arc::new(Engine::start(opts, StopToken::new())?);
@@ -133,8 +150,15 @@ pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdo
         done_rx,
         cancelled: HashMap::new(),
         draining_since: None,
+        known: Default::default(),
+        cancel_rx: None,
+        devices_seen: 0,
     };
-    let result = rt.block_on(consume_forever(&config, &metrics, &mut jobs, shutdown));
+    let (cancel_tx, cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let known = jobs.known.clone();
+    tel.board.set_canceller(Arc::new(move |id: &str| known.lock().map(|k| k.contains(id)).unwrap_or(false) && cancel_tx.send(id.to_string()).is_ok()));
+    jobs.cancel_rx = Some(cancel_rx);
+    let result = rt.block_on(consume_forever(&config, &tel, &mut jobs, shutdown));
     beat.abort();
     let hung = !jobs.active.is_empty();
     drop(jobs);
@@ -151,7 +175,7 @@ pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdo
 
 /// Connects, consumes until shutdown, and reconnects (with backoff) when the broker goes away or
 /// closes the channel. Jobs in progress keep running while it reconnects.
-async fn consume_forever(config: &ServiceConfig, metrics: &Metrics, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
+async fn consume_forever(config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
     let url = config.broker_url();
     let mut backoff = Duration::from_millis(500);
     let mut first = true;
@@ -175,8 +199,8 @@ async fn consume_forever(config: &ServiceConfig, metrics: &Metrics, jobs: &mut J
         };
         first = false;
         backoff = Duration::from_millis(500);
-        let result = consume(&broker, config, metrics, jobs, shutdown).await;
-        metrics.set_ready(false);
+        let result = consume(&broker, config, tel, jobs, shutdown).await;
+        tel.metrics.set_ready(false);
         broker.close().await;
         match result {
             Ok(()) => break,
@@ -190,17 +214,17 @@ async fn consume_forever(config: &ServiceConfig, metrics: &Metrics, jobs: &mut J
 /// One `select!` over deliveries, control messages, job outcomes and a clock (timeouts,
 /// shutdown, metrics); never waits on styling. Returns `Ok` once drained after shutdown, `Err`
 /// when the channel fails.
-async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
+async fn consume(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
     let tag = format!("stylestream-{}", std::process::id());
     let mut deliveries = if jobs.draining_since.is_none() { Some(broker.consume(&tag).await?) } else { None };
     let mut control = broker.control(&format!("{tag}-control")).await?;
-    metrics.set_ready(true);
+    tel.metrics.set_ready(true);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_depth = Instant::now() - Duration::from_secs(10);
     loop {
-        jobs.start_waiting(config, metrics);
+        jobs.start_waiting(config, tel);
         if jobs.draining_since.is_some() && jobs.active.is_empty() && jobs.waiting.is_empty() {
-            jobs.settle_ready(broker, config, metrics).await;
+            jobs.settle_ready(broker, config, tel).await;
             return Ok(());
         }
         // Bounded local backlog: deliveries wait in the broker once `jobs` are waiting here.
@@ -208,19 +232,23 @@ async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, job
         tokio::select! {
             d = next_delivery(&mut deliveries), if room && deliveries.is_some() => {
                 match d {
-                    Some(Ok(d)) => jobs.admit(broker, config, metrics, d).await?,
+                    Some(Ok(d)) => jobs.admit(broker, config, tel, d).await?,
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(broker::BrokerError::Op { what: "consuming".into(), reason: "the consumer was cancelled".into() }.into()),
                 }
             }
             c = control.next() => match c {
-                Some(Ok(c)) => jobs.control(broker, config, metrics, c.data()).await,
+                Some(Ok(c)) => jobs.control(broker, config, tel, c.data()).await,
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(broker::BrokerError::Op { what: "consuming control messages".into(), reason: "the consumer was cancelled".into() }.into()),
             },
+            Some(id) = next_cancel(&mut jobs.cancel_rx) => {
+                jobs.cancel(&id);
+                jobs.settle_ready(broker, config, tel).await;
+            }
             Some((job, outcome)) = jobs.done_rx.recv() => {
-                jobs.ended(job, outcome);
-                jobs.settle_ready(broker, config, metrics).await;
+                jobs.ended(job, outcome, tel);
+                jobs.settle_ready(broker, config, tel).await;
             }
             _ = tick.tick() => {
                 if shutdown.is_stopped() && jobs.draining_since.is_none() {
@@ -233,7 +261,7 @@ async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, job
                     for w in std::mem::take(&mut jobs.waiting) {
                         jobs.record_outcome(w.msg, Outcome::Interrupted);
                     }
-                    jobs.settle_ready(broker, config, metrics).await;
+                    jobs.settle_ready(broker, config, tel).await;
                 }
                 jobs.police(config);
                 if jobs.give_up_if_hung(config) {
@@ -245,17 +273,29 @@ async fn consume(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, job
                 }
                 if last_depth.elapsed() > Duration::from_secs(2) {
                     if let Ok(n) = broker.depth().await {
-                        metrics.set("stylestream_queue_depth", &[], n as f64);
+                        tel.metrics.set("stylestream_queue_depth", &[], n as f64);
                     }
                     last_depth = Instant::now();
                 }
-                metrics.set("stylestream_jobs_in_flight", &[], jobs.active.len() as f64);
+                tel.metrics.set("stylestream_jobs_in_flight", &[], jobs.active.len() as f64);
                 let lag = jobs.waiting.front().map_or(0.0, |w| w.since.elapsed().as_secs_f64());
-                metrics.set("stylestream_queue_lag_seconds", &[], lag);
-                metrics.set("stylestream_gpu_device_opens_total", &[], crate::model::gpu::devices_opened() as f64);
-                metrics.set("stylestream_engine_alive", &[], if jobs.engine.is_alive() { 1.0 } else { 0.0 });
+                tel.metrics.set("stylestream_queue_lag_seconds", &[], lag);
+                let opened = crate::model::gpu::devices_opened();
+                if opened > jobs.devices_seen {
+                    tel.metrics.inc("stylestream_gpu_device_opens_total", &[], (opened - jobs.devices_seen) as f64);
+                    jobs.devices_seen = opened;
+                }
+                tel.board.set_engine_alive(jobs.engine.is_alive());
             }
         }
+    }
+}
+
+/// The next cancellation asked for over HTTP; never, without a channel.
+async fn next_cancel(rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -269,18 +309,18 @@ async fn next_delivery(d: &mut Option<broker::Deliveries>) -> Option<Result<Deli
 
 impl Jobs {
     /// Parses a delivery into its jobs; poison is dead-lettered and empty events acked at once.
-    async fn admit(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics, d: Delivery) -> Result<(), ServiceError> {
-        metrics.inc("stylestream_messages_total", &[], 1.0);
+    async fn admit(&mut self, broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: Delivery) -> Result<(), ServiceError> {
+        tel.metrics.inc("stylestream_messages_total", &[], 1.0);
         if event::is_control(d.data()) {
             // On the job queue by mistake: apply it here, and pass it on to every instance.
-            self.control(broker, config, metrics, d.data()).await;
+            self.control(broker, config, tel, d.data()).await;
             let _ = broker.publish_control(d.data()).await;
             d.ack().await?;
             return Ok(());
         }
         let source = config.notification_source();
         match event::parse(d.data(), config.broker.max_message_bytes, &config.routes, &source) {
-            Err(p) => dead_letter(broker, metrics, &d, p.code(), &p.to_string()).await?,
+            Err(p) => dead_letter(broker, tel, &d, p.code(), &p.to_string()).await?,
             Ok(requests) if requests.is_empty() => {
                 tracing::debug!("event names nothing to do (a frame waiting for its trigger?)");
                 d.ack().await?;
@@ -305,21 +345,30 @@ impl Jobs {
                     }
                     self.waiting.push_back(Waiting { msg, id, request, since });
                 }
-                self.settle_ready(broker, config, metrics).await;
+                self.publish_known();
+                self.settle_ready(broker, config, tel).await;
             }
         }
         Ok(())
     }
 
     /// Starts waiting jobs while slots are free, each on a thread of its own.
-    fn start_waiting(&mut self, config: &ServiceConfig, metrics: &Metrics) {
+    fn start_waiting(&mut self, config: &ServiceConfig, tel: &Telemetry) {
+        let before = (self.waiting.len(), self.active.len());
         while self.active.len() < config.service.jobs.max(1) && self.draining_since.is_none() {
             let Some(w) = self.waiting.pop_front() else { break };
             let key = self.next_job;
             self.next_job += 1;
             let stop = StopToken::new();
             let (ctx, engine, done, job_stop, id) = (self.ctx.clone(), self.engine.clone(), self.done_tx.clone(), stop.clone(), w.id.clone());
-            metrics.observe("stylestream_stage_seconds", &[("stage", "wait")], w.since.elapsed().as_secs_f64());
+            tel.metrics.observe("stylestream_stage_seconds", &[("stage", "wait")], w.since.elapsed().as_secs_f64());
+            let named = |i: &event::Input| match i {
+                event::Input::Object(k) | event::Input::Prefix(k) => k.clone(),
+            };
+            let output = match &w.request.output {
+                event::Output::Object(k) | event::Output::Prefix(k) => k.clone(),
+            };
+            tel.board.started(&w.id, &named(&w.request.input), &w.request.style, &output, None);
             let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {
                 let outcome = job::run(&ctx, &engine, id, w.request, job_stop);
                 let _ = done.send((key, outcome));
@@ -330,16 +379,32 @@ impl Jobs {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start a job thread");
+                    tel.board.finished(&w.id, "handed-back", Some("could not start a job thread"));
                     self.record_outcome(w.msg, Outcome::Transient { cause: job::Cause::Other, reason: format!("starting a job thread: {e}") });
                 }
             }
         }
+        if (self.waiting.len(), self.active.len()) != before {
+            self.publish_known();
+        }
     }
 
-    fn ended(&mut self, job: u64, outcome: Outcome) {
+    fn ended(&mut self, job: u64, outcome: Outcome, tel: &Telemetry) {
         if let Some(a) = self.active.remove(&job) {
             tracing::debug!(job = %a.id, secs = a.started.elapsed().as_secs_f64(), "job ended");
+            let (label, error) = board_outcome(&outcome);
+            tel.board.finished(&a.id, label, error);
             self.record_outcome(a.msg, outcome);
+        }
+        self.publish_known();
+    }
+
+    /// Updates the ids `DELETE /jobs/<id>` may cancel.
+    fn publish_known(&self) {
+        if let Ok(mut k) = self.known.lock() {
+            k.clear();
+            k.extend(self.waiting.iter().map(|w| w.id.clone()));
+            k.extend(self.active.values().map(|a| a.id.clone()));
         }
     }
 
@@ -351,11 +416,11 @@ impl Jobs {
     }
 
     /// Settles every message whose jobs have all ended.
-    async fn settle_ready(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics) {
+    async fn settle_ready(&mut self, broker: &Broker, config: &ServiceConfig, tel: &Telemetry) {
         let ready: Vec<u64> = self.messages.iter().filter(|(_, m)| m.pending == 0).map(|(k, _)| *k).collect();
         for k in ready {
             let Some(m) = self.messages.remove(&k) else { continue };
-            if let Err(e) = settle(broker, config, metrics, &m.delivery, &m.outcomes).await {
+            if let Err(e) = settle(broker, config, tel, &m.delivery, &m.outcomes).await {
                 // The broker redelivers it: a finished output is then found done.
                 tracing::warn!(error = %e, "could not settle a message; the broker will deliver it again");
             }
@@ -363,11 +428,11 @@ impl Jobs {
     }
 
     /// Applies a control message.
-    async fn control(&mut self, broker: &Broker, config: &ServiceConfig, metrics: &Metrics, body: &[u8]) {
+    async fn control(&mut self, broker: &Broker, config: &ServiceConfig, tel: &Telemetry, body: &[u8]) {
         match event::parse_control(body, config.broker.max_message_bytes) {
             Ok(event::Control::Cancel(id)) => {
                 let _ = self.cancel(&id);
-                self.settle_ready(broker, config, metrics).await;
+                self.settle_ready(broker, config, tel).await;
             }
             Err(e) => tracing::warn!(error = %e, "control message ignored"),
         }
@@ -392,6 +457,7 @@ impl Jobs {
             self.cancelled.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
             self.cancelled.insert(id.to_string(), Instant::now());
         }
+        self.publish_known();
         found
     }
 
@@ -422,14 +488,27 @@ impl Jobs {
     }
 }
 
+/// How the status page names an outcome, and its error.
+fn board_outcome(o: &Outcome) -> (&'static str, Option<&str>) {
+    match o {
+        Outcome::Done { .. } => ("succeeded", None),
+        Outcome::AlreadyDone { .. } => ("already-done", None),
+        Outcome::Poison { code: "cancelled", reason } => ("cancelled", Some(reason.as_str())),
+        Outcome::Poison { code: "timed-out", reason } => ("timed-out", Some(reason.as_str())),
+        Outcome::Poison { reason, .. } => ("failed", Some(reason.as_str())),
+        Outcome::Transient { reason, .. } | Outcome::Held { reason } => ("handed-back", Some(reason.as_str())),
+        Outcome::Interrupted => ("interrupted", None),
+    }
+}
+
 /// Settles a delivery by the worst outcome of its jobs.
-async fn settle(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, d: &Delivery, outcomes: &[Outcome]) -> Result<(), ServiceError> {
+async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &Delivery, outcomes: &[Outcome]) -> Result<(), ServiceError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     for o in outcomes {
-        record(metrics, o);
+        record(&tel.metrics, o);
     }
     if let Some(Outcome::Poison { code, reason }) = outcomes.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
-        dead_letter(broker, metrics, d, code, reason).await?;
+        dead_letter(broker, tel, d, code, reason).await?;
     } else if outcomes.iter().any(|o| matches!(o, Outcome::Interrupted)) {
         // Shutdown: back to the queue at once, for another instance.
         d.nack_requeue().await?;
@@ -445,10 +524,10 @@ async fn settle(broker: &Broker, config: &ServiceConfig, metrics: &Metrics, d: &
         let budget = config.broker.retry_budget_secs;
         if cause != "credentials" && state.failing_for_secs(now_ms) > budget {
             let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
-            dead_letter(broker, metrics, d, "retry-budget-spent", &why).await?;
+            dead_letter(broker, tel, d, "retry-budget-spent", &why).await?;
         } else {
             let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
-            metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
+            tel.metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
             tracing::warn!(cause, retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
             d.ack().await?;
         }
@@ -475,10 +554,11 @@ fn record(metrics: &Metrics, o: &Outcome) {
     metrics.inc("stylestream_jobs_total", &[("outcome", outcome)], 1.0);
 }
 
-async fn dead_letter(broker: &Broker, metrics: &Metrics, d: &Delivery, code: &str, reason: &str) -> Result<(), ServiceError> {
+async fn dead_letter(broker: &Broker, tel: &Telemetry, d: &Delivery, code: &str, reason: &str) -> Result<(), ServiceError> {
     tracing::error!(reason = code, error = %reason, "message dead-lettered");
     broker.dead_letter(d.data(), code, reason).await?;
-    metrics.inc("stylestream_dead_lettered_total", &[("reason", code)], 1.0);
+    tel.metrics.inc("stylestream_dead_lettered_total", &[("reason", code)], 1.0);
+    tel.board.dead_lettered(code);
     d.ack().await?;
     Ok(())
 }

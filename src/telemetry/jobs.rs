@@ -146,6 +146,15 @@ impl JobBoard {
         b.last_activity = Some(now);
     }
 
+    /// Job `id` knows now how many frames it has (its input is open).
+    pub fn set_total_frames(&self, id: &str, total_frames: Option<u64>) {
+        let mut b = self.lock();
+        if let Some(r) = b.running.iter_mut().find(|r| r.job.id == id) {
+            r.job.total_frames = total_frames;
+        }
+        b.last_activity = Some(Instant::now());
+    }
+
     /// Job `id` has written `frames_done` frames in all (a running count, not an increment).
     pub fn progress(&self, id: &str, frames_done: u64) {
         let now = Instant::now();
