@@ -456,13 +456,26 @@ fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
     assert_eq!(ready(&svc.queue), 0);
 }
 
-/// `stylestream cancel ID` stops a running job, and `service.job_timeout_secs` another: neither
-/// publishes anything; both are dead-lettered with their reason, and the service goes on.
+/// An HTTP request with a bearer token: the whole answer.
+fn http_with_token(port: u16, method: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `stylestream cancel ID` stops a running job, `DELETE /jobs/<id>` another, and
+/// `service.job_timeout_secs` a third: none publishes anything; each is dead-lettered with its
+/// reason, the status page and `/jobs` showed the job while it ran, and the service goes on.
 #[test]
-fn a_cancelled_job_and_a_timed_out_job_publish_nothing_and_are_dead_lettered() {
+fn cancelled_and_timed_out_jobs_publish_nothing_and_are_dead_lettered() {
     let mut svc = Svc::new("", "---\njob_timeout_secs = 5");
-    clip(&svc.media().join("in/a.mp4"), 300, "64x48");
-    clip(&svc.media().join("in/b.mp4"), 300, "64x48");
+    svc.env.push(("STYLESTREAM_HTTP_TOKEN".into(), "s3cret-t0ken".into()));
+    for name in ["a", "b", "d"] {
+        clip(&svc.media().join(format!("in/{name}.mp4")), 300, "64x48");
+    }
     clip(&svc.media().join("in/c.mp4"), 2, "32x24");
     svc.start();
     svc.submit(&["--input", "in/a.mp4", "--style", "wave", "--output", "out/a.mp4", "--id", "cancel-me"]);
@@ -470,19 +483,28 @@ fn a_cancelled_job_and_a_timed_out_job_publish_nothing_and_are_dead_lettered() {
     let o = stylestream_command(&["cancel", "--config", svc.config.to_str().unwrap(), "cancel-me"]).env("STYLESTREAM_AMQP_URL", AMQP).output().unwrap();
     assert!(o.status.success(), "cancel: {}", String::from_utf8_lossy(&o.stderr));
     svc.wait("the cancelled job to be dead-lettered", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 1.0);
+    // Over HTTP, with the token: listed while it runs, then cancelled.
+    svc.submit(&["--input", "in/d.mp4", "--style", "wave", "--output", "out/d.mp4", "--id", "via-http"]);
+    svc.wait("the job on /jobs", 60, |s| http_with_token(s.metrics, "GET", "/jobs", "s3cret-t0ken").contains("\"via-http\""));
+    assert!(http_with_token(svc.metrics, "GET", "/", "s3cret-t0ken").contains("via-http"), "the status page does not show the running job");
+    assert!(http_with_token(svc.metrics, "GET", "/jobs", "wrong").starts_with("HTTP/1.1 403"), "a wrong token was accepted");
+    let r = http_with_token(svc.metrics, "DELETE", "/jobs/via-http", "s3cret-t0ken");
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    svc.wait("the job cancelled over HTTP to be dead-lettered", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 2.0);
+    assert!(http_with_token(svc.metrics, "DELETE", "/jobs/via-http", "s3cret-t0ken").starts_with("HTTP/1.1 404"), "an ended job was found again");
     svc.submit(&["--input", "in/b.mp4", "--style", "wave", "--output", "out/b.mp4", "--id", "too-slow"]);
     svc.wait("the slow job to time out", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"timed-out\"}") == 1.0);
     // The service goes on with other jobs.
     svc.submit(&["--input", "in/c.mp4", "--style", "wave", "--output", "out/c.mp4", "--id", "after"]);
     svc.wait("the next job", 120, |_| svc_done(&svc.media().join("out/c.mp4")));
     assert!(svc.stop());
-    for key in ["out/a.mp4", "out/b.mp4"] {
+    for key in ["out/a.mp4", "out/b.mp4", "out/d.mp4"] {
         assert!(!svc.media().join(key).exists(), "{key}: a stopped job published its output");
     }
     assert_eq!(count_files(&svc.media().join("out"), |n| n.ends_with(".partial")), 0);
     let mut reasons: Vec<String> = dead_letters(&format!("{}.dead", svc.queue)).into_iter().map(|(r, _)| r).collect();
     reasons.sort();
-    assert_eq!(reasons, ["cancelled", "timed-out"]);
+    assert_eq!(reasons, ["cancelled", "cancelled", "timed-out"]);
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(svc.dir.path().join("system/logs/cancel-me.json")).unwrap()).unwrap();
     assert_eq!(summary["outcome"], "failed");
 }
