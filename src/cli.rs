@@ -49,6 +49,8 @@ pub enum Command {
     Batch(BatchArgs),
     /// Run the service: take trigger events from RabbitMQ, read inputs from and write styled
     /// videos to object storage (file://, az://, s3://), with manifests, job logs and metrics.
+    /// Jobs stream through one long-lived dataflow engine (GPUs stay warm); a status page,
+    /// /jobs, /metrics and health are served on --metrics-addr.
     Serve(ServeArgs),
     /// Publish one job event to the service's queue (with publisher confirms) and print it.
     Submit(SubmitArgs),
@@ -180,7 +182,7 @@ pub struct BatchArgs {
     /// Container of the outputs (the extension): the input's own when not given.
     #[arg(long, value_name = "EXT")]
     pub format: Option<String>,
-    /// Videos styled together in one dataflow.
+    /// Videos in progress at once in the dataflow engine (the next starts as soon as one ends).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,
     /// Keep running: rescan the inputs every SECS seconds and style what is new (Ctrl-C stops).
