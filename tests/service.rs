@@ -437,7 +437,7 @@ fn a_hundred_small_jobs_complete_once_each_on_warm_gpus_with_flat_memory() {
 #[test]
 fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
     let mut svc = Svc::new("", "---\njobs = 2");
-    clip(&svc.media().join("in/long.mp4"), 80, "64x48");
+    clip(&svc.media().join("in/long.mp4"), 120, "64x48");
     clip(&svc.media().join("in/short.mp4"), 3, "64x48");
     svc.start();
     svc.submit(&["--input", "in/long.mp4", "--style", "wave", "--output", "out/long.mp4", "--id", "long"]);
@@ -450,7 +450,7 @@ fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
     svc.wait("the short job's ack", 60, |s| s.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 1.0);
     assert!(!long.exists(), "the short job was acked only after the long one ended");
     svc.wait("the long job's output", 600, |_| long.exists());
-    assert_eq!(probe_frames(&svc.media().join("out/long.mp4")), 80);
+    assert_eq!(probe_frames(&svc.media().join("out/long.mp4")), 120);
     assert_eq!(probe_frames(&svc.media().join("out/short.mp4")), 3);
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
