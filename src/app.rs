@@ -132,16 +132,6 @@ pub(crate) fn dataflow_options(
         Some(p) => crate::config::RunConfig::load(p)?,
         None => crate::config::RunConfig::default(),
     };
-    dataflow_options_from(run, &file, cluster, adapter)
-}
-
-/// As `dataflow_options`, with the configuration already read.
-fn dataflow_options_from(
-    run: &RunArgs,
-    file: &crate::config::RunConfig,
-    cluster: Option<&ClusterArgs>,
-    adapter: Option<usize>,
-) -> Result<crate::dataflow::DataflowOptions, AppError> {
     let usage = |m: String| AppError::Usage(m);
     // Cluster: --processes with --hostfile, else the config's [cluster].
     let none = ClusterArgs { processes: None, process: None, hostfile: None };

@@ -236,7 +236,7 @@ struct Staged {
 }
 
 /// Runs one job to its end: returns how it ended. `stop` cancels it or times it out (the engine
-/// then publishes nothing); `frames_done` follows its progress.
+/// then publishes nothing); its progress goes to the job board.
 pub fn run(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop: StopToken) -> Outcome {
     if ctx.credentials_refused.load(std::sync::atomic::Ordering::SeqCst) {
         ctx.reopen_stores();
@@ -263,11 +263,11 @@ fn stopped(why: StopReason) -> Outcome {
 }
 
 fn run_staged(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop: StopToken) -> Outcome {
-    let (staged, mut job) = match stage(ctx, id, request) {
+    // `_taken` frees the output key when the job ends, however it ends.
+    let (staged, mut job, _taken) = match stage(ctx, id, request) {
         Ok(s) => s,
         Err(o) => return o,
     };
-    let _taken = Taken(ctx, staged.output_key.to_string());
     if let Some(why) = stop.reason() {
         return stopped(why);
     }
@@ -290,7 +290,7 @@ impl Drop for Taken<'_> {
 }
 
 /// Checks a request, skips it when done, downloads its input and opens its ends.
-fn stage(ctx: &Ctx, id: String, request: JobRequest) -> Result<(Staged, Job), Outcome> {
+fn stage<'a>(ctx: &'a Ctx, id: String, request: JobRequest) -> Result<(Staged, Job, Taken<'a>), Outcome> {
     let weights = ctx.model(&request.style)?;
     let key = |k: &str| ObjectKey::parse(k).map_err(|e| poison("invalid-key", e.to_string()));
     let dir = staging::create(&ctx.work_dir).map_err(|e| transient(Cause::Disk, format!("staging directory in {}: {e}", ctx.work_dir.display())))?;
@@ -376,9 +376,7 @@ fn stage(ctx: &Ctx, id: String, request: JobRequest) -> Result<(Staged, Job), Ou
         .with_observer(Arc::new(move |done| board.progress(&job_id, done)));
     let job = Job::new(Some((source, sink, progress)), ctx.desc.clone(), weights.clone());
     tracing::info!(job = %id, input = %input_key, style = %request.style, output = %output_key, "job started");
-    // The caller frees the output key when the job ends.
-    std::mem::forget(taken);
-    Ok((Staged { id, request, input_key, input_meta, output_key, weights, dir, local_out, settings, log, download_secs }, job))
+    Ok((Staged { id, request, input_key, input_meta, output_key, weights, dir, local_out, settings, log, download_secs }, job, taken))
 }
 
 /// The encoder settings a request asks for (the service's defaults where it is silent): what the

@@ -400,12 +400,4 @@ mod tests {
         assert!(matches!(serve_http(bad, Metrics::new(), JobBoard::new()), Err(HttpError::Bind { .. })));
         assert!(!format!("{:?}", HttpOptions { token: Some("s3cret".into()), ..Default::default() }).contains("s3cret"));
     }
-
-    #[test]
-    fn the_old_serve_entry_point_still_serves() {
-        let m = Metrics::new();
-        let addr = m.serve("127.0.0.1:0").expect("serve");
-        assert_eq!(request(addr, "GET", "/healthz", None), (200, "ok\n".to_string()));
-        assert_eq!(request(addr, "DELETE", "/jobs/a", None), (403, "cancelling over HTTP needs a token\n".to_string()));
-    }
 }

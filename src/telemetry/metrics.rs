@@ -9,7 +9,6 @@
 //! shows in the log instead of as a new series.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -206,14 +205,6 @@ impl Metrics {
                 String::new()
             }
         }
-    }
-
-    /// Serves /metrics, /healthz and /readyz (and the status page, with an empty job board) on
-    /// `addr` from a thread of its own; returns the bound address (port 0 picks a free one).
-    /// [`super::http::serve_http`] does the same with options and the service's job board.
-    pub fn serve(&self, addr: &str) -> std::io::Result<SocketAddr> {
-        let opts = super::http::HttpOptions { addr: addr.to_string(), ..Default::default() };
-        super::http::serve_http(opts, self.clone(), super::jobs::JobBoard::new()).map_err(std::io::Error::other)
     }
 
     /// The family `name`, when it is declared with that kind.

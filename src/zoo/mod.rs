@@ -79,7 +79,7 @@ pub fn zoo_model(name: &str) -> Option<&'static ZooModel> {
 /// `--dir`, else `$STYLESTREAM_MODELS_DIR`.
 pub fn models_dir(dir: Option<&Path>) -> Result<PathBuf, ZooError> {
     dir.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("STYLESTREAM_MODELS_DIR").map(PathBuf::from))
+        .or_else(crate::model::load::env_dir)
         .ok_or(ZooError::NoDir)
 }
 
