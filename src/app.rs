@@ -34,6 +34,10 @@ pub enum AppError {
     Open(#[from] crate::job::OpenError),
     #[error(transparent)]
     Batch(#[from] crate::batch::BatchError),
+    #[error(transparent)]
+    Frames(#[from] crate::job::frames::FramesError),
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
     #[error("{0}")]
     Usage(String),
 }
@@ -69,6 +73,9 @@ pub fn batch(args: &BatchArgs, shutdown: &StopToken) -> Result<crate::batch::Sum
 pub fn stylize(args: &StylizeArgs, shutdown: &StopToken) -> Result<(), AppError> {
     // Read once, here: a bad configuration is refused whatever the input is.
     let opts = dataflow_options(&args.run, Some(&args.cluster), args.model.adapter)?;
+    if is_store_url(&args.input) || is_store_url(&args.output.to_string_lossy()) {
+        return stylize_stored(args, opts, shutdown);
+    }
     let path = Path::new(&args.input);
     if !path.exists() && !media::sequence::is_pattern(&args.input) {
         return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
@@ -238,6 +245,59 @@ fn stylize_stream(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions, sh
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(frames, workers, secs, fps = frames as f64 / secs.max(1e-9), "done");
     report_written(args, &args.output, None);
+    Ok(())
+}
+
+/// Whether `s` names a store (`file://`, `az://`, `azure://`, `s3://`) rather than a local path.
+fn is_store_url(s: &str) -> bool {
+    ["file://", "az://", "azure://", "s3://"].iter().any(|p| s.starts_with(p))
+}
+
+/// Stored frames to stored frames: the store URLs' frames, styled incrementally (`job::frames`).
+fn stylize_stored(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions, shutdown: &StopToken) -> Result<(), AppError> {
+    use crate::job::frames::{self, Action};
+    if !args.and.is_empty() || opts.cluster.is_some() {
+        return Err(AppError::Usage("stored frames run in one process, without --and".into()));
+    }
+    let options = crate::storage::StoreOptions::default();
+    let open = |url: &str| crate::storage::Store::open(url, &options);
+    let (input, output) = (open(&args.input)?, open(&args.output.to_string_lossy())?);
+    let (desc, weights) = load_model(&args.model)?;
+    let settings = std::collections::BTreeMap::from([
+        ("network".to_string(), args.model.network.clone()),
+        ("jpeg_quality".to_string(), args.jpeg_quality.to_string()),
+        ("precision".to_string(), format!("{:?}", opts.gpu.precision).to_lowercase()),
+    ]);
+    let spec = frames::Spec {
+        input,
+        input_prefix: String::new(),
+        output,
+        output_prefix: String::new(),
+        desc,
+        weights,
+        settings,
+        jpeg_quality: args.jpeg_quality,
+        limits: None,
+        max_frames: usize::MAX,
+        retry_backoff: std::time::Duration::from_millis(500),
+    };
+    let mode = if args.run.quiet { ProgressMode::None } else { args.run.progress };
+    let engine = crate::dataflow::Engine::start(opts, shutdown.clone())?;
+    let report = frames::run(&engine, &spec, Progress::new(mode, None), shutdown);
+    engine.shutdown();
+    let report = report?;
+    if !args.run.quiet && args.run.progress != ProgressMode::Json {
+        for e in &report.entries {
+            eprintln!("{:<8} {} ({})", format!("{:?}", e.action).to_lowercase(), e.name, e.why);
+        }
+        eprintln!(
+            "wrote {}: {} styled, {} skipped, {} removed",
+            args.output.display(),
+            report.count(Action::Styled),
+            report.count(Action::Skipped),
+            report.count(Action::Removed)
+        );
+    }
     Ok(())
 }
 
@@ -513,11 +573,15 @@ pub fn submit(args: &crate::cli::SubmitArgs) -> Result<(), AppError> {
         (None, Some(p)) => obj.insert("input_prefix".into(), p.clone().into()),
         _ => return Err(AppError::Usage("give --input KEY or --input-prefix PREFIX".into())),
     };
-    match (&args.output, &args.output_prefix) {
-        (Some(o), None) => obj.insert("output".into(), o.clone().into()),
-        (None, Some(p)) => obj.insert("output_prefix".into(), p.clone().into()),
-        _ => return Err(AppError::Usage("give --output KEY or --output-prefix PREFIX".into())),
+    match (&args.output, &args.output_prefix, &args.output_frames_prefix) {
+        (Some(o), None, None) => obj.insert("output".into(), o.clone().into()),
+        (None, Some(p), None) => obj.insert("output_prefix".into(), p.clone().into()),
+        (None, None, Some(p)) => obj.insert("output_frames_prefix".into(), p.clone().into()),
+        _ => return Err(AppError::Usage("give --output KEY, --output-prefix PREFIX or --output-frames-prefix PREFIX".into())),
     };
+    if let Some(q) = args.jpeg_quality {
+        obj.insert("jpeg_quality".into(), q.into());
+    }
     if let Some(id) = &args.id {
         obj.insert("id".into(), id.clone().into());
     }

@@ -149,6 +149,13 @@ pub struct SubmitArgs {
     /// Or: an output prefix (`<prefix><input stem>.<style>.<ext>`).
     #[arg(long, value_name = "PREFIX", conflicts_with = "output")]
     pub output_prefix: Option<String>,
+    /// Or, for --input-prefix: the styled frames back as frames under this prefix (same names
+    /// and formats; only new and changed frames are styled).
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["output", "output_prefix"])]
+    pub output_frames_prefix: Option<String>,
+    /// Quality of JPEG frames written back (1-100; default: the service's).
+    #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: Option<u8>,
     /// Job id (names the job's logs); default: derived from the message.
     #[arg(long)]
     pub id: Option<String>,
@@ -220,13 +227,23 @@ pub struct StylizeArgs {
     /// `frames/%05d.png`. A video is opened as ffmpeg would: files it refers to (concat lists,
     /// HLS/DASH playlists, image2 patterns) are read too, so name only files you trust (the
     /// service opens stored objects restricted: self-contained containers only, with limits).
+    /// A store URL (`file:///dir/`, `az://container/prefix/`, `s3://bucket/prefix/`) names the
+    /// PNG/JPEG frames under it: they are styled back as frames to the store URL given as
+    /// OUTPUT, same names and formats, incrementally (a rerun styles only new and changed
+    /// frames, and removes the outputs of deleted ones). Credentials come from AZURE_STORAGE_*
+    /// / AWS_* variables.
     pub input: String,
     /// Where to write: an image (.png, .jpg), a video (the extension picks the container:
     /// .mp4, .m4v, .mov, .mkv, .webm, .avi), or a directory (an existing empty one, or a path
     /// ending in /) for PNG frames. Written atomically: nothing appears there unless it
-    /// completes; new files follow the umask. An output that is the input is refused.
+    /// completes; new files follow the umask. An output that is the input is refused. For a
+    /// store URL input: a store URL (or a local directory) for the styled frames, each written
+    /// atomically as it is done.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
     pub output: PathBuf,
+    /// Quality of JPEG frames written back to a store (1-100).
+    #[arg(long, default_value_t = 90, value_name = "Q", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Frame rate of an image-sequence input (25, 29.97 or 30000/1001); default: the

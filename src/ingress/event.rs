@@ -2,8 +2,9 @@
 //!
 //! * our own, versioned: `{"schema": "stylestream.job/1", "input": "in/a.mp4", "style":
 //!   "udnie", "output": "out/a.udnie.mp4"}` (or `"input_prefix"` for stored frames, and
-//!   `"output_prefix"` instead of `"output"`), with optional `"id"`, `"crf"`, `"preset"`,
-//!   `"fps"`;
+//!   `"output_prefix"` instead of `"output"`; or `"output_frames_prefix"`: the frames of an
+//!   `input_prefix` styled back as frames with the same names), with optional `"id"`, `"crf"`,
+//!   `"preset"`, `"fps"`, `"jpeg_quality"`;
 //! * Azure Event Grid `Microsoft.Storage.BlobCreated` (one event or an array of them);
 //! * S3 `ObjectCreated:*` notifications (`{"Records": [...]}`).
 //!
@@ -27,7 +28,13 @@ use serde::Deserialize;
 pub struct Route {
     pub prefix: String,
     pub style: String,
+    /// Where videos go (`<output_prefix><name>.<style>.<ext>`).
+    #[serde(default)]
     pub output_prefix: String,
+    /// With a trigger: the frames go back as frames, under
+    /// `<output_frames_prefix><the trigger's folder below prefix>/` (instead of one video).
+    #[serde(default)]
+    pub output_frames_prefix: Option<String>,
     /// Name of the trigger object, e.g. `_READY`.
     pub trigger: Option<String>,
     /// Frame rate of triggered frame prefixes (else the prefix's fps.txt).
@@ -89,9 +96,11 @@ pub enum Input {
 pub enum Output {
     /// One video object (the extension picks the container).
     Object(String),
-    /// Under a prefix: `<prefix><input stem>.<style>.<ext>` for videos; PNG frames for a frame
-    /// prefix input.
+    /// Under a prefix: `<prefix><input stem>.<style>.<ext>` (a video).
     Prefix(String),
+    /// Styled frames with the input frames' names and formats, under this prefix (a frame prefix
+    /// input only).
+    Frames(String),
 }
 
 /// A job as the event asks for it (not yet checked against storage or the models).
@@ -106,6 +115,8 @@ pub struct JobRequest {
     pub fps: Option<f64>,
     /// Extension for a video output under a prefix.
     pub format: Option<String>,
+    /// Quality of JPEG frames written back (1-100).
+    pub jpeg_quality: Option<u8>,
 }
 
 pub const SCHEMA: &str = "stylestream.job/1";
@@ -218,6 +229,8 @@ struct OwnEvent {
     style: String,
     output: Option<String>,
     output_prefix: Option<String>,
+    output_frames_prefix: Option<String>,
+    jpeg_quality: Option<u8>,
     crf: Option<u32>,
     preset: Option<String>,
     fps: Option<f64>,
@@ -294,7 +307,13 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
     if let Some(id) = &e.id {
         check_id(id)?;
     }
-    for (what, v) in [("input", &e.input), ("input_prefix", &e.input_prefix), ("output", &e.output), ("output_prefix", &e.output_prefix)] {
+    for (what, v) in [
+        ("input", &e.input),
+        ("input_prefix", &e.input_prefix),
+        ("output", &e.output),
+        ("output_prefix", &e.output_prefix),
+        ("output_frames_prefix", &e.output_frames_prefix),
+    ] {
         if let Some(v) = v {
             check_key(what, v)?;
         }
@@ -315,18 +334,23 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
         (None, Some(p)) => Input::Prefix(with_slash(p)),
         _ => return Err(Poison::Invalid("give exactly one of `input` and `input_prefix`".into())),
     };
-    let output = match (e.output, e.output_prefix) {
-        (Some(o), None) => Output::Object(o),
-        (None, Some(p)) => Output::Prefix(with_slash(p)),
-        _ => return Err(Poison::Invalid("give exactly one of `output` and `output_prefix`".into())),
+    let output = match (e.output, e.output_prefix, e.output_frames_prefix) {
+        (Some(o), None, None) => Output::Object(o),
+        (None, Some(p), None) => Output::Prefix(with_slash(p)),
+        (None, None, Some(p)) if matches!(input, Input::Prefix(_)) => Output::Frames(with_slash(p)),
+        (None, None, Some(_)) => return Err(Poison::Invalid("`output_frames_prefix` needs an `input_prefix` of frames".into())),
+        _ => return Err(Poison::Invalid("give exactly one of `output`, `output_prefix` and `output_frames_prefix`".into())),
     };
+    if e.jpeg_quality.is_some_and(|q| !(1..=100).contains(&q)) {
+        return Err(Poison::Invalid("`jpeg_quality` must be 1..=100".into()));
+    }
     if e.crf.is_some_and(|c| c > MAX_CRF) {
         return Err(Poison::Invalid(format!("`crf` must be 0..={MAX_CRF}")));
     }
     if e.fps.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 1000.0)) {
         return Err(Poison::Invalid("`fps` must be in (0, 1000]".into()));
     }
-    Ok(JobRequest { id: e.id, input, style: e.style, output, crf: e.crf, preset: e.preset, fps: e.fps, format })
+    Ok(JobRequest { id: e.id, input, style: e.style, output, crf: e.crf, preset: e.preset, fps: e.fps, format, jpeg_quality: e.jpeg_quality })
 }
 
 fn with_slash(p: String) -> String {
@@ -343,25 +367,38 @@ fn route(key: &str, routes: &[Route]) -> Result<Option<JobRequest>, Poison> {
     let Some(r) = routes.iter().find(|r| key.starts_with(&r.prefix)) else {
         return Err(Poison::NoRoute(key.to_string()));
     };
-    let job = |input| JobRequest {
+    let job = |input, output| JobRequest {
         id: None,
         input,
         style: r.style.clone(),
-        output: Output::Prefix(with_slash(r.output_prefix.clone())),
+        output,
         crf: None,
         preset: None,
         fps: r.fps,
         format: r.format.clone(),
+        jpeg_quality: None,
     };
+    let video_out = || Output::Prefix(with_slash(r.output_prefix.clone()));
     match &r.trigger {
         Some(t) => {
             let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
             if name != t {
                 return Ok(None); // a frame, waiting for its trigger
             }
-            Ok(Some(job(Input::Prefix(format!("{dir}/")))))
+            let output = match &r.output_frames_prefix {
+                // The trigger's folder below the route's prefix, under the frames prefix.
+                Some(fp) => {
+                    let folder = format!("{dir}/");
+                    let below = folder.strip_prefix(r.prefix.as_str()).unwrap_or_default().trim_start_matches('/');
+                    let out = format!("{}{below}", with_slash(fp.clone()));
+                    check_key("output_frames_prefix", &out)?;
+                    Output::Frames(with_slash(out))
+                }
+                None => video_out(),
+            };
+            Ok(Some(job(Input::Prefix(format!("{dir}/")), output)))
         }
-        None => Ok(Some(job(Input::Object(key.to_string())))),
+        None => Ok(Some(job(Input::Object(key.to_string()), video_out()))),
     }
 }
 
@@ -438,8 +475,8 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         vec![
-            Route { prefix: "incoming/udnie/".into(), style: "udnie".into(), output_prefix: "styled/udnie/".into(), trigger: None, fps: None, format: None },
-            Route { prefix: "frames/".into(), style: "wave".into(), output_prefix: "styled/frames/".into(), trigger: Some("_READY".into()), fps: Some(25.0), format: None },
+            Route { prefix: "incoming/udnie/".into(), style: "udnie".into(), output_prefix: "styled/udnie/".into(), output_frames_prefix: None, trigger: None, fps: None, format: None },
+            Route { prefix: "frames/".into(), style: "wave".into(), output_prefix: "styled/frames/".into(), output_frames_prefix: None, trigger: Some("_READY".into()), fps: Some(25.0), format: None },
         ]
     }
 
@@ -487,6 +524,20 @@ mod tests {
         assert_eq!(j[0].fps, Some(25.0));
         let stray = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"elsewhere/x.mp4"}}}]}"#;
         assert_eq!(parse(stray, 4096, &routes(), &media()).unwrap_err().code(), "no-route");
+    }
+
+    #[test]
+    fn frames_go_back_as_frames_from_events_and_routes() {
+        let j = parse(br#"{"schema":"stylestream.job/1","input_prefix":"in/shot","style":"udnie","output_frames_prefix":"out/shot","jpeg_quality":80}"#, 4096, &[], &Source::default()).unwrap();
+        assert_eq!((&j[0].input, &j[0].output, j[0].jpeg_quality), (&Input::Prefix("in/shot/".into()), &Output::Frames("out/shot/".into()), Some(80)));
+        let e = |b: &[u8]| parse(b, 4096, &[], &Source::default()).unwrap_err().to_string();
+        assert!(e(br#"{"schema":"stylestream.job/1","input":"a.mp4","style":"udnie","output_frames_prefix":"o/"}"#).contains("needs an `input_prefix`"));
+        assert!(e(br#"{"schema":"stylestream.job/1","input_prefix":"a/","style":"udnie","output_frames_prefix":"o/","jpeg_quality":0}"#).contains("jpeg_quality"));
+        assert!(e(br#"{"schema":"stylestream.job/1","input_prefix":"a/","style":"udnie","output_prefix":"o/","output_frames_prefix":"o/"}"#).contains("exactly one"));
+        let route = Route { prefix: "up/".into(), style: "wave".into(), output_prefix: String::new(), output_frames_prefix: Some("styled".into()), trigger: Some("_READY".into()), fps: None, format: None };
+        let trigger = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"up/a/shot1/_READY"}}}]}"#;
+        let j = parse(trigger, 4096, &[route], &media()).unwrap();
+        assert_eq!((&j[0].input, &j[0].output), (&Input::Prefix("up/a/shot1/".into()), &Output::Frames("styled/a/shot1/".into())));
     }
 
     fn own(fields: &str) -> String {

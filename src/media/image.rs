@@ -1,8 +1,10 @@
-//! PNG / JPEG still images: decode to RGB8, encode and write atomically.
+//! PNG / JPEG still images: decode to RGB8, encode and write atomically; and stills decoded for
+//! styling with what is needed to write the styled picture back in the same form (format, bit
+//! depth, alpha), upright as their EXIF orientation says.
 
 use std::path::Path;
 
-use image::{ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::policy::MediaLimits;
 use super::MediaError;
@@ -28,9 +30,146 @@ pub fn read_rgb_within(path: &Path, limits: Option<&MediaLimits>) -> Result<RgbF
         let (w, h) = reader()?.into_dimensions().map_err(|e| decode(e.to_string()))?;
         l.check_size(path, w, h)?;
     }
-    let img = reader()?.decode().map_err(|e| decode(e.to_string()))?.to_rgb8();
+    let img = upright(reader()?, &decode)?.to_rgb8();
     let (w, h) = img.dimensions();
     Ok(RgbFrame::new(w, h, img.into_raw()))
+}
+
+/// Decodes an image and turns it upright as its EXIF orientation (JPEG APP1, PNG eXIf) says.
+fn upright<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    decode: &dyn Fn(String) -> MediaError,
+) -> Result<DynamicImage, MediaError> {
+    let mut decoder = reader.into_decoder().map_err(|e| decode(e.to_string()))?;
+    let orientation = decoder.orientation().map_err(|e| decode(e.to_string()))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode(e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// The form of a stored still: what a styled copy must keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillForm {
+    pub format: StillFormat,
+    /// 16 bits per sample (PNG only): the styled copy is written with 16 bits too.
+    pub sixteen_bit: bool,
+    /// The alpha channel, upright, carried over to the styled copy unchanged.
+    pub alpha: Option<Alpha>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StillFormat {
+    Png,
+    Jpeg,
+}
+
+impl StillFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            StillFormat::Png => "png",
+            StillFormat::Jpeg => "jpeg",
+        }
+    }
+}
+
+/// An alpha plane, one sample per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alpha {
+    Eight(Vec<u8>),
+    Sixteen(Vec<u16>),
+}
+
+/// A still decoded for styling: the upright RGB8 picture the network sees, and its form.
+#[derive(Debug, Clone)]
+pub struct Still {
+    pub rgb: RgbFrame,
+    pub form: StillForm,
+}
+
+/// Decodes a PNG or JPEG (by content) held in memory; `name` names it in errors. With `limits`
+/// the header's size is checked before the pixels are decoded.
+pub fn decode_still(bytes: &[u8], name: &Path, limits: Option<&MediaLimits>) -> Result<Still, MediaError> {
+    let decode = |reason: String| MediaError::Decode { path: name.to_path_buf(), reason };
+    let reader = || ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode(e.to_string()));
+    let format = match reader()?.format() {
+        Some(ImageFormat::Png) => StillFormat::Png,
+        Some(ImageFormat::Jpeg) => StillFormat::Jpeg,
+        Some(f) => return Err(decode(format!("{f:?} is not supported (PNG and JPEG are)"))),
+        None => return Err(decode("unknown file type (PNG and JPEG are supported)".into())),
+    };
+    if let Some(l) = limits {
+        let (w, h) = reader()?.into_dimensions().map_err(|e| decode(e.to_string()))?;
+        l.check_size(name, w, h)?;
+    }
+    let img = upright(reader()?, &decode)?;
+    let color = img.color();
+    let sixteen_bit = format == StillFormat::Png && color.bytes_per_pixel() / color.channel_count() >= 2;
+    let alpha = match (color.has_alpha(), sixteen_bit) {
+        (false, _) => None,
+        (true, false) => Some(Alpha::Eight(img.to_rgba8().pixels().map(|p| p.0[3]).collect())),
+        (true, true) => Some(Alpha::Sixteen(img.to_rgba16().pixels().map(|p| p.0[3]).collect())),
+    };
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(Still { rgb: RgbFrame::new(w, h, rgb.into_raw()), form: StillForm { format, sixteen_bit, alpha } })
+}
+
+/// Encodes a styled picture in `form`: PNG (8 or 16 bits, with the original alpha) or JPEG at
+/// `jpeg_quality` (1-100). A 16-bit copy holds the 8-bit result scaled (v × 257).
+pub fn encode_still(styled: &RgbFrame, form: &StillForm, jpeg_quality: u8) -> Result<Vec<u8>, String> {
+    let (w, h) = (styled.width, styled.height);
+    let pixels = w as usize * h as usize;
+    if styled.data.len() != pixels * 3 {
+        return Err(format!("a {w}x{h} picture needs {} bytes, got {}", pixels * 3, styled.data.len()));
+    }
+    let bad_alpha = |n: usize| format!("the alpha plane has {n} samples for a {w}x{h} picture (turned by its orientation?)");
+    let img = match (&form.alpha, form.sixteen_bit) {
+        (None, false) => DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, styled.data.clone()).ok_or("bad RGB buffer")?),
+        (None, true) => {
+            let data: Vec<u16> = styled.data.iter().map(|&v| v as u16 * 257).collect();
+            DynamicImage::ImageRgb16(image::ImageBuffer::from_raw(w, h, data).ok_or("bad RGB16 buffer")?)
+        }
+        (Some(a), sixteen) => {
+            let len = match a {
+                Alpha::Eight(v) => v.len(),
+                Alpha::Sixteen(v) => v.len(),
+            };
+            if len != pixels {
+                return Err(bad_alpha(len));
+            }
+            if sixteen {
+                let mut data = Vec::with_capacity(pixels * 4);
+                for (i, rgb) in styled.data.chunks_exact(3).enumerate() {
+                    let alpha = match a {
+                        Alpha::Sixteen(v) => v[i],
+                        Alpha::Eight(v) => v[i] as u16 * 257,
+                    };
+                    data.extend([rgb[0] as u16 * 257, rgb[1] as u16 * 257, rgb[2] as u16 * 257, alpha]);
+                }
+                DynamicImage::ImageRgba16(image::ImageBuffer::from_raw(w, h, data).ok_or("bad RGBA16 buffer")?)
+            } else {
+                let mut data = Vec::with_capacity(pixels * 4);
+                for (i, rgb) in styled.data.chunks_exact(3).enumerate() {
+                    let alpha = match a {
+                        Alpha::Eight(v) => v[i],
+                        Alpha::Sixteen(v) => (v[i] / 257) as u8,
+                    };
+                    data.extend([rgb[0], rgb[1], rgb[2], alpha]);
+                }
+                DynamicImage::ImageRgba8(image::RgbaImage::from_raw(w, h, data).ok_or("bad RGBA buffer")?)
+            }
+        }
+    };
+    let mut out = Vec::new();
+    match form.format {
+        StillFormat::Png => img.write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png).map_err(|e| e.to_string())?,
+        StillFormat::Jpeg => {
+            let q = jpeg_quality.clamp(1, 100);
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q);
+            DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc).map_err(|e| e.to_string())?
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a file is a PNG or JPEG (by its first bytes, not its name).

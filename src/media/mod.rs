@@ -90,10 +90,23 @@ pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Where frames come from: a video or an image sequence.
+/// Frames from elsewhere (stored frame sequences, see `job::frames`): numbered 0, 1, 2, ...
+pub trait FrameSource: Send {
+    fn info(&self) -> &SourceInfo;
+    fn next_frame(&mut self) -> Result<Option<Frame>, MediaError>;
+}
+
+/// Styled frames to elsewhere, in index order.
+pub trait FrameSink: Send {
+    fn write(&mut self, frame: &Frame) -> Result<(), MediaError>;
+    fn finish(self: Box<Self>) -> Result<(), MediaError>;
+}
+
+/// Where frames come from: a video, an image sequence, or another source.
 pub enum Source {
     Video(video_in::VideoDecoder),
     Sequence(sequence::SequenceReader),
+    Other(Box<dyn FrameSource>),
 }
 
 impl Source {
@@ -101,6 +114,7 @@ impl Source {
         match self {
             Source::Video(v) => v.info(),
             Source::Sequence(s) => s.info(),
+            Source::Other(s) => s.info(),
         }
     }
 
@@ -108,14 +122,16 @@ impl Source {
         match self {
             Source::Video(v) => v.next_frame(),
             Source::Sequence(s) => s.next_frame(),
+            Source::Other(s) => s.next_frame(),
         }
     }
 }
 
-/// Where styled frames go: a video file or a directory of images.
+/// Where styled frames go: a video file, a directory of images, or another sink.
 pub enum Sink {
     Video(Box<video_out::VideoEncoder>),
     Sequence(sequence::SequenceWriter),
+    Other(Box<dyn FrameSink>),
 }
 
 impl Sink {
@@ -123,15 +139,17 @@ impl Sink {
         match self {
             Sink::Video(v) => v.write(frame),
             Sink::Sequence(s) => s.write(frame),
+            Sink::Other(s) => s.write(frame),
         }
     }
 
     /// Publishes the output under its final name. Dropping a sink without finishing removes
-    /// everything it wrote.
+    /// everything it wrote (an `Other` sink says what it keeps).
     pub fn finish(self) -> Result<(), MediaError> {
         match self {
             Sink::Video(v) => v.finish(),
             Sink::Sequence(s) => s.finish(),
+            Sink::Other(s) => s.finish(),
         }
     }
 }

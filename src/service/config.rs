@@ -86,6 +86,8 @@ pub struct ServiceSection {
     pub codec: String,
     pub crf: u32,
     pub preset: String,
+    /// Quality of JPEG frames written back to a frames prefix (1-100; events may override).
+    pub jpeg_quality: u8,
     /// Local disk a job needs, as a multiple of its input's size (input + output + room), plus
     /// 64 MiB. An input whose need exceeds the work directory's whole file system is refused
     /// (`oversized-input`); one that does not fit in the free space now waits in the retry queue.
@@ -119,6 +121,7 @@ impl Default for ServiceSection {
             codec: "libx264".into(),
             crf: 18,
             preset: "medium".into(),
+            jpeg_quality: 90,
             staging_factor: 3.0,
             staging_margin_bytes: 64 << 20,
             instance_id: None,
@@ -176,6 +179,9 @@ impl ServiceConfig {
         if !event::PRESETS.contains(&self.service.preset.as_str()) {
             problems.push(format!("service.preset = {:?}: one of {}", self.service.preset, event::PRESETS.join(", ")));
         }
+        if !(1..=100).contains(&self.service.jpeg_quality) {
+            problems.push(format!("service.jpeg_quality = {}: 1 to 100", self.service.jpeg_quality));
+        }
         if self.service.crf > event::MAX_CRF {
             problems.push(format!("service.crf = {}: at most {}", self.service.crf, event::MAX_CRF));
         }
@@ -186,8 +192,15 @@ impl ServiceConfig {
             problems.push(format!("broker.retry_budget_secs = {}: 0 or more", self.broker.retry_budget_secs));
         }
         for (i, r) in self.routes.iter().enumerate() {
-            if r.prefix.is_empty() || r.output_prefix.is_empty() {
-                problems.push(format!("routes[{i}]: prefix and output_prefix must not be empty"));
+            let frames_out = r.output_frames_prefix.as_deref().unwrap_or_default();
+            if r.prefix.is_empty() || (r.output_prefix.is_empty() == frames_out.is_empty()) {
+                problems.push(format!("routes[{i}]: give a prefix and exactly one of output_prefix and output_frames_prefix"));
+            }
+            if !frames_out.is_empty() && r.trigger.is_none() {
+                problems.push(format!("routes[{i}]: output_frames_prefix needs a trigger (frames go back as frames when their trigger arrives)"));
+            }
+            if !frames_out.is_empty() && frames_out.starts_with(&r.prefix) {
+                problems.push(format!("routes[{i}]: output_frames_prefix {frames_out:?} is inside prefix {:?} (outputs would trigger jobs)", r.prefix));
             }
             if let Err(e) = event::check_style(&r.style) {
                 problems.push(format!("routes[{i}].style: {e}"));
@@ -200,7 +213,7 @@ impl ServiceConfig {
                     problems.push(format!("routes[{i}].trigger = {t:?}: one object name, no /"));
                 }
             }
-            if r.output_prefix.starts_with(&r.prefix) {
+            if !r.output_prefix.is_empty() && r.output_prefix.starts_with(&r.prefix) {
                 problems.push(format!("routes[{i}]: output_prefix {:?} is inside prefix {:?} (outputs would trigger jobs)", r.output_prefix, r.prefix));
             }
         }

@@ -263,6 +263,10 @@ fn stopped(why: StopReason) -> Outcome {
 }
 
 fn run_staged(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop: StopToken) -> Outcome {
+    if let Output::Frames(out) = &request.output {
+        let out = out.clone();
+        return run_frames(ctx, engine, id, request, &out, stop);
+    }
     // `_taken` frees the output key when the job ends, however it ends.
     let (staged, mut job, _taken) = match stage(ctx, id, request) {
         Ok(s) => s,
@@ -328,6 +332,7 @@ fn stage<'a>(ctx: &'a Ctx, id: String, request: JobRequest) -> Result<(Staged, J
     let output_key = match &request.output {
         Output::Object(o) => key(o)?,
         Output::Prefix(p) => key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
+        Output::Frames(_) => return Err(poison("invalid-event", "frames output reached the video path".into())),
     };
     // A duplicate waits for the job making the same output, then finds it done.
     let fresh = ctx.taken.lock().map(|mut t| t.insert(output_key.to_string())).unwrap_or(false);
@@ -507,13 +512,7 @@ fn finish(ctx: &Ctx, s: Staged, result: Result<u64, PipelineError>, style_secs: 
 fn write_logs(ctx: &Ctx, s: &Staged, frames: u64, style_secs: f64, upload_secs: f64, outcome: &Outcome) {
     let records = s.log.lock().map(|l| l.clone()).unwrap_or_default();
     let workers: std::collections::BTreeSet<u32> = records.iter().map(|r| r.worker).collect();
-    let (kind, error) = match outcome {
-        Outcome::Done { .. } => ("succeeded", None),
-        Outcome::AlreadyDone { .. } => ("already-done", None),
-        Outcome::Poison { reason, .. } => ("failed", Some(reason.clone())),
-        Outcome::Transient { reason, .. } | Outcome::Held { reason } => ("handed-back", Some(reason.clone())),
-        Outcome::Interrupted => ("interrupted", None),
-    };
+    let (kind, error) = log_kind(outcome);
     let summary = serde_json::json!({
         "job": s.id,
         "input": s.input_key,
@@ -537,11 +536,161 @@ fn write_logs(ctx: &Ctx, s: &Staged, frames: u64, style_secs: f64, upload_secs: 
             lines.push(b'\n');
         }
     }
-    let safe_id: String = s.id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
-    for (name, bytes) in [(format!("logs/{safe_id}.json"), serde_json::to_vec_pretty(&summary).unwrap_or_default()), (format!("logs/{safe_id}.frames.jsonl"), lines)] {
+    put_logs(ctx, &s.id, serde_json::to_vec_pretty(&summary).unwrap_or_default(), lines);
+}
+
+/// A frame prefix styled back to a frame prefix (`output_frames_prefix`), incrementally: only
+/// new and changed frames are styled (see `job::frames`); nothing is staged on local disk.
+fn run_frames(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, out: &str, stop: StopToken) -> Outcome {
+    let Input::Prefix(input) = &request.input else {
+        return poison("invalid-event", "`output_frames_prefix` needs an `input_prefix` of frames".into());
+    };
+    let weights = match ctx.model(&request.style) {
+        Ok(w) => w,
+        Err(o) => return o,
+    };
+    for (what, p) in [("input_prefix", input.as_str()), ("output_frames_prefix", out)] {
+        if let Err(e) = ObjectKey::parse(p.trim_end_matches('/')) {
+            return poison("invalid-key", format!("{what}: {e}"));
+        }
+    }
+    // One job at a time per output prefix: a duplicate waits, then finds the frames done.
+    let fresh = ctx.taken.lock().map(|mut t| t.insert(out.to_string())).unwrap_or(false);
+    if !fresh {
+        return transient(Cause::Other, format!("{out} is being made by another job"));
+    }
+    let _taken = Taken(ctx, out.to_string());
+    let jpeg_quality = request.jpeg_quality.unwrap_or(ctx.config.service.jpeg_quality);
+    let settings = BTreeMap::from([
+        ("network".to_string(), ctx.config.models.network.clone()),
+        ("jpeg_quality".to_string(), jpeg_quality.to_string()),
+    ]);
+    let store = ctx.media.store();
+    let spec = crate::job::frames::Spec {
+        input: store.clone(),
+        input_prefix: input.clone(),
+        output: store,
+        output_prefix: out.to_string(),
+        desc: ctx.desc.clone(),
+        weights: weights.clone(),
+        settings,
+        jpeg_quality,
+        limits: Some(ctx.config.service.media_limits.clone()),
+        max_frames: ctx.config.service.max_prefix_frames,
+        retry_backoff: std::time::Duration::from_millis(500),
+    };
+    let log: FrameLog = Default::default();
+    let (board, job_id) = (ctx.board.clone(), id.clone());
+    let progress = Progress::new(ProgressMode::None, None)
+        .with_frame_log(log.clone())
+        .with_observer(Arc::new(move |done| board.progress(&job_id, done)));
+    tracing::info!(job = %id, input = %input, style = %request.style, output = %out, "frames job started");
+    let started = Instant::now();
+    let result = crate::job::frames::run(engine, &spec, progress, &stop);
+    let secs = started.elapsed().as_secs_f64();
+    let (outcome, entries) = match result {
+        Ok(report) => {
+            let styled = report.count(crate::job::frames::Action::Styled) as u64;
+            let outcome = if report.gpu_work || report.count(crate::job::frames::Action::Removed) > 0 {
+                ctx.metrics.inc("stylestream_frames_total", &[], styled as f64);
+                ctx.metrics.observe("stylestream_stage_seconds", &[("stage", "style")], secs);
+                Outcome::Done { output: out.to_string(), frames: styled }
+            } else {
+                Outcome::AlreadyDone { output: out.to_string() }
+            };
+            (outcome, report.entries)
+        }
+        Err(e) => (frames_outcome(input, e), Vec::new()),
+    };
+    write_frames_log(ctx, &id, &request, input, out, &weights, secs, &outcome, &entries, &log);
+    outcome
+}
+
+/// How a failed sequence job ends.
+fn frames_outcome(input: &str, e: crate::job::frames::FramesError) -> Outcome {
+    use crate::job::frames::FramesError as F;
+    match e {
+        F::Store(e) => store_outcome("missing-input", e),
+        F::Media(m) => {
+            let text = format!("{input}: {m}");
+            if m.is_over_limit() {
+                poison("oversized-input", text)
+            } else {
+                poison("corrupt-input", text)
+            }
+        }
+        F::NoFrames(_) => poison("missing-input", e.to_string()),
+        F::TooMany { .. } => poison("oversized-input", e.to_string()),
+        F::SameAsInput(_) => poison("invalid-event", e.to_string()),
+        F::Pipeline(PipelineError::Stopped(why)) => stopped(why),
+        F::Pipeline(PipelineError::Media(m)) => poison("corrupt-input", format!("{input}: {m}")),
+        F::Pipeline(p) => transient(Cause::Other, p.to_string()),
+        F::Encode(_) => transient(Cause::Other, e.to_string()),
+    }
+}
+
+/// `logs/<job id>.json` for a sequence job: the summary and every frame, styled, skipped or
+/// removed; `logs/<job id>.frames.jsonl`: one line per styled frame (worker, GPU time).
+#[allow(clippy::too_many_arguments)]
+fn write_frames_log(
+    ctx: &Ctx,
+    id: &str,
+    request: &JobRequest,
+    input: &str,
+    out: &str,
+    weights: &Weights,
+    secs: f64,
+    outcome: &Outcome,
+    entries: &[crate::job::frames::FrameEntry],
+    log: &FrameLog,
+) {
+    use crate::job::frames::Action;
+    let (kind, error) = log_kind(outcome);
+    let count = |a: Action| entries.iter().filter(|e| e.action == a).count();
+    let summary = serde_json::json!({
+        "job": id,
+        "input": input,
+        "style": request.style,
+        "model_sha256": weights.sha256,
+        "network": ctx.config.models.network,
+        "output": out,
+        "styled": count(Action::Styled),
+        "skipped": count(Action::Skipped),
+        "removed": count(Action::Removed),
+        "frames": entries,
+        "seconds": secs,
+        "outcome": kind,
+        "error": error,
+    });
+    let records = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut lines = Vec::new();
+    for r in &records {
+        if let Ok(line) = serde_json::to_vec(r) {
+            lines.extend(line);
+            lines.push(b'\n');
+        }
+    }
+    put_logs(ctx, id, serde_json::to_vec_pretty(&summary).unwrap_or_default(), lines);
+}
+
+/// The job log's name for an outcome, and its error text.
+fn log_kind(outcome: &Outcome) -> (&'static str, Option<String>) {
+    match outcome {
+        Outcome::Done { .. } => ("succeeded", None),
+        Outcome::AlreadyDone { .. } => ("already-done", None),
+        Outcome::Poison { reason, .. } => ("failed", Some(reason.clone())),
+        Outcome::Transient { reason, .. } | Outcome::Held { reason } => ("handed-back", Some(reason.clone())),
+        Outcome::Interrupted => ("interrupted", None),
+    }
+}
+
+/// Writes a job's summary and per-frame lines to the system store; a failure is logged only.
+fn put_logs(ctx: &Ctx, id: &str, summary: Vec<u8>, lines: Vec<u8>) {
+    let safe_id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
+    for (name, bytes) in [(format!("logs/{safe_id}.json"), summary), (format!("logs/{safe_id}.frames.jsonl"), lines)] {
         let written = ObjectKey::parse(&name).and_then(|k| ctx.system.put_bytes_atomic(&k, bytes));
         if let Err(e) = written {
-            tracing::warn!(job = %s.id, error = %e, "could not write the job log");
+            tracing::warn!(job = %id, error = %e, "could not write the job log");
         }
     }
 }

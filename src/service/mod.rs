@@ -366,7 +366,7 @@ impl Jobs {
                 event::Input::Object(k) | event::Input::Prefix(k) => k.clone(),
             };
             let output = match &w.request.output {
-                event::Output::Object(k) | event::Output::Prefix(k) => k.clone(),
+                event::Output::Object(k) | event::Output::Prefix(k) | event::Output::Frames(k) => k.clone(),
             };
             tel.board.started(&w.id, &named(&w.request.input), &w.request.style, &output, None);
             let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {

@@ -72,6 +72,10 @@ impl BlockingStore {
         self.rt.block_on(self.store().list(prefix))
     }
 
+    pub fn list_with_meta(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
+        self.rt.block_on(self.store().list_with_meta(prefix))
+    }
+
     pub fn list_partials(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
         self.rt.block_on(self.store().list_partials(prefix))
     }

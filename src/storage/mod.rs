@@ -328,6 +328,13 @@ impl Store {
         Ok(keys)
     }
 
+    /// As [`Store::list`], with each object's metadata (size, etag), sorted by key.
+    pub async fn list_with_meta(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
+        let mut found: Vec<(ObjectKey, Meta)> = self.list_meta(prefix).await?.into_iter().filter(|(k, _)| !k.is_partial()).collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     /// Upload temporaries under `prefix` with their metadata, oldest first, for cleaning up
     /// after crashed uploads (`delete` them when older than any upload could take).
     pub async fn list_partials(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {

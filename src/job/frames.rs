@@ -1,0 +1,631 @@
+//! Stored frame sequences: the PNG/JPEG frames directly under a prefix of one store, styled
+//! back as frames with the same names and formats under a prefix of another (or the same)
+//! store, incrementally and as a stream.
+//!
+//! ```text
+//! list inputs, outputs, records ─> plan: (frames × style) − done   (differential, dataflow::Planner)
+//!   ─> each frame to look at, in name order: download ─ hash ─ still wanted? ─ decode
+//!   ─> engine (styled on the GPU workers) ─> sink: encode like the input ─ upload ─ record
+//! then: remove the outputs of deleted inputs, write the sequence manifest
+//! ```
+//!
+//! A frame is identified by its name and the SHA-256 of its bytes (hashed as it is read; an
+//! ETag equal to the one recorded only spares the download), the style by its weights' hash and
+//! the settings that change the output. Bookkeeping lives under `<output prefix>.stylestream/`:
+//! a record per frame (`frames/<name>.json`), written right after the frame itself, and the
+//! sequence manifest (`sequence.json`) last — so a run killed at any point loses at most the
+//! frames in flight, and a trigger on a complete sequence costs three listings and one read.
+//! Nothing is staged on local disk: memory holds the frames in flight.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::dataflow::{Engine, Job, PipelineError, Planner};
+use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
+use crate::media::image::{decode_still, encode_still, StillForm};
+use crate::media::policy::MediaLimits;
+use crate::media::{FrameSink, FrameSource, MediaError, Sink, Source};
+use crate::model::{NetworkDescription, Weights};
+use crate::stop::StopToken;
+use crate::storage::{BlockingStore, Meta, ObjectKey, Store, StoreError};
+use crate::telemetry::progress::Progress;
+
+/// Folder of the bookkeeping objects, under the output prefix.
+pub const BOOKKEEPING: &str = ".stylestream/";
+const RECORDS: &str = ".stylestream/frames/";
+const MANIFEST: &str = ".stylestream/sequence.json";
+pub const FRAME_SCHEMA: &str = "stylestream.frame/1";
+pub const SEQUENCE_SCHEMA: &str = "stylestream.sequence/1";
+/// Largest frame object read.
+pub const MAX_FRAME_BYTES: u64 = 512 << 20;
+const MAX_RECORD_BYTES: u64 = 64 << 10;
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// Tries of one frame's store request on passing trouble (on top of the store's own retries).
+const ATTEMPTS: u32 = 5;
+
+/// What a sequence job needs.
+pub struct Spec {
+    pub input: Store,
+    pub input_prefix: String,
+    pub output: Store,
+    pub output_prefix: String,
+    pub desc: Arc<NetworkDescription>,
+    pub weights: Arc<Weights>,
+    /// What else shapes the output besides the weights (network, JPEG quality): recorded, and a
+    /// change makes every frame new work.
+    pub settings: BTreeMap<String, String>,
+    pub jpeg_quality: u8,
+    /// Stored frames are hostile: their headers are checked against these before decoding.
+    pub limits: Option<MediaLimits>,
+    pub max_frames: usize,
+    /// Pause before the first retry of a frame's request (doubles, up to 8 s).
+    pub retry_backoff: Duration,
+}
+
+/// Why a sequence job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FramesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("no PNG/JPEG frames under {0}")]
+    NoFrames(String),
+    #[error("{url} holds {count} frames, over the limit of {max}")]
+    TooMany { url: String, count: usize, max: usize },
+    #[error("the output {0} is the input: refusing to write styled frames over their originals")]
+    SameAsInput(String),
+    #[error("{0}")]
+    Encode(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Styled,
+    Skipped,
+    /// Its input is gone: the styled frame and its record were deleted.
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FrameEntry {
+    pub name: String,
+    pub action: Action,
+    pub why: &'static str,
+}
+
+/// How a sequence job went: every frame, in name order.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub entries: Vec<FrameEntry>,
+    /// Whether frames went to the GPU (false: the sequence was already complete).
+    pub gpu_work: bool,
+}
+
+impl Report {
+    pub fn count(&self, action: Action) -> usize {
+        self.entries.iter().filter(|e| e.action == action).count()
+    }
+}
+
+/// The record of one finished frame.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FrameRecord {
+    schema: String,
+    name: String,
+    input_sha256: String,
+    input_etag: Option<String>,
+    input_size: u64,
+    /// Hash of the model's weights and the settings.
+    style_key: String,
+    output_sha256: String,
+    output_size: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SequenceManifest {
+    schema: String,
+    style_key: String,
+    model_sha256: String,
+    settings: BTreeMap<String, String>,
+    frames: Vec<FrameRecord>,
+    finished_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One input frame as listed.
+#[derive(Debug, Clone)]
+struct Listed {
+    name: String,
+    key: ObjectKey,
+    meta: Meta,
+}
+
+/// A frame on its way through the engine: what its sink needs besides the pixels.
+struct Pending {
+    name: String,
+    sha256: String,
+    meta: Meta,
+    form: StillForm,
+}
+
+/// State shared by the reader (the caller's thread) and the sink (the engine's encoder thread).
+#[derive(Default)]
+struct Shared {
+    pending: HashMap<u64, Pending>,
+    made: BTreeMap<String, FrameRecord>,
+    entries: Vec<FrameEntry>,
+    /// The sink's own error (the engine only sees a media error).
+    failure: Option<FramesError>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// A frame's identity for the planner: its name and its content.
+fn identity(name: &str, sha: &str) -> String {
+    format!("{sha}:{name}")
+}
+
+fn is_frame_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.starts_with('.') && (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
+}
+
+/// `prefix` as a key prefix: empty (the store's root) or ending in `/`.
+fn folder(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// Runs `f` until it succeeds, fails for good, or has failed `ATTEMPTS` times in passing ways.
+fn retrying<T>(what: &str, backoff: Duration, stop: &StopToken, mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut delay = backoff;
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS && stop.reason().is_none() => {
+                tracing::warn!(what, attempt, error = %e, "store request failed; trying again");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(8));
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Runs a sequence job on `engine`: styles what is new or changed, skips what is done, removes
+/// what lost its input, then writes the manifest. `stop` stops it (frames already written
+/// stay, with their records: a rerun continues from there).
+pub fn run(engine: &Engine, spec: &Spec, progress: Progress, stop: &StopToken) -> Result<Report, FramesError> {
+    let (in_prefix, out_prefix) = (folder(&spec.input_prefix), folder(&spec.output_prefix));
+    if spec.input.url() == spec.output.url() && in_prefix == out_prefix {
+        return Err(FramesError::SameAsInput(prefix_url(&spec.output, &out_prefix)));
+    }
+    let input = Arc::new(BlockingStore::new(spec.input.clone())?);
+    let output = Arc::new(BlockingStore::new(spec.output.clone())?);
+    let backoff = spec.retry_backoff;
+
+    // What is there: input frames, output frames, records, manifest.
+    let frames: Vec<Listed> = retrying("list input", backoff, stop, || input.list_with_meta(&in_prefix))?
+        .into_iter()
+        .filter(|(k, _)| k.parent().map(|p| format!("{p}/")).unwrap_or_default() == in_prefix && is_frame_name(k.name()))
+        .map(|(key, meta)| Listed { name: key.name().to_string(), key, meta })
+        .collect();
+    if frames.is_empty() {
+        return Err(FramesError::NoFrames(prefix_url(&spec.input, &in_prefix)));
+    }
+    if frames.len() > spec.max_frames {
+        return Err(FramesError::TooMany { url: prefix_url(&spec.input, &in_prefix), count: frames.len(), max: spec.max_frames });
+    }
+    let listed_out = retrying("list output", backoff, stop, || output.list_with_meta(&out_prefix))?;
+    let records_prefix = format!("{out_prefix}{RECORDS}");
+    let manifest_key = ObjectKey::parse(&format!("{out_prefix}{MANIFEST}"))?;
+    let mut outputs: BTreeMap<String, Meta> = BTreeMap::new();
+    let mut record_names = BTreeSet::new();
+    let mut manifest_listed = false;
+    for (k, meta) in listed_out {
+        if k == manifest_key {
+            manifest_listed = true;
+        } else if let Some(name) = k.as_str().strip_prefix(&records_prefix).and_then(|n| n.strip_suffix(".json")) {
+            record_names.insert(name.to_string());
+        } else if k.parent().map(|p| format!("{p}/")).unwrap_or_default() == out_prefix {
+            outputs.insert(k.name().to_string(), meta);
+        }
+    }
+    let style_key = style_key(&spec.weights.sha256, &spec.settings);
+
+    // A complete sequence: the manifest says so, and the listings agree.
+    if manifest_listed {
+        let manifest = retrying("read manifest", backoff, stop, || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES))?;
+        if let Ok(m) = serde_json::from_slice::<SequenceManifest>(&manifest) {
+            if is_complete(&m, &style_key, &frames, &outputs) && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n)) {
+                let entries = frames.iter().map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" }).collect();
+                return Ok(Report { entries, gpu_work: false });
+            }
+        }
+    }
+
+    // The records of earlier runs (an unreadable one counts as absent: its frame is made again).
+    let mut records: BTreeMap<String, FrameRecord> = BTreeMap::new();
+    for name in &record_names {
+        let key = record_key(&out_prefix, name)?;
+        let bytes = retrying("read record", backoff, stop, || output.get_bytes(&key, MAX_RECORD_BYTES));
+        match bytes.map(|b| serde_json::from_slice::<FrameRecord>(&b)) {
+            Ok(Ok(r)) if r.name == *name => {
+                records.insert(name.clone(), r);
+            }
+            Ok(_) => tracing::warn!(record = %output.store().url_of(&key), "ignoring an unreadable frame record"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // The plan: frames × style − done. Done = a record made with this style whose output is
+    // there, of the size recorded.
+    let mut planner = Planner::new();
+    planner.style("style", &style_key);
+    for (name, r) in &records {
+        if r.style_key == style_key && outputs.get(name).is_some_and(|m| m.size == r.output_size) {
+            planner.done(&identity(name, &r.input_sha256), &style_key);
+        }
+    }
+    // Frames whose ETag and size are the recorded ones: content known without a download.
+    let mut known = BTreeSet::new();
+    for f in &frames {
+        if let Some(r) = records.get(&f.name) {
+            if r.input_etag.is_some() && r.input_etag == f.meta.etag && r.input_size == f.meta.size {
+                planner.video(&f.name, &identity(&f.name, &r.input_sha256));
+                known.insert(f.name.clone());
+            }
+        }
+    }
+    let work: BTreeSet<String> = planner.plan().into_iter().map(|w| w.video).collect();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut candidates = Vec::new();
+    for f in &frames {
+        if known.contains(&f.name) && !work.contains(&f.name) {
+            push_entry(&shared, &f.name, Action::Skipped, "unchanged");
+        } else {
+            candidates.push(f.clone());
+        }
+    }
+
+    let mut reader = Reader {
+        input: &input,
+        output: &output,
+        out_prefix: &out_prefix,
+        planner,
+        known,
+        records: &records,
+        limits: spec.limits.as_ref(),
+        shared: shared.clone(),
+        backoff,
+        stop,
+        next_index: 0,
+    };
+    let mut todo = candidates.into_iter();
+    let total = todo.len() as u64;
+    let mut gpu_work = false;
+    if let Some(first) = reader.next(&mut todo)? {
+        gpu_work = true;
+        let info = SourceInfo {
+            width: first.image.width,
+            height: first.image.height,
+            time_base: Rate::new(1, 1),
+            frame_rate: Rate::new(0, 1),
+            frames: Some(total),
+            frames_exact: false,
+        };
+        let (tx, rx) = sync_channel::<Feed>(2);
+        let source = ChannelSource { info, rx, first: Some(first) };
+        let sink = StoreSink {
+            output: output.clone(),
+            out_prefix: out_prefix.clone(),
+            style_key: style_key.clone(),
+            jpeg_quality: spec.jpeg_quality,
+            shared: shared.clone(),
+            backoff,
+            stop: stop.clone(),
+        };
+        let mut job = Job::new(Some((Source::Other(Box::new(source)), Sink::Other(Box::new(sink)), progress)), spec.desc.clone(), spec.weights.clone());
+        job.stop = stop.clone();
+        let handle = engine.submit(job);
+        let mut read_error = None;
+        loop {
+            match reader.next(&mut todo) {
+                Ok(Some(frame)) => {
+                    if tx.send(Feed::Frame(frame)).is_err() {
+                        break; // the job ended (stopped or failed): its result says why
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Feed::End);
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Feed::Failed(e.to_string()));
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let result = handle.wait();
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        if let Err(e) = result {
+            let failure = shared.lock().ok().and_then(|mut s| s.failure.take());
+            return Err(failure.unwrap_or(FramesError::Pipeline(e)));
+        }
+    }
+
+    // The output mirrors the input: styled frames whose input is gone go, with their records.
+    let names: BTreeSet<&str> = frames.iter().map(|f| f.name.as_str()).collect();
+    for name in records.keys().filter(|n| !names.contains(n.as_str())) {
+        let out = ObjectKey::parse(&format!("{out_prefix}{name}"))?;
+        retrying("delete output", backoff, stop, || output.delete(&out))?;
+        let rk = record_key(&out_prefix, name)?;
+        retrying("delete record", backoff, stop, || output.delete(&rk))?;
+        push_entry(&shared, name, Action::Removed, "input deleted");
+    }
+
+    // The manifest, last: every frame's record as it is now.
+    let (mut entries, made) = match shared.lock() {
+        Ok(mut s) => (std::mem::take(&mut s.entries), std::mem::take(&mut s.made)),
+        Err(_) => return Err(FramesError::Encode("the sequence's shared state is unusable".into())),
+    };
+    let mut all = Vec::with_capacity(frames.len());
+    for f in &frames {
+        let r = made.get(&f.name).or_else(|| records.get(&f.name));
+        match r {
+            Some(r) => all.push(r.clone()),
+            None => return Err(FramesError::Encode(format!("{}: no record after the run", f.name))),
+        }
+    }
+    let manifest = SequenceManifest {
+        schema: SEQUENCE_SCHEMA.into(),
+        style_key,
+        model_sha256: spec.weights.sha256.clone(),
+        settings: spec.settings.clone(),
+        frames: all,
+        finished_at: chrono::Utc::now(),
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| FramesError::Encode(e.to_string()))?;
+    retrying("write manifest", backoff, stop, || output.put_bytes_atomic(&manifest_key, bytes.clone()))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Report { entries, gpu_work })
+}
+
+fn prefix_url(store: &Store, prefix: &str) -> String {
+    match ObjectKey::parse(prefix.trim_end_matches('/')) {
+        Ok(k) => format!("{}/", store.url_of(&k)),
+        Err(_) => store.url().to_string(),
+    }
+}
+
+fn record_key(out_prefix: &str, name: &str) -> Result<ObjectKey, StoreError> {
+    ObjectKey::parse(&format!("{out_prefix}{RECORDS}{name}.json"))
+}
+
+fn style_key(model_sha256: &str, settings: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(model_sha256.as_bytes());
+    for (k, v) in settings {
+        h.update([0]);
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Whether `m` describes exactly these inputs (by ETag and size), made with this style, with
+/// every output there at its recorded size.
+fn is_complete(m: &SequenceManifest, style_key: &str, frames: &[Listed], outputs: &BTreeMap<String, Meta>) -> bool {
+    m.schema == SEQUENCE_SCHEMA
+        && m.style_key == style_key
+        && m.frames.len() == frames.len()
+        && m.frames.iter().zip(frames).all(|(r, f)| {
+            r.name == f.name
+                && r.input_etag.is_some()
+                && r.input_etag == f.meta.etag
+                && r.input_size == f.meta.size
+                && outputs.get(&r.name).is_some_and(|o| o.size == r.output_size)
+        })
+}
+
+fn push_entry(shared: &Mutex<Shared>, name: &str, action: Action, why: &'static str) {
+    if let Ok(mut s) = shared.lock() {
+        s.entries.push(FrameEntry { name: name.to_string(), action, why });
+    }
+}
+
+/// Downloads candidates in order and hands on those still wanted, numbered 0, 1, 2, ...
+struct Reader<'a> {
+    input: &'a BlockingStore,
+    output: &'a BlockingStore,
+    out_prefix: &'a str,
+    planner: Planner,
+    known: BTreeSet<String>,
+    records: &'a BTreeMap<String, FrameRecord>,
+    limits: Option<&'a MediaLimits>,
+    shared: Arc<Mutex<Shared>>,
+    backoff: Duration,
+    stop: &'a StopToken,
+    next_index: u64,
+}
+
+impl Reader<'_> {
+    fn next(&mut self, todo: &mut impl Iterator<Item = Listed>) -> Result<Option<Frame>, FramesError> {
+        for f in todo.by_ref() {
+            if let Some(why) = self.stop.reason() {
+                return Err(PipelineError::Stopped(why).into());
+            }
+            let bytes = retrying("read frame", self.backoff, self.stop, || self.input.get_bytes(&f.key, MAX_FRAME_BYTES))?;
+            let sha = sha256_hex(&bytes);
+            if !self.known.contains(&f.name) {
+                // Content now known: is this (frame, style) pair still work?
+                self.planner.video(&f.name, &identity(&f.name, &sha));
+                let wanted = self.planner.plan().iter().any(|w| w.video == f.name);
+                if !wanted {
+                    // Same bytes under a new ETag: keep the output, remember the ETag.
+                    if let Some(r) = self.records.get(&f.name) {
+                        let fresh = FrameRecord { input_etag: f.meta.etag.clone(), input_size: f.meta.size, ..r.clone() };
+                        self.write_record(&fresh)?;
+                        if let Ok(mut s) = self.shared.lock() {
+                            s.made.insert(f.name.clone(), fresh);
+                        }
+                    }
+                    push_entry(&self.shared, &f.name, Action::Skipped, "same content");
+                    continue;
+                }
+            }
+            let still = decode_still(&bytes, Path::new(&f.name), self.limits)?;
+            let index = self.next_index;
+            self.next_index += 1;
+            if let Ok(mut s) = self.shared.lock() {
+                s.pending.insert(index, Pending { name: f.name.clone(), sha256: sha, meta: f.meta.clone(), form: still.form });
+            }
+            return Ok(Some(Frame { index, pts: index as i64, duration: 1, image: still.rgb, timing: Default::default() }));
+        }
+        Ok(None)
+    }
+
+    fn write_record(&self, r: &FrameRecord) -> Result<(), FramesError> {
+        let key = record_key(self.out_prefix, &r.name)?;
+        let bytes = serde_json::to_vec(r).map_err(|e| FramesError::Encode(e.to_string()))?;
+        retrying("write record", self.backoff, self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
+        Ok(())
+    }
+}
+
+enum Feed {
+    Frame(Frame),
+    End,
+    Failed(String),
+}
+
+/// The engine's view of the reader: frames from a channel.
+struct ChannelSource {
+    info: SourceInfo,
+    rx: Receiver<Feed>,
+    first: Option<Frame>,
+}
+
+impl FrameSource for ChannelSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        if let Some(f) = self.first.take() {
+            return Ok(Some(f));
+        }
+        let failed = |reason: String| MediaError::Decode { path: "stored frames".into(), reason };
+        match self.rx.recv() {
+            Ok(Feed::Frame(f)) => Ok(Some(f)),
+            Ok(Feed::End) => Ok(None),
+            Ok(Feed::Failed(reason)) => Err(failed(reason)),
+            Err(_) => Err(failed("the frame reader stopped".into())),
+        }
+    }
+}
+
+/// Writes each styled frame like its input, then its record.
+struct StoreSink {
+    output: Arc<BlockingStore>,
+    out_prefix: String,
+    style_key: String,
+    jpeg_quality: u8,
+    shared: Arc<Mutex<Shared>>,
+    backoff: Duration,
+    stop: StopToken,
+}
+
+impl StoreSink {
+    fn commit(&mut self, frame: &Frame) -> Result<(), FramesError> {
+        let pending = self.shared.lock().ok().and_then(|mut s| s.pending.remove(&frame.index));
+        let Some(p) = pending else {
+            return Err(FramesError::Encode(format!("styled frame {} has no input on record", frame.index)));
+        };
+        let styled = RgbFrame::new(frame.image.width, frame.image.height, frame.image.data.clone());
+        let bytes = encode_still(&styled, &p.form, self.jpeg_quality).map_err(|e| FramesError::Encode(format!("{}: {e}", p.name)))?;
+        let key = ObjectKey::parse(&format!("{}{}", self.out_prefix, p.name))?;
+        retrying("write frame", self.backoff, &self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
+        let record = FrameRecord {
+            schema: FRAME_SCHEMA.into(),
+            name: p.name.clone(),
+            input_sha256: p.sha256,
+            input_etag: p.meta.etag,
+            input_size: p.meta.size,
+            style_key: self.style_key.clone(),
+            output_sha256: sha256_hex(&bytes),
+            output_size: bytes.len() as u64,
+        };
+        let rk = record_key(&self.out_prefix, &p.name)?;
+        let json = serde_json::to_vec(&record).map_err(|e| FramesError::Encode(e.to_string()))?;
+        retrying("write record", self.backoff, &self.stop, || self.output.put_bytes_atomic(&rk, json.clone()))?;
+        if let Ok(mut s) = self.shared.lock() {
+            s.made.insert(p.name.clone(), record);
+            s.entries.push(FrameEntry { name: p.name, action: Action::Styled, why: "new or changed" });
+        }
+        Ok(())
+    }
+}
+
+impl FrameSink for StoreSink {
+    fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        self.commit(frame).map_err(|e| {
+            let text = e.to_string();
+            if let Ok(mut s) = self.shared.lock() {
+                s.failure.get_or_insert(e);
+            }
+            MediaError::Write { path: "stored frames".into(), reason: text }
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), MediaError> {
+        Ok(()) // each frame was committed as it came
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn style_keys_change_with_the_model_and_every_setting() {
+        let s = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let a = style_key("m1", &s("jpeg_quality", "90"));
+        assert_eq!(a, style_key("m1", &s("jpeg_quality", "90")));
+        assert_ne!(a, style_key("m2", &s("jpeg_quality", "90")));
+        assert_ne!(a, style_key("m1", &s("jpeg_quality", "91")));
+        // No ambiguity between keys and values.
+        assert_ne!(style_key("m", &s("ab", "c")), style_key("m", &s("a", "bc")));
+    }
+
+    #[test]
+    fn frames_are_png_or_jpeg_and_not_hidden() {
+        assert!(is_frame_name("0001.png") && is_frame_name("a.JPG") && is_frame_name("b.jpeg"));
+        assert!(!is_frame_name("fps.txt") && !is_frame_name(".0001.png") && !is_frame_name("_READY"));
+        assert_eq!(folder(""), "");
+        assert_eq!(folder("a/b"), "a/b/");
+        assert_eq!(folder("/a/b/"), "a/b/");
+    }
+}
