@@ -357,3 +357,110 @@ fn the_service_writes_frames_back_and_acks_a_complete_sequence_without_gpu_work(
     assert_eq!(common::svc::ready(&svc.queue), 0, "every message was settled");
     assert!(common::svc::dead_letters(&svc.queue).is_empty());
 }
+
+/// Bytes of the files under `dir`, recursively (what a job keeps on local disk there).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// 500 frames through the service from and to the S3 server: frames stream through memory,
+/// never staged — the work directory and TMPDIR hold at most the frames in flight (× 2) while
+/// it runs (a staged sequence would hold all 500), and memory stays flat from the first third
+/// of the sequence to the last.
+#[test]
+fn a_500_frame_sequence_streams_within_the_local_disk_bound() {
+    use common::s3::{create_bucket, s3, s3_vars, unique_bucket};
+    s3();
+    let bucket = unique_bucket();
+    create_bucket(&bucket);
+    let url = format!("s3://{bucket}/media");
+    let store = BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap();
+    let n = 500u64;
+    let mut largest = 0u64;
+    for i in 0..n {
+        let bytes = png_rgb(1000 + i);
+        largest = largest.max(bytes.len() as u64);
+        store.put_bytes_atomic(&ObjectKey::parse(&format!("in/{:05}.png", i)).unwrap(), bytes).unwrap();
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let (work, tmp) = (scratch.path().join("work"), scratch.path().join("tmp"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut svc = Svc::with(&url, Extra::default().service(&format!("work_dir = \"{}\"\n", work.display())));
+    svc.env = s3_vars();
+    svc.env.push(("TMPDIR".into(), tmp.display().to_string()));
+    svc.start();
+    let pid = svc.child.as_ref().unwrap().id();
+    svc.submit(&["--id", "long-sequence", "--input-prefix", "in/", "--style", "udnie", "--output-frames-prefix", "out/"]);
+    let log = svc.dir.path().join("system/logs/long-sequence.json");
+    let (mut peak_disk, mut samples) = (0u64, Vec::new());
+    let started = std::time::Instant::now();
+    while !log.exists() {
+        assert!(started.elapsed().as_secs() < 900, "the sequence did not finish in 15 minutes");
+        peak_disk = peak_disk.max(bytes_under(&work) + bytes_under(&tmp));
+        samples.push((started.elapsed().as_secs_f64(), rss_kib(pid)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(summary["styled"], n, "{summary}");
+    let in_flight = 4; // max_frames_in_flight's default
+    let bound = in_flight * 2 * largest;
+    assert!(peak_disk <= bound, "local disk peaked at {peak_disk} bytes, over {bound} (frames in flight × 2 × frame size)");
+    let total = samples.last().unwrap().0;
+    let max_in = |from: f64, to: f64| samples.iter().filter(|(t, _)| *t >= from * total && *t <= to * total).map(|(_, r)| *r).max().unwrap_or(0);
+    let (early, late) = (max_in(0.2, 0.4), max_in(0.8, 1.0));
+    eprintln!("500 frames in {total:.1} s; local disk peak {peak_disk} B (bound {bound} B); RSS {early} KiB early, {late} KiB late");
+    assert!(late <= early + 16 * 1024, "memory grew with the sequence: {early} KiB → {late} KiB");
+    let listed = store.list("out/").unwrap().into_iter().filter(|k| k.parent() == Some("out")).count();
+    assert_eq!(listed as u64, n);
+    assert!(svc.stop());
+}
+
+/// The S3 server unreachable for a few seconds in the middle of a sequence: the frames' store
+/// requests are retried (each frame on its own) and the sequence completes.
+#[test]
+fn a_store_outage_mid_sequence_is_waited_out() {
+    use common::proxy::{Mode, Proxy};
+    use common::s3::{create_bucket, s3, s3_vars, unique_bucket, S3_ADDR};
+    s3();
+    let bucket = unique_bucket();
+    create_bucket(&bucket);
+    let port: u16 = S3_ADDR.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = Proxy::start(port);
+    let mut env = s3_vars();
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_ENDPOINT" {
+            *v = format!("http://127.0.0.1:{}", proxy.port);
+        }
+    }
+    let url = format!("s3://{bucket}");
+    let place = Place { store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap(), url, env };
+    let n = 60u64;
+    for i in 0..n {
+        place.put(&format!("in/{i:03}.png"), png_rgb(300 + i));
+    }
+    let child = place.stylize_command("in/", "out/").stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("the first styled frames", 120, || place.names("out/").len() >= 2);
+    proxy.set(Mode::Down);
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    proxy.set(Mode::Up);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "the outage failed the run:\n{}", stderr(&o));
+    assert!(stderr(&o).contains("trying again"), "the outage was not noticed (too short?):\n{}", stderr(&o));
+    assert_eq!(place.names("out/").len() as u64, n);
+    for i in [0, n / 2, n - 1] {
+        assert!(place.get(&format!("out/{i:03}.png")) == png_styled_alone(300 + i));
+    }
+}
