@@ -171,6 +171,7 @@ pub(crate) fn dataflow_options(
         frames_per_batch: run.frames_per_batch,
         retries: run.retries,
         precision: run.precision,
+        kernels: run.kernels,
         fail_frame: run.fail_frame,
         adapter,
     };
@@ -266,7 +267,7 @@ fn stylize_stored(args: &StylizeArgs, opts: crate::dataflow::DataflowOptions, sh
     let settings = std::collections::BTreeMap::from([
         ("network".to_string(), args.model.network.clone()),
         ("jpeg_quality".to_string(), args.jpeg_quality.to_string()),
-        ("precision".to_string(), format!("{:?}", opts.gpu.precision).to_lowercase()),
+        ("precision".to_string(), opts.gpu.precision.name().to_string()),
     ]);
     let spec = frames::Spec {
         input,
@@ -339,6 +340,10 @@ pub struct BenchReport {
     pub unfused_norm: bool,
     /// Precision the plan runs in, `auto` resolved: "f32" or "f16" (f16 convolution weights).
     pub precision: String,
+    /// The kernel set the plan runs (`--kernels` resolved): subgroup, subgroup-unfused, plain,
+    /// plain-unfused; and how it was chosen: forced, default, timed, cached.
+    pub variant: String,
+    pub variant_source: String,
     /// Pipelines compiled on the device by the first plan.
     pub pipelines: usize,
     /// With `--second-plan`: plan build + first frame of the second plan on the same device
@@ -369,6 +374,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         checked_shaders: args.checked_shaders,
         unfused_norm: args.unfused_norm,
         precision: args.precision,
+        kernels: args.kernels,
         ..Default::default()
     };
     let ctx = GpuContext::new(&opts)?;
@@ -434,7 +440,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     let flop = 2.0 * desc.macs_per_pixel() * width as f64 * height as f64;
     Ok(BenchReport {
         adapter: ctx.adapter().to_string(),
-        subgroups: ctx.uses_subgroups(),
+        subgroups: plan.variant().0.subgroups(),
         width,
         height,
         frames,
@@ -449,6 +455,8 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         checked_shaders: args.checked_shaders,
         unfused_norm: args.unfused_norm,
         precision: plan.precision().name().to_string(),
+        variant: plan.variant().0.name().to_string(),
+        variant_source: format!("{:?}", plan.variant().1).to_lowercase(),
         pipelines,
         second_plan,
     })
@@ -457,7 +465,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
 /// Human-readable bench report.
 pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(out, "adapter      {}{}", r.adapter, if r.subgroups { ", subgroup kernels" } else { ", plain kernels" })?;
-    writeln!(out, "frame        {}x{}, {} frames timed, precision {}", r.width, r.height, r.frames, r.precision)?;
+    writeln!(out, "frame        {}x{}, {} frames timed, precision {}, kernels {} ({})", r.width, r.height, r.frames, r.precision, r.variant, r.variant_source)?;
     writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
     writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;
     writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;

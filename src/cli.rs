@@ -336,6 +336,12 @@ pub struct RunArgs {
     /// [default: auto, or the config's]
     #[arg(long, value_enum, value_name = "PRECISION")]
     pub precision: Option<crate::model::gpu::Precision>,
+    /// Kernel set: auto (a fixed set on CPU adapters; on GPUs, timed), timed (each candidate
+    /// timed at the frame size, the fastest kept; cached in ~/.cache/stylestream/kernels.json
+    /// or $STYLESTREAM_KERNEL_CACHE), or one set: subgroup, subgroup-unfused, plain, plain-unfused.
+    /// [default: auto, or the config's]
+    #[arg(long, value_enum, value_name = "SET")]
+    pub kernels: Option<crate::model::gpu::KernelChoice>,
     /// Testing hook: frame K fails its first N styling attempts (N = 0: every attempt).
     #[arg(long, value_name = "K:N", hide = true, value_parser = parse_fail)]
     pub fail_frame: Option<(u64, u32)>,
@@ -361,7 +367,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub frames: u32,
     /// Print one JSON object as the last line (keys: adapter, width, height, frames,
-    /// ms_per_frame, fps, gflops, kernels, precision).
+    /// ms_per_frame, fps, gflops, kernels, precision, variant, variant_source).
     #[arg(long)]
     pub json: bool,
     /// Use the plain conv kernels even where the adapter has subgroups (for comparison).
@@ -383,6 +389,10 @@ pub struct BenchArgs {
     /// accumulation stay f32), or auto (f32 on CPU adapters, f16 on GPUs whose self-check passes).
     #[arg(long, value_enum, default_value = "auto", value_name = "PRECISION")]
     pub precision: crate::model::gpu::Precision,
+    /// Kernel set: auto (fixed on CPU adapters, timed on GPUs), timed, subgroup,
+    /// subgroup-unfused, plain or plain-unfused (see `stylize --help`).
+    #[arg(long, value_enum, default_value = "auto", value_name = "SET")]
+    pub kernels: crate::model::gpu::KernelChoice,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its
     /// pipelines come from the device's cache) and on a fresh device (compiled anew), and
     /// report both times (plan build + first frame).

@@ -54,6 +54,7 @@ fn finished_pairs_are_skipped_and_only_new_styles_and_videos_are_styled() {
     assert_eq!(manifest["frames"], 4);
     assert_eq!(manifest["output_size"], std::fs::metadata(&a).unwrap().len());
     assert_eq!(manifest["model_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["settings"]["precision"], "auto", "the precision asked for is recorded");
     let stamps = (modified(&a), modified(&b));
 
     // Again: nothing to do, and no GPU device is opened.
@@ -133,4 +134,26 @@ fn watching_styles_videos_that_arrive_later() {
     assert!(manifest.exists(), "the late video was not styled: {err}");
     assert_eq!(probe_frames(&out.join("late.wave.mp4")), 3);
     assert!(err.contains("1 to style"), "{err}");
+}
+
+/// The precision is part of a pair's settings: another precision makes the pair again.
+#[test]
+fn another_precision_is_new_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let videos = dir.path().join("videos");
+    std::fs::create_dir(&videos).unwrap();
+    clip(&videos.join("a.mp4"), 2, "testsrc2");
+    let out = dir.path().join("styled");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "udnie", "--progress", "none"];
+        args.extend(extra);
+        let o = stylestream_command(&args).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    assert!(run(&[]).contains("1 to style, 0 already done"));
+    assert!(run(&[]).contains("0 to style, 1 already done"));
+    assert!(run(&["--precision", "f32"]).contains("1 to style, 0 already done"), "f32 was taken as done with auto");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("a.udnie.mp4.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["precision"], "f32");
 }

@@ -74,6 +74,55 @@ fn precision_flows_to_stylize_and_bench() {
     assert!(d.max_levels <= 3 && d.mean_levels <= 0.5, "{d:?}");
 }
 
+/// `--kernels`: a forced set is used as named; `auto` on a CPU adapter is the fixed default (no
+/// timing); `timed` times every candidate once, caches the choice on disk, and the next run
+/// takes it from the cache; several workers of one run decide once.
+#[test]
+fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kernels.json");
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--model", "udnie", "--size", "32x24", "--frames", "1", "--json"];
+        args.extend(extra);
+        let o = stylestream_command(&args).env("STYLESTREAM_KERNEL_CACHE", &cache).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
+        (v["variant"].as_str().unwrap().to_string(), v["variant_source"].as_str().unwrap().to_string())
+    };
+    assert_eq!(bench(&[]), ("subgroup".to_string(), "default".to_string()), "auto on lavapipe: the subgroup set, untimed");
+    assert!(!cache.exists(), "auto on a CPU adapter times nothing");
+    assert_eq!(bench(&["--kernels", "plain-unfused"]), ("plain-unfused".to_string(), "forced".to_string()));
+    let (chosen, how) = bench(&["--kernels", "timed"]);
+    assert_eq!(how, "timed");
+    let entries: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let entry = entries.as_object().unwrap().values().next().unwrap();
+    assert_eq!(entry["variant"], chosen.as_str());
+    let timed: Vec<&String> = entry["ms"].as_object().unwrap().keys().collect();
+    assert_eq!(timed, ["plain", "plain-unfused", "subgroup", "subgroup-unfused"], "every candidate timed: {entry}");
+    assert_eq!(bench(&["--kernels", "timed"]), (chosen.clone(), "cached".to_string()));
+    let o = stylestream(&["bench", "--model", "udnie", "--kernels", "fastest"]);
+    assert!(!o.status.success() && stderr(&o).contains("fastest"), "{}", stderr(&o));
+
+    // Two workers at a new size: one decision (the second worker waits for it), one output.
+    let input = golden("input_64x48.png");
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for i in 0..4 {
+        std::fs::copy(&input, frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    let out = dir.path().join("styled/");
+    let o = stylestream_command(&["stylize", frames.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--workers", "2", "--kernels", "timed", "--progress", "none"])
+        .env("STYLESTREAM_KERNEL_CACHE", &cache)
+        .env("STYLESTREAM_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("kernels chosen by timing").count(), 1, "{}", stderr(&o));
+    let styled: Vec<Vec<u8>> = (0..4).map(|i| std::fs::read(out.join(format!("{i:03}.png"))).unwrap()).collect();
+    assert!(styled.iter().all(|s| s == &styled[0]), "the workers used different kernel sets");
+}
+
 #[test]
 fn stylize_keeps_odd_sizes_and_writes_jpeg() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,6 +73,16 @@ pub struct BatchOptions {
     pub dataflow: DataflowOptions,
 }
 
+impl BatchOptions {
+    /// What a manifest records besides the model: the encoder settings and the precision
+    /// asked for. A pair made with other settings is not done.
+    fn settings(&self) -> std::collections::BTreeMap<String, String> {
+        let mut s = self.encode.manifest_settings();
+        s.insert("precision".into(), self.dataflow.gpu.precision.name().into());
+        s
+    }
+}
+
 /// One style: its name and model.
 struct Style {
     name: String,
@@ -144,7 +154,7 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
         for gone in hashes.forget_except(&present) {
             planner.remove_video(&gone);
         }
-        for (content, model) in finished_pairs(&args.output, &args.encode.manifest_settings()) {
+        for (content, model) in finished_pairs(&args.output, &args.settings()) {
             planner.done(&content, &model);
         }
         let work: Vec<WorkItem> =
@@ -236,7 +246,7 @@ fn style_pairs<'w>(
         }
         let Some((i, result)) = ended else { continue };
         let (w, style, output, _) = running.remove(i);
-        match result.map_err(BatchError::from).and_then(|frames| write_manifest(w, style, &output, frames, &args.encode)) {
+        match result.map_err(BatchError::from).and_then(|frames| write_manifest(w, style, &output, frames, args.settings())) {
             Ok(frames) => {
                 planner.done(&w.content, &w.model);
                 styled += 1;
@@ -265,7 +275,7 @@ fn output_path(args: &BatchOptions, video: &Path, style: &str) -> PathBuf {
 }
 
 /// The store's manifest, for a local output: the input's content hash stands as its ETag.
-fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encode: &EncodeSettings) -> Result<u64, BatchError> {
+fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, settings: std::collections::BTreeMap<String, String>) -> Result<u64, BatchError> {
     let path = manifest_path(output);
     let write_err = |reason: String| BatchError::Media(MediaError::Write { path: path.clone(), reason });
     let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
@@ -282,7 +292,7 @@ fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, encod
         output_size,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
-        settings: encode.manifest_settings(),
+        settings,
     };
     crate::media::write_atomic(&path, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
     Ok(frames)

@@ -30,6 +30,9 @@ pub struct RunConfig {
     pub retries: Option<u32>,
     /// GPU precision of the convolution weights: "f32", "f16" or "auto" (the default).
     pub precision: Option<crate::model::gpu::Precision>,
+    /// How the kernel set is chosen: "auto" (the default: fixed on CPU adapters, timed on GPUs),
+    /// "timed", or one set ("subgroup", "subgroup-unfused", "plain", "plain-unfused").
+    pub kernels: Option<crate::model::gpu::KernelChoice>,
     /// Several processes: the addresses of all of them, in process order.
     pub cluster: Option<ClusterConfig>,
 }
@@ -52,6 +55,7 @@ pub struct RunOverrides {
     pub frames_per_batch: Option<u64>,
     pub retries: Option<u32>,
     pub precision: Option<crate::model::gpu::Precision>,
+    pub kernels: Option<crate::model::gpu::KernelChoice>,
     /// Test hook: frame `.0` fails its first `.1` attempts.
     pub fail_frame: Option<(u64, u32)>,
     /// First adapter of the workers.
@@ -79,7 +83,12 @@ impl RunConfig {
             workers: o.workers.or(self.workers).unwrap_or(1).max(1),
             cluster,
             max_frames_in_flight: o.max_frames_in_flight.or(self.max_frames_in_flight).unwrap_or(4).max(1),
-            gpu: crate::model::gpu::GpuOptions { adapter: o.adapter, precision: o.precision.or(self.precision).unwrap_or_default(), ..Default::default() },
+            gpu: crate::model::gpu::GpuOptions {
+                adapter: o.adapter,
+                precision: o.precision.or(self.precision).unwrap_or_default(),
+                kernels: o.kernels.or(self.kernels).unwrap_or_default(),
+                ..Default::default()
+            },
             frames_per_batch: o.frames_per_batch.or(self.frames_per_batch).unwrap_or(1).max(1),
             retries: o.retries.or(self.retries).unwrap_or(2),
             fail_frame: o.fail_frame,

@@ -342,7 +342,8 @@ fn stage<'a>(ctx: &'a Ctx, id: String, request: JobRequest) -> Result<(Staged, J
     let taken = Taken(ctx, output_key.to_string());
     let etag = input_meta.etag.clone().unwrap_or_default();
     let encode = encode_of(ctx, &request);
-    let settings = encode.manifest_settings();
+    let mut settings = encode.manifest_settings();
+    settings.insert("precision".into(), ctx.opts.gpu.precision.name().into());
     match ctx.media.is_done(&output_key, &etag, &weights.sha256, &settings) {
         Ok(true) => return Err(Outcome::AlreadyDone { output: output_key.to_string() }),
         Ok(false) => {}
@@ -564,6 +565,7 @@ fn run_frames(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, out: 
     let settings = BTreeMap::from([
         ("network".to_string(), ctx.config.models.network.clone()),
         ("jpeg_quality".to_string(), jpeg_quality.to_string()),
+        ("precision".to_string(), ctx.opts.gpu.precision.name().to_string()),
     ]);
     let store = ctx.media.store();
     let spec = crate::job::frames::Spec {

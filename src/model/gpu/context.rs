@@ -29,6 +29,8 @@ pub struct GpuOptions {
     pub unfused_norm: bool,
     /// Storage precision of the convolution weights (see `Precision`).
     pub precision: Precision,
+    /// How each plan's kernel set is chosen (see `select`).
+    pub kernels: super::KernelChoice,
 }
 
 /// Precision of the network on the GPU. `F16` stores the convolution weights as f16 (kernels
@@ -88,6 +90,8 @@ pub struct GpuContext {
     pipelines: Mutex<PipelineCache>,
     /// See `GpuOptions::unfused_norm`.
     pub(super) unfused_norm: bool,
+    /// See `GpuOptions::kernels`.
+    pub(super) kernels: super::KernelChoice,
     /// See `GpuOptions::precision`.
     pub(super) precision: Precision,
     /// The device was created with SHADER_F16 (the adapter has it and f16 may be used).
@@ -193,6 +197,7 @@ impl GpuContext {
             subgroups,
             pipelines: Mutex::new(PipelineCache::new(!opts.checked_shaders)),
             unfused_norm: opts.unfused_norm,
+            kernels: opts.kernels,
             precision: opts.precision,
             f16,
             cpu,

@@ -4,11 +4,13 @@
 mod context;
 mod kernels;
 mod plan;
+mod select;
 mod weights;
 
 pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions, Precision};
 pub use kernels::Kernel;
 pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
+pub use select::{cache_path as kernel_cache_path, KernelChoice, Source as VariantSource, Variant};
 
 /// Errors of the GPU path, each with what was asked and what the adapter offered.
 #[derive(Debug, thiserror::Error)]

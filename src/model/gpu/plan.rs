@@ -32,6 +32,7 @@ use wgpu::util::DeviceExt;
 
 use super::context::{scoped, GpuContext, Precision};
 use super::kernels::{Kernel, Overrides};
+use super::select::{Source as VariantSource, Variant};
 use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
 use super::GpuError;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
@@ -199,6 +200,8 @@ pub struct NetworkPlan {
     timing: Option<Timing>,
     /// Convolution weights stored as f16 (the `*_f16` kernels).
     half: bool,
+    /// The kernel set, and how it was chosen.
+    variant: (Variant, VariantSource),
     /// Per-frame upload and readback buffers of batched runs, grown to the largest batch seen.
     batch_io: std::sync::Mutex<Vec<BatchIo>>,
 }
@@ -219,6 +222,7 @@ struct Timing {
 /// Builds plans; holds what is shared while building.
 struct Builder<'a> {
     ctx: &'a GpuContext,
+    variant: Variant,
     tensors: Vec<TensorRef>,
     slots: &'a [wgpu::Buffer],
     steps: Vec<Step>,
@@ -255,7 +259,28 @@ impl NetworkPlan {
             Precision::F16 => return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() }),
             Precision::Auto => Self::auto_half(ctx, desc, weights)?,
         };
-        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, half))?
+        let (variant, source) = super::select::choose(ctx, desc, weights, width, height, half)?;
+        let mut plan = Self::with_variant(ctx, desc, weights, width, height, half, variant)?;
+        plan.variant.1 = source;
+        Ok(plan)
+    }
+
+    /// Builds the network with kernel set `variant` (see `select`).
+    pub(super) fn with_variant(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        width: u32,
+        height: u32,
+        half: bool,
+        variant: Variant,
+    ) -> Result<Self, GpuError> {
+        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, half, variant))?
+    }
+
+    /// The kernel set this plan runs, and whether it was forced, a default, timed now or cached.
+    pub fn variant(&self) -> (Variant, VariantSource) {
+        self.variant
     }
 
     /// `Precision::Auto`: f32 on CPU adapters and without SHADER_F16; elsewhere f16 when the
@@ -300,7 +325,8 @@ impl NetworkPlan {
             })
             .collect();
         let run = |half: bool| -> Result<Vec<u8>, GpuError> {
-            let plan = scoped(&ctx.device, "building the f16 self-check plan", || Self::build(ctx, desc, weights, w, h, half))??;
+            let variant = super::select::default_variant(ctx);
+            let plan = scoped(&ctx.device, "building the f16 self-check plan", || Self::build(ctx, desc, weights, w, h, half, variant))??;
             Ok(plan.run(&frame)?.rgb)
         };
         let (full, halved) = (run(false)?, run(true)?);
@@ -323,6 +349,7 @@ impl NetworkPlan {
         width: u32,
         height: u32,
         half: bool,
+        variant: Variant,
     ) -> Result<Self, GpuError> {
         let device = &ctx.device;
         let (ww, wh) = working_size(desc, width, height);
@@ -384,10 +411,11 @@ impl NetworkPlan {
         let staging_rgb = staging(device, "staging rgb8", pixels * 4);
         let staging_f32 = staging(device, "staging f32", pixels * 12);
 
-        let defer = deferrable(desc, !ctx.unfused_norm);
+        let defer = deferrable(desc, variant.fused_norm());
         let placeholder = storage(device, "unused binding", 16, wgpu::BufferUsages::empty());
         let mut b = Builder {
             ctx,
+            variant,
             tensors,
             slots: &slots,
             steps: Vec::new(),
@@ -446,6 +474,7 @@ impl NetworkPlan {
             staging_f32,
             batch_io: Default::default(),
             half,
+            variant: (variant, VariantSource::Default),
             timing,
         })
     }
@@ -932,12 +961,12 @@ impl<'a> Builder<'a> {
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
         })?;
         let kernel = match l.op {
-            Op::Conv if self.ctx.subgroups => Kernel::Conv2dSubgroup,
+            Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
             Op::Conv => Kernel::Conv2d,
             Op::ConvTranspose => Kernel::ConvTranspose2d,
         };
         // The wide subgroup kernel computes its output's norm statistics in its epilogue.
-        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && !self.ctx.unfused_norm;
+        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && self.variant.fused_norm();
         let cols = match l.op {
             Op::Conv => os.w.div_ceil(pxn),
             Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),

@@ -1,0 +1,293 @@
+//! Which kernel set a plan is built with, chosen per adapter.
+//!
+//! The candidates (`Variant`) are the conv kernels with or without subgroup broadcasts, each
+//! with instance norm fused (statistics in the conv's epilogue, apply in the next conv's loads)
+//! or unfused. What is fastest differs by adapter (lavapipe wants barrier-free subgroup
+//! kernels; a memory-bound GPU wants the fusion), so with `KernelChoice::Timed` every candidate
+//! the adapter can run is built at the plan's real size, checked against the first one, timed,
+//! and the fastest kept — decided once per process (every worker of a job gets the same
+//! answer, so output stays identical across workers) and cached on disk per (adapter, driver,
+//! stylestream version, model, size, precision), so later runs skip the timing.
+//! `KernelChoice::Auto` (the default) is the fixed default set on CPU adapters — CI output does
+//! not change, and no time goes to timing a CPU — and `Timed` on GPUs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::plan::{level_diff, NetworkPlan};
+use super::{GpuContext, GpuError};
+use crate::model::{NetworkDescription, Weights};
+
+/// A kernel set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    Subgroup,
+    SubgroupUnfused,
+    Plain,
+    PlainUnfused,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [Variant::Subgroup, Variant::SubgroupUnfused, Variant::Plain, Variant::PlainUnfused];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Subgroup => "subgroup",
+            Variant::SubgroupUnfused => "subgroup-unfused",
+            Variant::Plain => "plain",
+            Variant::PlainUnfused => "plain-unfused",
+        }
+    }
+
+    /// Conv kernels that share weights across a subgroup (feature SUBGROUP).
+    pub fn subgroups(self) -> bool {
+        matches!(self, Variant::Subgroup | Variant::SubgroupUnfused)
+    }
+
+    /// Instance norm fused into the convolutions.
+    pub fn fused_norm(self) -> bool {
+        matches!(self, Variant::Subgroup | Variant::Plain)
+    }
+
+    fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// How a plan's kernel set is chosen (`--kernels`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelChoice {
+    /// The default set on CPU adapters; timed on GPUs.
+    #[default]
+    Auto,
+    /// Time the candidates at the plan's size (cached on disk), keep the fastest.
+    Timed,
+    Subgroup,
+    SubgroupUnfused,
+    Plain,
+    PlainUnfused,
+}
+
+impl KernelChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Auto => "auto",
+            KernelChoice::Timed => "timed",
+            KernelChoice::Subgroup => "subgroup",
+            KernelChoice::SubgroupUnfused => "subgroup-unfused",
+            KernelChoice::Plain => "plain",
+            KernelChoice::PlainUnfused => "plain-unfused",
+        }
+    }
+
+    fn forced(self) -> Option<Variant> {
+        match self {
+            KernelChoice::Auto | KernelChoice::Timed => None,
+            KernelChoice::Subgroup => Some(Variant::Subgroup),
+            KernelChoice::SubgroupUnfused => Some(Variant::SubgroupUnfused),
+            KernelChoice::Plain => Some(Variant::Plain),
+            KernelChoice::PlainUnfused => Some(Variant::PlainUnfused),
+        }
+    }
+}
+
+/// The variants this device can run.
+fn candidates(ctx: &GpuContext) -> Vec<Variant> {
+    Variant::ALL.into_iter().filter(|v| ctx.subgroups || !v.subgroups()).collect()
+}
+
+/// The variant of today's defaults: subgroups where the device has them, fused unless
+/// `unfused_norm`.
+pub(super) fn default_variant(ctx: &GpuContext) -> Variant {
+    match (ctx.subgroups, ctx.unfused_norm) {
+        (true, false) => Variant::Subgroup,
+        (true, true) => Variant::SubgroupUnfused,
+        (false, false) => Variant::Plain,
+        (false, true) => Variant::PlainUnfused,
+    }
+}
+
+/// Where a choice came from (for logs and `bench --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Forced,
+    Default,
+    /// Timed in this process now.
+    Timed,
+    /// From this process's earlier decision or the disk cache.
+    Cached,
+}
+
+/// Decisions taken in this process: every plan (every worker) with the same key gets the same.
+static DECIDED: Mutex<Option<HashMap<String, Variant>>> = Mutex::new(None);
+
+/// One entry of the disk cache.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Entry {
+    variant: String,
+    /// Milliseconds per frame of each candidate when it was timed.
+    ms: BTreeMap<String, f64>,
+    decided_at: String,
+}
+
+/// The disk cache: `$STYLESTREAM_KERNEL_CACHE`, else `$XDG_CACHE_HOME/stylestream/kernels.json`,
+/// else `~/.cache/stylestream/kernels.json`.
+pub fn cache_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STYLESTREAM_KERNEL_CACHE").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stylestream").join("kernels.json"))
+}
+
+fn read_cache(path: &std::path::Path) -> BTreeMap<String, Entry> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn write_cache(path: &std::path::Path, key: &str, entry: Entry) {
+    let mut all = read_cache(path);
+    all.insert(key.to_string(), entry);
+    let written = serde_json::to_vec_pretty(&all).map_err(std::io::Error::other).and_then(|bytes| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::media::write_atomic(path, &bytes)
+    });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the kernel choice cache");
+    }
+}
+
+fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, half: bool) -> String {
+    let a = &ctx.adapter;
+    format!(
+        "{}|{}|{}|{}|stylestream {}|model {}|{}x{}|{}",
+        a.name,
+        a.backend,
+        a.driver,
+        if ctx.subgroups { "subgroups" } else { "no-subgroups" },
+        env!("CARGO_PKG_VERSION"),
+        weights.sha256,
+        width,
+        height,
+        if half { "f16" } else { "f32" }
+    )
+}
+
+/// The variant a plan of `width x height` uses on `ctx`, and where the choice came from.
+pub(super) fn choose(
+    ctx: &GpuContext,
+    desc: &NetworkDescription,
+    weights: &Weights,
+    width: u32,
+    height: u32,
+    half: bool,
+) -> Result<(Variant, Source), GpuError> {
+    if let Some(v) = ctx.kernels.forced() {
+        if v.subgroups() && !ctx.subgroups {
+            return Err(GpuError::Unsupported(format!("kernels `{}` need subgroups, which adapter `{}` lacks (or --no-subgroups)", v.name(), ctx.adapter)));
+        }
+        return Ok((v, Source::Forced));
+    }
+    if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {
+        return Ok((default_variant(ctx), Source::Default));
+    }
+    let key = key(ctx, weights, width, height, half);
+    // Held while deciding: other workers wait for the answer instead of timing too.
+    let mut decided = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
+    let memo = decided.get_or_insert_with(HashMap::new);
+    if let Some(v) = memo.get(&key) {
+        return Ok((*v, Source::Cached));
+    }
+    let path = cache_path();
+    if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant))) {
+        if candidates(ctx).contains(&v) {
+            tracing::info!(variant = v.name(), key = %key, "kernels from the choice cache");
+            memo.insert(key, v);
+            return Ok((v, Source::Cached));
+        }
+    }
+    let (best, ms) = time_candidates(ctx, desc, weights, width, height, half)?;
+    tracing::info!(variant = best.name(), ms = ?ms, "kernels chosen by timing");
+    if let Some(p) = &path {
+        let entry = Entry { variant: best.name().into(), ms, decided_at: chrono::Utc::now().to_rfc3339() };
+        write_cache(p, &key, entry);
+    }
+    memo.insert(key, best);
+    Ok((best, Source::Timed))
+}
+
+/// Largest 8-bit difference a candidate may show against the first one (sums in another
+/// order round differently; a wrong kernel is off by far more).
+const MAX_LEVELS: u8 = 2;
+
+/// Builds each candidate at the real size, checks it against the first, times two frames after
+/// a warm-up (which compiles the pipelines), and returns the fastest and every time.
+fn time_candidates(
+    ctx: &GpuContext,
+    desc: &NetworkDescription,
+    weights: &Weights,
+    width: u32,
+    height: u32,
+    half: bool,
+) -> Result<(Variant, BTreeMap<String, f64>), GpuError> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let frame: Vec<u8> = (0..width as usize * height as usize * 3)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    let mut reference: Option<Vec<u8>> = None;
+    let mut times = BTreeMap::new();
+    let mut best: Option<(Variant, f64)> = None;
+    for v in candidates(ctx) {
+        let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, half, v)?;
+        let out = plan.run(&frame)?.rgb;
+        match &reference {
+            None => reference = Some(out),
+            Some(r) => {
+                let d = level_diff(r, &out);
+                if d.max_levels > MAX_LEVELS {
+                    tracing::warn!(variant = v.name(), max_levels = d.max_levels, "kernel candidate differs from the first: left out");
+                    continue;
+                }
+            }
+        }
+        let t = Instant::now();
+        for _ in 0..2 {
+            plan.run(&frame)?;
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / 2.0;
+        times.insert(v.name().to_string(), ms);
+        if best.is_none_or(|(_, b)| ms < b) {
+            best = Some((v, ms));
+        }
+    }
+    let best = best.map(|(v, _)| v).unwrap_or_else(|| default_variant(ctx));
+    Ok((best, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_round_trip_their_names() {
+        for v in Variant::ALL {
+            assert_eq!(Variant::from_name(v.name()), Some(v));
+        }
+        assert_eq!(Variant::from_name("fast"), None);
+        assert!(Variant::Subgroup.subgroups() && Variant::Subgroup.fused_norm());
+        assert!(!Variant::PlainUnfused.subgroups() && !Variant::PlainUnfused.fused_norm());
+    }
+}
