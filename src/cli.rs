@@ -338,7 +338,8 @@ pub struct RunArgs {
     pub precision: Option<crate::model::gpu::Precision>,
     /// Kernel set: auto (a fixed set on CPU adapters; on GPUs, timed), timed (each candidate
     /// timed at the frame size, the fastest kept; cached in ~/.cache/stylestream/kernels.json
-    /// or $STYLESTREAM_KERNEL_CACHE), or one set: subgroup, subgroup-unfused, plain, plain-unfused.
+    /// or $STYLESTREAM_KERNEL_CACHE), or one set: subgroup, subgroup-unfused, plain, plain-unfused,
+    /// tiled (3x3 layers as a tiled implicit GEMM in workgroup memory, for GPUs).
     /// [default: auto, or the config's]
     #[arg(long, value_enum, value_name = "SET")]
     pub kernels: Option<crate::model::gpu::KernelChoice>,
@@ -390,7 +391,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "auto", value_name = "PRECISION")]
     pub precision: crate::model::gpu::Precision,
     /// Kernel set: auto (fixed on CPU adapters, timed on GPUs), timed, subgroup,
-    /// subgroup-unfused, plain or plain-unfused (see `stylize --help`).
+    /// subgroup-unfused, plain, plain-unfused or tiled (see `stylize --help`).
     #[arg(long, value_enum, default_value = "auto", value_name = "SET")]
     pub kernels: crate::model::gpu::KernelChoice,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its

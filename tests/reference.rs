@@ -210,3 +210,40 @@ fn a_norm_applied_by_the_next_conv_matches_its_own_apply_pass() {
     let stats_passes = if gpu().uses_subgroups() { 13 } else { 0 };
     assert_eq!(c.dispatch_count() - a.dispatch_count(), 8 + stats_passes);
 }
+
+#[test]
+fn tiled_implicit_gemm_kernels_match_the_cpu_and_the_golden_data() {
+    // `--kernels tiled`: the 3x3 layers (16k input channels) as a tiled implicit GEMM in
+    // workgroup memory. Partial tiles (37x23: 64-pixel and 64-channel tiles cut at the edges),
+    // row bands (a 128 KiB binding cap), trusted and checked shaders, both network variants.
+    use stylestream::model::gpu::{GpuContext, GpuOptions, KernelChoice, Variant};
+    let opts = |max_binding_bytes, checked_shaders| GpuOptions { kernels: KernelChoice::Tiled, max_binding_bytes, checked_shaders, timestamps: true, ..Default::default() };
+    let ctx = GpuContext::new(&opts(None, false)).unwrap();
+    for desc in [tf(), NetworkDescription::load("transformnet-torch").unwrap()] {
+        let weights = random_weights(&desc, 7);
+        let (w, h) = (37, 23);
+        let rgb = random_rgb(w, h, 11);
+        let (ww, wh) = working_size(&desc, w, h);
+        let input = cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
+        let (_, out) = cpu::forward(&desc, &weights, &input);
+        let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).unwrap();
+        assert_eq!(plan.variant().0, Variant::Tiled);
+        plan.run_profiled(&rgb).unwrap();
+        let kernels = plan.kernel_times().unwrap().unwrap();
+        assert!(kernels.iter().any(|k| k.kernel == "conv2d_tiled"), "{}: no layer ran tiled: {kernels:?}", desc.name);
+        let got = plan.run_with_values(&rgb).unwrap();
+        let diff = max_abs_diff(&got.values, &crop(&out.data, ww, 3, w, h));
+        assert!(diff <= 0.05, "{}: tiled kernels differ from the CPU by {diff}", desc.name);
+    }
+    let input = stylestream::media::image::read_rgb(&golden("input_64x48.png")).unwrap();
+    let want = read_f32(&golden("udnie_64x48.f32"));
+    let mut outputs = Vec::new();
+    for (cap, checked) in [(None, false), (Some(128 * 1024), false), (Some(128 * 1024), true)] {
+        let ctx = GpuContext::new(&opts(cap, checked)).unwrap();
+        let out = NetworkPlan::new(&ctx, &tf(), &style("udnie"), 64, 48).unwrap().run_with_values(&input.data).unwrap();
+        let diff = max_abs_diff(&out.values, &want);
+        assert!(diff <= 0.01, "tiled (cap {cap:?}, checked {checked}) differs from golden by {diff}");
+        outputs.push(out.values);
+    }
+    assert!(outputs[1].iter().zip(&outputs[2]).all(|(a, b)| a.to_bits() == b.to_bits()), "trusted and checked tiled shaders differ");
+}

@@ -19,10 +19,12 @@ pub enum Kernel {
     Conv2dF16,
     Conv2dSubgroupF16,
     ConvTranspose2dF16,
+    /// Implicit GEMM with workgroup-memory tiles (f32), for K x K layers with 16k input channels.
+    Conv2dTiled,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
@@ -34,6 +36,7 @@ impl Kernel {
         Kernel::Conv2dF16,
         Kernel::Conv2dSubgroupF16,
         Kernel::ConvTranspose2dF16,
+        Kernel::Conv2dTiled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Kernel {
             Kernel::Conv2dF16 => "conv2d_f16",
             Kernel::Conv2dSubgroupF16 => "conv2d_subgroup_f16",
             Kernel::ConvTranspose2dF16 => "conv_transpose2d_f16",
+            Kernel::Conv2dTiled => "conv2d_tiled",
         }
     }
 
@@ -91,6 +95,7 @@ impl Kernel {
             Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
             Kernel::Conv2dSubgroupF16 => include_str!("../../../shaders/conv2d_subgroup_f16.wgsl"),
             Kernel::ConvTranspose2dF16 => include_str!("../../../shaders/conv_transpose2d_f16.wgsl"),
+            Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
         }
     }
 }

@@ -960,7 +960,10 @@ impl<'a> Builder<'a> {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
         })?;
+        // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
+        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
         let kernel = match l.op {
+            Op::Conv if tiled => Kernel::Conv2dTiled,
             Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
             Op::Conv => Kernel::Conv2d,
             Op::ConvTranspose => Kernel::ConvTranspose2d,
@@ -976,7 +979,16 @@ impl<'a> Builder<'a> {
             Op::ConvTranspose => 2 * oc_blocks,
         };
         let tw = cols.clamp(1, 8);
-        let workgroups = |rows: u32| [cols.div_ceil(tw), rows.div_ceil(64 / tw), z];
+        let workgroups = |rows: u32| {
+            if tiled {
+                // 64-pixel tiles over x (and z past 65,535 of them), 64-channel tiles over y.
+                let tiles = (rows * os.w).div_ceil(64);
+                let x = tiles.min(65_535);
+                [x, os.c.div_ceil(64), tiles.div_ceil(x)]
+            } else {
+                [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
+            }
+        };
         let mut groups = Vec::new();
         let mut params_bufs = Vec::new();
         let mut stats_base = 0u32;

@@ -28,10 +28,13 @@ pub enum Variant {
     SubgroupUnfused,
     Plain,
     PlainUnfused,
+    /// The 3x3 layers as a tiled implicit GEMM (`conv2d_tiled`, f32; f16 plans use `plain`
+    /// kernels there), the others plain; norm fused as in `plain`.
+    Tiled,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Subgroup, Variant::SubgroupUnfused, Variant::Plain, Variant::PlainUnfused];
+    pub const ALL: [Variant; 5] = [Variant::Subgroup, Variant::SubgroupUnfused, Variant::Plain, Variant::PlainUnfused, Variant::Tiled];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,7 +42,13 @@ impl Variant {
             Variant::SubgroupUnfused => "subgroup-unfused",
             Variant::Plain => "plain",
             Variant::PlainUnfused => "plain-unfused",
+            Variant::Tiled => "tiled",
         }
+    }
+
+    /// The 3x3 convolutions as a tiled implicit GEMM.
+    pub fn tiled(self) -> bool {
+        self == Variant::Tiled
     }
 
     /// Conv kernels that share weights across a subgroup (feature SUBGROUP).
@@ -49,7 +58,7 @@ impl Variant {
 
     /// Instance norm fused into the convolutions.
     pub fn fused_norm(self) -> bool {
-        matches!(self, Variant::Subgroup | Variant::Plain)
+        matches!(self, Variant::Subgroup | Variant::Plain | Variant::Tiled)
     }
 
     fn from_name(name: &str) -> Option<Variant> {
@@ -70,6 +79,7 @@ pub enum KernelChoice {
     SubgroupUnfused,
     Plain,
     PlainUnfused,
+    Tiled,
 }
 
 impl KernelChoice {
@@ -81,6 +91,7 @@ impl KernelChoice {
             KernelChoice::SubgroupUnfused => "subgroup-unfused",
             KernelChoice::Plain => "plain",
             KernelChoice::PlainUnfused => "plain-unfused",
+            KernelChoice::Tiled => "tiled",
         }
     }
 
@@ -91,13 +102,14 @@ impl KernelChoice {
             KernelChoice::SubgroupUnfused => Some(Variant::SubgroupUnfused),
             KernelChoice::Plain => Some(Variant::Plain),
             KernelChoice::PlainUnfused => Some(Variant::PlainUnfused),
+            KernelChoice::Tiled => Some(Variant::Tiled),
         }
     }
 }
 
-/// The variants this device can run.
-fn candidates(ctx: &GpuContext) -> Vec<Variant> {
-    Variant::ALL.into_iter().filter(|v| ctx.subgroups || !v.subgroups()).collect()
+/// The variants this device can run (`tiled` is f32 only: with f16 weights it would be `plain`).
+fn candidates(ctx: &GpuContext, half: bool) -> Vec<Variant> {
+    Variant::ALL.into_iter().filter(|v| (ctx.subgroups || !v.subgroups()) && !(half && v.tiled())).collect()
 }
 
 /// The variant of today's defaults: subgroups where the device has them, fused unless
@@ -208,7 +220,7 @@ pub(super) fn choose(
     }
     let path = cache_path();
     if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant))) {
-        if candidates(ctx).contains(&v) {
+        if candidates(ctx, half).contains(&v) {
             tracing::info!(variant = v.name(), key = %key, "kernels from the choice cache");
             memo.insert(key, v);
             return Ok((v, Source::Cached));
@@ -250,7 +262,7 @@ fn time_candidates(
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;
-    for v in candidates(ctx) {
+    for v in candidates(ctx, half) {
         let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, half, v)?;
         let out = plan.run(&frame)?.rgb;
         match &reference {
