@@ -17,6 +17,9 @@ set -uo pipefail
 BIN=${1:?usage: device_race.sh BIN MODELS_DIR}
 MODELS=${2:?usage: device_race.sh BIN MODELS_DIR}
 OUT=${OUT:-/tmp/device-race}
+mkdir -p "$OUT"
+# `bench` times every kernel set at each size (`--kernels auto` on a GPU): the times come back.
+export STYLESTREAM_KERNEL_CACHE="$OUT/kernels.json"
 SIZES=${SIZES:-1920x1080 1280x720 640x360}
 FRAMES=${FRAMES:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
