@@ -8,17 +8,9 @@
 //
 // Entry points: main (16 output channels x 8 pixels), main_narrow (4 x 32); see conv2d.wgsl.
 //
-// Bindings (group 0):
-//   0 params  uniform  ConvParams
-//   1 input   storage  read        HWC f32 as vec4, band window
+// Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
+// conv_common.wgsl, joined after this file at load time), plus:
 //   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][16 or 4]
-//   3 bias    storage  read
-//   4 output  storage  read_write  HWC f32, band window
-//   5 norm_in storage  read        vec2 (a, b) per input channel (instance_norm_finalize's
-//                                  coefficients), read as vec4s: [2g] = (a, b) of channels
-//                                  4g, 4g+1; [2g+1] of 4g+2, 4g+3
-//                                  (the previous layer's instance norm, deferred; unused
-//                                  without NORM_IN, bind any 16-byte buffer)
 //   6 stats   storage  read_write  (main only) per-chunk Welford partials of the output for
 //                                  instance_norm_finalize: vec4 (count, mean, M2, 0) at
 //                                  [((stats_base + workgroup) * 8 + li / 8) * out_c + c],
@@ -31,68 +23,12 @@
 // (No `enable subgroups;`: naga 30 rejects the directive and accepts the builtins when the
 // device has the SUBGROUP feature.)
 
-struct ConvParams {
-    in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
-    out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
-    band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
-}
-
-override K: u32 = 3u;
-override STRIDE: u32 = 1u;
-override UPSAMPLE: u32 = 1u;
-override REFLECT: bool = false;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
-@group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
 
 @group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
 
 override STATS: bool = false;
-override NORM_IN: bool = false;
-override NORM_RELU: bool = false;
 
-// Per-channel affine map of one channel group of the input (identity without NORM_IN).
-struct Norm { a: vec4<f32>, b: vec4<f32> }
-
-// Maps a coordinate of the (upsampled, padded) input to a real input coordinate, or -1 when
-// the tap falls on zero padding.
-fn source(v: i32, real: u32) -> i32 {
-    let n = i32(real * UPSAMPLE);
-    var s = v;
-    if (REFLECT) {
-        if (s < 0) { s = -s; }
-        if (s >= n) { s = 2 * (n - 1) - s; }
-        s = clamp(s, 0, n - 1);
-    } else if (s < 0 || s >= n) {
-        return -1;
-    }
-    return s / i32(UPSAMPLE);
-}
-
-// Offset in vec4s (without the channel group) of the input pixel that output column `ox`
-// reads at tap column `kx`, or -1 for padding or a column past the output's edge.
-fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
-    let ix = source(i32(ox * STRIDE + kx) - p.pad_left, p.in_w);
-    return select(-1, row_base + ix * i32(p.in_c / 4u), ix >= 0 && ox < p.out_w && row_base >= 0);
-}
-
-// Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
-// With NORM_IN, the normalised (and rectified) value: padding taps stay zero.
-fn ld(o: i32, g: u32, n: Norm) -> vec4<f32> {
-    var v = input[max(o, 0) + i32(g)];
-    if (NORM_IN) {
-        v = n.a * v + n.b;
-        if (NORM_RELU) {
-            v = max(v, vec4<f32>(0.0));
-        }
-    }
-    return select(vec4<f32>(0.0), v, o >= 0);
-}
 // The norm of channel group g: lanes 0 and 1 of the subgroup load a and b, all lanes share them.
 fn norm_of(g: u32, lane: u32) -> Norm {
     if (NORM_IN) {
@@ -104,55 +40,9 @@ fn norm_of(g: u32, lane: u32) -> Norm {
     return Norm(vec4<f32>(1.0), vec4<f32>(0.0));
 }
 
-
-// Input row offset (vec4s) for output row `oy` at tap row `ky`, or -1 for padding.
-fn row_base(oy: u32, ky: u32) -> i32 {
-    let iy = source(i32(oy * STRIDE + ky) - p.pad_top, p.in_h);
-    if (iy < 0 || oy >= p.out_row0 + p.band_rows) {
-        return -1;
-    }
-    return i32(p.in_shift / 4u) + (iy - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u);
-}
-
 // Weights of 16 output channels for one input channel: column j = channels 4j..4j+3.
 fn w16(i: u32) -> mat4x4<f32> {
     return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
-}
-
-// a += sum over the 4 input channels of x of (weights of that channel) * x[c].
-fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
-    *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
-}
-
-// (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th
-// invocations, tw = min(8, pixel groups per row), th = 64 / tw: square-ish tiles reuse input rows
-// across neighbouring output rows, and narrow frames still fill the lanes. Lanes past tw * th
-// get an out-of-range row (they still run the loops, which keeps subgroups uniform).
-fn grid(wid: vec3<u32>, li: u32, px: u32) -> vec3<u32> {
-    let groups = (p.out_w + px - 1u) / px;
-    let tw = min(8u, groups);
-    let th = 64u / tw;
-    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
-    return vec3<u32>(wid.x * tw + li % tw, row, wid.z);
-}
-
-// Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.
-fn store4(band_row: u32, ox: u32, oc0: u32, v: vec4<f32>) {
-    if (ox >= p.out_w) {
-        return;
-    }
-    let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
-    for (var c = 0u; c < 4u; c++) {
-        if (oc0 + c < p.out_c) {
-            output[base + c] = v[c];
-        }
-    }
-}
-
-fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
-    for (var j = 0u; j < 4u; j++) {
-        store4(band_row, ox, ocb * 16u + j * 4u, a[j] + bias[ocb * 4u + j]);
-    }
 }
 
 // The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
@@ -265,25 +155,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
     store16(band_row, ox0 + 4u, ocb, a4); store16(band_row, ox0 + 5u, ocb, a5);
     store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
-}
-
-// Narrow accumulators: column c of a<q> is output pixel 4q + c (4 channels). `w` holds the
-// weights of the 4 output channels (columns: input channels 4g..4g+3), so w * x is one pixel.
-fn mac4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
-    *a += mat4x4<f32>(w * x0, w * x1, w * x2, w * x3);
-}
-
-fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
-    let b = bias[ocb];
-    for (var c = 0u; c < 4u; c++) {
-        store4(band_row, ox + c, ocb * 4u, a[c] + b);
-    }
-}
-
-// Loads channel group g of the 4 pixels starting at output column ox and accumulates them.
-fn step4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, ox: u32, kx: u32, rb: i32, g: u32, n: Norm) {
-    mac4(a, w, ld(offset(ox, kx, rb), g, n), ld(offset(ox + 1u, kx, rb), g, n),
-         ld(offset(ox + 2u, kx, rb), g, n), ld(offset(ox + 3u, kx, rb), g, n));
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -12,32 +12,14 @@
 // each weight by 64 pixels. Suited to GPUs (on lavapipe, where workgroup memory and barriers
 // are slow, the register-blocked kernels win; `select` times both).
 //
-// Bindings, overrides and the output are those of conv2d (same ConvParams, weights blocked as
-// [oc_block][ky][kx][ic][16], bias padded to whole blocks, optional NORM_IN coefficients), so
-// the plan binds it as it binds conv2d. in_c must be a multiple of 16.
+// Bindings, overrides and the output are those of conv2d (the prelude conv_common.wgsl, joined
+// after this file at load time, declares them; this file adds the weights, blocked as
+// [oc_block][ky][kx][ic][16]), so the plan binds it as it binds conv2d. in_c must be a multiple
+// of 16.
 // Dispatch: workgroups (x, ceil(out_c / 64), z) with x * z >= ceil(band_rows * out_w / 64);
 // pixel tile t = wid.z * num_workgroups.x + wid.x.
 
-struct ConvParams {
-    in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
-    out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
-    band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
-}
-
-override K: u32 = 3u;
-override STRIDE: u32 = 1u;
-override UPSAMPLE: u32 = 1u;
-override REFLECT: bool = false;
-override NORM_IN: bool = false;
-override NORM_RELU: bool = false;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
-@group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
 
 const TM: u32 = 64u; // pixels per tile
 const TN: u32 = 64u; // output channels per tile
@@ -47,21 +29,6 @@ const TK: u32 = 16u; // input channels per depth step
 var<workgroup> tile_x: array<f32, 1024>;
 // [k][n]: input channel k of the step, output channel n of the tile.
 var<workgroup> tile_w: array<f32, 1024>;
-
-// A coordinate of the (upsampled, padded) input as a real input coordinate, or -1 on zero
-// padding (as in conv2d).
-fn source(v: i32, real: u32) -> i32 {
-    let n = i32(real * UPSAMPLE);
-    var s = v;
-    if (REFLECT) {
-        if (s < 0) { s = -s; }
-        if (s >= n) { s = 2 * (n - 1) - s; }
-        s = clamp(s, 0, n - 1);
-    } else if (s < 0 || s >= n) {
-        return -1;
-    }
-    return s / i32(UPSAMPLE);
-}
 
 // Offset in vec4s (channel group 0) of the input pixel that output pixel (oy, ox) reads at tap
 // (ky, kx), or -1 for padding.

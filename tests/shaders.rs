@@ -21,7 +21,8 @@ fn shader_files_and_kernel_registry_agree() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!files.is_empty(), "shaders/ is empty");
-    let registered: BTreeSet<String> = Kernel::ALL.iter().map(|k| k.file_name()).collect();
+    let mut registered: BTreeSet<String> = Kernel::ALL.iter().map(|k| k.file_name()).collect();
+    registered.insert(stylestream::model::gpu::PRELUDE_FILE.to_string());
     let extra: Vec<_> = files.difference(&registered).collect();
     let missing: Vec<_> = registered.difference(&files).collect();
     assert!(extra.is_empty(), "files in shaders/ that are not a registered kernel: {extra:?}");
@@ -30,6 +31,8 @@ fn shader_files_and_kernel_registry_agree() {
         let on_disk = std::fs::read_to_string(dir.join(k.file_name())).unwrap();
         assert_eq!(on_disk, k.source(), "{} differs from the compiled-in source", k.file_name());
     }
+    let prelude = std::fs::read_to_string(dir.join(stylestream::model::gpu::PRELUDE_FILE)).unwrap();
+    assert_eq!(prelude, stylestream::model::gpu::PRELUDE);
 }
 
 #[test]
@@ -42,6 +45,8 @@ fn every_shader_parses_and_validates() {
             k.file_name(),
             k.name()
         );
+        // What is compiled: the kernel, joined with the prelude where it uses it.
+        let src = &k.module_source();
         let module = naga::front::wgsl::parse_str(src)
             .unwrap_or_else(|e| panic!("{} does not parse:\n{}", k.file_name(), e.emit_to_string(src)));
         validator()
@@ -107,4 +112,19 @@ fn f16_kernels_are_their_f32_kernels_with_f16_weights() {
         assert_eq!(h.source(), half_of(k.name(), k.source()), "{} is stale: run scripts/f16_shaders.py", h.file_name());
     }
     assert_eq!(halves, 3, "conv2d, conv2d_subgroup and conv_transpose2d have f16 variants");
+}
+
+#[test]
+fn the_conv_prelude_is_valid_wgsl_on_its_own_and_shared() {
+    use stylestream::model::gpu::{PRELUDE, PRELUDE_FILE};
+    assert!(PRELUDE.starts_with("// conv_common:"), "{PRELUDE_FILE} must start with its header comment");
+    let module = naga::front::wgsl::parse_str(PRELUDE).unwrap_or_else(|e| panic!("{PRELUDE_FILE}:\n{}", e.emit_to_string(PRELUDE)));
+    validator().validate(&module).unwrap_or_else(|e| panic!("{PRELUDE_FILE}:\n{}", e.emit_to_string(PRELUDE)));
+    // Its helpers live there only: no conv kernel defines them again.
+    for k in Kernel::ALL.into_iter().filter(|k| k.uses_prelude()) {
+        for helper in ["fn source(", "fn offset(", "fn ld(", "fn row_base(", "fn grid(", "fn store4(", "struct ConvParams"] {
+            assert!(PRELUDE.contains(helper), "{helper} is not in the prelude");
+            assert!(!k.source().contains(helper), "{} defines {helper} again", k.file_name());
+        }
+    }
 }

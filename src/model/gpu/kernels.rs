@@ -82,6 +82,22 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel is joined with the conv prelude (`shaders/conv_common.wgsl`).
+    pub fn uses_prelude(self) -> bool {
+        matches!(self, Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::Conv2dTiled)
+    }
+
+    /// What is compiled: the kernel's file, then the prelude when it uses one (WGSL allows
+    /// declarations in any order; the kernel's `enable` directives stay first).
+    pub fn module_source(self) -> std::borrow::Cow<'static, str> {
+        if self.uses_prelude() {
+            std::borrow::Cow::Owned(format!("{}\n{}", self.source(), PRELUDE))
+        } else {
+            std::borrow::Cow::Borrowed(self.source())
+        }
+    }
+
+    /// The kernel's own file, `shaders/<name>.wgsl`.
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
@@ -99,6 +115,11 @@ impl Kernel {
         }
     }
 }
+
+/// The helpers and declarations shared by the conv2d kernels: valid WGSL on its own.
+pub const PRELUDE: &str = include_str!("../../../shaders/conv_common.wgsl");
+/// Its file in `shaders/`.
+pub const PRELUDE_FILE: &str = "conv_common.wgsl";
 
 /// Override constants of one specialisation, as (name, value) in a fixed order.
 pub(super) type Overrides = Vec<(&'static str, f64)>;
@@ -138,7 +159,7 @@ impl PipelineCache {
         let module = self.modules.entry(kernel).or_insert_with(|| {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                source: wgpu::ShaderSource::Wgsl(kernel.module_source()),
             };
             if trusted {
                 // SAFETY: our own shaders, not user input. Every loop is bounded by uniform

@@ -1289,7 +1289,7 @@ mod layout_tests {
         let layouts = rust_layouts();
         let mut checked = 0;
         for k in Kernel::ALL {
-            let module = naga::front::wgsl::parse_str(k.source()).unwrap_or_else(|e| panic!("{}: {e}", k.file_name()));
+            let module = naga::front::wgsl::parse_str(&k.module_source()).unwrap_or_else(|e| panic!("{}: {e}", k.file_name()));
             let uniform = module
                 .global_variables
                 .iter()
