@@ -24,7 +24,7 @@ fn picture(seed: u64, w: u32, h: u32) -> Vec<u8> {
     for y in 0..h {
         for x in 0..w {
             let n = (noise.next().unwrap() >> 58) as u32;
-            let edge = if (x / 8 + y / 8 + seed as u32) % 2 == 0 { 60 } else { 0 };
+            let edge = if (x / 8 + y / 8 + seed as u32).is_multiple_of(2) { 60 } else { 0 };
             data.push(((x * 255 / w + n + edge) % 256) as u8);
             data.push(((y * 255 / h + 2 * n) % 256) as u8);
             data.push((((x + y) * 5 + seed as u32 * 31) % 256) as u8);

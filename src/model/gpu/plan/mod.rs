@@ -27,15 +27,22 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 use wgpu::util::DeviceExt;
+
+mod conv;
+mod norm;
+mod pack;
+mod unpack;
+
+use norm::NormScratch;
 
 use super::context::{scoped, GpuContext, Precision};
 use super::kernels::{Kernel, Overrides};
 use super::select::{Source as VariantSource, Variant};
-use super::weights::{block_channels, blocked, blocked_bias, gpu_channels, narrow};
+use super::weights::gpu_channels;
 use super::GpuError;
-use crate::model::description::{Activation, Layer, NetworkDescription, Op, OutputTransform, Padding, Shape};
+use crate::model::description::{Activation, NetworkDescription, Op, Shape};
 use crate::model::geometry::working_size;
 use crate::model::weights::Weights;
 
@@ -60,84 +67,8 @@ impl SelfCheck {
     }
 }
 
-/// Pixels per workgroup of the instance-norm statistics kernel.
-const STATS_CHUNK_PIXELS: u32 = 4096;
 /// Invocations per workgroup of the 1-D kernels.
 const WG_1D: u32 = 256;
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ConvParams {
-    in_w: u32,
-    in_h: u32,
-    in_c: u32,
-    in_row0: u32,
-    out_w: u32,
-    out_h: u32,
-    out_c: u32,
-    out_row0: u32,
-    band_rows: u32,
-    in_shift: u32,
-    out_shift: u32,
-    oc_blocks: u32,
-    pad_top: i32,
-    pad_left: i32,
-    /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
-    stats_base: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StatsParams {
-    channels: u32,
-    pixels: u32,
-    chunk_pixels: u32,
-    chunk_base: u32,
-    shift: u32,
-    _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct FinalizeParams {
-    channels: u32,
-    chunks: u32,
-    eps: f32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ApplyParams {
-    channels: u32,
-    count: u32,
-    shift: u32,
-    residual_shift: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct UnpackParams {
-    src_w: u32,
-    src_h: u32,
-    dst_w: u32,
-    dst_h: u32,
-    scale: f32,
-    _pad: [u32; 3],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PackParams {
-    src_w: u32,
-    dst_w: u32,
-    dst_h: u32,
-    _pad0: u32,
-    scale: f32,
-    offset: f32,
-    _pad1: [u32; 2],
-}
 
 /// One kernel over the whole tensor: one dispatch per row band.
 struct Step {
@@ -769,26 +700,6 @@ fn fold(workgroups: u32) -> [u32; 3] {
     [x, workgroups.div_ceil(x).max(1), 1]
 }
 
-/// Scratch shared by all norm layers: the Welford partials.
-struct NormScratch {
-    partials: wgpu::Buffer,
-}
-
-impl NormScratch {
-    fn new(device: &wgpu::Device, tensors: &[TensorRef]) -> Self {
-        // Enough partials for the largest tensor even when cut into single-row bands.
-        let mut most = 16u64;
-        for t in &tensors[1..] {
-            let chunks = t.shape.h as u64 * (t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64)
-                + (t.shape.h as u64 * t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64);
-            most = most.max(chunks * t.shape.c as u64 * 16);
-        }
-        Self {
-            partials: storage(device, "norm partials", most, wgpu::BufferUsages::empty()),
-        }
-    }
-}
-
 impl<'a> Builder<'a> {
     fn device(&self) -> &wgpu::Device {
         &self.ctx.device
@@ -856,359 +767,6 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn unpack(&mut self, input: &wgpu::Buffer, width: u32, height: u32, scale: f32) {
-        let t = self.tensors[0];
-        let params = self.uniform(&UnpackParams {
-            src_w: width,
-            src_h: height,
-            dst_w: t.shape.w,
-            dst_h: t.shape.h,
-            scale,
-            _pad: [0; 3],
-        });
-        let w = self.window(t, 0, t.shape.h);
-        let entries = vec![
-            entry(0, params.as_entire_binding()),
-            entry(1, input.as_entire_binding()),
-            entry(2, self.binding(t, &w)),
-        ];
-        let wg = fold((t.shape.w * t.shape.h).div_ceil(WG_1D));
-        self.push_groups("input:rgb8_to_f32".into(), Kernel::Rgb8ToF32, &vec![], vec![(entries, wg)]);
-    }
-
-    fn pack(&mut self, transform: &OutputTransform, out_f32: &wgpu::Buffer, out_rgb: &wgpu::Buffer, width: u32, height: u32) {
-        let t = *self.tensors.last().unwrap_or(&self.tensors[0]);
-        // FUNC of to_rgb8.wgsl: 0 none, 1 tanh, 2 sigmoid.
-        let (func, scale, offset) = match transform {
-            OutputTransform::Tanh { scale, offset } => (1u32, *scale, *offset),
-            OutputTransform::Sigmoid { scale, offset } => (2, *scale, *offset),
-            OutputTransform::Linear { scale, offset } => (0, *scale, *offset),
-            OutputTransform::Clamp => (0, 1.0, 0.0),
-        };
-        let params = self.uniform(&PackParams { src_w: t.shape.w, dst_w: width, dst_h: height, _pad0: 0, scale, offset, _pad1: [0; 2] });
-        let w = self.window(t, 0, t.shape.h);
-        let entries = vec![
-            entry(0, params.as_entire_binding()),
-            entry(1, self.binding(t, &w)),
-            entry(2, out_f32.as_entire_binding()),
-            entry(3, out_rgb.as_entire_binding()),
-        ];
-        let wg = fold((width * height).div_ceil(WG_1D));
-        self.push_groups("output:to_rgb8".into(), Kernel::ToRgb8, &vec![("FUNC", func as f64)], vec![(entries, wg)]);
-    }
-
-    /// Input rows `[a, b)` that output rows `[r0, r1)` of `layer` read.
-    fn input_rows(layer: &Layer, input: Shape, r0: u32, r1: u32) -> (u32, u32) {
-        let k = layer.kernel as i64;
-        let n = input.h as i64;
-        match layer.op {
-            Op::ConvTranspose => {
-                let a = ((r0 as i64 - k + 1).max(0) + 1) / 2;
-                let b = ((r1 as i64 - 1) / 2 + 1).min(n);
-                (a.min(b) as u32, b as u32)
-            }
-            Op::Conv => {
-                let (s, up) = (layer.stride as i64, layer.upsample as i64);
-                let pt = layer.pad_before(input.h) as i64;
-                let virt = n * up;
-                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-                for v in (r0 as i64 * s - pt)..((r1 as i64 - 1) * s - pt + k) {
-                    let m = match layer.padding {
-                        Padding::Same if !(0..virt).contains(&v) => continue,
-                        Padding::Same => v,
-                        Padding::Reflect => (if v < 0 { -v } else if v >= virt { 2 * (virt - 1) - v } else { v }).clamp(0, virt - 1),
-                    };
-                    lo = lo.min(m / up);
-                    hi = hi.max(m / up);
-                }
-                if lo > hi {
-                    (0, 1)
-                } else {
-                    (lo as u32, hi as u32 + 1)
-                }
-            }
-        }
-    }
-
-    fn layer(
-        &mut self,
-        index: usize,
-        l: &Layer,
-        desc: &NetworkDescription,
-        weights: &Weights,
-        scratch: &NormScratch,
-    ) -> Result<(), GpuError> {
-        let (tin, tout) = (self.tensors[index], self.tensors[index + 1]);
-        let (is, os) = (tin.shape, tout.shape);
-        // The previous layer's deferred norm, applied by this convolution as it loads.
-        let pending = self.pending.take();
-        if pending.is_some() && l.op != Op::Conv {
-            return Err(GpuError::Unsupported(format!("layer `{}` cannot apply the previous layer's norm", l.name)));
-        }
-        let norm_in = pending.as_ref().map_or(&self.placeholder, |(c, _)| c).clone();
-        let blocked_weights = blocked(l, weights.get(&l.weight));
-        let wbuf = if self.half {
-            self.init_f16(&format!("{} weights (f16)", l.name), &blocked_weights)
-        } else {
-            self.init(&format!("{} weights", l.name), &blocked_weights)
-        };
-        let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
-        let narrow = narrow(l);
-        let oc_blocks = l.out_channels.div_ceil(block_channels(l));
-        let pxn = if narrow { 32 } else { 8 };
-        let bands = self.bands(os.h, &l.name, |r0, r1| {
-            let (a, b) = Self::input_rows(l, is, r0, r1);
-            vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
-        })?;
-        // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
-        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
-        let kernel = match l.op {
-            Op::Conv if tiled => Kernel::Conv2dTiled,
-            Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
-            Op::Conv => Kernel::Conv2d,
-            Op::ConvTranspose => Kernel::ConvTranspose2d,
-        };
-        // The wide subgroup kernel computes its output's norm statistics in its epilogue.
-        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && self.variant.fused_norm();
-        let cols = match l.op {
-            Op::Conv => os.w.div_ceil(pxn),
-            Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
-        };
-        let z = match l.op {
-            Op::Conv => oc_blocks,
-            Op::ConvTranspose => 2 * oc_blocks,
-        };
-        let tw = cols.clamp(1, 8);
-        let workgroups = |rows: u32| {
-            if tiled {
-                // 64-pixel tiles over x (and z past 65,535 of them), 64-channel tiles over y.
-                let tiles = (rows * os.w).div_ceil(64);
-                let x = tiles.min(65_535);
-                [x, os.c.div_ceil(64), tiles.div_ceil(x)]
-            } else {
-                [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
-            }
-        };
-        let mut groups = Vec::new();
-        let mut params_bufs = Vec::new();
-        let mut stats_base = 0u32;
-        for &(r0, r1) in &bands {
-            let (a, b) = Self::input_rows(l, is, r0, r1);
-            let (win, wout) = (self.window(tin, a, b), self.window(tout, r0, r1));
-            params_bufs.push((
-                self.uniform(&ConvParams {
-                    in_w: is.w,
-                    in_h: is.h,
-                    in_c: is.c,
-                    in_row0: a,
-                    out_w: os.w,
-                    out_h: os.h,
-                    out_c: os.c,
-                    out_row0: r0,
-                    band_rows: r1 - r0,
-                    in_shift: win.shift,
-                    out_shift: wout.shift,
-                    oc_blocks,
-                    pad_top: l.pad_before(is.h) as i32,
-                    pad_left: l.pad_before(is.w) as i32,
-                    stats_base,
-                    _pad: 0,
-                }),
-                win,
-                wout,
-                r1 - r0,
-            ));
-            let [x, y, _] = workgroups(r1 - r0);
-            stats_base += x * y;
-        }
-        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`).
-        let chunks = 8 * stats_base;
-        let stats = if epilogue {
-            let bytes = chunks as u64 * os.c as u64 * 16;
-            storage(self.device(), &format!("{} norm partials", l.name), bytes, wgpu::BufferUsages::empty())
-        } else {
-            self.placeholder_rw.clone()
-        };
-        let entry_point = if narrow { "main_narrow" } else { "main" };
-        let with_stats = kernel == Kernel::Conv2dSubgroup && entry_point == "main";
-        let mut overrides: Overrides = match l.op {
-            Op::Conv => vec![
-                    ("K", l.kernel as f64),
-                    ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
-                    ("STRIDE", l.stride as f64),
-                    ("UPSAMPLE", l.upsample as f64),
-                    ("NORM_IN", pending.is_some() as u32 as f64),
-                    ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
-                ],
-            Op::ConvTranspose => vec![("K", l.kernel as f64)],
-        };
-        if kernel == Kernel::Conv2dSubgroup {
-            overrides.push(("STATS", epilogue as u32 as f64));
-        }
-        for (params, win, wout, rows) in &params_bufs {
-            groups.push((
-                vec![
-                    entry(0, params.as_entire_binding()),
-                    entry(1, self.binding(tin, win)),
-                    entry(2, wbuf.as_entire_binding()),
-                    entry(3, bbuf.as_entire_binding()),
-                    entry(4, self.binding(tout, wout)),
-                ]
-                .into_iter()
-                .chain((l.op == Op::Conv).then(|| entry(5, norm_in.as_entire_binding())))
-                .chain(with_stats.then(|| entry(6, stats.as_entire_binding())))
-                .collect(),
-                workgroups(*rows),
-            ));
-        }
-        // The f16 variants have the same bindings, overrides and dispatch; only the weights differ.
-        let kernel = if self.half { kernel.half() } else { kernel };
-        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
-        if epilogue {
-            self.epilogue_stats = Some((stats, chunks));
-        }
-
-        match &l.norm {
-            Some(n) => {
-                let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
-                self.norm(index, l, weights.get(&n.scale), weights.get(&n.shift), n.eps, residual, scratch)?;
-            }
-            None => {
-                if l.activation == Activation::Relu || l.residual.is_some() {
-                    // Identity norm (a = 1, b = 0) carries the activation and the residual add.
-                    let c = l.out_channels as usize;
-                    let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
-                    self.apply(index, l, &vec![1.0; c], &vec![0.0; c], residual)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn norm(
-        &mut self,
-        index: usize,
-        l: &Layer,
-        scale: &[f32],
-        shift: &[f32],
-        eps: f32,
-        residual: Option<TensorRef>,
-        scratch: &NormScratch,
-    ) -> Result<(), GpuError> {
-        let t = self.tensors[index + 1];
-        let s = t.shape;
-        // Statistics: from the convolution's epilogue, or a pass of their own.
-        let (partials, chunks) = match self.epilogue_stats.take() {
-            Some(done) => done,
-            None => (scratch.partials.clone(), self.stats(l, t, scratch)?),
-        };
-        let params = self.uniform(&FinalizeParams { channels: s.c, chunks, eps, _pad: 0 });
-        // Each layer has its own coefficients: a deferred norm is read by the next layer.
-        let coef = storage(self.device(), &format!("{} norm coefficients", l.name), s.c as u64 * 8, wgpu::BufferUsages::empty());
-        let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
-        let groups = vec![(
-            vec![
-                entry(0, params.as_entire_binding()),
-                entry(1, partials.as_entire_binding()),
-                entry(2, sbuf.as_entire_binding()),
-                entry(3, hbuf.as_entire_binding()),
-                entry(4, coef.as_entire_binding()),
-            ],
-            [s.c.div_ceil(64), 1, 1],
-        )];
-        self.push_groups(format!("{}:instance_norm_finalize", l.name), Kernel::InstanceNormFinalize, &vec![], groups);
-        self.apply_coef(index, l, &coef, residual)
-    }
-
-    /// Adds the statistics pass over tensor `t` (band by band, into consecutive chunks of the
-    /// partials buffer); returns the number of chunks.
-    fn stats(&mut self, l: &Layer, t: TensorRef, scratch: &NormScratch) -> Result<u32, GpuError> {
-        let s = t.shape;
-        let bands = self.bands(s.h, &l.name, |r0, r1| vec![self.window(t, r0, r1).size])?;
-        let mut groups = Vec::new();
-        let mut chunk_base = 0u32;
-        let mut keep = Vec::new();
-        for &(r0, r1) in &bands {
-            let w = self.window(t, r0, r1);
-            let pixels = (r1 - r0) * s.w;
-            let chunks = pixels.div_ceil(STATS_CHUNK_PIXELS);
-            let params = self.uniform(&StatsParams { channels: s.c, pixels, chunk_pixels: STATS_CHUNK_PIXELS, chunk_base, shift: w.shift, _pad: [0; 3] });
-            chunk_base += chunks;
-            keep.push((params, w, chunks));
-        }
-        let vec4 = s.c % 4 == 0;
-        let placeholder = self.placeholder.clone();
-        for (params, w, chunks) in &keep {
-            let x4 = if vec4 { self.binding(t, w) } else { placeholder.as_entire_binding() };
-            groups.push((
-                vec![
-                    entry(0, params.as_entire_binding()),
-                    entry(1, self.binding(t, w)),
-                    entry(2, scratch.partials.as_entire_binding()),
-                    entry(3, x4),
-                ],
-                [*chunks, s.c.div_ceil(4), 1],
-            ));
-        }
-        let overrides = vec![("VEC4", vec4 as u32 as f64)];
-        self.push_groups(format!("{}:instance_norm_stats", l.name), Kernel::InstanceNormStats, &overrides, groups);
-        Ok(chunk_base)
-    }
-
-    /// Activation and residual without a norm: fixed coefficients.
-    fn apply(&mut self, index: usize, l: &Layer, a: &[f32], b: &[f32], residual: Option<TensorRef>) -> Result<(), GpuError> {
-        let coef: Vec<f32> = a.iter().zip(b).flat_map(|(a, b)| [*a, *b]).collect();
-        let buf = self.init("identity coefficients", &coef);
-        self.apply_coef(index, l, &buf, residual)
-    }
-
-    fn apply_coef(&mut self, index: usize, l: &Layer, coef: &wgpu::Buffer, residual: Option<TensorRef>) -> Result<(), GpuError> {
-        let t = self.tensors[index + 1];
-        let s = t.shape;
-        let bands = self.bands(s.h, &l.name, |r0, r1| {
-            let mut v = vec![self.window(t, r0, r1).size];
-            if let Some(r) = residual {
-                v.push(self.window(r, r0, r1).size);
-            }
-            v
-        })?;
-        let mut keep = Vec::new();
-        for &(r0, r1) in &bands {
-            let w = self.window(t, r0, r1);
-            let rw = residual.map(|r| self.window(r, r0, r1));
-            let count = (r1 - r0) * s.w * s.c;
-            let params = self.uniform(&ApplyParams { channels: s.c, count, shift: w.shift, residual_shift: rw.as_ref().map_or(0, |w| w.shift) });
-            keep.push((params, w, rw, count));
-        }
-        // Without a residual the residual binding is a tiny placeholder.
-        let placeholder = self.init("no residual", &[0.0; 4]);
-        let mut groups = Vec::new();
-        for (params, w, rw, count) in &keep {
-            let res = match (residual, rw) {
-                (Some(r), Some(rw)) => self.binding(r, rw),
-                _ => placeholder.as_entire_binding(),
-            };
-            groups.push((
-                vec![entry(0, params.as_entire_binding()), entry(1, coef.as_entire_binding()), entry(2, self.binding(t, w)), entry(3, res)],
-                fold(count.div_ceil(WG_1D)),
-            ));
-        }
-        let overrides = vec![
-            ("RELU", (l.activation == Activation::Relu) as u32 as f64),
-            ("RESIDUAL", residual.is_some() as u32 as f64),
-        ];
-        let label = format!("{}:instance_norm_apply", l.name);
-        let step = self.step(label, Kernel::InstanceNormApply, "main", &overrides, groups);
-        if self.defer[index] {
-            self.pending = Some((coef.clone(), l.activation == Activation::Relu));
-            self.materialize[index] = Some(step);
-        } else {
-            self.steps.push(step);
-        }
-        Ok(())
-    }
-
     fn push_groups(&mut self, label: String, kernel: Kernel, overrides: &Overrides, groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>) {
         self.push_entry(label, kernel, "main", overrides, groups)
     }
@@ -1261,7 +819,10 @@ mod layout_tests {
     //! The parameter structs written here and the uniform structs the shaders read agree: every
     //! named WGSL member sits at the offset of the Rust field of the same name, and the sizes
     //! match (naga's reflection of each kernel; no GPU needed).
-    use super::*;
+    use super::conv::ConvParams;
+    use super::norm::{ApplyParams, FinalizeParams, StatsParams};
+    use super::pack::PackParams;
+    use super::unpack::UnpackParams;
     use crate::model::gpu::Kernel;
 
     /// (Rust struct name, size, named fields with their offsets).

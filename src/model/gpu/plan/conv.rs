@@ -1,0 +1,225 @@
+//! The convolution op (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`, `conv_transpose2d` and
+//! their f16 variants): its parameter struct, the rows each output band reads, the kernel
+//! choice per layer and its dispatch geometry.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{entry, storage, Builder};
+use super::norm::NormScratch;
+use crate::model::description::{Activation, Layer, NetworkDescription, Op, Padding, Shape};
+use crate::model::gpu::kernels::{Kernel, Overrides};
+use crate::model::gpu::weights::{block_channels, blocked, blocked_bias, narrow};
+use crate::model::gpu::GpuError;
+use crate::model::weights::Weights;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct ConvParams {
+    pub(super) in_w: u32,
+    pub(super) in_h: u32,
+    pub(super) in_c: u32,
+    pub(super) in_row0: u32,
+    pub(super) out_w: u32,
+    pub(super) out_h: u32,
+    pub(super) out_c: u32,
+    pub(super) out_row0: u32,
+    pub(super) band_rows: u32,
+    pub(super) in_shift: u32,
+    pub(super) out_shift: u32,
+    pub(super) oc_blocks: u32,
+    pub(super) pad_top: i32,
+    pub(super) pad_left: i32,
+    /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
+    pub(super) stats_base: u32,
+    _pad: u32,
+}
+
+impl Builder<'_> {
+    /// Input rows `[a, b)` that output rows `[r0, r1)` of `layer` read.
+    pub(super) fn input_rows(layer: &Layer, input: Shape, r0: u32, r1: u32) -> (u32, u32) {
+        let k = layer.kernel as i64;
+        let n = input.h as i64;
+        match layer.op {
+            Op::ConvTranspose => {
+                let a = ((r0 as i64 - k + 1).max(0) + 1) / 2;
+                let b = ((r1 as i64 - 1) / 2 + 1).min(n);
+                (a.min(b) as u32, b as u32)
+            }
+            Op::Conv => {
+                let (s, up) = (layer.stride as i64, layer.upsample as i64);
+                let pt = layer.pad_before(input.h) as i64;
+                let virt = n * up;
+                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+                for v in (r0 as i64 * s - pt)..((r1 as i64 - 1) * s - pt + k) {
+                    let m = match layer.padding {
+                        Padding::Same if !(0..virt).contains(&v) => continue,
+                        Padding::Same => v,
+                        Padding::Reflect => (if v < 0 { -v } else if v >= virt { 2 * (virt - 1) - v } else { v }).clamp(0, virt - 1),
+                    };
+                    lo = lo.min(m / up);
+                    hi = hi.max(m / up);
+                }
+                if lo > hi {
+                    (0, 1)
+                } else {
+                    (lo as u32, hi as u32 + 1)
+                }
+            }
+        }
+    }
+
+    pub(super) fn layer(
+        &mut self,
+        index: usize,
+        l: &Layer,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        scratch: &NormScratch,
+    ) -> Result<(), GpuError> {
+        let (tin, tout) = (self.tensors[index], self.tensors[index + 1]);
+        let (is, os) = (tin.shape, tout.shape);
+        // The previous layer's deferred norm, applied by this convolution as it loads.
+        let pending = self.pending.take();
+        if pending.is_some() && l.op != Op::Conv {
+            return Err(GpuError::Unsupported(format!("layer `{}` cannot apply the previous layer's norm", l.name)));
+        }
+        let norm_in = pending.as_ref().map_or(&self.placeholder, |(c, _)| c).clone();
+        let blocked_weights = blocked(l, weights.get(&l.weight));
+        let wbuf = if self.half {
+            self.init_f16(&format!("{} weights (f16)", l.name), &blocked_weights)
+        } else {
+            self.init(&format!("{} weights", l.name), &blocked_weights)
+        };
+        let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
+        let narrow = narrow(l);
+        let oc_blocks = l.out_channels.div_ceil(block_channels(l));
+        let pxn = if narrow { 32 } else { 8 };
+        let bands = self.bands(os.h, &l.name, |r0, r1| {
+            let (a, b) = Self::input_rows(l, is, r0, r1);
+            vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
+        })?;
+        // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
+        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
+        let kernel = match l.op {
+            Op::Conv if tiled => Kernel::Conv2dTiled,
+            Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
+            Op::Conv => Kernel::Conv2d,
+            Op::ConvTranspose => Kernel::ConvTranspose2d,
+        };
+        // The wide subgroup kernel computes its output's norm statistics in its epilogue.
+        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && self.variant.fused_norm();
+        let cols = match l.op {
+            Op::Conv => os.w.div_ceil(pxn),
+            Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
+        };
+        let z = match l.op {
+            Op::Conv => oc_blocks,
+            Op::ConvTranspose => 2 * oc_blocks,
+        };
+        let tw = cols.clamp(1, 8);
+        let workgroups = |rows: u32| {
+            if tiled {
+                // 64-pixel tiles over x (and z past 65,535 of them), 64-channel tiles over y.
+                let tiles = (rows * os.w).div_ceil(64);
+                let x = tiles.min(65_535);
+                [x, os.c.div_ceil(64), tiles.div_ceil(x)]
+            } else {
+                [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
+            }
+        };
+        let mut groups = Vec::new();
+        let mut params_bufs = Vec::new();
+        let mut stats_base = 0u32;
+        for &(r0, r1) in &bands {
+            let (a, b) = Self::input_rows(l, is, r0, r1);
+            let (win, wout) = (self.window(tin, a, b), self.window(tout, r0, r1));
+            params_bufs.push((
+                self.uniform(&ConvParams {
+                    in_w: is.w,
+                    in_h: is.h,
+                    in_c: is.c,
+                    in_row0: a,
+                    out_w: os.w,
+                    out_h: os.h,
+                    out_c: os.c,
+                    out_row0: r0,
+                    band_rows: r1 - r0,
+                    in_shift: win.shift,
+                    out_shift: wout.shift,
+                    oc_blocks,
+                    pad_top: l.pad_before(is.h) as i32,
+                    pad_left: l.pad_before(is.w) as i32,
+                    stats_base,
+                    _pad: 0,
+                }),
+                win,
+                wout,
+                r1 - r0,
+            ));
+            let [x, y, _] = workgroups(r1 - r0);
+            stats_base += x * y;
+        }
+        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`).
+        let chunks = 8 * stats_base;
+        let stats = if epilogue {
+            let bytes = chunks as u64 * os.c as u64 * 16;
+            storage(self.device(), &format!("{} norm partials", l.name), bytes, wgpu::BufferUsages::empty())
+        } else {
+            self.placeholder_rw.clone()
+        };
+        let entry_point = if narrow { "main_narrow" } else { "main" };
+        let with_stats = kernel == Kernel::Conv2dSubgroup && entry_point == "main";
+        let mut overrides: Overrides = match l.op {
+            Op::Conv => vec![
+                    ("K", l.kernel as f64),
+                    ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
+                    ("STRIDE", l.stride as f64),
+                    ("UPSAMPLE", l.upsample as f64),
+                    ("NORM_IN", pending.is_some() as u32 as f64),
+                    ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
+                ],
+            Op::ConvTranspose => vec![("K", l.kernel as f64)],
+        };
+        if kernel == Kernel::Conv2dSubgroup {
+            overrides.push(("STATS", epilogue as u32 as f64));
+        }
+        for (params, win, wout, rows) in &params_bufs {
+            groups.push((
+                vec![
+                    entry(0, params.as_entire_binding()),
+                    entry(1, self.binding(tin, win)),
+                    entry(2, wbuf.as_entire_binding()),
+                    entry(3, bbuf.as_entire_binding()),
+                    entry(4, self.binding(tout, wout)),
+                ]
+                .into_iter()
+                .chain((l.op == Op::Conv).then(|| entry(5, norm_in.as_entire_binding())))
+                .chain(with_stats.then(|| entry(6, stats.as_entire_binding())))
+                .collect(),
+                workgroups(*rows),
+            ));
+        }
+        // The f16 variants have the same bindings, overrides and dispatch; only the weights differ.
+        let kernel = if self.half { kernel.half() } else { kernel };
+        self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
+        if epilogue {
+            self.epilogue_stats = Some((stats, chunks));
+        }
+
+        match &l.norm {
+            Some(n) => {
+                let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
+                self.norm(index, l, weights.get(&n.scale), weights.get(&n.shift), n.eps, residual, scratch)?;
+            }
+            None => {
+                if l.activation == Activation::Relu || l.residual.is_some() {
+                    // Identity norm (a = 1, b = 0) carries the activation and the residual add.
+                    let c = l.out_channels as usize;
+                    let residual = l.residual.as_ref().and_then(|r| desc.layer_index(r)).map(|j| self.tensors[j + 1]);
+                    self.apply(index, l, &vec![1.0; c], &vec![0.0; c], residual)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
