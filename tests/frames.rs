@@ -114,6 +114,10 @@ impl Place {
     }
 
     fn stylize_command(&self, input: &str, output: &str) -> Command {
+        self.stylize_command_with(input, output, "none")
+    }
+
+    fn stylize_command_with(&self, input: &str, output: &str, progress: &str) -> Command {
         let mut c = stylestream_command(&[
             "stylize",
             &format!("{}/{input}", self.url),
@@ -122,7 +126,7 @@ impl Place {
             "--model",
             "udnie",
             "--progress",
-            "none",
+            progress,
         ]);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -207,6 +211,15 @@ fn a_local_sequence_is_styled_back_as_frames_and_restyled_incrementally() {
     let fourth = place.stylize("in/", "out/");
     assert!(with("styled", &actions(&fourth)).is_empty());
     assert!(stderr(&fourth).contains("(sequence complete)"), "{}", stderr(&fourth));
+
+    // Progress counts the frames to style, not the sequence: one changed frame of three.
+    place.put("in/0002.png", png_rgb(202));
+    let o = place.stylize_command_with("in/", "out/", "json").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stderr(&o).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(!lines.is_empty(), "no JSON progress: {}", stderr(&o));
+    assert!(lines.iter().all(|l| l["frames_total"] == 1), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["frames_done"], 1);
 }
 
 #[test]

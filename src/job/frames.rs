@@ -211,7 +211,7 @@ fn retrying<T>(what: &str, backoff: Duration, stop: &StopToken, mut f: impl FnMu
 /// Runs a sequence job on `engine`: styles what is new or changed, skips what is done, removes
 /// what lost its input, then writes the manifest. `stop` stops it (frames already written
 /// stay, with their records: a rerun continues from there).
-pub fn run(engine: &Engine, spec: &Spec, progress: Progress, stop: &StopToken) -> Result<Report, FramesError> {
+pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToken) -> Result<Report, FramesError> {
     let (in_prefix, out_prefix) = (folder(&spec.input_prefix), folder(&spec.output_prefix));
     if spec.input.url() == spec.output.url() && in_prefix == out_prefix {
         return Err(FramesError::SameAsInput(prefix_url(&spec.output, &out_prefix)));
@@ -320,6 +320,8 @@ pub fn run(engine: &Engine, spec: &Spec, progress: Progress, stop: &StopToken) -
     };
     let mut todo = candidates.into_iter();
     let total = todo.len() as u64;
+    // Frames that may need styling (those whose content turns out unchanged are skipped).
+    progress.set_total(total);
     let mut gpu_work = false;
     if let Some(first) = reader.next(&mut todo)? {
         gpu_work = true;

@@ -84,6 +84,14 @@ impl Progress {
         self
     }
 
+    /// The number of frames to come, once it is known (the bar's length, JSON `frames_total`).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = Some(total);
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+        }
+    }
+
     /// One more frame written: counts it and, with a frame log, records it.
     pub fn frame(&mut self, f: &crate::frame::Frame) {
         if let Some(log) = &self.log {
