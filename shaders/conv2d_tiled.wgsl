@@ -4,13 +4,14 @@
 // GEMM view: M = output pixels of the band (band_rows x out_w), N = output channels,
 // depth = K x K taps x in_c. A workgroup of 256 invocations computes a 64-pixel x 64-channel
 // tile; each invocation 4 pixels x 4 channels (one mat4x4 accumulator: column = pixel). The depth
-// is walked 16 input channels of one tap at a time: the workgroup loads the 64 x 16 input
-// values (one vec4 of 4 channels per invocation, with padding, upsampling and the deferred
-// norm applied as in conv2d) and the 16 x 64 weights (one vec4 per invocation) into
-// workgroup memory, then every invocation accumulates 16 outer products from them. Nothing is
-// read twice from global memory within a tile: each input value is reused by 64 channels and
+// is walked in steps of 16 input channels of one tap: each invocation loads one vec4 of the
+// step's input (4 channels of one pixel, with padding, upsampling and the deferred norm applied
+// as in conv2d) and one vec4 of its weights (4 output channels of one input channel) into
+// workgroup memory, and accumulates 4 mat4x4 x vec4 products from vec4 reads of the tiles.
+// The tiles are double-buffered: step s + 1 is loaded into the other buffer while step s is
+// computed, so each step costs one barrier. Each input value is reused by 64 channels and
 // each weight by 64 pixels. Suited to GPUs (on lavapipe, where workgroup memory and barriers
-// are slow, the register-blocked kernels win; `select` times both).
+// are slow, the register-blocked kernels win; `select` times both). Workgroup memory: 16 KiB.
 //
 // Bindings, overrides and the output are those of conv2d (the prelude conv_common.wgsl, joined
 // after this file at load time, declares them; this file adds the weights, blocked as
@@ -25,10 +26,10 @@ const TM: u32 = 64u; // pixels per tile
 const TN: u32 = 64u; // output channels per tile
 const TK: u32 = 16u; // input channels per depth step
 
-// [k][m]: input channel k of the step, pixel m of the tile.
-var<workgroup> tile_x: array<f32, 1024>;
-// [k][n]: input channel k of the step, output channel n of the tile.
-var<workgroup> tile_w: array<f32, 1024>;
+// Two buffers of each tile. Input: [buffer][pixel m][group q] = channels 4q..4q+3 of the step
+// for pixel m. Weights: [buffer][input channel k][group j] = output channels 4j..4j+3 of the tile.
+var<workgroup> tile_x: array<vec4<f32>, 512>;
+var<workgroup> tile_w: array<vec4<f32>, 512>;
 
 // Offset in vec4s (channel group 0) of the input pixel that output pixel (oy, ox) reads at tap
 // (ky, kx), or -1 for padding.
@@ -91,40 +92,30 @@ fn main(
     let tn = li / 16u;
     var acc = mat4x4<f32>();
 
-    let groups = p.in_c / 4u;
-    for (var ky = 0u; ky < K; ky++) {
-        for (var kx = 0u; kx < K; kx++) {
-            let o = select(-1, tap_offset(oy, ox, ky, kx), in_band);
-            let w_tap = ((oc_block * K + ky) * K + kx) * p.in_c * 4u + ((wq * 4u) % 16u) / 4u;
-            for (var c0 = 0u; c0 < p.in_c; c0 += TK) {
-                let x = load_x(o, c0 / 4u + lg);
-                let xi = (lg * 4u) * TM + lm;
-                tile_x[xi] = x.x;
-                tile_x[xi + TM] = x.y;
-                tile_x[xi + 2u * TM] = x.z;
-                tile_x[xi + 3u * TM] = x.w;
-                var w = vec4<f32>(0.0);
-                if (w_ok) {
-                    w = weights[w_tap + (c0 + wk) * 4u];
-                }
-                let wi = wk * TN + wq * 4u;
-                tile_w[wi] = w.x;
-                tile_w[wi + 1u] = w.y;
-                tile_w[wi + 2u] = w.z;
-                tile_w[wi + 3u] = w.w;
-                workgroupBarrier();
-                for (var k = 0u; k < TK; k++) {
-                    let xb = k * TM + tm * 4u;
-                    let wb = k * TN + tn * 4u;
-                    let b = vec4<f32>(tile_w[wb], tile_w[wb + 1u], tile_w[wb + 2u], tile_w[wb + 3u]);
-                    acc[0] += b * tile_x[xb];
-                    acc[1] += b * tile_x[xb + 1u];
-                    acc[2] += b * tile_x[xb + 2u];
-                    acc[3] += b * tile_x[xb + 3u];
-                }
-                workgroupBarrier();
-            }
+    let chunks = p.in_c / TK;
+    let steps = K * K * chunks;
+    load_step(0u, 0u, lm, lg, wk, wq, oy, ox, in_band, oc_block, w_ok);
+    workgroupBarrier();
+    for (var s = 0u; s < steps; s++) {
+        let cur = (s % 2u) * 256u;
+        if (s + 1u < steps) {
+            load_step(s + 1u, ((s + 1u) % 2u) * 256u, lm, lg, wk, wq, oy, ox, in_band, oc_block, w_ok);
         }
+        for (var q = 0u; q < 4u; q++) {
+            // Input channels 4q..4q+3 of the step: their weights for the 4 output channels as
+            // the columns of w, and each pixel's 4 values.
+            let w = mat4x4<f32>(
+                tile_w[cur + (4u * q) * 16u + tn],
+                tile_w[cur + (4u * q + 1u) * 16u + tn],
+                tile_w[cur + (4u * q + 2u) * 16u + tn],
+                tile_w[cur + (4u * q + 3u) * 16u + tn],
+            );
+            acc[0] += w * tile_x[cur + (4u * tm) * 4u + q];
+            acc[1] += w * tile_x[cur + (4u * tm + 1u) * 4u + q];
+            acc[2] += w * tile_x[cur + (4u * tm + 2u) * 4u + q];
+            acc[3] += w * tile_x[cur + (4u * tm + 3u) * 4u + q];
+        }
+        workgroupBarrier();
     }
 
     let oc0 = n_base + tn * 4u;
@@ -145,4 +136,22 @@ fn main(
             }
         }
     }
+}
+
+// Loads depth step `s` (tap (ky, kx), input channels c0..c0+15) into the buffer at `buf`: this
+// invocation's input vec4 (pixel lm, group lg) and weight vec4 (channel wk, outputs 4wq..4wq+3).
+fn load_step(s: u32, buf: u32, lm: u32, lg: u32, wk: u32, wq: u32, oy: u32, ox: u32, in_band: bool, oc_block: u32, w_ok: bool) {
+    let chunks = p.in_c / TK;
+    let tap = s / chunks;
+    let c0 = (s % chunks) * TK;
+    let ky = tap / K;
+    let kx = tap % K;
+    let o = select(-1, tap_offset(oy, ox, ky, kx), in_band);
+    tile_x[buf + lm * 4u + lg] = load_x(o, c0 / 4u + lg);
+    var w = vec4<f32>(0.0);
+    if (w_ok) {
+        // Blocked weights [oc_block][ky][kx][ic][16]: vec4 wq % 4 of input channel c0 + wk.
+        w = weights[((oc_block * K + ky) * K + kx) * p.in_c * 4u + (c0 + wk) * 4u + wq % 4u];
+    }
+    tile_w[buf + wk * 16u + wq] = w;
 }
