@@ -47,6 +47,9 @@ const MAX_RECORD_BYTES: u64 = 64 << 10;
 const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// Tries of one frame's store request on passing trouble (on top of the store's own retries).
 const ATTEMPTS: u32 = 5;
+/// Frames downloaded ahead of the GPU, and frames being uploaded at once: a store's latency
+/// (tens of ms a request) is hidden behind this many requests in flight.
+const IN_FLIGHT: usize = 8;
 
 /// What a sequence job needs.
 pub struct Spec {
@@ -208,6 +211,52 @@ fn retrying<T>(what: &str, backoff: Duration, stop: &StopToken, mut f: impl FnMu
     }
 }
 
+/// [`retrying`] for async requests (the prefetcher and the uploads).
+async fn retrying_async<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+    what: &str,
+    backoff: Duration,
+    stop: &StopToken,
+    mut f: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    let mut delay = backoff;
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS && stop.reason().is_none() => {
+                tracing::warn!(what, attempt, error = %e, "store request failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Downloads the candidates in order, `IN_FLIGHT` at a time, ahead of the reader (memory: at
+/// most `2 × IN_FLIGHT` frames' bytes waiting).
+fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, backoff: Duration, stop: StopToken) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    rt.spawn(async move {
+        let mut downloads = futures::stream::iter(todo)
+            .map(|f| {
+                let (store, stop) = (store.clone(), stop.clone());
+                async move {
+                    let got = retrying_async("read frame", backoff, &stop, || store.get_bytes(&f.key, MAX_FRAME_BYTES)).await;
+                    (f, got)
+                }
+            })
+            .buffered(IN_FLIGHT);
+        while let Some(item) = downloads.next().await {
+            if tx.send(item).await.is_err() {
+                break; // the reader is gone
+            }
+        }
+    });
+    rx
+}
+
 /// Runs a sequence job on `engine`: styles what is new or changed, skips what is done, removes
 /// what lost its input, then writes the manifest. `stop` stops it (frames already written
 /// stay, with their records: a rerun continues from there).
@@ -305,8 +354,19 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         }
     }
 
+    let total = candidates.len() as u64;
+    // Requests in flight (downloads ahead, uploads behind) run on a runtime of the job's own.
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("frames-io")
+            .enable_all()
+            .build()
+            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
+    );
+    let downloads = prefetch(&rt, spec.input.clone(), candidates, backoff, stop.clone());
     let mut reader = Reader {
-        input: &input,
+        downloads,
         output: &output,
         out_prefix: &out_prefix,
         planner,
@@ -318,12 +378,10 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         stop,
         next_index: 0,
     };
-    let mut todo = candidates.into_iter();
-    let total = todo.len() as u64;
     // Frames that may need styling (those whose content turns out unchanged are skipped).
     progress.set_total(total);
     let mut gpu_work = false;
-    if let Some(first) = reader.next(&mut todo)? {
+    if let Some(first) = reader.next()? {
         gpu_work = true;
         let info = SourceInfo {
             width: first.image.width,
@@ -336,7 +394,10 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         let (tx, rx) = sync_channel::<Feed>(2);
         let source = ChannelSource { info, rx, first: Some(first) };
         let sink = StoreSink {
-            output: output.clone(),
+            rt: rt.clone(),
+            store: spec.output.clone(),
+            uploads: Vec::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
             out_prefix: out_prefix.clone(),
             style_key: style_key.clone(),
             jpeg_quality: spec.jpeg_quality,
@@ -349,7 +410,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         let handle = engine.submit(job);
         let mut read_error = None;
         loop {
-            match reader.next(&mut todo) {
+            match reader.next() {
                 Ok(Some(frame)) => {
                     if tx.send(Feed::Frame(frame)).is_err() {
                         break; // the job ended (stopped or failed): its result says why
@@ -460,7 +521,7 @@ fn push_entry(shared: &Mutex<Shared>, name: &str, action: Action, why: &'static 
 
 /// Downloads candidates in order and hands on those still wanted, numbered 0, 1, 2, ...
 struct Reader<'a> {
-    input: &'a BlockingStore,
+    downloads: tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)>,
     output: &'a BlockingStore,
     out_prefix: &'a str,
     planner: Planner,
@@ -474,12 +535,12 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn next(&mut self, todo: &mut impl Iterator<Item = Listed>) -> Result<Option<Frame>, FramesError> {
-        for f in todo.by_ref() {
+    fn next(&mut self) -> Result<Option<Frame>, FramesError> {
+        while let Some((f, got)) = self.downloads.blocking_recv() {
             if let Some(why) = self.stop.reason() {
                 return Err(PipelineError::Stopped(why).into());
             }
-            let bytes = retrying("read frame", self.backoff, self.stop, || self.input.get_bytes(&f.key, MAX_FRAME_BYTES))?;
+            let bytes = got?;
             let sha = sha256_hex(&bytes);
             if !self.known.contains(&f.name) {
                 // Content now known: is this (frame, style) pair still work?
@@ -549,9 +610,15 @@ impl FrameSource for ChannelSource {
     }
 }
 
-/// Writes each styled frame like its input, then its record.
+/// Writes each styled frame like its input, then its record: encoded on the engine's encoder
+/// thread, uploaded by tasks on the job's runtime, `IN_FLIGHT` frames at a time (the frame's
+/// record is written by the same task, right after the frame).
 struct StoreSink {
-    output: Arc<BlockingStore>,
+    rt: Arc<tokio::runtime::Runtime>,
+    store: Store,
+    uploads: Vec<tokio::task::JoinHandle<()>>,
+    /// Uploads in flight: a frame waits for a slot before its upload starts.
+    slots: Arc<tokio::sync::Semaphore>,
     out_prefix: String,
     style_key: String,
     jpeg_quality: u8,
@@ -561,6 +628,11 @@ struct StoreSink {
 }
 
 impl StoreSink {
+    /// The first upload failure, if any (it fails the job).
+    fn failed(&self) -> Option<String> {
+        self.shared.lock().ok().and_then(|s| s.failure.as_ref().map(|e| e.to_string()))
+    }
+
     fn commit(&mut self, frame: &Frame) -> Result<(), FramesError> {
         let pending = self.shared.lock().ok().and_then(|mut s| s.pending.remove(&frame.index));
         let Some(p) = pending else {
@@ -569,7 +641,7 @@ impl StoreSink {
         let styled = RgbFrame::new(frame.image.width, frame.image.height, frame.image.data.clone());
         let bytes = encode_still(&styled, &p.form, self.jpeg_quality).map_err(|e| FramesError::Encode(format!("{}: {e}", p.name)))?;
         let key = ObjectKey::parse(&format!("{}{}", self.out_prefix, p.name))?;
-        retrying("write frame", self.backoff, &self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
+        let rk = record_key(&self.out_prefix, &p.name)?;
         let record = FrameRecord {
             schema: FRAME_SCHEMA.into(),
             name: p.name.clone(),
@@ -580,30 +652,64 @@ impl StoreSink {
             output_sha256: sha256_hex(&bytes),
             output_size: bytes.len() as u64,
         };
-        let rk = record_key(&self.out_prefix, &p.name)?;
         let json = serde_json::to_vec(&record).map_err(|e| FramesError::Encode(e.to_string()))?;
-        retrying("write record", self.backoff, &self.stop, || self.output.put_bytes_atomic(&rk, json.clone()))?;
-        if let Ok(mut s) = self.shared.lock() {
-            s.made.insert(p.name.clone(), record);
-            s.entries.push(FrameEntry { name: p.name, action: Action::Styled, why: "new or changed" });
-        }
+        // Bounded: wait (on this thread, outside the runtime) for a free upload slot.
+        let permit = self.rt.block_on(self.slots.clone().acquire_owned()).map_err(|e| FramesError::Encode(e.to_string()))?;
+        let (store, shared, stop, backoff) = (self.store.clone(), self.shared.clone(), self.stop.clone(), self.backoff);
+        self.uploads.retain(|h| !h.is_finished());
+        self.uploads.push(self.rt.spawn(async move {
+            let _permit = permit;
+            let put = |k: ObjectKey, b: Vec<u8>| {
+                let store = store.clone();
+                async move { store.put_bytes_atomic(&k, b).await }
+            };
+            let mut done = retrying_async("write frame", backoff, &stop, || put(key.clone(), bytes.clone())).await;
+            if done.is_ok() {
+                done = retrying_async("write record", backoff, &stop, || put(rk.clone(), json.clone())).await;
+            }
+            if let Ok(mut s) = shared.lock() {
+                match done {
+                    Ok(()) => {
+                        s.entries.push(FrameEntry { name: p.name.clone(), action: Action::Styled, why: "new or changed" });
+                        s.made.insert(p.name, record);
+                    }
+                    Err(e) => {
+                        s.failure.get_or_insert(e.into());
+                    }
+                }
+            }
+        }));
         Ok(())
     }
 }
 
 impl FrameSink for StoreSink {
     fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        let write_err = |reason: String| MediaError::Write { path: "stored frames".into(), reason };
+        if let Some(text) = self.failed() {
+            return Err(write_err(text));
+        }
         self.commit(frame).map_err(|e| {
             let text = e.to_string();
             if let Ok(mut s) = self.shared.lock() {
                 s.failure.get_or_insert(e);
             }
-            MediaError::Write { path: "stored frames".into(), reason: text }
+            write_err(text)
         })
     }
 
-    fn finish(self: Box<Self>) -> Result<(), MediaError> {
-        Ok(()) // each frame was committed as it came
+    /// Waits for the uploads still in flight; fails if any failed.
+    fn finish(mut self: Box<Self>) -> Result<(), MediaError> {
+        let uploads = std::mem::take(&mut self.uploads);
+        self.rt.block_on(async {
+            for h in uploads {
+                let _ = h.await;
+            }
+        });
+        match self.failed() {
+            Some(text) => Err(MediaError::Write { path: "stored frames".into(), reason: text }),
+            None => Ok(()),
+        }
     }
 }
 
