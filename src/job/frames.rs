@@ -309,14 +309,39 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         }
     }
 
-    // The records of earlier runs (an unreadable one counts as absent: its frame is made again).
+    // Requests in flight (records, downloads ahead, uploads behind) run on a runtime of the
+    // job's own.
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("frames-io")
+            .enable_all()
+            .build()
+            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
+    );
+
+    // The records of earlier runs, `IN_FLIGHT` reads at a time (an unreadable one counts as
+    // absent: its frame is made again).
     let mut records: BTreeMap<String, FrameRecord> = BTreeMap::new();
-    for name in &record_names {
-        let key = record_key(&out_prefix, name)?;
-        let bytes = retrying("read record", backoff, stop, || output.get_bytes(&key, MAX_RECORD_BYTES));
+    let keys = record_names.iter().map(|n| record_key(&out_prefix, n).map(|k| (n.clone(), k))).collect::<Result<Vec<_>, _>>()?;
+    let read = rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(keys)
+            .map(|(name, key)| {
+                let (store, stop) = (spec.output.clone(), stop.clone());
+                async move {
+                    let got = retrying_async("read record", backoff, &stop, || store.get_bytes(&key, MAX_RECORD_BYTES)).await;
+                    (name, key, got)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+    });
+    for (name, key, bytes) in read {
         match bytes.map(|b| serde_json::from_slice::<FrameRecord>(&b)) {
-            Ok(Ok(r)) if r.name == *name => {
-                records.insert(name.clone(), r);
+            Ok(Ok(r)) if r.name == name => {
+                records.insert(name, r);
             }
             Ok(_) => tracing::warn!(record = %output.store().url_of(&key), "ignoring an unreadable frame record"),
             Err(e) if e.is_not_found() => {}
@@ -355,15 +380,6 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
     }
 
     let total = candidates.len() as u64;
-    // Requests in flight (downloads ahead, uploads behind) run on a runtime of the job's own.
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("frames-io")
-            .enable_all()
-            .build()
-            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
-    );
     let downloads = prefetch(&rt, spec.input.clone(), candidates, backoff, stop.clone());
     let mut reader = Reader {
         downloads,
