@@ -353,7 +353,7 @@ fn the_service_writes_frames_back_and_acks_a_complete_sequence_without_gpu_work(
     for (name, seed) in [("f_001.png", 11), ("f_003.png", 13)] {
         assert!(std::fs::read(svc.media().join("direct/shot1").join(name)).unwrap() == png_styled_alone(seed), "{name}");
     }
-    let s3 = |key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"media"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+    let s3 = |key: &str| common::svc::s3_created("media", key);
     std::fs::write(shot.join("_READY"), b"").unwrap();
     publish_raw(&svc.queue, s3("uploads/shot1/_READY").as_bytes());
     wait_for("the triggered frames", 120, || svc.media().join("styled/shot1/.stylestream/sequence.json").exists());
@@ -383,10 +383,6 @@ fn bytes_under(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
 
 /// 500 frames through the service from and to the S3 server: frames stream through memory,
 /// never staged — the work directory and TMPDIR hold at most the frames in flight (× 2) while

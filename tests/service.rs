@@ -93,7 +93,7 @@ fn every_dead_letter_reason_at_the_service_level_while_valid_jobs_complete() {
     std::fs::write(svc.media().join("in/list.mp4"), format!("ffconcat version 1.0\nfile '{}'\n", outside.display())).unwrap();
     svc.start();
     let job = |input: &str, style: &str| format!(r#"{{"schema":"stylestream.job/1","input":"{input}","style":"{style}","output_prefix":"out/"}}"#);
-    let s3 = |bucket: &str, key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+    let s3 = common::svc::s3_created;
     let grid = |container: &str, path: &str| format!(r#"[{{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/{container}/blobs/{path}","data":{{}}}}]"#);
     publish_raw(&svc.queue, b"{this is not json");
     publish_raw(&svc.queue, br#"{"schema":"stylestream.job/7","input":"in/good.mp4","style":"udnie","output":"x.mp4"}"#);
@@ -353,7 +353,7 @@ fn a_trigger_object_styles_the_frames_uploaded_under_its_prefix() {
     assert!(o.status.success());
     svc.start();
     // S3-style notifications: a frame (nothing happens), then the trigger.
-    let s3 = |key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"media"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+    let s3 = |key: &str| common::svc::s3_created("media", key);
     publish_raw(&svc.queue, s3("uploads/shot7/00001.png").as_bytes());
     std::fs::write(frames.join("_READY"), b"").unwrap();
     publish_raw(&svc.queue, s3("uploads/shot7/_READY").as_bytes());
@@ -391,11 +391,6 @@ fn jobs_on_azure_blob_storage_through_azurite() {
     assert!(!svc.log_text().contains(common::azurite::AZURITE_KEY), "the storage key was logged");
 }
 
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
 
 /// A hundred small jobs (and two duplicates) through one long-lived engine: each completes
 /// once, the GPU device is opened once for the service's life, and memory stays flat from the

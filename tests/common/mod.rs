@@ -111,3 +111,9 @@ pub fn probe_frames(path: &Path) -> u64 {
         .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)
 }
+
+/// Resident memory of a process, KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}

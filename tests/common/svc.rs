@@ -366,3 +366,8 @@ pub fn count_files(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir(dir).map(|r| r.flatten().filter(|e| pred(&e.file_name().to_string_lossy())).count()).unwrap_or(0)
 }
 
+
+/// An S3 `ObjectCreated:Put` notification of `key` in `bucket` (one record).
+pub fn s3_created(bucket: &str, key: &str) -> String {
+    format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#)
+}

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::plan::{level_diff, NetworkPlan};
+use super::plan::{level_diff, noise_frame, NetworkPlan};
 use super::{GpuContext, GpuError};
 use crate::model::{NetworkDescription, Weights};
 
@@ -250,15 +250,7 @@ fn time_candidates(
     height: u32,
     half: bool,
 ) -> Result<(Variant, BTreeMap<String, f64>), GpuError> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let frame: Vec<u8> = (0..width as usize * height as usize * 3)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 56) as u8
-        })
-        .collect();
+    let frame = noise_frame(width, height, 0x2545_f491_4f6c_dd1d);
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;

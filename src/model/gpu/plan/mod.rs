@@ -246,15 +246,7 @@ impl NetworkPlan {
             return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() });
         }
         let (w, h) = SELF_CHECK_SIZE;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let frame: Vec<u8> = (0..w * h * 3)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 56) as u8
-            })
-            .collect();
+        let frame = noise_frame(w, h, 0x9e37_79b9_7f4a_7c15);
         let run = |half: bool| -> Result<Vec<u8>, GpuError> {
             let variant = super::select::default_variant(ctx);
             let plan = scoped(&ctx.device, "building the f16 self-check plan", || Self::build(ctx, desc, weights, w, h, half, variant))??;
@@ -801,6 +793,20 @@ impl<'a> Builder<'a> {
             .collect();
         Step { label, kernel, pipeline, dispatches }
     }
+}
+
+/// A deterministic RGB8 frame of pseudo-random pixels (xorshift from `seed`), for self-checks
+/// and timings that must not depend on a picture's content.
+pub(super) fn noise_frame(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..width as usize * height as usize * 3)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect()
 }
 
 /// 8-bit level differences of two frames of the same size: largest and mean.
