@@ -32,7 +32,7 @@ use crate::media::policy::MediaLimits;
 use crate::media::{FrameSink, FrameSource, MediaError, Sink, Source};
 use crate::model::{NetworkDescription, Weights};
 use crate::stop::StopToken;
-use crate::storage::{BlockingStore, Meta, ObjectKey, Store, StoreError};
+use crate::storage::{Meta, ObjectKey, Store, StoreError};
 use crate::telemetry::progress::Progress;
 
 /// Folder of the bookkeeping objects, under the output prefix.
@@ -194,25 +194,9 @@ fn folder(prefix: &str) -> String {
     }
 }
 
-/// Runs `f` until it succeeds, fails for good, or has failed `ATTEMPTS` times in passing ways.
-fn retrying<T>(what: &str, backoff: Duration, stop: &StopToken, mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    let mut delay = backoff;
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS && stop.reason().is_none() => {
-                tracing::warn!(what, attempt, error = %e, "store request failed; trying again");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(8));
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// [`retrying`] for async requests (the prefetcher and the uploads).
-async fn retrying_async<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+/// Runs the request `f` makes until it succeeds, fails for good, or has failed `ATTEMPTS`
+/// times in passing ways.
+async fn retrying<T, F: std::future::Future<Output = Result<T, StoreError>>>(
     what: &str,
     backoff: Duration,
     stop: &StopToken,
@@ -233,6 +217,17 @@ async fn retrying_async<T, F: std::future::Future<Output = Result<T, StoreError>
     }
 }
 
+/// One store request made from a plain thread: retried as [`retrying`] says, on `rt`.
+fn blocking<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    backoff: Duration,
+    stop: &StopToken,
+    f: impl FnMut() -> F,
+) -> Result<T, StoreError> {
+    rt.block_on(retrying(what, backoff, stop, f))
+}
+
 /// Downloads the candidates in order, `IN_FLIGHT` at a time, ahead of the reader (memory: at
 /// most `2 × IN_FLIGHT` frames' bytes waiting).
 fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, backoff: Duration, stop: StopToken) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
@@ -243,7 +238,7 @@ fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, backo
             .map(|f| {
                 let (store, stop) = (store.clone(), stop.clone());
                 async move {
-                    let got = retrying_async("read frame", backoff, &stop, || store.get_bytes(&f.key, MAX_FRAME_BYTES)).await;
+                    let got = retrying("read frame", backoff, &stop, || store.get_bytes(&f.key, MAX_FRAME_BYTES)).await;
                     (f, got)
                 }
             })
@@ -265,12 +260,21 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
     if spec.input.url() == spec.output.url() && in_prefix == out_prefix {
         return Err(FramesError::SameAsInput(prefix_url(&spec.output, &out_prefix)));
     }
-    let input = Arc::new(BlockingStore::new(spec.input.clone())?);
-    let output = Arc::new(BlockingStore::new(spec.output.clone())?);
+    // Every store request of the job (listings, records, downloads ahead, uploads behind) runs
+    // on a runtime of the job's own.
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("frames-io")
+            .enable_all()
+            .build()
+            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
+    );
+    let (input, output) = (&spec.input, &spec.output);
     let backoff = spec.retry_backoff;
 
     // What is there: input frames, output frames, records, manifest.
-    let frames: Vec<Listed> = retrying("list input", backoff, stop, || input.list_with_meta(&in_prefix))?
+    let frames: Vec<Listed> = blocking(&rt, "list input", backoff, stop, || input.list_with_meta(&in_prefix))?
         .into_iter()
         .filter(|(k, _)| k.parent().map(|p| format!("{p}/")).unwrap_or_default() == in_prefix && is_frame_name(k.name()))
         .map(|(key, meta)| Listed { name: key.name().to_string(), key, meta })
@@ -281,7 +285,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
     if frames.len() > spec.max_frames {
         return Err(FramesError::TooMany { url: prefix_url(&spec.input, &in_prefix), count: frames.len(), max: spec.max_frames });
     }
-    let listed_out = retrying("list output", backoff, stop, || output.list_with_meta(&out_prefix))?;
+    let listed_out = blocking(&rt, "list output", backoff, stop, || output.list_with_meta(&out_prefix))?;
     let records_prefix = format!("{out_prefix}{RECORDS}");
     let manifest_key = ObjectKey::parse(&format!("{out_prefix}{MANIFEST}"))?;
     let mut outputs: BTreeMap<String, Meta> = BTreeMap::new();
@@ -300,7 +304,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
 
     // A complete sequence: the manifest says so, and the listings agree.
     if manifest_listed {
-        let manifest = retrying("read manifest", backoff, stop, || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES))?;
+        let manifest = blocking(&rt, "read manifest", backoff, stop, || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES))?;
         if let Ok(m) = serde_json::from_slice::<SequenceManifest>(&manifest) {
             if is_complete(&m, &style_key, &frames, &outputs) && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n)) {
                 let entries = frames.iter().map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" }).collect();
@@ -308,17 +312,6 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
             }
         }
     }
-
-    // Requests in flight (records, downloads ahead, uploads behind) run on a runtime of the
-    // job's own.
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("frames-io")
-            .enable_all()
-            .build()
-            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
-    );
 
     // The records of earlier runs, `IN_FLIGHT` reads at a time (an unreadable one counts as
     // absent: its frame is made again).
@@ -330,7 +323,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
             .map(|(name, key)| {
                 let (store, stop) = (spec.output.clone(), stop.clone());
                 async move {
-                    let got = retrying_async("read record", backoff, &stop, || store.get_bytes(&key, MAX_RECORD_BYTES)).await;
+                    let got = retrying("read record", backoff, &stop, || store.get_bytes(&key, MAX_RECORD_BYTES)).await;
                     (name, key, got)
                 }
             })
@@ -343,7 +336,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
             Ok(Ok(r)) if r.name == name => {
                 records.insert(name, r);
             }
-            Ok(_) => tracing::warn!(record = %output.store().url_of(&key), "ignoring an unreadable frame record"),
+            Ok(_) => tracing::warn!(record = %output.url_of(&key), "ignoring an unreadable frame record"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
@@ -383,7 +376,8 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
     let downloads = prefetch(&rt, spec.input.clone(), candidates, backoff, stop.clone());
     let mut reader = Reader {
         downloads,
-        output: &output,
+        rt: &rt,
+        output,
         out_prefix: &out_prefix,
         planner,
         known,
@@ -458,9 +452,9 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
     let names: BTreeSet<&str> = frames.iter().map(|f| f.name.as_str()).collect();
     for name in records.keys().filter(|n| !names.contains(n.as_str())) {
         let out = ObjectKey::parse(&format!("{out_prefix}{name}"))?;
-        retrying("delete output", backoff, stop, || output.delete(&out))?;
+        blocking(&rt, "delete output", backoff, stop, || output.delete(&out))?;
         let rk = record_key(&out_prefix, name)?;
-        retrying("delete record", backoff, stop, || output.delete(&rk))?;
+        blocking(&rt, "delete record", backoff, stop, || output.delete(&rk))?;
         push_entry(&shared, name, Action::Removed, "input deleted");
     }
 
@@ -486,7 +480,7 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         finished_at: chrono::Utc::now(),
     };
     let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| FramesError::Encode(e.to_string()))?;
-    retrying("write manifest", backoff, stop, || output.put_bytes_atomic(&manifest_key, bytes.clone()))?;
+    blocking(&rt, "write manifest", backoff, stop, || output.put_bytes_atomic(&manifest_key, bytes.clone()))?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Report { entries, gpu_work })
 }
@@ -538,7 +532,8 @@ fn push_entry(shared: &Mutex<Shared>, name: &str, action: Action, why: &'static 
 /// Downloads candidates in order and hands on those still wanted, numbered 0, 1, 2, ...
 struct Reader<'a> {
     downloads: tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)>,
-    output: &'a BlockingStore,
+    rt: &'a tokio::runtime::Runtime,
+    output: &'a Store,
     out_prefix: &'a str,
     planner: Planner,
     known: BTreeSet<String>,
@@ -589,7 +584,7 @@ impl Reader<'_> {
     fn write_record(&self, r: &FrameRecord) -> Result<(), FramesError> {
         let key = record_key(self.out_prefix, &r.name)?;
         let bytes = serde_json::to_vec(r).map_err(|e| FramesError::Encode(e.to_string()))?;
-        retrying("write record", self.backoff, self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
+        blocking(self.rt, "write record", self.backoff, self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
         Ok(())
     }
 }
@@ -679,9 +674,9 @@ impl StoreSink {
                 let store = store.clone();
                 async move { store.put_bytes_atomic(&k, b).await }
             };
-            let mut done = retrying_async("write frame", backoff, &stop, || put(key.clone(), bytes.clone())).await;
+            let mut done = retrying("write frame", backoff, &stop, || put(key.clone(), bytes.clone())).await;
             if done.is_ok() {
-                done = retrying_async("write record", backoff, &stop, || put(rk.clone(), json.clone())).await;
+                done = retrying("write record", backoff, &stop, || put(rk.clone(), json.clone())).await;
             }
             if let Ok(mut s) = shared.lock() {
                 match done {
