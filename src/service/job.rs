@@ -285,6 +285,18 @@ fn run_staged(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, stop:
 /// Frees an output key when its job ends, however it ends.
 struct Taken<'a>(&'a Ctx, String);
 
+impl<'a> Taken<'a> {
+    /// Takes output `key` for this job; a second job for it is handed back to wait for the
+    /// first (then it finds the output done).
+    fn claim(ctx: &'a Ctx, key: &str) -> Result<Self, Outcome> {
+        let fresh = ctx.taken.lock().map(|mut t| t.insert(key.to_string())).unwrap_or(false);
+        if !fresh {
+            return Err(transient(Cause::Other, format!("{key} is being made by another job")));
+        }
+        Ok(Taken(ctx, key.to_string()))
+    }
+}
+
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         if let Ok(mut t) = self.0.taken.lock() {
@@ -335,11 +347,7 @@ fn stage<'a>(ctx: &'a Ctx, id: String, request: JobRequest) -> Result<(Staged, J
         Output::Frames(_) => return Err(poison("invalid-event", "frames output reached the video path".into())),
     };
     // A duplicate waits for the job making the same output, then finds it done.
-    let fresh = ctx.taken.lock().map(|mut t| t.insert(output_key.to_string())).unwrap_or(false);
-    if !fresh {
-        return Err(transient(Cause::Other, format!("{output_key} is being made by another job")));
-    }
-    let taken = Taken(ctx, output_key.to_string());
+    let taken = Taken::claim(ctx, output_key.as_str())?;
     let etag = input_meta.etag.clone().unwrap_or_default();
     let encode = encode_of(ctx, &request);
     let mut settings = encode.manifest_settings();
@@ -556,11 +564,10 @@ fn run_frames(ctx: &Ctx, engine: &Engine, id: String, request: JobRequest, out: 
         }
     }
     // One job at a time per output prefix: a duplicate waits, then finds the frames done.
-    let fresh = ctx.taken.lock().map(|mut t| t.insert(out.to_string())).unwrap_or(false);
-    if !fresh {
-        return transient(Cause::Other, format!("{out} is being made by another job"));
-    }
-    let _taken = Taken(ctx, out.to_string());
+    let _taken = match Taken::claim(ctx, out) {
+        Ok(t) => t,
+        Err(o) => return o,
+    };
     let jpeg_quality = request.jpeg_quality.unwrap_or(ctx.config.service.jpeg_quality);
     let settings = BTreeMap::from([
         ("network".to_string(), ctx.config.models.network.clone()),
