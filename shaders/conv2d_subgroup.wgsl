@@ -7,6 +7,12 @@
 // columns outside the output read zeros and store nothing.
 //
 // Entry points: main (16 output channels x 8 pixels), main_narrow (4 x 32); see conv2d.wgsl.
+// For stride 1: main_slide (16 x 8) and main_narrow_slide (4 x 16) hold the input pixels of a
+// kernel row in registers as a sliding window, so each input vec4 is loaded once per kernel row
+// (8 + K - 1 or 16 + K - 1 loads) instead of once per tap (8 K or 32 K): on adapters where
+// every buffer load is a per-lane loop (lavapipe) the loads, not the arithmetic, set the pace.
+// Same bindings, overrides, weights layout and results; main_narrow_slide dispatches
+// ceil(out_w / 16) pixel groups per row where main_narrow has ceil(out_w / 32).
 //
 // Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
 // conv_common.wgsl, joined after this file at load time), plus:
@@ -103,6 +109,36 @@ fn write_stats(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32, n0: 
     }
 }
 
+// The end of main and main_slide: the epilogue statistics (with STATS), then the stores.
+fn finish(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, gid: vec3<u32>,
+          a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
+          a4: mat4x4<f32>, a5: mat4x4<f32>, a6: mat4x4<f32>, a7: mat4x4<f32>) {
+    let ox0 = gid.x * 8u;
+    let band_row = gid.y;
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    if (STATS) {
+        // Welford of this invocation's real pixels (without the bias: variance ignores it,
+        // the mean gets it in write_stats), then merged over groups of 8 lanes.
+        let row_on = band_row < p.band_rows;
+        let count = select(0u, min(8u, p.out_w - min(ox0, p.out_w)), row_on);
+        var n = 0.0;
+        var mean = mat4x4<f32>();
+        var m2 = mat4x4<f32>();
+        welford(&n, &mean, &m2, a0, count > 0u); welford(&n, &mean, &m2, a1, count > 1u);
+        welford(&n, &mean, &m2, a2, count > 2u); welford(&n, &mean, &m2, a3, count > 3u);
+        welford(&n, &mean, &m2, a4, count > 4u); welford(&n, &mean, &m2, a5, count > 5u);
+        welford(&n, &mean, &m2, a6, count > 6u); welford(&n, &mean, &m2, a7, count > 7u);
+        write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
+    }
+    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
+        return;
+    }
+    store16(band_row, ox0, ocb, a0); store16(band_row, ox0 + 1u, ocb, a1);
+    store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
+    store16(band_row, ox0 + 4u, ocb, a4); store16(band_row, ox0 + 5u, ocb, a5);
+    store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -134,27 +170,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
         }
     }
-    if (STATS) {
-        // Welford of this invocation's real pixels (without the bias: variance ignores it,
-        // the mean gets it in write_stats), then merged over groups of 8 lanes.
-        let row_on = band_row < p.band_rows;
-        let count = select(0u, min(8u, p.out_w - min(ox0, p.out_w)), row_on);
-        var n = 0.0;
-        var mean = mat4x4<f32>();
-        var m2 = mat4x4<f32>();
-        welford(&n, &mean, &m2, a0, count > 0u); welford(&n, &mean, &m2, a1, count > 1u);
-        welford(&n, &mean, &m2, a2, count > 2u); welford(&n, &mean, &m2, a3, count > 3u);
-        welford(&n, &mean, &m2, a4, count > 4u); welford(&n, &mean, &m2, a5, count > 5u);
-        welford(&n, &mean, &m2, a6, count > 6u); welford(&n, &mean, &m2, a7, count > 7u);
-        write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
-    }
-    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
-        return;
-    }
-    store16(band_row, ox0, ocb, a0); store16(band_row, ox0 + 1u, ocb, a1);
-    store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
-    store16(band_row, ox0 + 4u, ocb, a4); store16(band_row, ox0 + 5u, ocb, a5);
-    store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
+    finish(wid, nwg, li, sid, gid, a0, a1, a2, a3, a4, a5, a6, a7);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -192,4 +208,89 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     store_narrow(band_row, ox0 + 8u, ocb, a2); store_narrow(band_row, ox0 + 12u, ocb, a3);
     store_narrow(band_row, ox0 + 16u, ocb, a4); store_narrow(band_row, ox0 + 20u, ocb, a5);
     store_narrow(band_row, ox0 + 24u, ocb, a6); store_narrow(band_row, ox0 + 28u, ocb, a7);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let gid = grid(wid, li, 8u);
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    let lane = sid % 8u;
+    let oy = p.out_row0 + gid.y;
+    let v0 = i32(gid.x * 8u) - p.pad_left;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    let tap = p.in_c * 4u;
+    for (var ky = 0u; ky < K; ky++) {
+        let rb = row_base(oy, ky);
+        for (var g = 0u; g < p.in_c / 4u; g++) {
+            let n = norm_of(g, lane);
+            // Window: x<j> is input column v0 + kx + j for the current tap column kx.
+            var x0 = ld(col(v0, rb), g, n); var x1 = ld(col(v0 + 1, rb), g, n);
+            var x2 = ld(col(v0 + 2, rb), g, n); var x3 = ld(col(v0 + 3, rb), g, n);
+            var x4 = ld(col(v0 + 4, rb), g, n); var x5 = ld(col(v0 + 5, rb), g, n);
+            var x6 = ld(col(v0 + 6, rb), g, n); var x7 = ld(col(v0 + 7, rb), g, n);
+            var wi = (ocb * K + ky) * K * tap + g * 16u;
+            for (var kx = 0u; kx < K; kx++) {
+                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                wi += tap;
+                mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
+                mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);
+                mac16(&a4, w[0], w[1], w[2], w[3], x4); mac16(&a5, w[0], w[1], w[2], w[3], x5);
+                mac16(&a6, w[0], w[1], w[2], w[3], x6); mac16(&a7, w[0], w[1], w[2], w[3], x7);
+                if (kx + 1u < K) {
+                    x0 = x1; x1 = x2; x2 = x3; x3 = x4; x4 = x5; x5 = x6; x6 = x7;
+                    x7 = ld(col(v0 + i32(kx) + 8, rb), g, n);
+                }
+            }
+        }
+    }
+    finish(wid, nwg, li, sid, gid, a0, a1, a2, a3, a4, a5, a6, a7);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main_narrow_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32) {
+    let gid = grid(wid, li, 16u);
+    let ox0 = gid.x * 16u;
+    let band_row = gid.y;
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    let lane = sid % 4u;
+    let oy = p.out_row0 + band_row;
+    let v0 = i32(ox0) - p.pad_left;
+    // Column c of a<q> is output pixel 4q + c (4 channels).
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    for (var ky = 0u; ky < K; ky++) {
+        let rb = row_base(oy, ky);
+        for (var g = 0u; g < p.in_c / 4u; g++) {
+            let n = norm_of(g, lane);
+            var x0 = ld(col(v0, rb), g, n); var x1 = ld(col(v0 + 1, rb), g, n);
+            var x2 = ld(col(v0 + 2, rb), g, n); var x3 = ld(col(v0 + 3, rb), g, n);
+            var x4 = ld(col(v0 + 4, rb), g, n); var x5 = ld(col(v0 + 5, rb), g, n);
+            var x6 = ld(col(v0 + 6, rb), g, n); var x7 = ld(col(v0 + 7, rb), g, n);
+            var x8 = ld(col(v0 + 8, rb), g, n); var x9 = ld(col(v0 + 9, rb), g, n);
+            var x10 = ld(col(v0 + 10, rb), g, n); var x11 = ld(col(v0 + 11, rb), g, n);
+            var x12 = ld(col(v0 + 12, rb), g, n); var x13 = ld(col(v0 + 13, rb), g, n);
+            var x14 = ld(col(v0 + 14, rb), g, n); var x15 = ld(col(v0 + 15, rb), g, n);
+            var wi = (ocb * K + ky) * K * p.in_c + g * 4u;
+            for (var kx = 0u; kx < K; kx++) {
+                let mine = weights[wi + lane];
+                let w = mat4x4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
+                                    subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
+                wi += p.in_c;
+                mac4(&a0, w, x0, x1, x2, x3); mac4(&a1, w, x4, x5, x6, x7);
+                mac4(&a2, w, x8, x9, x10, x11); mac4(&a3, w, x12, x13, x14, x15);
+                if (kx + 1u < K) {
+                    x0 = x1; x1 = x2; x2 = x3; x3 = x4; x4 = x5; x5 = x6; x6 = x7; x7 = x8;
+                    x8 = x9; x9 = x10; x10 = x11; x11 = x12; x12 = x13; x13 = x14; x14 = x15;
+                    x15 = ld(col(v0 + i32(kx) + 16, rb), g, n);
+                }
+            }
+        }
+    }
+    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
+        return;
+    }
+    store_narrow(band_row, ox0, ocb, a0); store_narrow(band_row, ox0 + 4u, ocb, a1);
+    store_narrow(band_row, ox0 + 8u, ocb, a2); store_narrow(band_row, ox0 + 12u, ocb, a3);
 }

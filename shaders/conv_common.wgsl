@@ -69,6 +69,15 @@ fn offset(ox: u32, kx: u32, row_base: i32) -> i32 {
     return select(-1, row_base + ix * i32(p.in_c / 4u), ix >= 0 && ox < p.out_w && row_base >= 0);
 }
 
+// Offset in vec4s (without the channel group) of virtual input column `v` (output column times
+// stride plus tap minus padding) in the row at `row_base`, or -1 for padding. Unlike `offset` it
+// does not look at the output column, so a sliding window can read the taps right of a row's
+// last output pixel; every column it returns is inside the input.
+fn col(v: i32, row_base: i32) -> i32 {
+    let ix = source(v, p.in_w);
+    return select(-1, row_base + ix * i32(p.in_c / 4u), ix >= 0 && row_base >= 0);
+}
+
 // Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
 // With NORM_IN, the normalised (and rectified) value: padding taps stay zero.
 fn ld(o: i32, g: u32, n: Norm) -> vec4<f32> {

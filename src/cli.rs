@@ -330,7 +330,7 @@ pub struct RunArgs {
     /// the command line win over the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Precision of the convolution weights on the GPU: f32, f16 (needs SHADER_F16; activations
+    /// Precision of weights and activations on the GPU: f32, f16 (needs SHADER_F16; arithmetic
     /// and accumulation stay f32), or auto: f32 on CPU adapters, f16 on GPUs whose f16
     /// self-check passes.
     /// [default: auto, or the config's]
@@ -386,7 +386,7 @@ pub struct BenchArgs {
     /// epilogue) and its own apply pass (not the next conv's input loads).
     #[arg(long)]
     pub unfused_norm: bool,
-    /// Precision of the convolution weights: f32, f16 (needs SHADER_F16; activations and
+    /// Precision of weights and activations: f32, f16 (needs SHADER_F16; arithmetic and
     /// accumulation stay f32), or auto (f32 on CPU adapters, f16 on GPUs whose self-check passes).
     #[arg(long, value_enum, default_value = "auto", value_name = "PRECISION")]
     pub precision: crate::model::gpu::Precision,

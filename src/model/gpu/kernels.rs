@@ -15,16 +15,21 @@ pub enum Kernel {
     InstanceNormApply,
     Rgb8ToF32,
     ToRgb8,
-    /// `conv2d` with f16 weights (see `Kernel::half`).
+    /// `conv2d` with f16 weights and activations (see `Kernel::half`).
     Conv2dF16,
     Conv2dSubgroupF16,
     ConvTranspose2dF16,
+    InstanceNormStatsF16,
+    InstanceNormApplyF16,
+    /// `rgb8_to_f32` writing f16 activations.
+    Rgb8ToF16,
+    ToRgb8F16,
     /// Implicit GEMM with workgroup-memory tiles (f32), for K x K layers with 16k input channels.
     Conv2dTiled,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
@@ -36,6 +41,10 @@ impl Kernel {
         Kernel::Conv2dF16,
         Kernel::Conv2dSubgroupF16,
         Kernel::ConvTranspose2dF16,
+        Kernel::InstanceNormStatsF16,
+        Kernel::InstanceNormApplyF16,
+        Kernel::Rgb8ToF16,
+        Kernel::ToRgb8F16,
         Kernel::Conv2dTiled,
     ];
 
@@ -52,6 +61,10 @@ impl Kernel {
             Kernel::Conv2dF16 => "conv2d_f16",
             Kernel::Conv2dSubgroupF16 => "conv2d_subgroup_f16",
             Kernel::ConvTranspose2dF16 => "conv_transpose2d_f16",
+            Kernel::InstanceNormStatsF16 => "instance_norm_stats_f16",
+            Kernel::InstanceNormApplyF16 => "instance_norm_apply_f16",
+            Kernel::Rgb8ToF16 => "rgb8_to_f16",
+            Kernel::ToRgb8F16 => "to_rgb8_f16",
             Kernel::Conv2dTiled => "conv2d_tiled",
         }
     }
@@ -68,32 +81,60 @@ impl Kernel {
 
     /// Whether the shader needs the SHADER_F16 feature.
     pub fn needs_f16(self) -> bool {
-        matches!(self, Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::ConvTranspose2dF16)
+        matches!(
+            self,
+            Kernel::Conv2dF16
+                | Kernel::Conv2dSubgroupF16
+                | Kernel::ConvTranspose2dF16
+                | Kernel::InstanceNormStatsF16
+                | Kernel::InstanceNormApplyF16
+                | Kernel::Rgb8ToF16
+                | Kernel::ToRgb8F16
+        )
     }
 
-    /// The variant of a convolution kernel that reads f16 weights (same bindings, overrides,
-    /// layouts and dispatch; weights bound as `array<vec4<f16>>`); other kernels are their own.
+    /// The variant of a kernel that stores activations (and weights) as f16, generated from
+    /// it by `scripts/f16_shaders.py`: same bindings, overrides, layouts and dispatch, with
+    /// f16 elements (`array<vec4<f16>>`, `array<f16>`) and f32 arithmetic. The finalize (no
+    /// activations) and the tiled GEMM (f32 only) are their own.
     pub fn half(self) -> Kernel {
         match self {
             Kernel::Conv2d => Kernel::Conv2dF16,
             Kernel::Conv2dSubgroup => Kernel::Conv2dSubgroupF16,
             Kernel::ConvTranspose2d => Kernel::ConvTranspose2dF16,
+            Kernel::InstanceNormStats => Kernel::InstanceNormStatsF16,
+            Kernel::InstanceNormApply => Kernel::InstanceNormApplyF16,
+            Kernel::Rgb8ToF32 => Kernel::Rgb8ToF16,
+            Kernel::ToRgb8 => Kernel::ToRgb8F16,
             k => k,
         }
     }
 
     /// Whether the kernel is joined with the conv prelude (`shaders/conv_common.wgsl`).
     pub fn uses_prelude(self) -> bool {
-        matches!(self, Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::Conv2dTiled)
+        self.prelude().is_some()
+    }
+
+    /// The prelude the kernel is joined with: `conv_common.wgsl`, or for the f16 kernels
+    /// `conv_common_f16.wgsl` (f16 activation bindings).
+    pub fn prelude(self) -> Option<&'static str> {
+        match self {
+            Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dTiled => Some(PRELUDE),
+            Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 => Some(PRELUDE_F16),
+            _ => None,
+        }
     }
 
     /// What is compiled: the kernel's file, then the prelude when it uses one (WGSL allows
-    /// declarations in any order; the kernel's `enable` directives stay first).
+    /// declarations in any order). Directives must come first, so the f16 prelude's own
+    /// `enable f16;` (which makes it valid WGSL on its own) is left out: the kernel has it.
     pub fn module_source(self) -> std::borrow::Cow<'static, str> {
-        if self.uses_prelude() {
-            std::borrow::Cow::Owned(format!("{}\n{}", self.source(), PRELUDE))
-        } else {
-            std::borrow::Cow::Borrowed(self.source())
+        match self.prelude() {
+            Some(prelude) => {
+                let body: Vec<&str> = prelude.lines().filter(|l| l.trim() != "enable f16;").collect();
+                std::borrow::Cow::Owned(format!("{}\n{}", self.source(), body.join("\n")))
+            }
+            None => std::borrow::Cow::Borrowed(self.source()),
         }
     }
 
@@ -111,6 +152,10 @@ impl Kernel {
             Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
             Kernel::Conv2dSubgroupF16 => include_str!("../../../shaders/conv2d_subgroup_f16.wgsl"),
             Kernel::ConvTranspose2dF16 => include_str!("../../../shaders/conv_transpose2d_f16.wgsl"),
+            Kernel::InstanceNormStatsF16 => include_str!("../../../shaders/instance_norm_stats_f16.wgsl"),
+            Kernel::InstanceNormApplyF16 => include_str!("../../../shaders/instance_norm_apply_f16.wgsl"),
+            Kernel::Rgb8ToF16 => include_str!("../../../shaders/rgb8_to_f16.wgsl"),
+            Kernel::ToRgb8F16 => include_str!("../../../shaders/to_rgb8_f16.wgsl"),
             Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
         }
     }
@@ -120,6 +165,11 @@ impl Kernel {
 pub const PRELUDE: &str = include_str!("../../../shaders/conv_common.wgsl");
 /// Its file in `shaders/`.
 pub const PRELUDE_FILE: &str = "conv_common.wgsl";
+/// The prelude of the f16 conv2d kernels: `conv_common.wgsl` with f16 activation bindings,
+/// generated by `scripts/f16_shaders.py`.
+pub const PRELUDE_F16: &str = include_str!("../../../shaders/conv_common_f16.wgsl");
+/// Its file in `shaders/`.
+pub const PRELUDE_F16_FILE: &str = "conv_common_f16.wgsl";
 
 /// Override constants of one specialisation, as (name, value) in a fixed order.
 pub(super) type Overrides = Vec<(&'static str, f64)>;

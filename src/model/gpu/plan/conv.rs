@@ -93,7 +93,14 @@ impl Builder<'_> {
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
-        let pxn = if narrow { 32 } else { 8 };
+        // The subgroup kernel slides a window of input pixels along each kernel row of a
+        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32).
+        let slide = self.variant.subgroups() && l.op == Op::Conv && l.stride == 1;
+        let pxn = match (narrow, slide) {
+            (true, true) => 16,
+            (true, false) => 32,
+            (false, _) => 8,
+        };
         let bands = self.bands(os.h, &l.name, |r0, r1| {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
@@ -167,8 +174,14 @@ impl Builder<'_> {
         } else {
             self.placeholder_rw.clone()
         };
-        let entry_point = if narrow { "main_narrow" } else { "main" };
-        let with_stats = kernel == Kernel::Conv2dSubgroup && entry_point == "main";
+        let slide = slide && kernel == Kernel::Conv2dSubgroup;
+        let entry_point = match (narrow, slide) {
+            (true, true) => "main_narrow_slide",
+            (true, false) => "main_narrow",
+            (false, true) => "main_slide",
+            (false, false) => "main",
+        };
+        let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow;
         let mut overrides: Overrides = match l.op {
             Op::Conv => vec![
                     ("K", l.kernel as f64),
@@ -199,8 +212,6 @@ impl Builder<'_> {
                 workgroups(*rows),
             ));
         }
-        // The f16 variants have the same bindings, overrides and dispatch; only the weights differ.
-        let kernel = if self.half { kernel.half() } else { kernel };
         self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);
         if epilogue {
             self.epilogue_stats = Some((stats, chunks));

@@ -168,8 +168,22 @@ struct Builder<'a> {
     placeholder_rw: wgpu::Buffer,
     /// The norm partials the last convolution wrote in its epilogue, and their chunk count.
     epilogue_stats: Option<(wgpu::Buffer, u32)>,
-    /// Convolution weights as f16, read by the `*_f16` kernels.
+    /// Weights and activations as f16: every kernel is its `*_f16` variant (`Kernel::half`).
     half: bool,
+}
+
+/// Bytes of one activation value: 2 with f16 activations, else 4.
+fn elem_bytes(half: bool) -> u64 {
+    if half {
+        2
+    } else {
+        4
+    }
+}
+
+/// Bytes of a tensor of `len` values, rounded up to whole 4-byte words (binding sizes are).
+fn tensor_bytes(len: u64, half: bool) -> u64 {
+    (len * elem_bytes(half)).div_ceil(4) * 4
 }
 
 impl NetworkPlan {
@@ -289,10 +303,10 @@ impl NetworkPlan {
         let n_slots = slot_of.iter().max().map_or(0, |m| m + 1);
         let mut slot_bytes = vec![0u64; n_slots];
         for (t, s) in shapes.iter().enumerate() {
-            slot_bytes[slot_of[t]] = slot_bytes[slot_of[t]].max(s.len() as u64 * 4);
+            slot_bytes[slot_of[t]] = slot_bytes[slot_of[t]].max(tensor_bytes(s.len() as u64, half));
         }
         for (t, s) in shapes.iter().enumerate() {
-            let need = s.len() as u64 * 4;
+            let need = tensor_bytes(s.len() as u64, half);
             let name = if t == 0 { "input".to_string() } else { desc.layers[t - 1].name.clone() };
             let too_big = need > ctx.max_buffer || (s.c == 3 && need > ctx.max_binding);
             if too_big {
@@ -526,7 +540,7 @@ impl NetworkPlan {
             return Err(GpuError::UnknownLayer(format!("#{layer}")));
         };
         let t = self.tensors[layer + 1];
-        let bytes = t.shape.len() as u64 * 4;
+        let bytes = tensor_bytes(t.shape.len() as u64, self.half);
         let stage = staging(&self.device, "layer staging", bytes.max(4));
         self.scoped("running to a layer", || {
             self.upload(rgb);
@@ -538,7 +552,13 @@ impl NetworkPlan {
             enc.copy_buffer_to_buffer(&self.slots[t.slot], 0, &stage, 0, bytes);
             self.queue.submit([enc.finish()]);
         })?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&self.read(&stage, bytes as usize)?).to_vec())
+        let raw = self.read(&stage, bytes as usize)?;
+        let n = t.shape.len();
+        if self.half {
+            Ok(raw.chunks_exact(2).take(n).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+        } else {
+            Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec())
+        }
     }
 
     fn check_input(&self, rgb: &[u8]) -> Result<(), GpuError> {
@@ -729,10 +749,13 @@ impl<'a> Builder<'a> {
 
     /// The binding window of rows `[r0, r1)` of tensor `t`.
     fn window(&self, t: TensorRef, r0: u32, r1: u32) -> Window {
-        let row = t.shape.w as u64 * t.shape.c as u64 * 4;
+        let elem = elem_bytes(self.half);
+        let row = t.shape.w as u64 * t.shape.c as u64 * elem;
         let start = r0 as u64 * row;
         let offset = start / self.ctx.offset_alignment * self.ctx.offset_alignment;
-        Window { offset, size: (r1 - r0).max(1) as u64 * row + (start - offset), shift: ((start - offset) / 4) as u32 }
+        // Whole 4-byte words: with f16 values a window can end mid-word (the slot has room).
+        let size = ((r1 - r0).max(1) as u64 * row + (start - offset)).div_ceil(4) * 4;
+        Window { offset, size, shift: ((start - offset) / elem) as u32 }
     }
 
     fn binding(&self, t: TensorRef, w: &Window) -> wgpu::BindingResource<'a> {
@@ -785,6 +808,7 @@ impl<'a> Builder<'a> {
         overrides: &Overrides,
         groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
     ) -> Step {
+        let kernel = if self.half { kernel.half() } else { kernel };
         let pipeline = self.ctx.pipelines().get(&self.ctx.device, kernel, entry, overrides);
         let layout = pipeline.get_bind_group_layout(0);
         let dispatches = groups
