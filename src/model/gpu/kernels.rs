@@ -10,6 +10,9 @@ pub enum Kernel {
     Conv2d,
     Conv2dSubgroup,
     ConvTranspose2d,
+    /// `conv_transpose2d` sharing weights across a subgroup, one row and column parity per
+    /// workgroup.
+    ConvTranspose2dSubgroup,
     InstanceNormStats,
     InstanceNormFinalize,
     InstanceNormApply,
@@ -19,6 +22,7 @@ pub enum Kernel {
     Conv2dF16,
     Conv2dSubgroupF16,
     ConvTranspose2dF16,
+    ConvTranspose2dSubgroupF16,
     InstanceNormStatsF16,
     InstanceNormApplyF16,
     /// `rgb8_to_f32` writing f16 activations.
@@ -29,10 +33,11 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
+        Kernel::ConvTranspose2dSubgroup,
         Kernel::InstanceNormStats,
         Kernel::InstanceNormFinalize,
         Kernel::InstanceNormApply,
@@ -41,6 +46,7 @@ impl Kernel {
         Kernel::Conv2dF16,
         Kernel::Conv2dSubgroupF16,
         Kernel::ConvTranspose2dF16,
+        Kernel::ConvTranspose2dSubgroupF16,
         Kernel::InstanceNormStatsF16,
         Kernel::InstanceNormApplyF16,
         Kernel::Rgb8ToF16,
@@ -53,6 +59,7 @@ impl Kernel {
             Kernel::Conv2d => "conv2d",
             Kernel::Conv2dSubgroup => "conv2d_subgroup",
             Kernel::ConvTranspose2d => "conv_transpose2d",
+            Kernel::ConvTranspose2dSubgroup => "conv_transpose2d_subgroup",
             Kernel::InstanceNormStats => "instance_norm_stats",
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
             Kernel::InstanceNormApply => "instance_norm_apply",
@@ -61,6 +68,7 @@ impl Kernel {
             Kernel::Conv2dF16 => "conv2d_f16",
             Kernel::Conv2dSubgroupF16 => "conv2d_subgroup_f16",
             Kernel::ConvTranspose2dF16 => "conv_transpose2d_f16",
+            Kernel::ConvTranspose2dSubgroupF16 => "conv_transpose2d_subgroup_f16",
             Kernel::InstanceNormStatsF16 => "instance_norm_stats_f16",
             Kernel::InstanceNormApplyF16 => "instance_norm_apply_f16",
             Kernel::Rgb8ToF16 => "rgb8_to_f16",
@@ -76,7 +84,10 @@ impl Kernel {
 
     /// Whether the shader needs the SUBGROUP feature.
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Kernel::Conv2dSubgroup | Kernel::Conv2dSubgroupF16)
+        matches!(
+            self,
+            Kernel::Conv2dSubgroup | Kernel::Conv2dSubgroupF16 | Kernel::ConvTranspose2dSubgroup | Kernel::ConvTranspose2dSubgroupF16
+        )
     }
 
     /// Whether the shader needs the SHADER_F16 feature.
@@ -86,6 +97,7 @@ impl Kernel {
             Kernel::Conv2dF16
                 | Kernel::Conv2dSubgroupF16
                 | Kernel::ConvTranspose2dF16
+                | Kernel::ConvTranspose2dSubgroupF16
                 | Kernel::InstanceNormStatsF16
                 | Kernel::InstanceNormApplyF16
                 | Kernel::Rgb8ToF16
@@ -102,6 +114,7 @@ impl Kernel {
             Kernel::Conv2d => Kernel::Conv2dF16,
             Kernel::Conv2dSubgroup => Kernel::Conv2dSubgroupF16,
             Kernel::ConvTranspose2d => Kernel::ConvTranspose2dF16,
+            Kernel::ConvTranspose2dSubgroup => Kernel::ConvTranspose2dSubgroupF16,
             Kernel::InstanceNormStats => Kernel::InstanceNormStatsF16,
             Kernel::InstanceNormApply => Kernel::InstanceNormApplyF16,
             Kernel::Rgb8ToF32 => Kernel::Rgb8ToF16,
@@ -144,6 +157,7 @@ impl Kernel {
             Kernel::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
             Kernel::Conv2dSubgroup => include_str!("../../../shaders/conv2d_subgroup.wgsl"),
             Kernel::ConvTranspose2d => include_str!("../../../shaders/conv_transpose2d.wgsl"),
+            Kernel::ConvTranspose2dSubgroup => include_str!("../../../shaders/conv_transpose2d_subgroup.wgsl"),
             Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
@@ -152,6 +166,7 @@ impl Kernel {
             Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
             Kernel::Conv2dSubgroupF16 => include_str!("../../../shaders/conv2d_subgroup_f16.wgsl"),
             Kernel::ConvTranspose2dF16 => include_str!("../../../shaders/conv_transpose2d_f16.wgsl"),
+            Kernel::ConvTranspose2dSubgroupF16 => include_str!("../../../shaders/conv_transpose2d_subgroup_f16.wgsl"),
             Kernel::InstanceNormStatsF16 => include_str!("../../../shaders/instance_norm_stats_f16.wgsl"),
             Kernel::InstanceNormApplyF16 => include_str!("../../../shaders/instance_norm_apply_f16.wgsl"),
             Kernel::Rgb8ToF16 => include_str!("../../../shaders/rgb8_to_f16.wgsl"),

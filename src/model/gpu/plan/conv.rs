@@ -111,6 +111,7 @@ impl Builder<'_> {
             Op::Conv if tiled => Kernel::Conv2dTiled,
             Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
             Op::Conv => Kernel::Conv2d,
+            Op::ConvTranspose if self.variant.subgroups() => Kernel::ConvTranspose2dSubgroup,
             Op::ConvTranspose => Kernel::ConvTranspose2d,
         };
         // The wide subgroup kernel computes its output's norm statistics in its epilogue.
@@ -119,9 +120,12 @@ impl Builder<'_> {
             Op::Conv => os.w.div_ceil(pxn),
             Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
         };
-        let z = match l.op {
-            Op::Conv => oc_blocks,
-            Op::ConvTranspose => 2 * oc_blocks,
+        // z: the oc block, and for the transposed kernels the column parity (and, in the
+        // subgroup one, the row parity: each parity's rows are then half the band).
+        let (z, row_split) = match kernel {
+            Kernel::ConvTranspose2dSubgroup => (4 * oc_blocks, 2),
+            Kernel::ConvTranspose2d => (2 * oc_blocks, 1),
+            _ => (oc_blocks, 1),
         };
         let tw = cols.clamp(1, 8);
         let workgroups = |rows: u32| {
@@ -131,7 +135,7 @@ impl Builder<'_> {
                 let x = tiles.min(65_535);
                 [x, os.c.div_ceil(64), tiles.div_ceil(x)]
             } else {
-                [cols.div_ceil(tw), rows.div_ceil(64 / tw), z]
+                [cols.div_ceil(tw), rows.div_ceil(row_split).div_ceil(64 / tw), z]
             }
         };
         let mut groups = Vec::new();

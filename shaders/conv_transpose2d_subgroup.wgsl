@@ -1,0 +1,128 @@
+// conv_transpose2d_subgroup: conv_transpose2d.wgsl for adapters with subgroups (feature
+// SUBGROUP, subgroup size a multiple of 8). Same math, bindings, weights layout and results:
+//   y[r, s, o] = sum over (dy, dx, c) with r = 2i + dy, s = 2j + dx of x[i, j, c] * w[c, o, dy, dx]
+// Each invocation computes 16 output channels for 8 output pixels of one row that share a
+// column parity. What differs:
+// - every workgroup has one output row parity and one column parity (both from z), so the taps
+//   that reach its pixels are the same for all its lanes and the others are skipped for real
+//   (a lavapipe subgroup runs every path any of its lanes takes);
+// - the 8 lanes that share an output channel block each load 2 of the 16 weight vec4s of a tap
+//   and share them with subgroupBroadcast (conv2d_subgroup.wgsl), instead of every lane
+//   loading all 16;
+// - the input pixels of a kernel row are a sliding window: with column parity 0 the taps kx = 0
+//   and 2 read input columns j0 + q and j0 + q - 1, so 9 loads serve both instead of 16.
+// The loops stay uniform across the subgroup: there is no early return, and rows or columns
+// outside the output read zeros and store nothing.
+//
+// Bindings (group 0): as conv_transpose2d.wgsl.
+// Overrides: K (kernel size).
+// Dispatch: workgroups (ceil(groups / tw), ceil(ceil(band_rows / 2) / th), 4 * oc_blocks) with
+//   groups = ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw;
+//   z = 4 * oc_block + 2 * row parity + column parity.
+
+struct ConvParams {
+    in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
+    out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
+    band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
+}
+
+override K: u32 = 3u;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+
+// Channels [4g, 4g + 4) of input column `ix` of the row at `row_base`; zero outside the input.
+fn ld(ix: i32, g: u32, row_base: i32) -> vec4<f32> {
+    let ok = row_base >= 0 && ix >= 0 && ix < i32(p.in_w);
+    let o = row_base + ix * i32(p.in_c / 4u) + i32(g);
+    return select(vec4<f32>(0.0), input[max(select(0, o, ok), 0)], ok);
+}
+
+// The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
+fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
+    return array<mat4x4<f32>, 4>(
+        mat4x4<f32>(subgroupBroadcast(lo, 0u), subgroupBroadcast(lo, 1u), subgroupBroadcast(lo, 2u), subgroupBroadcast(lo, 3u)),
+        mat4x4<f32>(subgroupBroadcast(lo, 4u), subgroupBroadcast(lo, 5u), subgroupBroadcast(lo, 6u), subgroupBroadcast(lo, 7u)),
+        mat4x4<f32>(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u)),
+        mat4x4<f32>(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)),
+    );
+}
+
+fn mac16(a: ptr<function, mat4x4<f32>>, w: array<mat4x4<f32>, 4>, x: vec4<f32>) {
+    *a += w[0] * x.x + w[1] * x.y + w[2] * x.z + w[3] * x.w;
+}
+
+fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
+    if (ox >= p.out_w) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let oc0 = ocb * 16u + j * 4u;
+        let v = a[j] + bias[ocb * 4u + j];
+        let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
+        for (var c = 0u; c < 4u; c++) {
+            if (oc0 + c < p.out_c) {
+                output[base + c] = v[c];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32) {
+    // Tiles of tw x th invocations as in conv2d.wgsl's `grid`, over rows of one parity.
+    let groups = ((p.out_w + 1u) / 2u + 7u) / 8u;
+    let tw = min(8u, groups);
+    let th = 64u / tw;
+    let prow = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
+    let ocb = wid.z / 4u;
+    let phy = (wid.z / 2u) % 2u;
+    let phx = wid.z % 2u;
+    // Band rows of parity phy (in the output's own row numbers): 2 * prow + q.
+    let band_row = 2u * prow + ((phy + p.out_row0) % 2u);
+    let oy = p.out_row0 + band_row;
+    let row_on = band_row < p.band_rows;
+    let lane = sid % 8u;
+    // Output columns of this invocation: 2 * (j0 + q) + phx for q in 0..8.
+    let j0 = (wid.x * tw + li % tw) * 8u;
+    let s0 = 2u * j0 + phx;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    let tap = p.in_c * 4u;
+    let c0 = i32(j0);
+    // Kernel rows of this row parity: ky = phy, phy + 2, ... (oy - ky even).
+    for (var ky = phy; ky < K; ky += 2u) {
+        let dyr = i32(oy) - i32(ky);
+        let row_ok = row_on && dyr >= 0 && dyr / 2 < i32(p.in_h);
+        let rb = select(-1, i32(p.in_shift / 4u) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u), row_ok);
+        for (var g = 0u; g < p.in_c / 4u; g++) {
+            // Window for the first tap column kx = phx: input columns j0 + q.
+            var x0 = ld(c0, g, rb); var x1 = ld(c0 + 1, g, rb); var x2 = ld(c0 + 2, g, rb); var x3 = ld(c0 + 3, g, rb);
+            var x4 = ld(c0 + 4, g, rb); var x5 = ld(c0 + 5, g, rb); var x6 = ld(c0 + 6, g, rb); var x7 = ld(c0 + 7, g, rb);
+            var wi = ((ocb * K + ky) * K + phx) * tap + g * 16u;
+            for (var kx = phx; kx < K; kx += 2u) {
+                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                wi += 2u * tap;
+                mac16(&a0, w, x0); mac16(&a1, w, x1); mac16(&a2, w, x2); mac16(&a3, w, x3);
+                mac16(&a4, w, x4); mac16(&a5, w, x5); mac16(&a6, w, x6); mac16(&a7, w, x7);
+                if (kx + 2u < K) {
+                    // Tap column kx + 2 reads one input column to the left.
+                    x7 = x6; x6 = x5; x5 = x4; x4 = x3; x3 = x2; x2 = x1; x1 = x0;
+                    x0 = ld(c0 - 1 - i32((kx - phx) / 2u), g, rb);
+                }
+            }
+        }
+    }
+    if (!row_on || ocb >= p.oc_blocks) {
+        return;
+    }
+    store16(band_row, s0, ocb, a0); store16(band_row, s0 + 2u, ocb, a1);
+    store16(band_row, s0 + 4u, ocb, a2); store16(band_row, s0 + 6u, ocb, a3);
+    store16(band_row, s0 + 8u, ocb, a4); store16(band_row, s0 + 10u, ocb, a5);
+    store16(band_row, s0 + 12u, ocb, a6); store16(band_row, s0 + 14u, ocb, a7);
+}
