@@ -50,10 +50,14 @@ d = np.abs(a - b)
 print(f"stylestream udnie 256x144 vs golden: max {d.max()} level(s), {(d > 0).sum()} of {d.size} values differ")
 PY
 
-# Interleaved by size: stylestream, then PyTorch, at each size, on an otherwise idle GPU.
+# Interleaved by size: stylestream (f32, then f16 weights and activations), then PyTorch, at
+# each size, on an otherwise idle GPU.
+PRECISIONS=${PRECISIONS:-f32 f16}
 for size in $SIZES; do
-  "$BIN" bench --model "$MODELS/udnie.safetensors" --size "$size" --frames "$FRAMES" --json \
-    2>>"$OUT/stderr.txt" | tail -n 1 >> "$OUT/stylestream.jsonl"
+  for prec in $PRECISIONS; do
+    "$BIN" bench --model "$MODELS/udnie.safetensors" --size "$size" --frames "$FRAMES" --precision "$prec" --json \
+      2>>"$OUT/stderr.txt" | tail -n 1 >> "$OUT/stylestream.jsonl"
+  done
   "$PY" "$HERE/torch_reference.py" time --models "$MODELS" --device "$DEVICE" --sizes "$size" \
     --frames "$FRAMES" --json 2>>"$OUT/stderr.txt" >> "$OUT/torch.jsonl"
 done
@@ -68,7 +72,7 @@ for line in (out / "stylestream.jsonl").read_text().splitlines():
         r = json.loads(line)
     except json.JSONDecodeError:
         continue
-    ss[(r["width"], r["height"])] = r
+    ss[(r["width"], r["height"], r.get("precision", "?"))] = r
 pt = {}
 for line in (out / "torch.jsonl").read_text().splitlines():
     try:
@@ -78,12 +82,12 @@ for line in (out / "torch.jsonl").read_text().splitlines():
     pt[(r["width"], r["height"], r["variant"])] = r
 variants = ["fp32", "fp32-bench", "fp16-cl"]
 rows, table = [], []
-head = "| size | stylestream ms (kernels) | " + " | ".join(f"PyTorch {v} ms (kernels) | ratio e2e (kernels)" for v in variants) + " |"
-table += [head, "|" + "---|" * (2 + 2 * len(variants))]
-for (w, h), s in sorted(ss.items(), key=lambda kv: -kv[0][0] * kv[0][1]):
+head = "| size | stylestream precision | stylestream ms (kernels) | " + " | ".join(f"PyTorch {v} ms (kernels) | ratio e2e (kernels)" for v in variants) + " |"
+table += [head, "|" + "---|" * (3 + 2 * len(variants))]
+for (w, h, prec), s in sorted(ss.items(), key=lambda kv: (-kv[0][0] * kv[0][1], kv[0][2])):
     s_k = sum(k["ms"] for k in s.get("kernels", [])) or None
-    cells = [f"{w}x{h}", f"{s['ms_per_frame']:.2f} ({s_k:.2f})" if s_k else f"{s['ms_per_frame']:.2f} (n/a)"]
-    row = {"width": w, "height": h, "stylestream_ms": s["ms_per_frame"], "stylestream_kernel_ms": s_k, "adapter": s.get("adapter")}
+    cells = [f"{w}x{h}", f"{prec} ({s.get('variant', '?')})", f"{s['ms_per_frame']:.2f} ({s_k:.2f})" if s_k else f"{s['ms_per_frame']:.2f} (n/a)"]
+    row = {"width": w, "height": h, "precision": prec, "variant": s.get("variant"), "stylestream_ms": s["ms_per_frame"], "stylestream_kernel_ms": s_k, "adapter": s.get("adapter")}
     for v in variants:
         p = pt.get((w, h, v))
         if p is None:
