@@ -339,7 +339,8 @@ pub struct RunArgs {
     /// Kernel set: auto (a fixed set on CPU adapters; on GPUs, timed), timed (each candidate
     /// timed at the frame size, the fastest kept; cached in ~/.cache/stylestream/kernels.json
     /// or $STYLESTREAM_KERNEL_CACHE), or one set: subgroup, subgroup-unfused, plain, plain-unfused,
-    /// tiled (3x3 layers as a tiled implicit GEMM in workgroup memory, for GPUs).
+    /// tiled (3x3 layers as a tiled implicit GEMM in workgroup memory, for GPUs; 64-pixel x
+    /// 64-channel tiles), tiled-32x32, tiled-128x64 (other tile sizes).
     /// [default: auto, or the config's]
     #[arg(long, value_enum, value_name = "SET")]
     pub kernels: Option<crate::model::gpu::KernelChoice>,
@@ -391,7 +392,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "auto", value_name = "PRECISION")]
     pub precision: crate::model::gpu::Precision,
     /// Kernel set: auto (fixed on CPU adapters, timed on GPUs), timed, subgroup,
-    /// subgroup-unfused, plain, plain-unfused or tiled (see `stylize --help`).
+    /// subgroup-unfused, plain, plain-unfused, tiled, tiled-32x32 or tiled-128x64 (see
+    /// `stylize --help`).
     #[arg(long, value_enum, default_value = "auto", value_name = "SET")]
     pub kernels: crate::model::gpu::KernelChoice,
     /// Also build a second plan of WIDTHxHEIGHT after the first, on the same device (its

@@ -99,7 +99,7 @@ fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
     let entry = entries.as_object().unwrap().values().next().unwrap();
     assert_eq!(entry["variant"], chosen.as_str());
     let timed: Vec<&String> = entry["ms"].as_object().unwrap().keys().collect();
-    assert_eq!(timed, ["plain", "plain-unfused", "subgroup", "subgroup-unfused", "tiled"], "every candidate timed: {entry}");
+    assert_eq!(timed, ["plain", "plain-unfused", "subgroup", "subgroup-unfused", "tiled", "tiled-128x64", "tiled-32x32"], "every candidate timed: {entry}");
     assert_eq!(bench(&["--kernels", "timed"]), (chosen.clone(), "cached".to_string()));
     let o = stylestream(&["bench", "--model", "udnie", "--kernels", "fastest"]);
     assert!(!o.status.success() && stderr(&o).contains("fastest"), "{}", stderr(&o));

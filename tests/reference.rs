@@ -247,3 +247,33 @@ fn tiled_implicit_gemm_kernels_match_the_cpu_and_the_golden_data() {
     }
     assert!(outputs[1].iter().zip(&outputs[2]).all(|(a, b)| a.to_bits() == b.to_bits()), "trusted and checked tiled shaders differ");
 }
+
+#[test]
+fn every_tile_size_of_the_tiled_gemm_matches_the_cpu() {
+    // The tile is a parameter (override constants TM x TN): 32x32 (64 invocations, each loading
+    // two vec4s of each tile per step), 64x64 and 128x64 (512 invocations, some loading no weight
+    // vec4), all against the CPU reference at 37x23 (every tile cut at the edges), whole and in
+    // row bands (a 64 KiB binding cap).
+    use stylestream::model::gpu::{GpuContext, GpuOptions, KernelChoice, Variant};
+    let desc = tf();
+    let weights = random_weights(&desc, 5);
+    let (w, h) = (37, 23);
+    let rgb = random_rgb(w, h, 3);
+    let (ww, wh) = working_size(&desc, w, h);
+    let input = cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
+    let (_, out) = cpu::forward(&desc, &weights, &input);
+    let want = crop(&out.data, ww, 3, w, h);
+    for (choice, variant) in [(KernelChoice::Tiled32x32, Variant::Tiled32x32), (KernelChoice::Tiled, Variant::Tiled), (KernelChoice::Tiled128x64, Variant::Tiled128x64)] {
+        for cap in [None, Some(64 * 1024)] {
+            let ctx = GpuContext::new(&GpuOptions { kernels: choice, max_binding_bytes: cap, timestamps: true, ..Default::default() }).unwrap();
+            let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).unwrap();
+            assert_eq!(plan.variant().0, variant);
+            plan.run_profiled(&rgb).unwrap();
+            let kernels = plan.kernel_times().unwrap().unwrap();
+            assert!(kernels.iter().any(|k| k.kernel == "conv2d_tiled"), "{}: no layer ran tiled", variant.name());
+            let got = plan.run_with_values(&rgb).unwrap();
+            let diff = max_abs_diff(&got.values, &want);
+            assert!(diff <= 0.05, "{} (cap {cap:?}): differs from the CPU by {diff}", variant.name());
+        }
+    }
+}

@@ -29,12 +29,27 @@ pub enum Variant {
     Plain,
     PlainUnfused,
     /// The 3x3 layers as a tiled implicit GEMM (`conv2d_tiled`, f32; f16 plans use `plain`
-    /// kernels there), the others plain; norm fused as in `plain`.
+    /// kernels there) with 64-pixel x 64-channel tiles, the others plain; norm fused as in
+    /// `plain`.
     Tiled,
+    /// `tiled` with 32 x 32 tiles (64 invocations: more workgroups for small frames).
+    #[serde(rename = "tiled-32x32")]
+    Tiled32x32,
+    /// `tiled` with 128 x 64 tiles (512 invocations: each weight reused by 128 pixels).
+    #[serde(rename = "tiled-128x64")]
+    Tiled128x64,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [Variant::Subgroup, Variant::SubgroupUnfused, Variant::Plain, Variant::PlainUnfused, Variant::Tiled];
+    pub const ALL: [Variant; 7] = [
+        Variant::Subgroup,
+        Variant::SubgroupUnfused,
+        Variant::Plain,
+        Variant::PlainUnfused,
+        Variant::Tiled,
+        Variant::Tiled32x32,
+        Variant::Tiled128x64,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,12 +58,25 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::PlainUnfused => "plain-unfused",
             Variant::Tiled => "tiled",
+            Variant::Tiled32x32 => "tiled-32x32",
+            Variant::Tiled128x64 => "tiled-128x64",
         }
     }
 
     /// The 3x3 convolutions as a tiled implicit GEMM.
     pub fn tiled(self) -> bool {
-        self == Variant::Tiled
+        self.tile().is_some()
+    }
+
+    /// The tiled GEMM's tile: (pixels, output channels), the override constants TM and TN of
+    /// `conv2d_tiled.wgsl` (multiples of 16, at most 128).
+    pub fn tile(self) -> Option<(u32, u32)> {
+        match self {
+            Variant::Tiled => Some((64, 64)),
+            Variant::Tiled32x32 => Some((32, 32)),
+            Variant::Tiled128x64 => Some((128, 64)),
+            _ => None,
+        }
     }
 
     /// Conv kernels that share weights across a subgroup (feature SUBGROUP).
@@ -58,7 +86,7 @@ impl Variant {
 
     /// Instance norm fused into the convolutions.
     pub fn fused_norm(self) -> bool {
-        matches!(self, Variant::Subgroup | Variant::Plain | Variant::Tiled)
+        matches!(self, Variant::Subgroup | Variant::Plain) || self.tiled()
     }
 
     fn from_name(name: &str) -> Option<Variant> {
@@ -80,6 +108,12 @@ pub enum KernelChoice {
     Plain,
     PlainUnfused,
     Tiled,
+    #[value(name = "tiled-32x32")]
+    #[serde(rename = "tiled-32x32")]
+    Tiled32x32,
+    #[value(name = "tiled-128x64")]
+    #[serde(rename = "tiled-128x64")]
+    Tiled128x64,
 }
 
 impl KernelChoice {
@@ -92,6 +126,8 @@ impl KernelChoice {
             KernelChoice::Plain => "plain",
             KernelChoice::PlainUnfused => "plain-unfused",
             KernelChoice::Tiled => "tiled",
+            KernelChoice::Tiled32x32 => "tiled-32x32",
+            KernelChoice::Tiled128x64 => "tiled-128x64",
         }
     }
 
@@ -103,13 +139,41 @@ impl KernelChoice {
             KernelChoice::Plain => Some(Variant::Plain),
             KernelChoice::PlainUnfused => Some(Variant::PlainUnfused),
             KernelChoice::Tiled => Some(Variant::Tiled),
+            KernelChoice::Tiled32x32 => Some(Variant::Tiled32x32),
+            KernelChoice::Tiled128x64 => Some(Variant::Tiled128x64),
         }
     }
 }
 
+/// Workgroup memory of `conv2d_tiled.wgsl`: its two double-buffered tiles, sized for the
+/// largest tile of any variant (1,024 + 512 vec4s).
+pub const TILED_WORKGROUP_BYTES: u32 = (1024 + 512) * 16;
+
+/// Whether the device can run `v`: subgroups where it needs them, and for the tiled GEMM the
+/// workgroup memory and invocations of its tile.
+fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
+    if v.subgroups() && !ctx.subgroups {
+        return Err(format!("kernels `{}` need subgroups, which adapter `{}` lacks (or --no-subgroups)", v.name(), ctx.adapter));
+    }
+    if let Some((tm, tn)) = v.tile() {
+        let limits = ctx.device.limits();
+        if limits.max_compute_workgroup_storage_size < TILED_WORKGROUP_BYTES || limits.max_compute_invocations_per_workgroup < tm * tn / 16 {
+            return Err(format!(
+                "kernels `{}` need {TILED_WORKGROUP_BYTES} bytes of workgroup memory and {} invocations per workgroup; adapter `{}` has {} and {}",
+                v.name(),
+                tm * tn / 16,
+                ctx.adapter,
+                limits.max_compute_workgroup_storage_size,
+                limits.max_compute_invocations_per_workgroup
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The variants this device can run (`tiled` is f32 only: with f16 weights it would be `plain`).
 fn candidates(ctx: &GpuContext, half: bool) -> Vec<Variant> {
-    Variant::ALL.into_iter().filter(|v| (ctx.subgroups || !v.subgroups()) && !(half && v.tiled())).collect()
+    Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok() && !(half && v.tiled())).collect()
 }
 
 /// The variant of today's defaults: subgroups where the device has them, fused unless
@@ -203,9 +267,7 @@ pub(super) fn choose(
     half: bool,
 ) -> Result<(Variant, Source), GpuError> {
     if let Some(v) = ctx.kernels.forced() {
-        if v.subgroups() && !ctx.subgroups {
-            return Err(GpuError::Unsupported(format!("kernels `{}` need subgroups, which adapter `{}` lacks (or --no-subgroups)", v.name(), ctx.adapter)));
-        }
+        runs_on(ctx, v).map_err(GpuError::Unsupported)?;
         return Ok((v, Source::Forced));
     }
     if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {
@@ -293,5 +355,29 @@ mod tests {
         assert_eq!(Variant::from_name("fast"), None);
         assert!(Variant::Subgroup.subgroups() && Variant::Subgroup.fused_norm());
         assert!(!Variant::PlainUnfused.subgroups() && !Variant::PlainUnfused.fused_norm());
+    }
+
+    #[test]
+    fn tiled_variants_fit_the_shaders_workgroup_memory_and_tile_rules() {
+        // The shader's workgroup arrays are what TILED_WORKGROUP_BYTES says (naga's layout).
+        let src = super::super::Kernel::Conv2dTiled.module_source();
+        let module = naga::front::wgsl::parse_str(&src).expect("conv2d_tiled parses");
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layouts");
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, g)| layouter[g.ty].size)
+            .sum();
+        assert_eq!(bytes, TILED_WORKGROUP_BYTES);
+        // Every tile fits those arrays: 2 x TM x 4 input vec4s (1,024) and 2 x 16 x TN / 4
+        // weight vec4s (512), with TM and TN multiples of 16.
+        let tiled: Vec<_> = Variant::ALL.into_iter().filter_map(Variant::tile).collect();
+        assert_eq!(tiled.len(), 3);
+        for (tm, tn) in tiled {
+            assert!(tm % 16 == 0 && tn % 16 == 0, "{tm}x{tn}");
+            assert!(2 * tm * 4 <= 1024 && 2 * 16 * tn / 4 <= 512, "{tm}x{tn} does not fit");
+        }
     }
 }

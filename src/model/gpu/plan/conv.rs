@@ -107,6 +107,7 @@ impl Builder<'_> {
         })?;
         // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
         let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
+        let (tm, tn) = self.variant.tile().unwrap_or((64, 64));
         let kernel = match l.op {
             Op::Conv if tiled => Kernel::Conv2dTiled,
             Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
@@ -130,10 +131,10 @@ impl Builder<'_> {
         let tw = cols.clamp(1, 8);
         let workgroups = |rows: u32| {
             if tiled {
-                // 64-pixel tiles over x (and z past 65,535 of them), 64-channel tiles over y.
-                let tiles = (rows * os.w).div_ceil(64);
+                // TM-pixel tiles over x (and z past 65,535 of them), TN-channel tiles over y.
+                let tiles = (rows * os.w).div_ceil(tm);
                 let x = tiles.min(65_535);
-                [x, os.c.div_ceil(64), tiles.div_ceil(x)]
+                [x, os.c.div_ceil(tn), tiles.div_ceil(x)]
             } else {
                 [cols.div_ceil(tw), rows.div_ceil(row_split).div_ceil(64 / tw), z]
             }
@@ -199,6 +200,9 @@ impl Builder<'_> {
         };
         if kernel == Kernel::Conv2dSubgroup {
             overrides.push(("STATS", epilogue as u32 as f64));
+        }
+        if kernel == Kernel::Conv2dTiled {
+            overrides.extend([("TM", tm as f64), ("TN", tn as f64)]);
         }
         for (params, win, wout, rows) in &params_bufs {
             groups.push((
