@@ -18,8 +18,9 @@ KERNELS = {
     "conv_common": ("conv_common_f16", {"input": "vec4<f32>", "output": "f32"}),
     "conv2d": ("conv2d_f16", {"weights": "vec4<f32>"}),
     "conv2d_subgroup": ("conv2d_subgroup_f16", {"weights": "vec4<f32>"}),
-    "conv_transpose2d": ("conv_transpose2d_f16", {"weights": "vec4<f32>", "input": "vec4<f32>", "output": "f32"}),
-    "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {"weights": "vec4<f32>", "input": "vec4<f32>", "output": "f32"}),
+    # The transposed kernels read their input themselves (declared in the prelude).
+    "conv_transpose2d": ("conv_transpose2d_f16", {"weights": "vec4<f32>", "input": "vec4<f32>"}),
+    "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {"weights": "vec4<f32>", "input": "vec4<f32>"}),
     "instance_norm_stats": ("instance_norm_stats_f16", {"x": "f32", "x4": "vec4<f32>"}),
     "instance_norm_apply": ("instance_norm_apply_f16", {"x": "f32", "residual": "f32"}),
     "rgb8_to_f32": ("rgb8_to_f16", {"dst": "vec4<f32>"}),

@@ -1,6 +1,7 @@
-// conv_common: the prelude of the conv2d kernels (conv2d, conv2d_subgroup, conv2d_tiled and
-// their f16 variants): the parameter struct, the override constants, the bindings they share
-// and the helpers for padding, upsampling, the deferred norm, the dispatch grid and stores.
+// conv_common: the prelude of the convolution kernels (conv2d, conv2d_subgroup, conv2d_tiled,
+// conv_transpose2d, conv_transpose2d_subgroup and their f16 variants): the parameter struct,
+// the override constants, the bindings they share and the helpers for padding, upsampling, the
+// deferred norm, the dispatch grid, accumulation and stores.
 // It is valid WGSL on its own (tests/shaders.rs validates it), and is joined after each of
 // those kernels' own source when the kernel is loaded (`Kernel::module_source`), so each kernel
 // plus this file is plain WGSL. A kernel declares what differs: its weights binding (f32 or

@@ -15,7 +15,8 @@
 // The loops stay uniform across the subgroup: there is no early return, and rows or columns
 // outside the output read zeros and store nothing.
 //
-// Bindings (group 0): as conv_transpose2d.wgsl.
+// Bindings (group 0): as conv_transpose2d.wgsl (the prelude conv_common.wgsl, joined after this
+// file at load time, declares all but the weights; its mac16 and store16 are used here).
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(ceil(band_rows / 2) / th), 4 * oc_blocks) with
 //   groups = ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw;
@@ -23,23 +24,10 @@
 
 enable f16;
 
-struct ConvParams {
-    in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
-    out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
-    band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
-}
-
-override K: u32 = 3u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<vec4<f16>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> output: array<f16>;
 
 // Channels [4g, 4g + 4) of input column `ix` of the row at `row_base`; zero outside the input.
-fn ld(ix: i32, g: u32, row_base: i32) -> vec4<f32> {
+fn t_ld(ix: i32, g: u32, row_base: i32) -> vec4<f32> {
     let ok = row_base >= 0 && ix >= 0 && ix < i32(p.in_w);
     let o = row_base + ix * i32(p.in_c / 4u) + i32(g);
     return select(vec4<f32>(0.0), vec4<f32>(input[max(select(0, o, ok), 0)]), ok);
@@ -53,26 +41,6 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
         mat4x4<f32>(subgroupBroadcast(hi, 0u), subgroupBroadcast(hi, 1u), subgroupBroadcast(hi, 2u), subgroupBroadcast(hi, 3u)),
         mat4x4<f32>(subgroupBroadcast(hi, 4u), subgroupBroadcast(hi, 5u), subgroupBroadcast(hi, 6u), subgroupBroadcast(hi, 7u)),
     );
-}
-
-fn mac16(a: ptr<function, mat4x4<f32>>, w: array<mat4x4<f32>, 4>, x: vec4<f32>) {
-    *a += w[0] * x.x + w[1] * x.y + w[2] * x.z + w[3] * x.w;
-}
-
-fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
-    if (ox >= p.out_w) {
-        return;
-    }
-    for (var j = 0u; j < 4u; j++) {
-        let oc0 = ocb * 16u + j * 4u;
-        let v = a[j] + bias[ocb * 4u + j];
-        let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
-        for (var c = 0u; c < 4u; c++) {
-            if (oc0 + c < p.out_c) {
-                output[base + c] = f16(v[c]);
-            }
-        }
-    }
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -105,18 +73,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let rb = select(-1, i32(p.in_shift / 4u) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u), row_ok);
         for (var g = 0u; g < p.in_c / 4u; g++) {
             // Window for the first tap column kx = phx: input columns j0 + q.
-            var x0 = ld(c0, g, rb); var x1 = ld(c0 + 1, g, rb); var x2 = ld(c0 + 2, g, rb); var x3 = ld(c0 + 3, g, rb);
-            var x4 = ld(c0 + 4, g, rb); var x5 = ld(c0 + 5, g, rb); var x6 = ld(c0 + 6, g, rb); var x7 = ld(c0 + 7, g, rb);
+            var x0 = t_ld(c0, g, rb); var x1 = t_ld(c0 + 1, g, rb); var x2 = t_ld(c0 + 2, g, rb); var x3 = t_ld(c0 + 3, g, rb);
+            var x4 = t_ld(c0 + 4, g, rb); var x5 = t_ld(c0 + 5, g, rb); var x6 = t_ld(c0 + 6, g, rb); var x7 = t_ld(c0 + 7, g, rb);
             var wi = ((ocb * K + ky) * K + phx) * tap + g * 16u;
             for (var kx = phx; kx < K; kx += 2u) {
                 let w = bcast16(vec4<f32>(weights[wi + lane]), vec4<f32>(weights[wi + 8u + lane]));
                 wi += 2u * tap;
-                mac16(&a0, w, x0); mac16(&a1, w, x1); mac16(&a2, w, x2); mac16(&a3, w, x3);
-                mac16(&a4, w, x4); mac16(&a5, w, x5); mac16(&a6, w, x6); mac16(&a7, w, x7);
+                mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
+                mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);
+                mac16(&a4, w[0], w[1], w[2], w[3], x4); mac16(&a5, w[0], w[1], w[2], w[3], x5);
+                mac16(&a6, w[0], w[1], w[2], w[3], x6); mac16(&a7, w[0], w[1], w[2], w[3], x7);
                 if (kx + 2u < K) {
                     // Tap column kx + 2 reads one input column to the left.
                     x7 = x6; x6 = x5; x5 = x4; x4 = x3; x3 = x2; x2 = x1; x1 = x0;
-                    x0 = ld(c0 - 1 - i32((kx - phx) / 2u), g, rb);
+                    x0 = t_ld(c0 - 1 - i32((kx - phx) / 2u), g, rb);
                 }
             }
         }

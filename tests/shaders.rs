@@ -73,7 +73,8 @@ fn half_buffers(name: &str) -> &'static [(&'static str, &'static str)] {
     match name {
         "conv_common" => &[("input", "vec4<f32>"), ("output", "f32")],
         "conv2d" | "conv2d_subgroup" => &[("weights", "vec4<f32>")],
-        "conv_transpose2d" | "conv_transpose2d_subgroup" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>"), ("output", "f32")],
+        // They read their input themselves (declared in the prelude).
+        "conv_transpose2d" | "conv_transpose2d_subgroup" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>")],
         "instance_norm_stats" => &[("x", "f32"), ("x4", "vec4<f32>")],
         "instance_norm_apply" => &[("x", "f32"), ("residual", "f32")],
         "rgb8_to_f32" => &[("dst", "vec4<f32>")],

@@ -132,8 +132,12 @@ impl Kernel {
     /// `conv_common_f16.wgsl` (f16 activation bindings).
     pub fn prelude(self) -> Option<&'static str> {
         match self {
-            Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dTiled => Some(PRELUDE),
-            Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 => Some(PRELUDE_F16),
+            Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dTiled | Kernel::ConvTranspose2d | Kernel::ConvTranspose2dSubgroup => {
+                Some(PRELUDE)
+            }
+            Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::ConvTranspose2dF16 | Kernel::ConvTranspose2dSubgroupF16 => {
+                Some(PRELUDE_F16)
+            }
             _ => None,
         }
     }
