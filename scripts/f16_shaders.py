@@ -23,6 +23,7 @@ KERNELS = {
     "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {"weights": "vec4<f32>", "input": "vec4<f32>"}),
     "instance_norm_stats": ("instance_norm_stats_f16", {"x": "f32", "x4": "vec4<f32>"}),
     "instance_norm_apply": ("instance_norm_apply_f16", {"x": "f32", "residual": "f32"}),
+    "instance_norm_apply4": ("instance_norm_apply4_f16", {"x": "vec4<f32>", "residual": "vec4<f32>"}),
     "rgb8_to_f32": ("rgb8_to_f16", {"dst": "vec4<f32>"}),
     "to_rgb8": ("to_rgb8_f16", {"src": "f32"}),
 }

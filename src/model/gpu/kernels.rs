@@ -16,6 +16,8 @@ pub enum Kernel {
     InstanceNormStats,
     InstanceNormFinalize,
     InstanceNormApply,
+    /// `instance_norm_apply` four channels per invocation (vec4 loads and stores).
+    InstanceNormApply4,
     Rgb8ToF32,
     ToRgb8,
     /// `conv2d` with f16 weights and activations (see `Kernel::half`).
@@ -25,6 +27,7 @@ pub enum Kernel {
     ConvTranspose2dSubgroupF16,
     InstanceNormStatsF16,
     InstanceNormApplyF16,
+    InstanceNormApply4F16,
     /// `rgb8_to_f32` writing f16 activations.
     Rgb8ToF16,
     ToRgb8F16,
@@ -33,7 +36,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
@@ -41,6 +44,7 @@ impl Kernel {
         Kernel::InstanceNormStats,
         Kernel::InstanceNormFinalize,
         Kernel::InstanceNormApply,
+        Kernel::InstanceNormApply4,
         Kernel::Rgb8ToF32,
         Kernel::ToRgb8,
         Kernel::Conv2dF16,
@@ -49,6 +53,7 @@ impl Kernel {
         Kernel::ConvTranspose2dSubgroupF16,
         Kernel::InstanceNormStatsF16,
         Kernel::InstanceNormApplyF16,
+        Kernel::InstanceNormApply4F16,
         Kernel::Rgb8ToF16,
         Kernel::ToRgb8F16,
         Kernel::Conv2dTiled,
@@ -63,6 +68,7 @@ impl Kernel {
             Kernel::InstanceNormStats => "instance_norm_stats",
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
             Kernel::InstanceNormApply => "instance_norm_apply",
+            Kernel::InstanceNormApply4 => "instance_norm_apply4",
             Kernel::Rgb8ToF32 => "rgb8_to_f32",
             Kernel::ToRgb8 => "to_rgb8",
             Kernel::Conv2dF16 => "conv2d_f16",
@@ -71,6 +77,7 @@ impl Kernel {
             Kernel::ConvTranspose2dSubgroupF16 => "conv_transpose2d_subgroup_f16",
             Kernel::InstanceNormStatsF16 => "instance_norm_stats_f16",
             Kernel::InstanceNormApplyF16 => "instance_norm_apply_f16",
+            Kernel::InstanceNormApply4F16 => "instance_norm_apply4_f16",
             Kernel::Rgb8ToF16 => "rgb8_to_f16",
             Kernel::ToRgb8F16 => "to_rgb8_f16",
             Kernel::Conv2dTiled => "conv2d_tiled",
@@ -100,6 +107,7 @@ impl Kernel {
                 | Kernel::ConvTranspose2dSubgroupF16
                 | Kernel::InstanceNormStatsF16
                 | Kernel::InstanceNormApplyF16
+                | Kernel::InstanceNormApply4F16
                 | Kernel::Rgb8ToF16
                 | Kernel::ToRgb8F16
         )
@@ -117,6 +125,7 @@ impl Kernel {
             Kernel::ConvTranspose2dSubgroup => Kernel::ConvTranspose2dSubgroupF16,
             Kernel::InstanceNormStats => Kernel::InstanceNormStatsF16,
             Kernel::InstanceNormApply => Kernel::InstanceNormApplyF16,
+            Kernel::InstanceNormApply4 => Kernel::InstanceNormApply4F16,
             Kernel::Rgb8ToF32 => Kernel::Rgb8ToF16,
             Kernel::ToRgb8 => Kernel::ToRgb8F16,
             k => k,
@@ -165,6 +174,7 @@ impl Kernel {
             Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
+            Kernel::InstanceNormApply4 => include_str!("../../../shaders/instance_norm_apply4.wgsl"),
             Kernel::Rgb8ToF32 => include_str!("../../../shaders/rgb8_to_f32.wgsl"),
             Kernel::ToRgb8 => include_str!("../../../shaders/to_rgb8.wgsl"),
             Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
@@ -173,6 +183,7 @@ impl Kernel {
             Kernel::ConvTranspose2dSubgroupF16 => include_str!("../../../shaders/conv_transpose2d_subgroup_f16.wgsl"),
             Kernel::InstanceNormStatsF16 => include_str!("../../../shaders/instance_norm_stats_f16.wgsl"),
             Kernel::InstanceNormApplyF16 => include_str!("../../../shaders/instance_norm_apply_f16.wgsl"),
+            Kernel::InstanceNormApply4F16 => include_str!("../../../shaders/instance_norm_apply4_f16.wgsl"),
             Kernel::Rgb8ToF16 => include_str!("../../../shaders/rgb8_to_f16.wgsl"),
             Kernel::ToRgb8F16 => include_str!("../../../shaders/to_rgb8_f16.wgsl"),
             Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),

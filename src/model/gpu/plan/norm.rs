@@ -161,6 +161,8 @@ impl Builder<'_> {
         }
         // Without a residual the residual binding is a tiny placeholder.
         let placeholder = self.init("no residual", &[0.0; 4]);
+        // Four channels per invocation where the channels come in fours (all but RGB outputs).
+        let (kernel, per) = if s.c.is_multiple_of(4) { (Kernel::InstanceNormApply4, 4) } else { (Kernel::InstanceNormApply, 1) };
         let mut groups = Vec::new();
         for (params, w, rw, count) in &keep {
             let res = match (residual, rw) {
@@ -169,7 +171,7 @@ impl Builder<'_> {
             };
             groups.push((
                 vec![entry(0, params.as_entire_binding()), entry(1, coef.as_entire_binding()), entry(2, self.binding(t, w)), entry(3, res)],
-                fold(count.div_ceil(WG_1D)),
+                fold((count / per).div_ceil(WG_1D)),
             ));
         }
         let overrides = vec![
@@ -177,7 +179,7 @@ impl Builder<'_> {
             ("RESIDUAL", residual.is_some() as u32 as f64),
         ];
         let label = format!("{}:instance_norm_apply", l.name);
-        let step = self.step(label, Kernel::InstanceNormApply, "main", &overrides, groups);
+        let step = self.step(label, kernel, "main", &overrides, groups);
         if self.defer[index] {
             self.pending = Some((coef.clone(), l.activation == Activation::Relu));
             self.materialize[index] = Some(step);
