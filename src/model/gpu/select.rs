@@ -171,7 +171,8 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
     Ok(())
 }
 
-/// The variants this device can run (`tiled` is f32 only: with f16 weights it would be `plain`).
+/// The variants this device can run (the tiled sets are f32 only: in an f16 plan they would be
+/// `plain`).
 fn candidates(ctx: &GpuContext, half: bool) -> Vec<Variant> {
     Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok() && !(half && v.tiled())).collect()
 }

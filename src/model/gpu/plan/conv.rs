@@ -1,6 +1,6 @@
-//! The convolution op (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`, `conv_transpose2d` and
-//! their f16 variants): its parameter struct, the rows each output band reads, the kernel
-//! choice per layer and its dispatch geometry.
+//! The convolution op (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`, `conv_transpose2d`,
+//! `conv_transpose2d_subgroup` and their f16 variants): its parameter struct, the rows each
+//! output band reads, the kernel and entry point per layer and its dispatch geometry.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -2,9 +2,10 @@
 //! weights, activation buffers, bind groups — so that a frame costs one upload, one submit and
 //! one readback.
 //!
-//! Activation buffers are reused by lifetime: tensors are HWC f32, the input is tensor 0 and
-//! layer `i` writes tensor `i + 1`. A tensor is live from the layer that writes it to the last
-//! layer that reads it (its successor, a residual add, or the output packing). Each tensor takes
+//! Activation buffers are reused by lifetime: tensors are HWC f32 (f16 in f16 plans, see
+//! `Kernel::half`), the input is tensor 0 and layer `i` writes tensor `i + 1`. A tensor is live
+//! from the layer that writes it to the last layer that reads it (its successor, a residual
+//! add, or the output packing). Each tensor takes
 //! a free slot (one whose tensor is no longer live), and a slot's buffer is as large as the
 //! largest tensor it ever holds. The TransformNet needs three slots (a residual block keeps
 //! its input, its middle and its output alive together).
