@@ -93,18 +93,6 @@ impl Builder<'_> {
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
-        // The subgroup kernel slides a window of input pixels along each kernel row of a
-        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32).
-        let slide = self.variant.subgroups() && l.op == Op::Conv && l.stride == 1;
-        let pxn = match (narrow, slide) {
-            (true, true) => 16,
-            (true, false) => 32,
-            (false, _) => 8,
-        };
-        let bands = self.bands(os.h, &l.name, |r0, r1| {
-            let (a, b) = Self::input_rows(l, is, r0, r1);
-            vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
-        })?;
         // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
         let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
         let (tm, tn) = self.variant.tile().unwrap_or((64, 64));
@@ -115,6 +103,18 @@ impl Builder<'_> {
             Op::ConvTranspose if self.variant.subgroups() => Kernel::ConvTranspose2dSubgroup,
             Op::ConvTranspose => Kernel::ConvTranspose2d,
         };
+        // The subgroup kernel slides a window of input pixels along each kernel row of a
+        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32).
+        let slide = kernel == Kernel::Conv2dSubgroup && l.stride == 1;
+        let pxn = match (narrow, slide) {
+            (true, true) => 16,
+            (true, false) => 32,
+            (false, _) => 8,
+        };
+        let bands = self.bands(os.h, &l.name, |r0, r1| {
+            let (a, b) = Self::input_rows(l, is, r0, r1);
+            vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
+        })?;
         // The wide subgroup kernel computes its output's norm statistics in its epilogue.
         let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && self.variant.fused_norm();
         let cols = match l.op {
@@ -179,7 +179,6 @@ impl Builder<'_> {
         } else {
             self.placeholder_rw.clone()
         };
-        let slide = slide && kernel == Kernel::Conv2dSubgroup;
         let entry_point = match (narrow, slide) {
             (true, true) => "main_narrow_slide",
             (true, false) => "main_narrow",
