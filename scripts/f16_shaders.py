@@ -18,6 +18,9 @@ KERNELS = {
     "conv_common": ("conv_common_f16", {"input": "vec4<f32>", "output": "f32"}),
     "conv2d": ("conv2d_f16", {"weights": "vec4<f32>"}),
     "conv2d_subgroup": ("conv2d_subgroup_f16", {"weights": "vec4<f32>"}),
+    # The tiled GEMM reads its input and writes its output itself (declared in the prelude);
+    # its workgroup tiles stay f32.
+    "conv2d_tiled": ("conv2d_tiled_f16", {"weights": "vec4<f32>", "input": "vec4<f32>", "output": "f32"}),
     # The transposed kernels read their input themselves (declared in the prelude).
     "conv_transpose2d": ("conv_transpose2d_f16", {"weights": "vec4<f32>", "input": "vec4<f32>"}),
     "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {"weights": "vec4<f32>", "input": "vec4<f32>"}),

@@ -127,3 +127,28 @@ fn f16_row_bands_and_odd_sizes_agree_with_f32() {
         }
     }
 }
+
+#[test]
+fn f16_tiled_gemm_kernels_agree_with_f32() {
+    // Every kernel set has f16 kernels: the tiled GEMM (each tile size) reads f16 weights and
+    // activations into f32 workgroup tiles.
+    use stylestream::model::gpu::{KernelChoice, Variant};
+    let desc = tf();
+    let weights = style("udnie");
+    let input = read_rgb(&golden("input_64x48.png")).unwrap();
+    let f32_ctx = GpuContext::new(&GpuOptions { precision: Precision::F32, ..Default::default() }).unwrap();
+    let reference = NetworkPlan::new(&f32_ctx, &desc, &weights, 64, 48).unwrap().run(&input.data).unwrap();
+    for choice in [KernelChoice::Tiled, KernelChoice::Tiled32x32, KernelChoice::Tiled128x64] {
+        let ctx = GpuContext::new(&GpuOptions { precision: Precision::F16, kernels: choice, timestamps: true, ..Default::default() }).unwrap();
+        let plan = NetworkPlan::new(&ctx, &desc, &weights, 64, 48).unwrap();
+        assert_eq!(plan.precision(), Precision::F16);
+        assert!(plan.variant().0.tiled() && plan.variant().0 != Variant::Plain);
+        plan.run_profiled(&input.data).unwrap();
+        let kernels = plan.kernel_times().unwrap().unwrap();
+        assert!(kernels.iter().any(|k| k.kernel == "conv2d_tiled_f16"), "{choice:?}: no layer ran conv2d_tiled_f16: {kernels:?}");
+        let out = plan.run(&input.data).unwrap();
+        let d = level_diff(&out.rgb, &reference.rgb);
+        eprintln!("{choice:?} f16 vs f32: max {} levels, mean {:.4}", d.max_levels, d.mean_levels);
+        assert!(d.max_levels <= F16_MAX_LEVELS && d.mean_levels <= F16_MEAN_LEVELS, "{choice:?}: {d:?}");
+    }
+}

@@ -73,6 +73,7 @@ fn half_buffers(name: &str) -> &'static [(&'static str, &'static str)] {
     match name {
         "conv_common" => &[("input", "vec4<f32>"), ("output", "f32")],
         "conv2d" | "conv2d_subgroup" => &[("weights", "vec4<f32>")],
+        "conv2d_tiled" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>"), ("output", "f32")],
         // They read their input themselves (declared in the prelude).
         "conv_transpose2d" | "conv_transpose2d_subgroup" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>")],
         "instance_norm_stats" => &[("x", "f32"), ("x4", "vec4<f32>")],
@@ -177,7 +178,7 @@ fn f16_kernels_are_their_f32_kernels_with_f16_weights_and_activations() {
         assert!(h.source().contains("enable f16;"));
         assert_eq!(h.source(), half_of(k.name(), h.name(), k.source()), "{} is stale: run scripts/f16_shaders.py", h.file_name());
     }
-    assert_eq!(halves, 9, "every kernel that touches activations or weights has an f16 variant");
+    assert_eq!(halves, 10, "every kernel that touches activations or weights has an f16 variant");
     use stylestream::model::gpu::{PRELUDE, PRELUDE_F16};
     assert_eq!(PRELUDE_F16, half_of("conv_common", "conv_common_f16", PRELUDE), "conv_common_f16.wgsl is stale");
     // Every activation binding of the f16 kernels is f16: no f32 tensor is left.

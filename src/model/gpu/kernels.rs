@@ -31,12 +31,14 @@ pub enum Kernel {
     /// `rgb8_to_f32` writing f16 activations.
     Rgb8ToF16,
     ToRgb8F16,
-    /// Implicit GEMM with workgroup-memory tiles (f32), for K x K layers with 16k input channels.
+    /// Implicit GEMM with workgroup-memory tiles, for K x K layers with 16k input channels.
     Conv2dTiled,
+    /// `conv2d_tiled` reading f16 weights and activations (its tiles stay f32).
+    Conv2dTiledF16,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::ConvTranspose2d,
@@ -57,6 +59,7 @@ impl Kernel {
         Kernel::Rgb8ToF16,
         Kernel::ToRgb8F16,
         Kernel::Conv2dTiled,
+        Kernel::Conv2dTiledF16,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Kernel {
             Kernel::Rgb8ToF16 => "rgb8_to_f16",
             Kernel::ToRgb8F16 => "to_rgb8_f16",
             Kernel::Conv2dTiled => "conv2d_tiled",
+            Kernel::Conv2dTiledF16 => "conv2d_tiled_f16",
         }
     }
 
@@ -110,13 +114,14 @@ impl Kernel {
                 | Kernel::InstanceNormApply4F16
                 | Kernel::Rgb8ToF16
                 | Kernel::ToRgb8F16
+                | Kernel::Conv2dTiledF16
         )
     }
 
     /// The variant of a kernel that stores activations (and weights) as f16, generated from
     /// it by `scripts/f16_shaders.py`: same bindings, overrides, layouts and dispatch, with
     /// f16 elements (`array<vec4<f16>>`, `array<f16>`) and f32 arithmetic. The finalize (no
-    /// activations) and the tiled GEMM (f32 only) are their own.
+    /// activations) is its own.
     pub fn half(self) -> Kernel {
         match self {
             Kernel::Conv2d => Kernel::Conv2dF16,
@@ -128,6 +133,7 @@ impl Kernel {
             Kernel::InstanceNormApply4 => Kernel::InstanceNormApply4F16,
             Kernel::Rgb8ToF32 => Kernel::Rgb8ToF16,
             Kernel::ToRgb8 => Kernel::ToRgb8F16,
+            Kernel::Conv2dTiled => Kernel::Conv2dTiledF16,
             k => k,
         }
     }
@@ -144,7 +150,11 @@ impl Kernel {
             Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dTiled | Kernel::ConvTranspose2d | Kernel::ConvTranspose2dSubgroup => {
                 Some(PRELUDE)
             }
-            Kernel::Conv2dF16 | Kernel::Conv2dSubgroupF16 | Kernel::ConvTranspose2dF16 | Kernel::ConvTranspose2dSubgroupF16 => {
+            Kernel::Conv2dF16
+            | Kernel::Conv2dSubgroupF16
+            | Kernel::Conv2dTiledF16
+            | Kernel::ConvTranspose2dF16
+            | Kernel::ConvTranspose2dSubgroupF16 => {
                 Some(PRELUDE_F16)
             }
             _ => None,
@@ -187,6 +197,7 @@ impl Kernel {
             Kernel::Rgb8ToF16 => include_str!("../../../shaders/rgb8_to_f16.wgsl"),
             Kernel::ToRgb8F16 => include_str!("../../../shaders/to_rgb8_f16.wgsl"),
             Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
+            Kernel::Conv2dTiledF16 => include_str!("../../../shaders/conv2d_tiled_f16.wgsl"),
         }
     }
 }

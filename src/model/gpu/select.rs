@@ -28,9 +28,8 @@ pub enum Variant {
     SubgroupUnfused,
     Plain,
     PlainUnfused,
-    /// The 3x3 layers as a tiled implicit GEMM (`conv2d_tiled`, f32; f16 plans use `plain`
-    /// kernels there) with 64-pixel x 64-channel tiles, the others plain; norm fused as in
-    /// `plain`.
+    /// The 3x3 layers as a tiled implicit GEMM (`conv2d_tiled`) with 64-pixel x 64-channel
+    /// tiles, the others plain; norm fused as in `plain`.
     Tiled,
     /// `tiled` with 32 x 32 tiles (64 invocations: more workgroups for small frames).
     #[serde(rename = "tiled-32x32")]
@@ -171,10 +170,9 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
     Ok(())
 }
 
-/// The variants this device can run (the tiled sets are f32 only: in an f16 plan they would be
-/// `plain`).
-fn candidates(ctx: &GpuContext, half: bool) -> Vec<Variant> {
-    Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok() && !(half && v.tiled())).collect()
+/// The variants this device can run (at either precision: every set has f16 kernels).
+fn candidates(ctx: &GpuContext, _half: bool) -> Vec<Variant> {
+    Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok()).collect()
 }
 
 /// The variant of today's defaults: subgroups where the device has them, fused unless

@@ -93,8 +93,8 @@ impl Builder<'_> {
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
-        // The tiled implicit GEMM takes the K x K layers with 16k input channels (f32 only).
-        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0 && !self.half;
+        // The tiled implicit GEMM takes the K x K layers with 16k input channels.
+        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0;
         let (tm, tn) = self.variant.tile().unwrap_or((64, 64));
         let kernel = match l.op {
             Op::Conv if tiled => Kernel::Conv2dTiled,
