@@ -6,8 +6,8 @@
 // column parity, so the taps that reach them are known per invocation and the rest skipped.
 //
 // Bindings (group 0): as conv2d.wgsl (0 params, 1 input, 3 bias, 4 output and the override K
-// in the prelude conv_common.wgsl, joined after this file at load time; its mac16 and store16
-// are used here), plus:
+// in the prelude conv_common.wgsl, joined after this file at load time; its ld, mac16 and
+// store16 are used here, ld with the identity norm: a transposed conv takes none), plus:
 //   2 weights storage  read [oc_block][ky][kx][ic][16]
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), 2 * oc_blocks) with groups =
@@ -22,10 +22,6 @@ fn t_offset(s: u32, kx: u32, row_base: i32) -> i32 {
     let d = i32(s) - i32(kx);
     let ix = d / 2;
     return select(-1, row_base + ix * i32(p.in_c / 4u), d >= 0 && ix < i32(p.in_w) && s < p.out_w);
-}
-
-fn t_ld(o: i32, g: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), vec4<f32>(input[max(o, 0) + i32(g)]), o >= 0);
 }
 
 fn w16(i: u32) -> mat4x4<f32> {
@@ -53,6 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
     var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
     let tap = p.in_c * 4u;
+    let n = Norm(vec4<f32>(1.0), vec4<f32>(0.0));
     for (var ky = 0u; ky < K; ky++) {
         let dyr = i32(oy) - i32(ky);
         if (dyr < 0 || (dyr % 2) != 0 || dyr / 2 >= i32(p.in_h)) {
@@ -71,10 +68,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var g = 0u; g < p.in_c / 4u; g++) {
                 let w0 = w16(wi); let w1 = w16(wi + 4u); let w2 = w16(wi + 8u); let w3 = w16(wi + 12u);
                 wi += 16u;
-                mac16(&a0, w0, w1, w2, w3, t_ld(o0, g)); mac16(&a1, w0, w1, w2, w3, t_ld(o1, g));
-                mac16(&a2, w0, w1, w2, w3, t_ld(o2, g)); mac16(&a3, w0, w1, w2, w3, t_ld(o3, g));
-                mac16(&a4, w0, w1, w2, w3, t_ld(o4, g)); mac16(&a5, w0, w1, w2, w3, t_ld(o5, g));
-                mac16(&a6, w0, w1, w2, w3, t_ld(o6, g)); mac16(&a7, w0, w1, w2, w3, t_ld(o7, g));
+                mac16(&a0, w0, w1, w2, w3, ld(o0, g, n)); mac16(&a1, w0, w1, w2, w3, ld(o1, g, n));
+                mac16(&a2, w0, w1, w2, w3, ld(o2, g, n)); mac16(&a3, w0, w1, w2, w3, ld(o3, g, n));
+                mac16(&a4, w0, w1, w2, w3, ld(o4, g, n)); mac16(&a5, w0, w1, w2, w3, ld(o5, g, n));
+                mac16(&a6, w0, w1, w2, w3, ld(o6, g, n)); mac16(&a7, w0, w1, w2, w3, ld(o7, g, n));
             }
         }
     }

@@ -16,7 +16,8 @@
 // outside the output read zeros and store nothing.
 //
 // Bindings (group 0): as conv_transpose2d.wgsl (the prelude conv_common.wgsl, joined after this
-// file at load time, declares all but the weights; its mac16 and store16 are used here).
+// file at load time, declares all but the weights; its col, ld (with the identity norm), mac16
+// and store16 are used here).
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(ceil(band_rows / 2) / th), 4 * oc_blocks) with
 //   groups = ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw;
@@ -25,13 +26,6 @@
 enable f16;
 
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f16>>;
-
-// Channels [4g, 4g + 4) of input column `ix` of the row at `row_base`; zero outside the input.
-fn t_ld(ix: i32, g: u32, row_base: i32) -> vec4<f32> {
-    let ok = row_base >= 0 && ix >= 0 && ix < i32(p.in_w);
-    let o = row_base + ix * i32(p.in_c / 4u) + i32(g);
-    return select(vec4<f32>(0.0), vec4<f32>(input[max(select(0, o, ok), 0)]), ok);
-}
 
 // The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
 fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
@@ -65,6 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
     var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
     let tap = p.in_c * 4u;
+    let n = Norm(vec4<f32>(1.0), vec4<f32>(0.0));
     let c0 = i32(j0);
     // Kernel rows of this row parity: ky = phy, phy + 2, ... (oy - ky even).
     for (var ky = phy; ky < K; ky += 2u) {
@@ -73,8 +68,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let rb = select(-1, i32(p.in_shift / 4u) + (dyr / 2 - i32(p.in_row0)) * i32(p.in_w * p.in_c / 4u), row_ok);
         for (var g = 0u; g < p.in_c / 4u; g++) {
             // Window for the first tap column kx = phx: input columns j0 + q.
-            var x0 = t_ld(c0, g, rb); var x1 = t_ld(c0 + 1, g, rb); var x2 = t_ld(c0 + 2, g, rb); var x3 = t_ld(c0 + 3, g, rb);
-            var x4 = t_ld(c0 + 4, g, rb); var x5 = t_ld(c0 + 5, g, rb); var x6 = t_ld(c0 + 6, g, rb); var x7 = t_ld(c0 + 7, g, rb);
+            var x0 = ld(col(c0, rb), g, n); var x1 = ld(col(c0 + 1, rb), g, n);
+            var x2 = ld(col(c0 + 2, rb), g, n); var x3 = ld(col(c0 + 3, rb), g, n);
+            var x4 = ld(col(c0 + 4, rb), g, n); var x5 = ld(col(c0 + 5, rb), g, n);
+            var x6 = ld(col(c0 + 6, rb), g, n); var x7 = ld(col(c0 + 7, rb), g, n);
             var wi = ((ocb * K + ky) * K + phx) * tap + g * 16u;
             for (var kx = phx; kx < K; kx += 2u) {
                 let w = bcast16(vec4<f32>(weights[wi + lane]), vec4<f32>(weights[wi + 8u + lane]));
@@ -86,7 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (kx + 2u < K) {
                     // Tap column kx + 2 reads one input column to the left.
                     x7 = x6; x6 = x5; x5 = x4; x4 = x3; x3 = x2; x2 = x1; x1 = x0;
-                    x0 = t_ld(c0 - 1 - i32((kx - phx) / 2u), g, rb);
+                    x0 = ld(col(c0 - 1 - i32((kx - phx) / 2u), rb), g, n);
                 }
             }
         }

@@ -72,10 +72,8 @@ fn the_validator_rejects_a_broken_shader() {
 fn half_buffers(name: &str) -> &'static [(&'static str, &'static str)] {
     match name {
         "conv_common" => &[("input", "vec4<f32>"), ("output", "f32")],
-        "conv2d" | "conv2d_subgroup" => &[("weights", "vec4<f32>")],
+        "conv2d" | "conv2d_subgroup" | "conv_transpose2d" | "conv_transpose2d_subgroup" => &[("weights", "vec4<f32>")],
         "conv2d_tiled" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>"), ("output", "f32")],
-        // They read their input themselves (declared in the prelude).
-        "conv_transpose2d" | "conv_transpose2d_subgroup" => &[("weights", "vec4<f32>"), ("input", "vec4<f32>")],
         "instance_norm_stats" => &[("x", "f32"), ("x4", "vec4<f32>")],
         "instance_norm_apply" => &[("x", "f32"), ("residual", "f32")],
         "instance_norm_apply4" => &[("x", "vec4<f32>"), ("residual", "vec4<f32>")],
