@@ -68,7 +68,7 @@ impl Variant {
     }
 
     /// The tiled GEMM's tile: (pixels, output channels), the override constants TM and TN of
-    /// `conv2d_tiled.wgsl` (multiples of 16, at most 128).
+    /// `conv2d_tiled.wgsl` (multiples of 16, TM at most 128 and TN at most 64: its arrays).
     pub fn tile(self) -> Option<(u32, u32)> {
         match self {
             Variant::Tiled => Some((64, 64)),
@@ -171,7 +171,7 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
 }
 
 /// The variants this device can run (at either precision: every set has f16 kernels).
-fn candidates(ctx: &GpuContext, _half: bool) -> Vec<Variant> {
+fn candidates(ctx: &GpuContext) -> Vec<Variant> {
     Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok()).collect()
 }
 
@@ -281,7 +281,7 @@ pub(super) fn choose(
     }
     let path = cache_path();
     if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant))) {
-        if candidates(ctx, half).contains(&v) {
+        if candidates(ctx).contains(&v) {
             tracing::info!(variant = v.name(), key = %key, "kernels from the choice cache");
             memo.insert(key, v);
             return Ok((v, Source::Cached));
@@ -315,7 +315,7 @@ fn time_candidates(
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;
-    for v in candidates(ctx, half) {
+    for v in candidates(ctx) {
         let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, half, v)?;
         let out = plan.run(&frame)?.rgb;
         match &reference {

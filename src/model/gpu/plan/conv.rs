@@ -93,11 +93,10 @@ impl Builder<'_> {
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
-        // The tiled implicit GEMM takes the K x K layers with 16k input channels.
-        let tiled = self.variant.tiled() && l.op == Op::Conv && !narrow && is.c % 16 == 0;
-        let (tm, tn) = self.variant.tile().unwrap_or((64, 64));
+        // The tiled implicit GEMM (tile TM x TN) takes the K x K layers with 16k input channels.
+        let tile = self.variant.tile().filter(|_| l.op == Op::Conv && !narrow && is.c % 16 == 0);
         let kernel = match l.op {
-            Op::Conv if tiled => Kernel::Conv2dTiled,
+            Op::Conv if tile.is_some() => Kernel::Conv2dTiled,
             Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
             Op::Conv => Kernel::Conv2d,
             Op::ConvTranspose if self.variant.subgroups() => Kernel::ConvTranspose2dSubgroup,
@@ -129,15 +128,14 @@ impl Builder<'_> {
             _ => (oc_blocks, 1),
         };
         let tw = cols.clamp(1, 8);
-        let workgroups = |rows: u32| {
-            if tiled {
+        let workgroups = |rows: u32| match tile {
+            Some((tm, tn)) => {
                 // TM-pixel tiles over x (and z past 65,535 of them), TN-channel tiles over y.
                 let tiles = (rows * os.w).div_ceil(tm);
                 let x = tiles.min(65_535);
                 [x, os.c.div_ceil(tn), tiles.div_ceil(x)]
-            } else {
-                [cols.div_ceil(tw), rows.div_ceil(row_split).div_ceil(64 / tw), z]
             }
+            None => [cols.div_ceil(tw), rows.div_ceil(row_split).div_ceil(64 / tw), z],
         };
         let mut groups = Vec::new();
         let mut params_bufs = Vec::new();
@@ -200,7 +198,7 @@ impl Builder<'_> {
         if kernel == Kernel::Conv2dSubgroup {
             overrides.push(("STATS", epilogue as u32 as f64));
         }
-        if kernel == Kernel::Conv2dTiled {
+        if let Some((tm, tn)) = tile {
             overrides.extend([("TM", tm as f64), ("TN", tn as f64)]);
         }
         for (params, win, wout, rows) in &params_bufs {
