@@ -132,7 +132,7 @@ fn f16_row_bands_and_odd_sizes_agree_with_f32() {
 fn f16_tiled_gemm_kernels_agree_with_f32() {
     // Every kernel set has f16 kernels: the tiled GEMM (each tile size) reads f16 weights and
     // activations into f32 workgroup tiles.
-    use stylestream::model::gpu::{KernelChoice, Variant};
+    use stylestream::model::gpu::KernelChoice;
     let desc = tf();
     let weights = style("udnie");
     let input = read_rgb(&golden("input_64x48.png")).unwrap();
@@ -142,7 +142,7 @@ fn f16_tiled_gemm_kernels_agree_with_f32() {
         let ctx = GpuContext::new(&GpuOptions { precision: Precision::F16, kernels: choice, timestamps: true, ..Default::default() }).unwrap();
         let plan = NetworkPlan::new(&ctx, &desc, &weights, 64, 48).unwrap();
         assert_eq!(plan.precision(), Precision::F16);
-        assert!(plan.variant().0.tiled() && plan.variant().0 != Variant::Plain);
+        assert!(plan.variant().0.tiled(), "{choice:?}: {:?}", plan.variant());
         plan.run_profiled(&input.data).unwrap();
         let kernels = plan.kernel_times().unwrap().unwrap();
         assert!(kernels.iter().any(|k| k.kernel == "conv2d_tiled_f16"), "{choice:?}: no layer ran conv2d_tiled_f16: {kernels:?}");
