@@ -17,12 +17,13 @@ from pathlib import Path
 KERNELS = {
     "conv_common": ("conv_common_f16", {"input": "vec4<f32>", "output": "f32"}),
     "conv2d": ("conv2d_f16", {"weights": "vec4<f32>"}),
-    "conv2d_subgroup": ("conv2d_subgroup_f16", {"weights": "vec4<f32>"}),
+    # Its weights are a texture of f32 bits (f16-rounded values in f16 plans).
+    "conv2d_subgroup": ("conv2d_subgroup_f16", {}),
     # The tiled GEMM reads its input and writes its output itself (declared in the prelude);
     # its workgroup tiles stay f32.
     "conv2d_tiled": ("conv2d_tiled_f16", {"weights": "vec4<f32>", "input": "vec4<f32>", "output": "f32"}),
     "conv_transpose2d": ("conv_transpose2d_f16", {"weights": "vec4<f32>"}),
-    "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {"weights": "vec4<f32>"}),
+    "conv_transpose2d_subgroup": ("conv_transpose2d_subgroup_f16", {}),
     "instance_norm_stats": ("instance_norm_stats_f16", {"x": "f32", "x4": "vec4<f32>"}),
     "instance_norm_apply": ("instance_norm_apply_f16", {"x": "f32", "residual": "f32"}),
     "instance_norm_apply4": ("instance_norm_apply4_f16", {"x": "vec4<f32>", "residual": "vec4<f32>"}),

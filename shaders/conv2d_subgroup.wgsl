@@ -1,8 +1,10 @@
 // conv2d_subgroup: conv2d.wgsl for adapters with subgroups (feature SUBGROUP, subgroup size a
-// multiple of 8). Same bindings, overrides, layouts, dispatch and results as conv2d.wgsl; the
-// difference is how weights are read: the 8 invocations of a subgroup that share an output
-// channel block each load a different vec4 of the block's weights and share them with
-// subgroupBroadcast, so every weight is loaded once per subgroup instead of once per lane.
+// multiple of 8). Same bindings (but the weights), overrides, layouts, dispatch and results as
+// conv2d.wgsl; the difference is how weights are read: the 8 invocations of a subgroup that
+// share an output channel block each load a different vec4 of the block's weights and share
+// them with subgroupBroadcast, so every weight is loaded once per subgroup instead of once per
+// lane; and they load them from a texture, not a storage buffer (texel fetches are vector
+// gathers on lavapipe, where every storage-buffer load is a per-lane loop).
 // The loops must stay uniform across the subgroup: there is no early return, and rows or
 // columns outside the output read zeros and store nothing.
 //
@@ -13,10 +15,14 @@
 // every buffer load is a per-lane loop (lavapipe) the loads, not the arithmetic, set the pace.
 // Same bindings, overrides, weights layout and results; main_narrow_slide dispatches
 // ceil(out_w / 16) pixel groups per row where main_narrow has ceil(out_w / 32).
+// For 3 x 3 stride-1 layers with 16-channel blocks: main_wino, main_slide through Winograd
+// F(2, 3) along each kernel row (4 weight products per pixel pair instead of 6), with its own
+// weights layout (4 transformed taps per kernel row; see main_wino).
 //
 // Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
 // conv_common.wgsl, joined after this file at load time), plus:
-//   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][16 or 4]
+//   2 weights texture_2d<u32>     vec4 blocks [oc_block][ky][kx][ic][16 or 4] as the bits of
+//                                  f32 values, 4096 vec4s per texture row (Rgba32Uint; `wld`)
 //   6 stats   storage  read_write  (main only) per-chunk Welford partials of the output for
 //                                  instance_norm_finalize: vec4 (count, mean, M2, 0) at
 //                                  [((stats_base + workgroup) * 8 + li / 8) * out_c + c],
@@ -29,7 +35,13 @@
 // (No `enable subgroups;`: naga 30 rejects the directive and accepts the builtins when the
 // device has the SUBGROUP feature.)
 
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var weights: texture_2d<u32>;
+
+// Weight vec4 `i` of the layout above, stored 4096 vec4s (bits of f32) per texture row: texel
+// fetches are gathers on lavapipe, where a storage-buffer load is a per-lane loop.
+fn wld(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(weights, vec2<u32>(i & 4095u, i >> 12u), 0));
+}
 
 @group(0) @binding(6) var<storage, read_write> stats: array<vec4<f32>>;
 
@@ -48,7 +60,7 @@ fn norm_of(g: u32, lane: u32) -> Norm {
 
 // Weights of 16 output channels for one input channel: column j = channels 4j..4j+3.
 fn w16(i: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+    return mat4x4<f32>(wld(i), wld(i + 1u), wld(i + 2u), wld(i + 3u));
 }
 
 // The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
@@ -161,7 +173,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var wi = ((ocb * K + ky) * K + kx) * tap;
             for (var g = 0u; g < p.in_c / 4u; g++) {
                 let n = norm_of(g, lane);
-                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
                 wi += 16u;
                 mac16(&a0, w[0], w[1], w[2], w[3], ld(o0, g, n)); mac16(&a1, w[0], w[1], w[2], w[3], ld(o1, g, n));
                 mac16(&a2, w[0], w[1], w[2], w[3], ld(o2, g, n)); mac16(&a3, w[0], w[1], w[2], w[3], ld(o3, g, n));
@@ -190,7 +202,7 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             var wi = ((ocb * K + ky) * K + kx) * p.in_c;
             for (var g = 0u; g < p.in_c / 4u; g++) {
                 let n = norm_of(g, lane);
-                let mine = weights[wi + lane];
+                let mine = wld(wi + lane);
                 let w = mat4x4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
                                     subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
                 wi += 4u;
@@ -232,7 +244,7 @@ fn main_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             var x6 = ld(col(v0 + 6, rb), g, n); var x7 = ld(col(v0 + 7, rb), g, n);
             var wi = (ocb * K + ky) * K * tap + g * 16u;
             for (var kx = 0u; kx < K; kx++) {
-                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
                 wi += tap;
                 mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
                 mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);
@@ -243,6 +255,69 @@ fn main_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                     x7 = ld(col(v0 + i32(kx) + 8, rb), g, n);
                 }
             }
+        }
+    }
+    finish(wid, nwg, li, sid, gid, a0, a1, a2, a3, a4, a5, a6, a7);
+}
+
+// a += W x for the 16 output channels of W (the broadcast weights of one tap).
+fn mac16w(a: ptr<function, mat4x4<f32>>, w: array<mat4x4<f32>, 4>, x: vec4<f32>) {
+    mac16(a, w[0], w[1], w[2], w[3], x);
+}
+
+// W x for the 16 output channels of W.
+fn mul16(w: array<mat4x4<f32>, 4>, x: vec4<f32>) -> mat4x4<f32> {
+    return w[0] * x.x + w[1] * x.y + w[2] * x.z + w[3] * x.w;
+}
+
+// The taps of one pair of output pixels (2q, 2q + 1) of a 3-tap row, Winograd F(2, 3): with the
+// window d0..d3 of the pair and transformed weights G0 = g0, G1 = (g0 + g1 + g2) / 2,
+// G2 = (g0 - g1 + g2) / 2, G3 = g2 (weights_wino in weights.rs),
+// y0 = G0 (d0 - d2) + m1 + m2 and y1 = m1 - m2 - G3 (d1 - d3), m1 = G1 (d1 + d2),
+// m2 = G2 (d2 - d1): 4 products for 2 pixels instead of 6.
+fn wino_mid(y0: ptr<function, mat4x4<f32>>, y1: ptr<function, mat4x4<f32>>,
+            g1: array<mat4x4<f32>, 4>, g2: array<mat4x4<f32>, 4>, d1: vec4<f32>, d2: vec4<f32>) {
+    let m1 = mul16(g1, d1 + d2);
+    let m2 = mul16(g2, d2 - d1);
+    *y0 += m1 + m2;
+    *y1 += m1 - m2;
+}
+
+// main_slide for 3 x 3 stride-1 layers through Winograd F(2, 3) along each kernel row: the 8
+// pixels are 4 pairs, each pair takes 4 weight products per input channel instead of 6, so a
+// third of the multiplies go (the adds of the transforms are on vec4s of input, shared by the
+// 16 output channels). Weights: [oc_block][ky][4 transformed taps][ic][16] (weights_wino).
+@compute @workgroup_size(64, 1, 1)
+fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let gid = grid(wid, li, 8u);
+    let ocb = min(gid.z, p.oc_blocks - 1u);
+    let lane = sid % 8u;
+    let oy = p.out_row0 + gid.y;
+    let v0 = i32(gid.x * 8u) - p.pad_left;
+    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
+    let tap = p.in_c * 4u;
+    for (var ky = 0u; ky < 3u; ky++) {
+        let rb = row_base(oy, ky);
+        for (var g = 0u; g < p.in_c / 4u; g++) {
+            let n = norm_of(g, lane);
+            let x0 = ld(col(v0, rb), g, n); let x1 = ld(col(v0 + 1, rb), g, n);
+            let x2 = ld(col(v0 + 2, rb), g, n); let x3 = ld(col(v0 + 3, rb), g, n);
+            let x4 = ld(col(v0 + 4, rb), g, n); let x5 = ld(col(v0 + 5, rb), g, n);
+            let x6 = ld(col(v0 + 6, rb), g, n); let x7 = ld(col(v0 + 7, rb), g, n);
+            let x8 = ld(col(v0 + 8, rb), g, n); let x9 = ld(col(v0 + 9, rb), g, n);
+            let wi = (ocb * 3u + ky) * 4u * tap + g * 16u;
+            let w0 = bcast16(wld(wi + lane), wld(wi + 8u + lane));
+            mac16w(&a0, w0, x0 - x2); mac16w(&a2, w0, x2 - x4);
+            mac16w(&a4, w0, x4 - x6); mac16w(&a6, w0, x6 - x8);
+            let w1 = bcast16(wld(wi + tap + lane), wld(wi + tap + 8u + lane));
+            let w2 = bcast16(wld(wi + 2u * tap + lane), wld(wi + 2u * tap + 8u + lane));
+            wino_mid(&a0, &a1, w1, w2, x1, x2); wino_mid(&a2, &a3, w1, w2, x3, x4);
+            wino_mid(&a4, &a5, w1, w2, x5, x6); wino_mid(&a6, &a7, w1, w2, x7, x8);
+            let w3 = bcast16(wld(wi + 3u * tap + lane), wld(wi + 3u * tap + 8u + lane));
+            mac16w(&a1, w3, x3 - x1); mac16w(&a3, w3, x5 - x3);
+            mac16w(&a5, w3, x7 - x5); mac16w(&a7, w3, x9 - x7);
         }
     }
     finish(wid, nwg, li, sid, gid, a0, a1, a2, a3, a4, a5, a6, a7);
@@ -274,7 +349,7 @@ fn main_narrow_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             var x14 = ld(col(v0 + 14, rb), g, n); var x15 = ld(col(v0 + 15, rb), g, n);
             var wi = (ocb * K + ky) * K * p.in_c + g * 4u;
             for (var kx = 0u; kx < K; kx++) {
-                let mine = weights[wi + lane];
+                let mine = wld(wi + lane);
                 let w = mat4x4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
                                     subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
                 wi += p.in_c;

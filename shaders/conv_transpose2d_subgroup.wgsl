@@ -1,5 +1,6 @@
 // conv_transpose2d_subgroup: conv_transpose2d.wgsl for adapters with subgroups (feature
-// SUBGROUP, subgroup size a multiple of 8). Same math, bindings, weights layout and results:
+// SUBGROUP, subgroup size a multiple of 8). Same math, weights layout and results; the same
+// bindings but the weights, which are a texture as in conv2d_subgroup.wgsl:
 //   y[r, s, o] = sum over (dy, dx, c) with r = 2i + dy, s = 2j + dx of x[i, j, c] * w[c, o, dy, dx]
 // Each invocation computes 16 output channels for 8 output pixels of one row that share a
 // column parity. What differs:
@@ -22,7 +23,12 @@
 //   groups = ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw;
 //   z = 4 * oc_block + 2 * row parity + column parity.
 
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var weights: texture_2d<u32>;
+
+// Weight vec4 `i`, as in conv2d_subgroup.wgsl (4096 vec4s of f32 bits per texture row).
+fn wld(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(weights, vec2<u32>(i & 4095u, i >> 12u), 0));
+}
 
 // The 16 weight vec4s of one channel group, loaded 2 per lane: lane l holds vec4s l and 8 + l.
 fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
@@ -71,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var x6 = ld(col(c0 + 6, rb), g, n); var x7 = ld(col(c0 + 7, rb), g, n);
             var wi = ((ocb * K + ky) * K + phx) * tap + g * 16u;
             for (var kx = phx; kx < K; kx += 2u) {
-                let w = bcast16(weights[wi + lane], weights[wi + 8u + lane]);
+                let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
                 wi += 2u * tap;
                 mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
                 mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);

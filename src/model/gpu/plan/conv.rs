@@ -8,7 +8,7 @@ use super::{entry, storage, Builder};
 use super::norm::NormScratch;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, Padding, Shape};
 use crate::model::gpu::kernels::{Kernel, Overrides};
-use crate::model::gpu::weights::{block_channels, blocked, blocked_bias, narrow};
+use crate::model::gpu::weights::{block_channels, blocked, blocked_bias, blocked_wino, narrow};
 use crate::model::gpu::GpuError;
 use crate::model::weights::Weights;
 
@@ -32,6 +32,12 @@ pub(super) struct ConvParams {
     /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
     pub(super) stats_base: u32,
     _pad: u32,
+}
+
+/// Where a convolution kernel reads its weights (binding 2).
+enum WeightsIn {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
 }
 
 impl Builder<'_> {
@@ -84,15 +90,7 @@ impl Builder<'_> {
             return Err(GpuError::Unsupported(format!("layer `{}` cannot apply the previous layer's norm", l.name)));
         }
         let norm_in = pending.as_ref().map_or(&self.placeholder, |(c, _)| c).clone();
-        let blocked_weights = blocked(l, weights.get(&l.weight));
-        let wbuf = if self.half {
-            self.init_f16(&format!("{} weights (f16)", l.name), &blocked_weights)
-        } else {
-            self.init(&format!("{} weights", l.name), &blocked_weights)
-        };
-        let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let narrow = narrow(l);
-        let oc_blocks = l.out_channels.div_ceil(block_channels(l));
         // The tiled implicit GEMM (tile TM x TN) takes the K x K layers with 16k input channels.
         let tile = self.variant.tile().filter(|_| l.op == Op::Conv && !narrow && is.c % 16 == 0);
         let kernel = match l.op {
@@ -103,8 +101,23 @@ impl Builder<'_> {
             Op::ConvTranspose => Kernel::ConvTranspose2d,
         };
         // The subgroup kernel slides a window of input pixels along each kernel row of a
-        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32).
+        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32); the wide 3 x 3
+        // ones take Winograd F(2, 3) along the row.
         let slide = kernel == Kernel::Conv2dSubgroup && l.stride == 1;
+        let wino = slide && !narrow && l.kernel == 3;
+        let blocked_weights = if wino { blocked_wino(l, weights.get(&l.weight)) } else { blocked(l, weights.get(&l.weight)) };
+        // The subgroup kernels read their weights from a texture, the others from a storage
+        // buffer (f16 in f16 plans).
+        let label = format!("{} weights", l.name);
+        let weights_in = if matches!(kernel, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup) {
+            WeightsIn::Texture(self.weight_texture(&label, &blocked_weights, self.half)?)
+        } else if self.half {
+            WeightsIn::Buffer(self.init_f16(&label, &blocked_weights))
+        } else {
+            WeightsIn::Buffer(self.init(&label, &blocked_weights))
+        };
+        let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
+        let oc_blocks = l.out_channels.div_ceil(block_channels(l));
         let pxn = match (narrow, slide) {
             (true, true) => 16,
             (true, false) => 32,
@@ -178,6 +191,7 @@ impl Builder<'_> {
             self.placeholder_rw.clone()
         };
         let entry_point = match (narrow, slide) {
+            _ if wino => "main_wino",
             (true, true) => "main_narrow_slide",
             (true, false) => "main_narrow",
             (false, true) => "main_slide",
@@ -206,7 +220,10 @@ impl Builder<'_> {
                 vec![
                     entry(0, params.as_entire_binding()),
                     entry(1, self.binding(tin, win)),
-                    entry(2, wbuf.as_entire_binding()),
+                    match &weights_in {
+                        WeightsIn::Texture(view) => entry(2, wgpu::BindingResource::TextureView(view)),
+                        WeightsIn::Buffer(buf) => entry(2, buf.as_entire_binding()),
+                    },
                     entry(3, bbuf.as_entire_binding()),
                     entry(4, self.binding(tout, wout)),
                 ]

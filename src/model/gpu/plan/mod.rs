@@ -689,6 +689,9 @@ fn assign_slots(desc: &NetworkDescription, shapes: &[Shape]) -> Vec<usize> {
     slot_of
 }
 
+/// Texels per row of a weight texture (`wld` in conv2d_subgroup.wgsl).
+const WEIGHT_TEXTURE_WIDTH: u32 = 4096;
+
 fn storage(device: &wgpu::Device, label: &str, size: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -746,6 +749,41 @@ impl<'a> Builder<'a> {
             contents: bytemuck::cast_slice(&bits),
             usage: wgpu::BufferUsages::STORAGE,
         })
+    }
+
+    /// A texture of `data`'s f32 bits as `Rgba32Uint`, one vec4 per texel, `WEIGHT_TEXTURE_WIDTH`
+    /// texels per row (what `conv2d_subgroup`'s `wld` reads); rounded to f16 values first when
+    /// `half`.
+    fn weight_texture(&self, label: &str, data: &[f32], half: bool) -> Result<wgpu::TextureView, GpuError> {
+        let texels = data.len().div_ceil(4).max(1);
+        let rows = texels.div_ceil(WEIGHT_TEXTURE_WIDTH as usize);
+        let max = self.device().limits().max_texture_dimension_2d;
+        if rows > max as usize || WEIGHT_TEXTURE_WIDTH > max {
+            return Err(GpuError::Unsupported(format!(
+                "`{label}` needs a {WEIGHT_TEXTURE_WIDTH} x {rows} texture; the adapter allows {max} x {max}"
+            )));
+        }
+        let mut bits: Vec<u32> = data
+            .iter()
+            .map(|&v| if half { half::f16::from_f32(v).to_f32() } else { v }.to_bits())
+            .collect();
+        bits.resize(rows * WEIGHT_TEXTURE_WIDTH as usize * 4, 0);
+        let texture = self.device().create_texture_with_data(
+            &self.ctx.queue,
+            &wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d { width: WEIGHT_TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            },
+            wgpu::util::TextureDataOrder::LayerMajor,
+            bytemuck::cast_slice(&bits),
+        );
+        Ok(texture.create_view(&wgpu::TextureViewDescriptor::default()))
     }
 
     /// The binding window of rows `[r0, r1)` of tensor `t`.
