@@ -110,7 +110,7 @@ impl Builder<'_> {
         // buffer (f16 in f16 plans).
         let label = format!("{} weights", l.name);
         let weights_in = if matches!(kernel, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup) {
-            WeightsIn::Texture(self.weight_texture(&label, &blocked_weights, self.half)?)
+            WeightsIn::Texture(self.weight_texture(&label, &blocked_weights)?)
         } else if self.half {
             WeightsIn::Buffer(self.init_f16(&label, &blocked_weights))
         } else {

@@ -752,9 +752,9 @@ impl<'a> Builder<'a> {
     }
 
     /// A texture of `data`'s f32 bits as `Rgba32Uint`, one vec4 per texel, `WEIGHT_TEXTURE_WIDTH`
-    /// texels per row (what `conv2d_subgroup`'s `wld` reads); rounded to f16 values first when
-    /// `half`.
-    fn weight_texture(&self, label: &str, data: &[f32], half: bool) -> Result<wgpu::TextureView, GpuError> {
+    /// texels per row (what `conv2d_subgroup`'s `wld` reads); rounded to f16 values first in an
+    /// f16 plan.
+    fn weight_texture(&self, label: &str, data: &[f32]) -> Result<wgpu::TextureView, GpuError> {
         let texels = data.len().div_ceil(4).max(1);
         let rows = texels.div_ceil(WEIGHT_TEXTURE_WIDTH as usize);
         let max = self.device().limits().max_texture_dimension_2d;
@@ -765,7 +765,7 @@ impl<'a> Builder<'a> {
         }
         let mut bits: Vec<u32> = data
             .iter()
-            .map(|&v| if half { half::f16::from_f32(v).to_f32() } else { v }.to_bits())
+            .map(|&v| if self.half { half::f16::from_f32(v).to_f32() } else { v }.to_bits())
             .collect();
         bits.resize(rows * WEIGHT_TEXTURE_WIDTH as usize * 4, 0);
         let texture = self.device().create_texture_with_data(
