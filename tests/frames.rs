@@ -312,11 +312,17 @@ fn a_kill_9_mid_sequence_loses_nothing_finished() {
     }
     let mut child = place.stylize_command("in/", "out/").stderr(std::process::Stdio::null()).spawn().unwrap();
     let records = dir.path().join("out/.stylestream/frames");
-    let count = |d: &std::path::Path| std::fs::read_dir(d).map(|e| e.count()).unwrap_or(0);
-    wait_for("three finished frames", 300, || count(&records) >= 3);
+    // Only whole records count: a kill can land while the store writes one
+    // under its staging name (`0020.png.json#1`), which is not a finished frame.
+    let records_in = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|e| e.filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    wait_for("three finished frames", 300, || records_in(&records).len() >= 3);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let finished: Vec<String> = std::fs::read_dir(&records).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string()).collect();
+    let finished = records_in(&records);
     assert!(finished.len() < n as usize, "the run ended before the kill; use more frames");
     assert!(!dir.path().join("out/.stylestream/sequence.json").exists(), "no manifest before the end");
 
