@@ -137,8 +137,8 @@ impl Builder<'_> {
         // subgroup one, the row parity: each parity's rows are then half the band).
         let (z, row_split) = match kernel {
             Kernel::ConvTranspose2dSubgroup => (4 * oc_blocks, 2),
-            // main_wino: two output rows per invocation.
-            _ if wino => (oc_blocks, 2),
+            // main_wino and main_narrow_slide: two output rows per invocation.
+            _ if wino || (slide && narrow) => (oc_blocks, 2),
             Kernel::ConvTranspose2d => (2 * oc_blocks, 1),
             _ => (oc_blocks, 1),
         };
