@@ -18,9 +18,8 @@
 // ceil(out_w / 16) pixel groups per row where main_narrow has ceil(out_w / 32), and computes
 // two output rows per invocation (ceil(band_rows / 2) rows; see main_narrow_slide).
 // For 3 x 3 stride-1 layers with 16-channel blocks: main_wino, main_slide through Winograd
-// F(2, 3) along each kernel row (4 weight products per pixel pair instead of 6) for two output
-// rows per invocation (each input row loaded once for both), with its own weights layout (4
-// transformed taps per kernel row; see main_wino).
+// F(2, 3) along each kernel row (4 weight products per pixel pair instead of 6) for 4 output
+// pixels, with its own weights layout (4 transformed taps per kernel row; see main_wino).
 //
 // Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
 // conv_common.wgsl, joined after this file at load time), plus:
@@ -289,88 +288,67 @@ fn wino_mid(y0: ptr<function, mat4x4<f32>>, y1: ptr<function, mat4x4<f32>>,
 }
 
 // The 4 transformed taps of one kernel row (weights at wi, wi + tap, ...) applied to the
-// window x of 10 input columns: acc[j] plus the row's share of output pixel j (main_wino).
-fn wino_row(acc: array<mat4x4<f32>, 8>, wi: u32, tap: u32, lane: u32, x: array<vec4<f32>, 10>) -> array<mat4x4<f32>, 8> {
+// window x of 6 input columns: acc[j] plus the row's share of output pixel j (main_wino).
+fn wino_row(acc: array<mat4x4<f32>, 4>, wi: u32, tap: u32, lane: u32, x: array<vec4<f32>, 6>) -> array<mat4x4<f32>, 4> {
     var a0 = acc[0]; var a1 = acc[1]; var a2 = acc[2]; var a3 = acc[3];
-    var a4 = acc[4]; var a5 = acc[5]; var a6 = acc[6]; var a7 = acc[7];
     let w0 = bcast16(wld(wi + lane), wld(wi + 8u + lane));
     mac16w(&a0, w0, x[0] - x[2]); mac16w(&a2, w0, x[2] - x[4]);
-    mac16w(&a4, w0, x[4] - x[6]); mac16w(&a6, w0, x[6] - x[8]);
     let w1 = bcast16(wld(wi + tap + lane), wld(wi + tap + 8u + lane));
     let w2 = bcast16(wld(wi + 2u * tap + lane), wld(wi + 2u * tap + 8u + lane));
     wino_mid(&a0, &a1, w1, w2, x[1], x[2]); wino_mid(&a2, &a3, w1, w2, x[3], x[4]);
-    wino_mid(&a4, &a5, w1, w2, x[5], x[6]); wino_mid(&a6, &a7, w1, w2, x[7], x[8]);
     let w3 = bcast16(wld(wi + 3u * tap + lane), wld(wi + 3u * tap + 8u + lane));
     mac16w(&a1, w3, x[3] - x[1]); mac16w(&a3, w3, x[5] - x[3]);
-    mac16w(&a5, w3, x[7] - x[5]); mac16w(&a7, w3, x[9] - x[7]);
-    return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    return array<mat4x4<f32>, 4>(a0, a1, a2, a3);
 }
 
-// main_slide for 3 x 3 stride-1 layers through Winograd F(2, 3) along each kernel row: the 8
-// pixels of a row are 4 pairs, each pair takes 4 weight products per input channel instead of 6,
-// so a third of the multiplies go (the transforms' adds are on vec4s of input, shared by the 16
-// output channels). Weights: [oc_block][ky][4 transformed taps][ic][16] (blocked_wino).
-// Each invocation computes two output rows: each of the 4 input rows they read is loaded once
-// and serves both (40 input loads per channel group for 16 pixels instead of 60).
-// Dispatch: as main_slide with ceil(band_rows / 2) rows.
+// main_slide for 3 x 3 stride-1 layers through Winograd F(2, 3) along each kernel row, for 4
+// output pixels (2 pairs) x 16 channels of one row: each pair takes 4 weight products per input
+// channel instead of 6, so a third of the multiplies go (the transforms' adds are on vec4s of
+// input, shared by the 16 output channels). Weights: [oc_block][ky][4 transformed taps][ic][16]
+// (blocked_wino).
+// Why 4 pixels and one row: on lavapipe (AVX-512 machine, 640 x 360, the ten residual convs)
+// this took 733-840 ms against 890-930 for 8 pixels and one row, 1,065-1,165 for 8 pixels and two
+// rows (each input row loaded once for both), 1,040-1,090 for 4 pixels and two rows and
+// 1,065-1,085 for 2 pixels: fewer accumulators (and less code per loop) beat the loads they save.
+// Dispatch: as main_slide with ceil(out_w / 4) pixel groups per row.
 @compute @workgroup_size(64, 1, 1)
 fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gid = grid(wid, li, 8u);
+    let gid = grid(wid, li, 4u);
     let ocb = min(gid.z, p.oc_blocks - 1u);
     let lane = sid % 8u;
-    let r0 = min(gid.y, 0x7fffffu) * 2u;
-    let oy = p.out_row0 + r0;
-    let v0 = i32(gid.x * 8u) - p.pad_left;
-    var a = array<mat4x4<f32>, 8>();
-    var b = array<mat4x4<f32>, 8>();
+    let band_row = gid.y;
+    let oy = p.out_row0 + band_row;
+    let v0 = i32(gid.x * 4u) - p.pad_left;
+    var a = array<mat4x4<f32>, 4>();
     let tap = p.in_c * 4u;
     let row = 4u * tap;
-    for (var r = 0u; r < 4u; r++) {
-        let rb = row_base(oy, r);
+    for (var ky = 0u; ky < 3u; ky++) {
+        let rb = row_base(oy, ky);
         for (var g = 0u; g < p.in_c / 4u; g++) {
             let n = norm_of(g, lane);
-            let x = array<vec4<f32>, 10>(
+            let x = array<vec4<f32>, 6>(
                 ld(col(v0, rb), g, n), ld(col(v0 + 1, rb), g, n), ld(col(v0 + 2, rb), g, n),
-                ld(col(v0 + 3, rb), g, n), ld(col(v0 + 4, rb), g, n), ld(col(v0 + 5, rb), g, n),
-                ld(col(v0 + 6, rb), g, n), ld(col(v0 + 7, rb), g, n), ld(col(v0 + 8, rb), g, n),
-                ld(col(v0 + 9, rb), g, n));
-            let wi = ocb * 3u * row + g * 16u;
-            if (r < 3u) {
-                a = wino_row(a, wi + r * row, tap, lane, x);
-            }
-            if (r > 0u) {
-                b = wino_row(b, wi + (r - 1u) * row, tap, lane, x);
-            }
+                ld(col(v0 + 3, rb), g, n), ld(col(v0 + 4, rb), g, n), ld(col(v0 + 5, rb), g, n));
+            a = wino_row(a, (ocb * 3u + ky) * row + g * 16u, tap, lane, x);
         }
     }
-    let ox0 = gid.x * 8u;
+    let ox0 = gid.x * 4u;
     if (STATS) {
-        let count = min(8u, p.out_w - min(ox0, p.out_w));
-        let c0 = select(0u, count, r0 < p.band_rows);
-        let c1 = select(0u, count, r0 + 1u < p.band_rows);
+        // As finish: Welford of the real pixels (without the bias), merged over 8 lanes.
+        let count = select(0u, min(4u, p.out_w - min(ox0, p.out_w)), band_row < p.band_rows);
         var n = 0.0;
         var mean = mat4x4<f32>();
         var m2 = mat4x4<f32>();
-        for (var j = 0u; j < 8u; j++) {
-            welford(&n, &mean, &m2, a[j], c0 > j);
-        }
-        for (var j = 0u; j < 8u; j++) {
-            welford(&n, &mean, &m2, b[j], c1 > j);
-        }
+        welford(&n, &mean, &m2, a[0], count > 0u); welford(&n, &mean, &m2, a[1], count > 1u);
+        welford(&n, &mean, &m2, a[2], count > 2u); welford(&n, &mean, &m2, a[3], count > 3u);
         write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
     }
-    if (gid.z >= p.oc_blocks) {
+    if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
         return;
     }
-    for (var j = 0u; j < 8u; j++) {
-        if (r0 < p.band_rows) {
-            store16(r0, ox0 + j, ocb, a[j]);
-        }
-        if (r0 + 1u < p.band_rows) {
-            store16(r0 + 1u, ox0 + j, ocb, b[j]);
-        }
-    }
+    store16(band_row, ox0, ocb, a[0]); store16(band_row, ox0 + 1u, ocb, a[1]);
+    store16(band_row, ox0 + 2u, ocb, a[2]); store16(band_row, ox0 + 3u, ocb, a[3]);
 }
 
 // main_narrow_slide computes two output rows per invocation (16 pixels x 4 channels each): each

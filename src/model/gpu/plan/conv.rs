@@ -119,6 +119,7 @@ impl Builder<'_> {
         let bbuf = self.init(&format!("{} bias", l.name), &blocked_bias(l, l.bias.as_ref().map(|b| weights.get(b))));
         let oc_blocks = l.out_channels.div_ceil(block_channels(l));
         let pxn = match (narrow, slide) {
+            _ if wino => 4,
             (true, true) => 16,
             (true, false) => 32,
             (false, _) => 8,
@@ -137,8 +138,8 @@ impl Builder<'_> {
         // subgroup one, the row parity: each parity's rows are then half the band).
         let (z, row_split) = match kernel {
             Kernel::ConvTranspose2dSubgroup => (4 * oc_blocks, 2),
-            // main_wino and main_narrow_slide: two output rows per invocation.
-            _ if wino || (slide && narrow) => (oc_blocks, 2),
+            // main_narrow_slide: two output rows per invocation.
+            _ if slide && narrow => (oc_blocks, 2),
             Kernel::ConvTranspose2d => (2 * oc_blocks, 1),
             _ => (oc_blocks, 1),
         };
