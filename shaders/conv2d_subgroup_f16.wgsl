@@ -307,9 +307,10 @@ fn wino_row(acc: array<mat4x4<f32>, 4>, wi: u32, tap: u32, lane: u32, x: array<v
 // input, shared by the 16 output channels). Weights: [oc_block][ky][4 transformed taps][ic][16]
 // (blocked_wino).
 // Why 4 pixels and one row: on lavapipe (AVX-512 machine, 640 x 360, the ten residual convs)
-// this took 733-840 ms against 890-930 for 8 pixels and one row, 1,065-1,165 for 8 pixels and two
-// rows (each input row loaded once for both), 1,040-1,090 for 4 pixels and two rows and
-// 1,065-1,085 for 2 pixels: fewer accumulators (and less code per loop) beat the loads they save.
+// this took 733-840 ms against 890-932 for 8 pixels and one row, 1,063-1,288 for 8 pixels and
+// two rows (each input row loaded once for both), 1,039-1,090 for 4 pixels and two rows and
+// 1,065-1,083 for 2 pixels: fewer accumulators (and less code per loop) beat the loads they
+// save (README, "Fewer accumulators").
 // Dispatch: as main_slide with ceil(out_w / 4) pixel groups per row.
 @compute @workgroup_size(64, 1, 1)
 fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
