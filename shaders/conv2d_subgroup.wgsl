@@ -122,6 +122,19 @@ fn write_stats(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32, n0: 
     }
 }
 
+// welford for the 4 pixels a0..a3, the first `count` of them real.
+fn welford4(n: ptr<function, f32>, mean: ptr<function, mat4x4<f32>>, m2: ptr<function, mat4x4<f32>>,
+            a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>, count: u32) {
+    welford(n, mean, m2, a0, count > 0u); welford(n, mean, m2, a1, count > 1u);
+    welford(n, mean, m2, a2, count > 2u); welford(n, mean, m2, a3, count > 3u);
+}
+
+// Writes the 4 pixels a0..a3 of band row `band_row` from column ox0 (16 channels each).
+fn store16x4(band_row: u32, ox0: u32, ocb: u32, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>) {
+    store16(band_row, ox0, ocb, a0); store16(band_row, ox0 + 1u, ocb, a1);
+    store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
+}
+
 // The end of main and main_slide: the epilogue statistics (with STATS), then the stores.
 fn finish(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, gid: vec3<u32>,
           a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
@@ -137,19 +150,15 @@ fn finish(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, gid: vec3<u32>,
         var n = 0.0;
         var mean = mat4x4<f32>();
         var m2 = mat4x4<f32>();
-        welford(&n, &mean, &m2, a0, count > 0u); welford(&n, &mean, &m2, a1, count > 1u);
-        welford(&n, &mean, &m2, a2, count > 2u); welford(&n, &mean, &m2, a3, count > 3u);
-        welford(&n, &mean, &m2, a4, count > 4u); welford(&n, &mean, &m2, a5, count > 5u);
-        welford(&n, &mean, &m2, a6, count > 6u); welford(&n, &mean, &m2, a7, count > 7u);
+        welford4(&n, &mean, &m2, a0, a1, a2, a3, count);
+        welford4(&n, &mean, &m2, a4, a5, a6, a7, max(count, 4u) - 4u);
         write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
     }
     if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
         return;
     }
-    store16(band_row, ox0, ocb, a0); store16(band_row, ox0 + 1u, ocb, a1);
-    store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
-    store16(band_row, ox0 + 4u, ocb, a4); store16(band_row, ox0 + 5u, ocb, a5);
-    store16(band_row, ox0 + 6u, ocb, a6); store16(band_row, ox0 + 7u, ocb, a7);
+    store16x4(band_row, ox0, ocb, a0, a1, a2, a3);
+    store16x4(band_row, ox0 + 4u, ocb, a4, a5, a6, a7);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -338,15 +347,13 @@ fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         var n = 0.0;
         var mean = mat4x4<f32>();
         var m2 = mat4x4<f32>();
-        welford(&n, &mean, &m2, a[0], count > 0u); welford(&n, &mean, &m2, a[1], count > 1u);
-        welford(&n, &mean, &m2, a[2], count > 2u); welford(&n, &mean, &m2, a[3], count > 3u);
+        welford4(&n, &mean, &m2, a[0], a[1], a[2], a[3], count);
         write_stats(wid, nwg, li, sid, ocb, n, mean, m2);
     }
     if (band_row >= p.band_rows || gid.z >= p.oc_blocks) {
         return;
     }
-    store16(band_row, ox0, ocb, a[0]); store16(band_row, ox0 + 1u, ocb, a[1]);
-    store16(band_row, ox0 + 2u, ocb, a[2]); store16(band_row, ox0 + 3u, ocb, a[3]);
+    store16x4(band_row, ox0, ocb, a[0], a[1], a[2], a[3]);
 }
 
 // main_narrow_slide computes two output rows per invocation (16 pixels x 4 channels each): each
