@@ -24,6 +24,11 @@
 //   NORM_IN   apply the previous layer's norm as the input is loaded: x -> a * x + b, then
 //             ReLU when NORM_RELU, only on real taps (SAME zero padding stays zero; reflected
 //             and upsampled taps are real pixels and get it too)
+//   IN3       the input has 3 channels, one group whose 4th channel is zero padding: mac16
+//             skips its products (conv1 of the style networks: a quarter of its multiplies)
+//   OUT3      a narrow block's 4th output channel is padding (3 output channels): mac4 skips
+//             its products (conv4); the padding channel's sums stay zero, as with its zero
+//             weights
 
 struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
@@ -38,6 +43,8 @@ override UPSAMPLE: u32 = 1u;
 override REFLECT: bool = false;
 override NORM_IN: bool = false;
 override NORM_RELU: bool = false;
+override IN3: bool = false;
+override OUT3: bool = false;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
@@ -102,8 +109,13 @@ fn row_base(oy: u32, ky: u32) -> i32 {
 }
 
 // a += sum over the 4 input channels of x of (weights of that channel) * x[c].
+// With IN3 the 4th channel (zero padding) is skipped: the same sums, a quarter fewer products.
 fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
-    *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
+    if (IN3) {
+        *a += w0 * x.x + w1 * x.y + w2 * x.z;
+    } else {
+        *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
+    }
 }
 
 // (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th
@@ -140,7 +152,13 @@ fn store16(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {
 // Narrow accumulators: column c of a<q> is output pixel 4q + c (4 channels). `w` holds the
 // weights of the 4 output channels (columns: input channels 4g..4g+3), so w * x is one pixel.
 fn mac4(a: ptr<function, mat4x4<f32>>, w: mat4x4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) {
-    *a += mat4x4<f32>(w * x0, w * x1, w * x2, w * x3);
+    if (OUT3) {
+        // The 3 real output channels only (the 4th row of w is padding).
+        let w3 = mat4x3<f32>(w[0].xyz, w[1].xyz, w[2].xyz, w[3].xyz);
+        *a += mat4x4<f32>(vec4<f32>(w3 * x0, 0.0), vec4<f32>(w3 * x1, 0.0), vec4<f32>(w3 * x2, 0.0), vec4<f32>(w3 * x3, 0.0));
+    } else {
+        *a += mat4x4<f32>(w * x0, w * x1, w * x2, w * x3);
+    }
 }
 
 fn store_narrow(band_row: u32, ox: u32, ocb: u32, a: mat4x4<f32>) {

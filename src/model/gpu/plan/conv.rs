@@ -213,7 +213,12 @@ impl Builder<'_> {
             Op::ConvTranspose => vec![("K", l.kernel as f64)],
         };
         if kernel == Kernel::Conv2dSubgroup {
-            overrides.push(("STATS", epilogue as u32 as f64));
+            // 3 input channels (one padded group) or a narrow block of 3 output channels.
+            overrides.extend([
+                ("STATS", epilogue as u32 as f64),
+                ("IN3", (l.in_channels == 3 && is.c == 4) as u32 as f64),
+                ("OUT3", (narrow && l.out_channels == 3) as u32 as f64),
+            ]);
         }
         if let Some((tm, tn)) = tile {
             overrides.extend([("TM", tm as f64), ("TN", tn as f64)]);
