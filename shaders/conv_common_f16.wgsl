@@ -114,11 +114,11 @@ fn row_base(oy: u32, ky: u32) -> i32 {
 // a += sum over the 4 input channels of x of (weights of that channel) * x[c].
 // With IN3 the 4th channel (zero padding) is skipped: the same sums, a quarter fewer products.
 fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: mat4x4<f32>, w3: mat4x4<f32>, x: vec4<f32>) {
-    if (IN3) {
-        *a += w0 * x.x + w1 * x.y + w2 * x.z;
-    } else {
-        *a += w0 * x.x + w1 * x.y + w2 * x.z + w3 * x.w;
+    var s = w0 * x.x + w1 * x.y + w2 * x.z;
+    if (!IN3) {
+        s += w3 * x.w;
     }
+    *a += s;
 }
 
 // (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th

@@ -209,16 +209,15 @@ impl Builder<'_> {
                     ("UPSAMPLE", l.upsample as f64),
                     ("NORM_IN", pending.is_some() as u32 as f64),
                     ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
+                    // 3 input channels (only a first layer: one group, its 4th channel padding)
+                    // or a narrow block of 3 output channels: the padding's products skipped.
+                    ("IN3", (l.in_channels == 3) as u32 as f64),
+                    ("OUT3", (narrow && l.out_channels == 3) as u32 as f64),
                 ],
             Op::ConvTranspose => vec![("K", l.kernel as f64)],
         };
         if kernel == Kernel::Conv2dSubgroup {
-            // 3 input channels (one padded group) or a narrow block of 3 output channels.
-            overrides.extend([
-                ("STATS", epilogue as u32 as f64),
-                ("IN3", (l.in_channels == 3 && is.c == 4) as u32 as f64),
-                ("OUT3", (narrow && l.out_channels == 3) as u32 as f64),
-            ]);
+            overrides.push(("STATS", epilogue as u32 as f64));
         }
         if let Some((tm, tn)) = tile {
             overrides.extend([("TM", tm as f64), ("TN", tn as f64)]);
