@@ -19,7 +19,7 @@
 //   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][OCB] with OCB = 16 (main)
 //                                  or 4 (main_narrow) channels (see model::gpu::weights)
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), oc_blocks), groups = ceil(out_w /
-// pixels per invocation), tw = min(8, groups), th = 64 / tw (see `grid`).
+// pixels per invocation), th = 64 / tw, tw = tile_w (see `grid`).
 
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 
@@ -40,7 +40,7 @@ fn w16(i: u32) -> mat4x4<f32> {
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let gid = grid(wid, li, 8u);
+    let gid = grid(wid, li);
     let ox0 = gid.x * 8u;
     let band_row = gid.y;
     let ocb = gid.z;
@@ -81,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 @compute @workgroup_size(64, 1, 1)
 fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let gid = grid(wid, li, 32u);
+    let gid = grid(wid, li);
     let ox0 = gid.x * 32u;
     let band_row = gid.y;
     let ocb = gid.z;

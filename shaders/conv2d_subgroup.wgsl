@@ -5,20 +5,21 @@
 // them with subgroupBroadcast, so every weight is loaded once per subgroup instead of once per
 // lane; and they load them from a texture, not a storage buffer (texel fetches are vector
 // gathers on lavapipe, where every storage-buffer load is a per-lane loop).
-// The loops must stay uniform across the subgroup: there is no early return, and rows or
-// columns outside the output read zeros and store nothing.
+// The loops must stay uniform across the subgroup: a lane returns early only with all the other
+// lanes of its subgroup (`idle`); rows or columns outside the output read zeros and store
+// nothing.
 //
 // Entry points: main (16 output channels x 8 pixels), main_narrow (4 x 32); see conv2d.wgsl.
-// For stride 1: main_slide (16 x 8) and main_narrow_slide (4 x 16) hold the input pixels of a
-// kernel row in registers as a sliding window, so each input vec4 is loaded once per kernel row
-// (8 + K - 1 or 16 + K - 1 loads) instead of once per tap (8 K or 32 K): on adapters where
-// every buffer load is a per-lane loop (lavapipe) the loads, not the arithmetic, set the pace.
-// Same bindings, overrides, weights layout and results; main_narrow_slide dispatches
-// ceil(out_w / 16) pixel groups per row where main_narrow has ceil(out_w / 32), and computes
-// two output rows per invocation (ceil(band_rows / 2) rows; see main_narrow_slide).
-// For 3 x 3 stride-1 layers with 16-channel blocks: main_wino, main_slide through Winograd
-// F(2, 3) along each kernel row (4 weight products per pixel pair instead of 6) for 4 output
-// pixels, with its own weights layout (4 transformed taps per kernel row; see main_wino).
+// main holds the input pixels of a kernel row in registers as a sliding window (one per residue
+// of the tap column modulo the stride), so each input vec4 is loaded once per kernel row
+// (8 + K - 1 loads at stride 1) instead of once per tap (8 K): on adapters where every buffer
+// load is a per-lane loop (lavapipe) the loads, not the arithmetic, set the pace. For stride 1
+// main_narrow_slide (4 x 16) does the same for narrow blocks; it dispatches ceil(out_w / 16)
+// pixel groups per row where main_narrow has ceil(out_w / 32), and computes two output rows per
+// invocation (ceil(band_rows / 2) rows; see main_narrow_slide).
+// For 3 x 3 stride-1 layers with 16-channel blocks: main_wino, main through Winograd F(2, 3)
+// along each kernel row (4 weight products per pixel pair instead of 6) for 4 output pixels,
+// with its own weights layout (4 transformed taps per kernel row; see main_wino).
 //
 // Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
 // conv_common.wgsl, joined after this file at load time), plus:
@@ -74,6 +75,14 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
     );
 }
 
+// True when none of this subgroup's lanes has a row in the band: the last workgroup row of a
+// band whose rows are not a multiple of the tile's height (90 rows in tiles 8 high: 6 of 96 idle
+// rows). Such a subgroup returns at once, all its lanes together, so the loops stay uniform
+// where they run; on lavapipe a subgroup whose lanes are all idle still ran every loop.
+fn idle(band_row: u32) -> bool {
+    return subgroupAll(band_row >= p.band_rows);
+}
+
 // Welford update of this invocation's (n, mean, M2) of 16 channels with pixel `a` (bias not
 // included) when `on`. For equal values the mean stays exact and M2 zero.
 fn welford(n: ptr<function, f32>, mean: ptr<function, mat4x4<f32>>, m2: ptr<function, mat4x4<f32>>, a: mat4x4<f32>, on: bool) {
@@ -122,6 +131,14 @@ fn write_stats(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32, n0: 
     }
 }
 
+// The end of an idle subgroup (`idle`) in the kernels with STATS: its partials are empty
+// (n = 0), as those of any lanes past the band's end.
+fn skip(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, ocb: u32) {
+    if (STATS) {
+        write_stats(wid, nwg, li, sid, ocb, 0.0, mat4x4<f32>(), mat4x4<f32>());
+    }
+}
+
 // welford for the 4 pixels a0..a3, the first `count` of them real.
 fn welford4(n: ptr<function, f32>, mean: ptr<function, mat4x4<f32>>, m2: ptr<function, mat4x4<f32>>,
             a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>, count: u32) {
@@ -135,7 +152,7 @@ fn store16x4(band_row: u32, ox0: u32, ocb: u32, a0: mat4x4<f32>, a1: mat4x4<f32>
     store16(band_row, ox0 + 2u, ocb, a2); store16(band_row, ox0 + 3u, ocb, a3);
 }
 
-// The end of main and main_slide: the epilogue statistics (with STATS), then the stores.
+// The end of main: the epilogue statistics (with STATS), then the stores.
 fn finish(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, gid: vec3<u32>,
           a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
           a4: mat4x4<f32>, a5: mat4x4<f32>, a6: mat4x4<f32>, a7: mat4x4<f32>) {
@@ -162,46 +179,15 @@ fn finish(wid: vec3<u32>, nwg: vec3<u32>, li: u32, sid: u32, gid: vec3<u32>,
 }
 
 @compute @workgroup_size(64, 1, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-        @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gid = grid(wid, li, 8u);
-    let ox0 = gid.x * 8u;
-    let band_row = gid.y;
-    let ocb = min(gid.z, p.oc_blocks - 1u);
-    let lane = sid % 8u;
-    let oy = p.out_row0 + band_row;
-    var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
-    var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
-    let tap = p.in_c * 4u;
-    for (var ky = 0u; ky < K; ky++) {
-        let rb = row_base(oy, ky);
-        for (var kx = 0u; kx < K; kx++) {
-            let o0 = offset(ox0, kx, rb); let o1 = offset(ox0 + 1u, kx, rb);
-            let o2 = offset(ox0 + 2u, kx, rb); let o3 = offset(ox0 + 3u, kx, rb);
-            let o4 = offset(ox0 + 4u, kx, rb); let o5 = offset(ox0 + 5u, kx, rb);
-            let o6 = offset(ox0 + 6u, kx, rb); let o7 = offset(ox0 + 7u, kx, rb);
-            var wi = ((ocb * K + ky) * K + kx) * tap;
-            for (var g = 0u; g < p.in_c / 4u; g++) {
-                let n = norm_of(g, lane);
-                let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
-                wi += 16u;
-                mac16(&a0, w[0], w[1], w[2], w[3], ld(o0, g, n)); mac16(&a1, w[0], w[1], w[2], w[3], ld(o1, g, n));
-                mac16(&a2, w[0], w[1], w[2], w[3], ld(o2, g, n)); mac16(&a3, w[0], w[1], w[2], w[3], ld(o3, g, n));
-                mac16(&a4, w[0], w[1], w[2], w[3], ld(o4, g, n)); mac16(&a5, w[0], w[1], w[2], w[3], ld(o5, g, n));
-                mac16(&a6, w[0], w[1], w[2], w[3], ld(o6, g, n)); mac16(&a7, w[0], w[1], w[2], w[3], ld(o7, g, n));
-            }
-        }
-    }
-    finish(wid, nwg, li, sid, gid, a0, a1, a2, a3, a4, a5, a6, a7);
-}
-
-@compute @workgroup_size(64, 1, 1)
 fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32) {
-    let gid = grid(wid, li, 32u);
+    let gid = grid(wid, li);
     let ox0 = gid.x * 32u;
     let band_row = gid.y;
     let ocb = min(gid.z, p.oc_blocks - 1u);
+    if (idle(band_row)) {
+        return;
+    }
     let lane = sid % 4u;
     let oy = p.out_row0 + band_row;
     var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
@@ -232,14 +218,23 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     store_narrow(band_row, ox0 + 24u, ocb, a6); store_narrow(band_row, ox0 + 28u, ocb, a7);
 }
 
+// The wide kernel: 16 output channels x 8 pixels of one row, the input pixels of a kernel row
+// held as a sliding window. With stride s the taps kx, kx + s, ... read the same input columns
+// one pixel further on, so each residue r of kx mod s has its own window: 8 + (K - r - 1) / s
+// loads per kernel row and channel group instead of 8 per tap (a 3 x 3 stride-2 layer: 17
+// instead of 24; a 9 x 9 stride-1 one: 16 instead of 72).
 @compute @workgroup_size(64, 1, 1)
-fn main_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gid = grid(wid, li, 8u);
+    let gid = grid(wid, li);
     let ocb = min(gid.z, p.oc_blocks - 1u);
+    if (idle(gid.y)) {
+        skip(wid, nwg, li, sid, ocb);
+        return;
+    }
     let lane = sid % 8u;
     let oy = p.out_row0 + gid.y;
-    let v0 = i32(gid.x * 8u) - p.pad_left;
+    let s = i32(STRIDE);
     var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
     var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();
     let tap = p.in_c * 4u;
@@ -247,22 +242,27 @@ fn main_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let rb = row_base(oy, ky);
         for (var g = 0u; g < p.in_c / 4u; g++) {
             let n = norm_of(g, lane);
-            // Window: x<j> is input column v0 + kx + j for the current tap column kx.
-            var x0 = ld(col(v0, rb), g, n); var x1 = ld(col(v0 + 1, rb), g, n);
-            var x2 = ld(col(v0 + 2, rb), g, n); var x3 = ld(col(v0 + 3, rb), g, n);
-            var x4 = ld(col(v0 + 4, rb), g, n); var x5 = ld(col(v0 + 5, rb), g, n);
-            var x6 = ld(col(v0 + 6, rb), g, n); var x7 = ld(col(v0 + 7, rb), g, n);
-            var wi = (ocb * K + ky) * K * tap + g * 16u;
-            for (var kx = 0u; kx < K; kx++) {
-                let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
-                wi += tap;
-                mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
-                mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);
-                mac16(&a4, w[0], w[1], w[2], w[3], x4); mac16(&a5, w[0], w[1], w[2], w[3], x5);
-                mac16(&a6, w[0], w[1], w[2], w[3], x6); mac16(&a7, w[0], w[1], w[2], w[3], x7);
-                if (kx + 1u < K) {
-                    x0 = x1; x1 = x2; x2 = x3; x3 = x4; x4 = x5; x5 = x6; x6 = x7;
-                    x7 = ld(col(v0 + i32(kx) + 8, rb), g, n);
+            for (var r = 0u; r < STRIDE; r++) {
+                // Window: x<j> is input column v + s j for the current tap column kx (v: the
+                // first output pixel's column at that tap).
+                var v = i32(gid.x * 8u * STRIDE + r) - p.pad_left;
+                var x0 = ld(col(v, rb), g, n); var x1 = ld(col(v + s, rb), g, n);
+                var x2 = ld(col(v + 2 * s, rb), g, n); var x3 = ld(col(v + 3 * s, rb), g, n);
+                var x4 = ld(col(v + 4 * s, rb), g, n); var x5 = ld(col(v + 5 * s, rb), g, n);
+                var x6 = ld(col(v + 6 * s, rb), g, n); var x7 = ld(col(v + 7 * s, rb), g, n);
+                var wi = ((ocb * K + ky) * K + r) * tap + g * 16u;
+                for (var kx = r; kx < K; kx += STRIDE) {
+                    let w = bcast16(wld(wi + lane), wld(wi + 8u + lane));
+                    wi += STRIDE * tap;
+                    mac16(&a0, w[0], w[1], w[2], w[3], x0); mac16(&a1, w[0], w[1], w[2], w[3], x1);
+                    mac16(&a2, w[0], w[1], w[2], w[3], x2); mac16(&a3, w[0], w[1], w[2], w[3], x3);
+                    mac16(&a4, w[0], w[1], w[2], w[3], x4); mac16(&a5, w[0], w[1], w[2], w[3], x5);
+                    mac16(&a6, w[0], w[1], w[2], w[3], x6); mac16(&a7, w[0], w[1], w[2], w[3], x7);
+                    if (kx + STRIDE < K) {
+                        v += s;
+                        x0 = x1; x1 = x2; x2 = x3; x3 = x4; x4 = x5; x5 = x6; x6 = x7;
+                        x7 = ld(col(v + 7 * s, rb), g, n);
+                    }
                 }
             }
         }
@@ -307,7 +307,7 @@ fn wino_row(acc: array<mat4x4<f32>, 4>, wi: u32, tap: u32, lane: u32, x: array<v
     return array<mat4x4<f32>, 4>(a0, a1, a2, a3);
 }
 
-// main_slide for 3 x 3 stride-1 layers through Winograd F(2, 3) along each kernel row, for 4
+// main for 3 x 3 stride-1 layers through Winograd F(2, 3) along each kernel row, for 4
 // output pixels (2 pairs) x 16 channels of one row: each pair takes 4 weight products per input
 // channel instead of 6, so a third of the multiplies go (the transforms' adds are on vec4s of
 // input, shared by the 16 output channels). Weights: [oc_block][ky][4 transformed taps][ic][16]
@@ -317,12 +317,16 @@ fn wino_row(acc: array<mat4x4<f32>, 4>, wi: u32, tap: u32, lane: u32, x: array<v
 // two rows (each input row loaded once for both), 1,039-1,090 for 4 pixels and two rows and
 // 1,065-1,083 for 2 pixels: fewer accumulators (and less code per loop) beat the loads they
 // save (README, "Fewer accumulators").
-// Dispatch: as main_slide with ceil(out_w / 4) pixel groups per row.
+// Dispatch: as main with ceil(out_w / 4) pixel groups per row.
 @compute @workgroup_size(64, 1, 1)
 fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let gid = grid(wid, li, 4u);
+    let gid = grid(wid, li);
     let ocb = min(gid.z, p.oc_blocks - 1u);
+    if (idle(gid.y)) {
+        skip(wid, nwg, li, sid, ocb);
+        return;
+    }
     let lane = sid % 8u;
     let band_row = gid.y;
     let oy = p.out_row0 + band_row;
@@ -360,16 +364,19 @@ fn main_wino(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 // of the K + 1 input rows they read is loaded once and slides under both rows' kernel rows (row
 // r0 takes it as kernel row r, row r0 + 1 as kernel row r - 1), (16 + K - 1) (K + 1) input loads
 // per channel group for 32 pixels instead of (16 + K - 1) 2K (conv4, 9 x 9: 14 % faster on
-// lavapipe). Not done for main_slide: its one 9 x 9 layer (conv1) has 4 input channels, where
+// lavapipe). Not done for main: its one 9 x 9 layer (conv1) has 4 input channels, where
 // the loads are a small part, and it was no faster.
 // Dispatch: ceil(out_w / 16) pixel groups per row, ceil(band_rows / 2) rows.
 @compute @workgroup_size(64, 1, 1)
 fn main_narrow_slide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32) {
-    let gid = grid(wid, li, 16u);
+    let gid = grid(wid, li);
     let ox0 = gid.x * 16u;
-    let r0 = min(gid.y, 0x7fffffu) * 2u;
+    let r0 = gid.y * 2u;
     let ocb = min(gid.z, p.oc_blocks - 1u);
+    if (idle(r0)) {
+        return;
+    }
     let lane = sid % 4u;
     let oy = p.out_row0 + r0;
     let v0 = i32(ox0) - p.pad_left;

@@ -34,7 +34,7 @@ struct ConvParams {
     in_w: u32, in_h: u32, in_c: u32, in_row0: u32,
     out_w: u32, out_h: u32, out_c: u32, out_row0: u32,
     band_rows: u32, in_shift: u32, out_shift: u32, oc_blocks: u32,
-    pad_top: i32, pad_left: i32, stats_base: u32, _pad1: u32,
+    pad_top: i32, pad_left: i32, stats_base: u32, tile_w: u32,
 }
 
 override K: u32 = 3u;
@@ -118,16 +118,15 @@ fn mac16(a: ptr<function, mat4x4<f32>>, w0: mat4x4<f32>, w1: mat4x4<f32>, w2: ma
     *a += s;
 }
 
-// (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x th
-// invocations, tw = min(8, pixel groups per row), th = 64 / tw: square-ish tiles reuse input rows
-// across neighbouring output rows, and narrow frames still fill the lanes. Lanes past tw * th
-// get an out-of-range row (they still run the loops, which keeps subgroups uniform).
-fn grid(wid: vec3<u32>, li: u32, px: u32) -> vec3<u32> {
-    let groups = (p.out_w + px - 1u) / px;
-    let tw = min(8u, groups);
-    let th = 64u / tw;
-    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
-    return vec3<u32>(wid.x * tw + li % tw, row, wid.z);
+// (pixel group, band row, oc block) of an invocation. A workgroup is a tile of tw x (64 / tw)
+// invocations, tw = p.tile_w (1, 2, 4 or 8): square-ish tiles reuse input rows across
+// neighbouring output rows; the plan picks the tw that leaves the fewest idle lanes past the
+// right edge (a 20-group row in tiles 8 wide ran 24 groups, a sixth of them idle) and prefers
+// the widest on a tie (`tile_width` in conv.rs). A parameter, not an override constant, so one
+// pipeline serves every frame size.
+fn grid(wid: vec3<u32>, li: u32) -> vec3<u32> {
+    let tw = p.tile_w;
+    return vec3<u32>(wid.x * tw + li % tw, wid.y * (64u / tw) + li / tw, wid.z);
 }
 
 // Writes channels [oc0, oc0 + 4) of output pixel `ox` of band row `band_row`.

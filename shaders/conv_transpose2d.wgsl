@@ -10,7 +10,8 @@
 //   2 weights storage  read [oc_block][ky][kx][ic][16]
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), 2 * oc_blocks) with groups =
-//   ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw; z = 2 * oc_block + parity.
+//   ceil(ceil(out_w / 2) / 8), th = 64 / tw, tw = tile_w (the prelude's `grid`);
+//   z = 2 * oc_block + parity.
 
 @group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
 
@@ -27,12 +28,7 @@ fn w16(i: u32) -> mat4x4<f32> {
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    // Tiles of tw x th invocations as in conv2d.wgsl's `grid`.
-    let groups = ((p.out_w + 1u) / 2u + 7u) / 8u;
-    let tw = min(8u, groups);
-    let th = 64u / tw;
-    let row = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
-    let gid = vec3<u32>(wid.x * tw + li % tw, row, wid.z);
+    let gid = grid(wid, li);
     let band_row = gid.y;
     let ocb = gid.z / 2u;
     let phx = gid.z % 2u;

@@ -13,15 +13,16 @@
 //   loading all 16;
 // - the input pixels of a kernel row are a sliding window: with column parity 0 the taps kx = 0
 //   and 2 read input columns j0 + q and j0 + q - 1, so 9 loads serve both instead of 16.
-// The loops stay uniform across the subgroup: there is no early return, and rows or columns
-// outside the output read zeros and store nothing.
+// The loops stay uniform across the subgroup: a lane returns early only with all the other lanes
+// of its subgroup (no row in the band), and rows or columns outside the output read zeros and
+// store nothing.
 //
 // Bindings (group 0): as conv_transpose2d.wgsl (the prelude conv_common.wgsl, joined after this
 // file at load time, declares all but the weights; its col, ld (with the identity norm), mac16
 // and store16 are used here).
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(ceil(band_rows / 2) / th), 4 * oc_blocks) with
-//   groups = ceil(ceil(out_w / 2) / 8), tw = min(8, groups), th = 64 / tw;
+//   groups = ceil(ceil(out_w / 2) / 8), th = 64 / tw, tw = tile_w (the prelude's `grid`);
 //   z = 4 * oc_block + 2 * row parity + column parity.
 
 enable f16;
@@ -46,11 +47,9 @@ fn bcast16(lo: vec4<f32>, hi: vec4<f32>) -> array<mat4x4<f32>, 4> {
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(subgroup_invocation_id) sid: u32) {
-    // Tiles of tw x th invocations as in conv2d.wgsl's `grid`, over rows of one parity.
-    let groups = ((p.out_w + 1u) / 2u + 7u) / 8u;
-    let tw = min(8u, groups);
-    let th = 64u / tw;
-    let prow = select(0xffffffu, wid.y * th + li / tw, li < tw * th);
+    // Tiles as in the prelude's `grid`, over rows of one parity.
+    let gid = grid(wid, li);
+    let prow = gid.y;
     let ocb = wid.z / 4u;
     let phy = (wid.z / 2u) % 2u;
     let phx = wid.z % 2u;
@@ -58,9 +57,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let band_row = 2u * prow + ((phy + p.out_row0) % 2u);
     let oy = p.out_row0 + band_row;
     let row_on = band_row < p.band_rows;
+    // A subgroup with no lane in the band returns at once (as conv2d_subgroup.wgsl's `idle`).
+    if (subgroupAll(!row_on)) {
+        return;
+    }
     let lane = sid % 8u;
     // Output columns of this invocation: 2 * (j0 + q) + phx for q in 0..8.
-    let j0 = (wid.x * tw + li % tw) * 8u;
+    let j0 = gid.x * 8u;
     let s0 = 2u * j0 + phx;
     var a0 = mat4x4<f32>(); var a1 = mat4x4<f32>(); var a2 = mat4x4<f32>(); var a3 = mat4x4<f32>();
     var a4 = mat4x4<f32>(); var a5 = mat4x4<f32>(); var a6 = mat4x4<f32>(); var a7 = mat4x4<f32>();

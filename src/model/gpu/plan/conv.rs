@@ -31,7 +31,8 @@ pub(super) struct ConvParams {
     pub(super) pad_left: i32,
     /// First workgroup of this band in the layer's epilogue statistics (conv2d_subgroup STATS).
     pub(super) stats_base: u32,
-    _pad: u32,
+    /// Width of a workgroup's tile in pixel groups (`grid` in conv_common.wgsl; `tile_width`).
+    pub(super) tile_w: u32,
 }
 
 /// Where a convolution kernel reads its weights (binding 2).
@@ -100,9 +101,9 @@ impl Builder<'_> {
             Op::ConvTranspose if self.variant.subgroups() => Kernel::ConvTranspose2dSubgroup,
             Op::ConvTranspose => Kernel::ConvTranspose2d,
         };
-        // The subgroup kernel slides a window of input pixels along each kernel row of a
-        // stride-1 convolution (its narrow tile is then 16 pixels wide, not 32); the wide 3 x 3
-        // ones take Winograd F(2, 3) along the row.
+        // The subgroup kernel slides a window of input pixels along each kernel row (its narrow
+        // tile, stride 1 only, is then 16 pixels wide, not 32); the wide 3 x 3 stride-1 ones take
+        // Winograd F(2, 3) along the row.
         let slide = kernel == Kernel::Conv2dSubgroup && l.stride == 1;
         let wino = slide && !narrow && l.kernel == 3;
         let blocked_weights = if wino { blocked_wino(l, weights.get(&l.weight)) } else { blocked(l, weights.get(&l.weight)) };
@@ -143,7 +144,9 @@ impl Builder<'_> {
             Kernel::ConvTranspose2d => (2 * oc_blocks, 1),
             _ => (oc_blocks, 1),
         };
-        let tw = cols.clamp(1, 8);
+        // The subgroup kernels return at once from a subgroup with no row in the band.
+        let idle_exit = matches!(kernel, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup);
+        let tw = tile_width(cols, os.h.div_ceil(row_split), idle_exit);
         let workgroups = |rows: u32| match tile {
             Some((tm, tn)) => {
                 // TM-pixel tiles over x (and z past 65,535 of them), TN-channel tiles over y.
@@ -176,7 +179,7 @@ impl Builder<'_> {
                     pad_top: l.pad_before(is.h) as i32,
                     pad_left: l.pad_before(is.w) as i32,
                     stats_base,
-                    _pad: 0,
+                    tile_w: tw,
                 }),
                 win,
                 wout,
@@ -197,8 +200,7 @@ impl Builder<'_> {
             _ if wino => "main_wino",
             (true, true) => "main_narrow_slide",
             (true, false) => "main_narrow",
-            (false, true) => "main_slide",
-            (false, false) => "main",
+            (false, _) => "main",
         };
         let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow;
         let mut overrides: Overrides = match l.op {
@@ -261,5 +263,44 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The width tw (in pixel groups) of a workgroup's tile of 64 invocations, tw x 64 / tw with tw
+/// in 8, 4, 2, 1 (`ConvParams::tile_w`, the prelude's `grid`): the one that runs the fewest invocations over `groups`
+/// pixel groups per row and `rows` rows, the widest on a tie (square-ish tiles share input rows).
+/// Columns past the right edge run as idle lanes beside real ones; rows past the band's end cost
+/// whole tiles, or with `idle_exit` (the subgroup kernels, which return from a subgroup with no
+/// row in the band) only the rows of a partly idle subgroup, of 8 lanes (lavapipe's size).
+/// At 640x360 the 160-pixel activations' deepest stride-2 conv has 20 groups per row: 8 wide ran
+/// 24 of them, 4 wide runs 20.
+pub(super) fn tile_width(groups: u32, rows: u32, idle_exit: bool) -> u32 {
+    [8u32, 4, 2, 1]
+        .into_iter()
+        .min_by_key(|&tw| {
+            let step = if idle_exit { (8 / tw).max(1) } else { 64 / tw };
+            u64::from(groups.div_ceil(tw) * tw) * u64::from(rows.div_ceil(step) * step)
+        })
+        .unwrap_or(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_width;
+
+    #[test]
+    fn tile_width_leaves_the_fewest_idle_lanes() {
+        // 640x360: conv3 (20 groups of 8 pixels) and deconv1 (20 of 8 column pairs) take 4;
+        // the residual convs (40 groups of 4) keep 8.
+        assert_eq!(tile_width(20, 90, true), 4);
+        assert_eq!(tile_width(40, 90, true), 8);
+        // Narrow frames: 5 groups fit a column of tiles 1 wide exactly.
+        assert_eq!(tile_width(5, 24, true), 1);
+        // Without the idle exit a 1-wide tile's 64 rows count: 23 rows run 64 there, 24 in
+        // tiles 8 wide (8 groups).
+        assert_eq!(tile_width(5, 23, false), 8);
+        // Ties go to the widest.
+        assert_eq!(tile_width(16, 16, false), 8);
+        assert_eq!(tile_width(1, 1, true), 8);
     }
 }

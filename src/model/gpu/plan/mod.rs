@@ -905,7 +905,7 @@ mod layout_tests {
 
     fn rust_layouts() -> Vec<Layout> {
         vec![
-            layout!(ConvParams { in_w, in_h, in_c, in_row0, out_w, out_h, out_c, out_row0, band_rows, in_shift, out_shift, oc_blocks, pad_top, pad_left, stats_base }),
+            layout!(ConvParams { in_w, in_h, in_c, in_row0, out_w, out_h, out_c, out_row0, band_rows, in_shift, out_shift, oc_blocks, pad_top, pad_left, stats_base, tile_w }),
             layout!(StatsParams { channels, pixels, chunk_pixels, chunk_base, shift }),
             layout!(FinalizeParams { channels, chunks, eps }),
             layout!(ApplyParams { channels, count, shift, residual_shift }),
