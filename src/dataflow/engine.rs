@@ -424,14 +424,20 @@ impl Encoder {
             Ok(Err(e)) => self.errors.set(e),
             Err(_) => self.errors.set(PipelineError::Dataflow("the decoder thread panicked".into())),
         }
+        let sink = self.sink;
         let result = match (self.errors.take(), fed) {
-            // `sink` is dropped unfinished: nothing is published.
-            (Some(e), _) => Err(e),
-            (None, None) => Err(PipelineError::Dataflow("the dataflow stopped before the job ended".into())),
+            // (The closure owns the sink: it is dropped with it when the order check fails.)
             (None, Some(n)) => order.finish(Some(n)).map_err(PipelineError::from).and_then(|n| {
                 self.progress.finish();
-                self.sink.finish().map(|()| n).map_err(PipelineError::from)
+                sink.finish().map(|()| n).map_err(PipelineError::from)
             }),
+            (error, _) => {
+                // Dropped unfinished, the sink removes its temporary output; before the result
+                // goes out, since whoever receives it may exit the process at once (a temporary
+                // file was left behind when this thread lost that race).
+                drop(sink);
+                Err(error.unwrap_or_else(|| PipelineError::Dataflow("the dataflow stopped before the job ended".into())))
+            }
         };
         if let Some(done) = self.done {
             let _ = done.send(result);
