@@ -267,8 +267,9 @@ impl Builder<'_> {
 }
 
 /// The width tw (in pixel groups) of a workgroup's tile of 64 invocations, tw x 64 / tw with tw
-/// in 8, 4, 2, 1 (`ConvParams::tile_w`, the prelude's `grid`): the one that runs the fewest invocations over `groups`
-/// pixel groups per row and `rows` rows, the widest on a tie (square-ish tiles share input rows).
+/// in 8, 4, 2, 1 (`ConvParams::tile_w`, the prelude's `grid`): the one that runs the fewest
+/// invocations over `groups` pixel groups per row and `rows` rows, the widest on a tie
+/// (square-ish tiles share input rows).
 /// Columns past the right edge run as idle lanes beside real ones; rows past the band's end cost
 /// whole tiles, or with `idle_exit` (the subgroup kernels, which return from a subgroup with no
 /// row in the band) only the rows of a partly idle subgroup, of 8 lanes (lavapipe's size).
@@ -278,7 +279,7 @@ pub(super) fn tile_width(groups: u32, rows: u32, idle_exit: bool) -> u32 {
     [8u32, 4, 2, 1]
         .into_iter()
         .min_by_key(|&tw| {
-            let step = if idle_exit { (8 / tw).max(1) } else { 64 / tw };
+            let step = if idle_exit { 8 / tw } else { 64 / tw };
             u64::from(groups.div_ceil(tw) * tw) * u64::from(rows.div_ceil(step) * step)
         })
         .unwrap_or(8)
