@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use stylestream::app::synthetic_frame;
+use stylestream::frame::RgbFrame;
 use stylestream::model::gpu::{GpuContext, GpuOptions, NetworkPlan};
 use stylestream::model::{NetworkDescription, Weights};
 
@@ -33,7 +33,7 @@ fn network(c: &mut Criterion) {
     });
     for (w, h) in [(64, 48), (256, 144)] {
         let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).expect("plan");
-        let frame = synthetic_frame(w, h);
+        let frame = RgbFrame::test_card(w, h);
         plan.run(&frame.data).expect("warm-up frame");
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("frame_{w}x{h}"), |b| b.iter(|| plan.run(&frame.data).expect("frame")));

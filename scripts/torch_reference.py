@@ -246,7 +246,7 @@ def check(args) -> int:
 
 
 def synthetic_frame(w: int, h: int) -> np.ndarray:
-    """The same test card as `stylestream bench` (src/app.rs synthetic_frame)."""
+    """The same test card as `stylestream bench` (src/frame.rs RgbFrame::test_card)."""
     x = np.arange(w, dtype=np.int64)[None, :]
     y = np.arange(h, dtype=np.int64)[:, None]
     checker = np.where(((x // 16) + (y // 16)) % 2 == 0, 40, 0)

@@ -38,7 +38,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Style an image, a video (audio copied) or a sequence of frames, and write the result.
     Stylize(StylizeArgs),
-    /// Measure the network's speed on the GPU with a synthetic frame.
+    /// Measure the network's speed on the GPU with a synthetic frame. It times a plan directly
+    /// (upload, GPU, readback), not through the engine: the device, not the pipeline around it.
     Bench(BenchArgs),
     /// List the GPU adapters stylestream can use, in the order `--adapter` counts them.
     Adapters,

@@ -13,6 +13,20 @@ impl RgbFrame {
         debug_assert_eq!(data.len(), width as usize * height as usize * 3);
         Self { width, height, data }
     }
+
+    /// A deterministic test card: smooth gradients with some edges, so no layer sees constants.
+    pub fn test_card(width: u32, height: u32) -> Self {
+        let mut data = Vec::with_capacity(width as usize * height as usize * 3);
+        for y in 0..height {
+            for x in 0..width {
+                let checker = if (x / 16 + y / 16) % 2 == 0 { 40 } else { 0 };
+                data.push(((x * 255 / width.max(1)) as u8).saturating_add(checker));
+                data.push((y * 255 / height.max(1)) as u8);
+                data.push((((x + y) * 7) % 256) as u8);
+            }
+        }
+        Self::new(width, height, data)
+    }
 }
 
 /// Position of a frame in its video: 0, 1, 2, ... in presentation order.

@@ -28,23 +28,23 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     init_logging(if quiet { "error" } else if serving && cli.log == "warn" { "info" } else { &cli.log }, cli.log_format);
     let result = match &cli.command {
-        Command::Stylize(args) => app::stylize(args, &shutdown),
-        Command::Bench(args) => app::bench(args).map(|report| {
+        Command::Stylize(args) => app::stylize::stylize(args, &shutdown),
+        Command::Bench(args) => app::bench::bench(args).map(|report| {
             let mut stdout = std::io::stdout();
-            let _ = app::print_bench(&report, &mut stdout);
+            let _ = app::bench::print_bench(&report, &mut stdout);
             if args.json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             }
         }),
-        Command::Batch(args) => app::batch(args, &shutdown).map(|s| {
+        Command::Batch(args) => app::batch::batch(args, &shutdown).map(|s| {
             if !args.run.quiet {
                 eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);
             }
         }),
-        Command::Serve(args) => app::serve(args, &shutdown),
-        Command::Submit(args) => app::submit(args),
-        Command::Cancel(args) => app::cancel(args),
-        Command::Models(cmd) => app::models(cmd),
+        Command::Serve(args) => app::serve::serve(&args.config, args.metrics_addr.clone(), &shutdown).map_err(Into::into),
+        Command::Submit(args) => app::submit::submit(args),
+        Command::Cancel(args) => app::cancel::cancel(args),
+        Command::Models(cmd) => app::models::models(cmd),
         Command::Adapters => {
             let adapters = GpuContext::adapters();
             if adapters.is_empty() {

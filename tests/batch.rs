@@ -10,17 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 
-fn clip(path: &Path, frames: u32, pattern: &str) {
-    let n = frames.to_string();
-    let src = format!("{pattern}=size=64x48:rate=25");
-    let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &src, "-frames:v", &n, "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn modified(p: &Path) -> SystemTime {
     std::fs::metadata(p).unwrap().modified().unwrap()
 }
@@ -40,8 +29,8 @@ fn finished_pairs_are_skipped_and_only_new_styles_and_videos_are_styled() {
     let dir = tempfile::tempdir().unwrap();
     let videos = dir.path().join("videos");
     std::fs::create_dir(&videos).unwrap();
-    clip(&videos.join("a.mp4"), 4, "testsrc2");
-    clip(&videos.join("b.mkv"), 3, "mandelbrot");
+    Clip::new(4).write(&videos.join("a.mp4"));
+    Clip::new(3).source("mandelbrot").write(&videos.join("b.mkv"));
     std::fs::write(videos.join("notes.txt"), "not a video").unwrap();
     let out = dir.path().join("styled");
 
@@ -70,7 +59,7 @@ fn finished_pairs_are_skipped_and_only_new_styles_and_videos_are_styled() {
     assert!(err.contains("4 pairs: 2 to style, 2 already done"), "{err}");
     assert_eq!(probe_frames(&out.join("a.wave.mp4")), 4);
     assert_eq!((modified(&a), modified(&b)), stamps);
-    clip(&videos.join("c.mp4"), 2, "rgbtestsrc");
+    Clip::new(2).source("rgbtestsrc").write(&videos.join("c.mp4"));
     let (ok, err) = batch(&videos, &out, &["udnie", "wave"]);
     assert!(ok, "{err}");
     assert!(err.contains("6 pairs: 2 to style, 4 already done"), "{err}");
@@ -94,7 +83,7 @@ fn a_broken_video_fails_its_pairs_but_not_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let videos = dir.path().join("videos");
     std::fs::create_dir(&videos).unwrap();
-    clip(&videos.join("good.mp4"), 3, "testsrc2");
+    Clip::new(3).write(&videos.join("good.mp4"));
     std::fs::write(videos.join("broken.mp4"), b"this is not a video at all").unwrap();
     let out = dir.path().join("styled");
     let (ok, err) = batch(&videos, &out, &["udnie"]);
@@ -113,15 +102,27 @@ fn watching_styles_videos_that_arrive_later() {
     std::fs::create_dir(&videos).unwrap();
     let out = dir.path().join("styled");
     let mut child = stylestream_command(&[
-        "batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "wave", "--watch", "0.2", "--progress", "none",
+        "batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "wave", "--watch", "0.2", "--progress", "none", "--log", "info",
     ])
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    // Made elsewhere, then moved in (as uploads should be).
+    // Every line of stderr, as it comes.
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (err, stderr) = (err.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                err.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    let text = || err.lock().unwrap().clone();
+    // Made elsewhere, then moved in (as uploads should be) once the watcher has scanned an empty
+    // directory: the video arrives later, and only --watch can find it.
     let staged = dir.path().join("late.mp4");
-    clip(&staged, 3, "testsrc2");
-    std::thread::sleep(Duration::from_millis(500));
+    Clip::new(3).write(&staged);
+    wait_for("the first scan", 120, || text().contains("inputs scanned"));
     std::fs::rename(&staged, videos.join("late.mp4")).unwrap();
     let manifest = out.join("late.wave.mp4.manifest.json");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -129,11 +130,15 @@ fn watching_styles_videos_that_arrive_later() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let err = text();
     assert!(manifest.exists(), "the late video was not styled: {err}");
     assert_eq!(probe_frames(&out.join("late.wave.mp4")), 3);
-    assert!(err.contains("1 to style"), "{err}");
+    let first_scan = err.find("inputs scanned").unwrap();
+    assert!(err[first_scan..].contains("1 to style"), "{err}");
+    let first_line = err[first_scan..].lines().next().unwrap();
+    assert!(first_line.contains("videos=0"), "the first scan already saw the video: {err}");
 }
 
 /// The precision is part of a pair's settings: another precision makes the pair again.
@@ -142,7 +147,7 @@ fn another_precision_is_new_work() {
     let dir = tempfile::tempdir().unwrap();
     let videos = dir.path().join("videos");
     std::fs::create_dir(&videos).unwrap();
-    clip(&videos.join("a.mp4"), 2, "testsrc2");
+    Clip::new(2).write(&videos.join("a.mp4"));
     let out = dir.path().join("styled");
     let run = |extra: &[&str]| {
         let mut args = vec!["batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "udnie", "--progress", "none"];

@@ -127,7 +127,7 @@ fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
 fn stylize_keeps_odd_sizes_and_writes_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("odd.png");
-    let frame = stylestream::app::synthetic_frame(37, 23);
+    let frame = stylestream::frame::RgbFrame::test_card(37, 23);
     stylestream::media::image::write_rgb(&odd, &frame).unwrap();
     let out = dir.path().join("odd-styled.jpg");
     let o = stylestream(&["stylize", odd.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave"]);

@@ -17,7 +17,7 @@ fn every_shipped_config_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().is_some_and(|n| n == "service.toml") {
-            stylestream::service::config::ServiceConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            stylestream::config::service::ServiceConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         } else if path.extension().is_some_and(|e| e == "toml") {
             RunConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             n += 1;
@@ -36,7 +36,7 @@ fn a_service_config_with_a_password_or_bad_fields_is_refused_naming_them() {
          [models]\ndir = \"/m\"\n[[routes]]\nprefix = \"in/\"\nstyle = \"udnie\"\noutput_prefix = \"in/out/\"\n",
     )
     .unwrap();
-    let e = stylestream::service::config::ServiceConfig::load(&bad).unwrap_err().to_string();
+    let e = stylestream::config::service::ServiceConfig::load(&bad).unwrap_err().to_string();
     assert!(e.contains("service.toml"), "{e}");
     assert!(e.contains("broker.url holds a password") && !e.contains("hunter2"), "{e}");
     assert!(e.contains("broker.prefetch = 0"), "{e}");

@@ -9,16 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ffmpeg(args: &[&str]) {
-    let o = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().unwrap();
-    assert!(o.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn clip(path: &Path, frames: u32) {
-    let n = frames.to_string();
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", &n, "-c:v", "libx264", "-pix_fmt", "yuv420p", path.to_str().unwrap()]);
-}
-
 /// The PNG files of a directory, sorted, with their bytes.
 fn frames(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -70,7 +60,7 @@ fn one_two_and_three_workers_give_the_frames_of_the_image_path() {
 fn two_workers_write_a_complete_video_with_its_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 20);
+    Clip::new(20).write(&input);
     let out = dir.path().join("styled.mkv");
     let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave", "--workers", "2", "-q"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -114,7 +104,7 @@ fn free_ports() -> (u16, u16) {
 fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 7);
+    Clip::new(7).write(&input);
     let (p0, p1) = free_ports();
     let hosts = dir.path().join("hosts.txt");
     std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).unwrap();
@@ -161,7 +151,7 @@ fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() 
 fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 6);
+    Clip::new(6).write(&input);
     let one = dir.path().join("one/");
     let retried = dir.path().join("retried/");
     let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
@@ -180,7 +170,7 @@ fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical
 fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 6);
+    Clip::new(6).write(&input);
     let out = dir.path().join("out.mp4");
     let o = stylestream(&[
         "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
@@ -194,7 +184,7 @@ fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
 fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.mp4"), dir.path().join("b.mp4"));
-    clip(&a, 5);
+    Clip::new(5).write(&a);
     ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-frames:v", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", b.to_str().unwrap()]);
     let (a_out, b_out) = (dir.path().join("a-styled/"), dir.path().join("b-styled/"));
     let and = format!("{}={}", b.to_str().unwrap(), b_out.to_str().unwrap());
@@ -217,7 +207,7 @@ fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
 fn batches_of_frames_in_one_submission_give_the_frames_of_one_frame_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 7); // 7 frames in batches of 3: two whole batches and a partial one at the end
+    Clip::new(7).write(&input); // 7 frames in batches of 3: two whole batches and a partial one at the end
     let one = dir.path().join("one/");
     let batched = dir.path().join("batched/");
     let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
@@ -236,7 +226,7 @@ fn batches_of_frames_in_one_submission_give_the_frames_of_one_frame_at_a_time() 
 fn a_batch_failing_every_time_fails_the_job_naming_its_frame_range() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    clip(&input, 6);
+    Clip::new(6).write(&input);
     let out = dir.path().join("out.mp4");
     let o = stylestream(&[
         "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",

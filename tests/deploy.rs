@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
-use stylestream::service::config::ServiceConfig;
+use stylestream::config::service::ServiceConfig;
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes")

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
-use common::svc::{publish_raw, wait_for, Extra, Svc};
+use common::svc::{publish_raw, Extra, Svc};
 use common::*;
 use stylestream::model::gpu::NetworkPlan;
 use stylestream::storage::{BlockingStore, ObjectKey, Store};

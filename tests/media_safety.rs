@@ -4,28 +4,20 @@
 //! the user's own files (`VideoDecoder::open`, which follows references as ffmpeg does); and
 //! output names that would pick a muxer writing other files. Files are made by the ffmpeg CLI.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{ffmpeg, Clip};
 use stylestream::frame::{Rate, SourceInfo};
 use stylestream::media::policy::{InputPolicy, MediaLimits, ALLOWED_DEMUXERS};
 use stylestream::media::video_in::VideoDecoder;
 use stylestream::media::video_out::{Companion, EncodeSettings, VideoEncoder};
 use stylestream::media::MediaError;
 
-/// Runs `ffmpeg -nostdin -v error -y ARGS`; panics with ffmpeg's message if it fails.
-fn ffmpeg(args: &[&str]) {
-    let o = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-y"]).args(args).output().expect("the ffmpeg CLI is required");
-    assert!(o.status.success(), "ffmpeg {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// `frames` frames of testsrc2 at `size` (e.g. "64x48"), 25 fps, H.264, written to `path`.
-fn make_clip(path: &Path, size: &str, frames: u32) {
-    ffmpeg(&["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=25"), "-frames:v", &frames.to_string(), "-c:v", "libx264", "-pix_fmt", "yuv420p", s(path)]);
 }
 
 /// Decodes every frame; returns how many came out and the error that ended it, if any.
@@ -60,7 +52,7 @@ fn outside_and_store(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(&store).unwrap();
     let secret = outside.join("secret.mp4");
-    make_clip(&secret, "64x48", 10);
+    Clip::new(10).write(&secret);
     (secret, store)
 }
 
@@ -83,7 +75,7 @@ fn ffconcat_list_named_mp4_is_followed_by_the_cli_open_and_refused_restricted() 
     std::fs::create_dir_all(&store).unwrap();
     // ffmpeg's concat demuxer accepts only plain relative names by default: the other file sits
     // beside the list (in the service, anything in the job's staging directory).
-    make_clip(&store.join("other.mp4"), "64x48", 10);
+    Clip::new(10).write(&store.join("other.mp4"));
     let evil = store.join("evil.mp4");
     std::fs::write(&evil, "ffconcat version 1.0\nfile 'other.mp4'\n").unwrap();
 
@@ -150,7 +142,7 @@ fn restricted_open_reads_the_supported_containers_whole() {
 fn frames_over_the_size_limit_are_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
-    make_clip(&clip, "64x48", 5);
+    Clip::new(5).write(&clip);
     let small = MediaLimits { max_width_px: 32, max_height_px: 32, ..Default::default() };
     match refused(VideoDecoder::open_restricted(&clip, &small)) {
         MediaError::TooLarge { path, width: 64, height: 48, max_width_px: 32, max_height_px: 32 } => assert_eq!(path, clip),
@@ -168,7 +160,7 @@ fn frames_over_the_size_limit_are_refused_at_open() {
 fn frame_count_and_duration_over_the_limits_are_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
-    make_clip(&clip, "64x48", 50); // 2 s, 50 frames declared in the index
+    Clip::new(50).write(&clip); // 2 s, 50 frames declared in the index
     let frames = MediaLimits { max_frames: 49, ..Default::default() };
     match refused(VideoDecoder::open_restricted(&clip, &frames)) {
         MediaError::TooManyFrames { frames: 50, max_frames: 49, .. } => {}
@@ -225,8 +217,8 @@ fn a_stream_that_grows_after_its_header_stops_at_the_size_limit() {
     // MPEG-TS files join by concatenation: 50 frames at 64x48, then 10 at 320x240. The header
     // (what ffmpeg learns when it opens the file) says 64x48.
     let (small, big, joined) = (dir.path().join("small.ts"), dir.path().join("big.ts"), dir.path().join("joined.ts"));
-    make_clip(&small, "64x48", 50);
-    make_clip(&big, "320x240", 10);
+    Clip::new(50).write(&small);
+    Clip::new(10).size(320, 240).write(&big);
     let mut bytes = std::fs::read(&small).unwrap();
     bytes.extend(std::fs::read(&big).unwrap());
     std::fs::write(&joined, bytes).unwrap();

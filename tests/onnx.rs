@@ -54,10 +54,6 @@ fn tmp(name: &str) -> PathBuf {
     path
 }
 
-fn random_rgb(w: u32, h: u32, seed: u64) -> Vec<u8> {
-    random((w * h * 3) as usize, seed, 1.0).iter().map(|v| ((v + 1.0) * 127.5) as u8).collect()
-}
-
 /// ONNX Runtime's output for an RGB8 input, HWC f32.
 fn ort(model: &Path, rgb: &[u8], w: u32, h: u32) -> Vec<f32> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -35,10 +35,6 @@ fn random_weights(desc: &NetworkDescription, seed: u64) -> Weights {
     Weights::from_tensors(t, desc).unwrap()
 }
 
-fn random_rgb(w: u32, h: u32, seed: u64) -> Vec<u8> {
-    random((w * h * 3) as usize, seed, 1.0).iter().map(|v| ((v + 1.0) * 127.5) as u8).collect()
-}
-
 /// Every layer's GPU output against the CPU reference run on the same working-size input.
 fn check_layers(desc: &NetworkDescription, weights: &Weights, w: u32, h: u32, tol: f32) {
     let rgb = random_rgb(w, h, 7);
@@ -134,7 +130,7 @@ fn a_1080p_frame_runs_in_row_bands_and_keeps_its_size() {
     let weights = style("wave");
     let (w, h) = (1920, 1080);
     let plan = NetworkPlan::new(gpu(), &desc, &weights, w, h).unwrap();
-    let frame = stylestream::app::synthetic_frame(w, h);
+    let frame = stylestream::frame::RgbFrame::test_card(w, h);
     let out = plan.run(&frame.data).unwrap();
     assert_eq!(out.rgb.len(), (w * h * 3) as usize);
     // Styled, not copied or blank: far from the input and with a wide range of values.

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use stylestream::job::{OutcomeKind, PoisonCode};
 use stylestream::telemetry::{serve_http, HttpOptions, JobBoard, Metrics};
 
 /// A job id full of markup: it must show as text and never run.
@@ -21,7 +22,7 @@ const NASTY: &str = "<script>alert(1)</script>&\"'";
 const NASTY_AS_TEXT: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&amp;\"'";
 
 fn serve(token: Option<&str>) -> (SocketAddr, Metrics, JobBoard) {
-    let metrics = Metrics::new();
+    let metrics = Metrics::new().unwrap();
     let board = JobBoard::new();
     let opts = HttpOptions { addr: "127.0.0.1:0".into(), token: token.map(str::to_string), stall_secs: 600.0 };
     let addr = serve_http(opts, metrics.clone(), board.clone()).expect("serve the endpoints");
@@ -98,12 +99,12 @@ fn the_status_page_shows_jobs_dead_letters_and_the_chart_with_every_value_escape
     board.progress(NASTY, 40);
     board.started("done-1", "videos/a.mp4", "mosaic", "styled/a.mp4", Some(10));
     board.progress("done-1", 10);
-    board.finished("done-1", "succeeded", None);
+    board.finished("done-1", OutcomeKind::Succeeded, None);
     board.started("broken-1", "videos/b.mp4", "mosaic", "styled/b.mp4", None);
-    board.finished("broken-1", "failed", Some("decode: <img src=x onerror=alert(2)> broken"));
-    board.dead_lettered("corrupt-input");
-    board.dead_lettered("corrupt-input");
-    board.dead_lettered("bad-json<i>");
+    board.finished("broken-1", OutcomeKind::Failed, Some("decode: <img src=x onerror=alert(2)> broken"));
+    board.dead_lettered(PoisonCode::CorruptInput);
+    board.dead_lettered(PoisonCode::CorruptInput);
+    board.dead_lettered(PoisonCode::MalformedJson);
 
     let dom = dump_dom(&format!("http://{addr}/"));
 
@@ -120,7 +121,7 @@ fn the_status_page_shows_jobs_dead_letters_and_the_chart_with_every_value_escape
     assert!(dom.contains("<td>done-1</td><td class=\"ok\">succeeded</td>"), "{dom}");
     assert!(dom.contains("<td>broken-1</td><td class=\"bad\">failed</td>"), "{dom}");
     assert!(dom.contains("<tr data-reason=\"corrupt-input\"><td>corrupt-input</td><td class=\"n\">2</td></tr>"), "{dom}");
-    assert!(dom.contains("<td>bad-json&lt;i&gt;</td><td class=\"n\">1</td>"), "{dom}");
+    assert!(dom.contains("<tr data-reason=\"malformed-json\"><td>malformed-json</td><td class=\"n\">1</td></tr>"), "{dom}");
     let chart = dom.split_once("<svg id=\"fps-chart\"").map(|(_, c)| c).unwrap_or_else(|| panic!("no chart:\n{dom}"));
     assert_eq!(chart.split_once("</svg>").map(|(c, _)| c.matches("<rect").count()), Some(60), "{dom}");
     assert!(dom.contains("readiness: <span class=\"ok\">ok</span>"), "{dom}");

@@ -32,7 +32,7 @@ use super::{DataflowOptions, ErrorSlot, Job, PipelineError, ReorderFrames};
 use crate::frame::Frame;
 use crate::media::{Sink, Source};
 use crate::model::{NetworkDescription, Weights};
-use crate::reorder::Reorder;
+use super::frame_order::FrameOrder;
 use crate::stop::StopToken;
 use crate::telemetry::progress::Progress;
 
@@ -397,7 +397,7 @@ struct Encoder {
 
 impl Encoder {
     fn run(mut self) {
-        let mut order = Reorder::<()>::new();
+        let mut order = FrameOrder::<()>::new();
         let mut fed = None;
         for message in self.from_sink.iter() {
             match message {

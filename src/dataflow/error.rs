@@ -2,7 +2,7 @@
 
 use crate::media::MediaError;
 use crate::model::gpu::GpuError;
-use crate::reorder::ReorderError;
+use super::frame_order::OrderError;
 use crate::stop::StopReason;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +12,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Gpu(#[from] GpuError),
     #[error("reordering frames: {0}")]
-    Reorder(#[from] ReorderError),
+    Reorder(#[from] OrderError),
     #[error("{}: no output was written", .0.label())]
     Stopped(StopReason),
     #[error("dataflow: {0}")]

@@ -13,6 +13,7 @@
 
 mod engine;
 mod error;
+pub mod frame_order;
 mod plan;
 mod reorder_frames;
 mod stylize;

@@ -20,6 +20,8 @@
 
 use serde::Deserialize;
 
+use crate::job::outcome::PoisonCode;
+
 /// A storage notification rule: objects created under `prefix` are styled with `style` and
 /// written under `output_prefix`. With `trigger`, only an object of that name starts a job: on
 /// the frames uploaded under its prefix (the reference's trigger file).
@@ -67,17 +69,17 @@ pub enum Poison {
 }
 
 impl Poison {
-    /// Short machine-readable reason (header value and metrics label).
-    pub fn code(&self) -> &'static str {
+    /// The dead-letter reason (header value and metrics label).
+    pub fn code(&self) -> PoisonCode {
         match self {
-            Poison::MalformedJson(_) => "malformed-json",
-            Poison::UnknownSchema(_) => "unknown-schema",
-            Poison::Invalid(_) => "invalid-event",
-            Poison::Oversized { .. } => "oversized",
-            Poison::NoRoute(_) => "no-route",
-            Poison::UnknownStyle(_) => "unknown-style",
-            Poison::InvalidKey(_) => "invalid-key",
-            Poison::ForeignSource(_) => "foreign-source",
+            Poison::MalformedJson(_) => PoisonCode::MalformedJson,
+            Poison::UnknownSchema(_) => PoisonCode::UnknownSchema,
+            Poison::Invalid(_) => PoisonCode::InvalidEvent,
+            Poison::Oversized { .. } => PoisonCode::Oversized,
+            Poison::NoRoute(_) => PoisonCode::NoRoute,
+            Poison::UnknownStyle(_) => PoisonCode::UnknownStyle,
+            Poison::InvalidKey(_) => PoisonCode::InvalidKey,
+            Poison::ForeignSource(_) => PoisonCode::ForeignSource,
         }
     }
 }
@@ -487,9 +489,9 @@ mod tests {
         assert_eq!(parse_control(ok, 4096), Ok(Control::Cancel("job-7".into())));
         assert!(!is_control(br#"{"schema":"stylestream.job/1"}"#));
         let bad = br#"{"schema":"stylestream.control/1","cancel":"../x"}"#;
-        assert_eq!(parse_control(bad, 4096).unwrap_err().code(), "invalid-event");
+        assert_eq!(parse_control(bad, 4096).unwrap_err().code().as_str(), "invalid-event");
         let extra = br#"{"schema":"stylestream.control/1","cancel":"a","rm":"-rf"}"#;
-        assert_eq!(parse_control(extra, 4096).unwrap_err().code(), "invalid-event");
+        assert_eq!(parse_control(extra, 4096).unwrap_err().code().as_str(), "invalid-event");
     }
 
     #[test]
@@ -498,13 +500,13 @@ mod tests {
         assert_eq!(j[0].input, Input::Object("in/a.mp4".into()));
         assert_eq!(j[0].output, Output::Object("out/a.mp4".into()));
         assert_eq!(j[0].crf, Some(20));
-        let e = |b: &[u8]| parse(b, 4096, &[], &Source::default()).unwrap_err().code();
+        let e = |b: &[u8]| parse(b, 4096, &[], &Source::default()).unwrap_err().code().as_str();
         assert_eq!(e(b"{not json"), "malformed-json");
         assert_eq!(e(br#"{"schema":"stylestream.job/9","input":"a","style":"s","output":"o"}"#), "unknown-schema");
         assert_eq!(e(br#"{"schema":"stylestream.job/1","style":"s","output":"o"}"#), "invalid-event");
         assert_eq!(e(br#"{"schema":"stylestream.job/1","input":"a","style":"s","output":"o","evil":1}"#), "invalid-event");
         assert_eq!(e(br#"{"hello":"world"}"#), "unknown-schema");
-        assert_eq!(parse(&vec![b' '; 5000], 4096, &[], &Source::default()).unwrap_err().code(), "oversized");
+        assert_eq!(parse(&vec![b' '; 5000], 4096, &[], &Source::default()).unwrap_err().code().as_str(), "oversized");
     }
 
     #[test]
@@ -523,7 +525,7 @@ mod tests {
         assert_eq!(j[0].input, Input::Prefix("frames/shot1/".into()));
         assert_eq!(j[0].fps, Some(25.0));
         let stray = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"elsewhere/x.mp4"}}}]}"#;
-        assert_eq!(parse(stray, 4096, &routes(), &media()).unwrap_err().code(), "no-route");
+        assert_eq!(parse(stray, 4096, &routes(), &media()).unwrap_err().code().as_str(), "no-route");
     }
 
     #[test]
@@ -547,7 +549,7 @@ mod tests {
     #[test]
     fn every_field_of_our_schema_is_checked_or_mapped() {
         let ok = |f: &str| parse(own(f).as_bytes(), 65536, &[], &Source::default());
-        let code = |f: &str| ok(f).unwrap_err().code();
+        let code = |f: &str| ok(f).unwrap_err().code().as_str();
         let base = r#""input":"in/a.mp4","style":"udnie","output_prefix":"out/""#;
         assert!(ok(base).is_ok());
         // ids name log objects: only a fixed alphabet.
@@ -582,7 +584,7 @@ mod tests {
     #[test]
     fn notifications_from_another_store_are_refused() {
         let s3 = |bucket: &str, key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#);
-        let code = |b: &str, src: &Source| parse(b.as_bytes(), 4096, &routes(), src).unwrap_err().code();
+        let code = |b: &str, src: &Source| parse(b.as_bytes(), 4096, &routes(), src).unwrap_err().code().as_str();
         assert_eq!(code(&s3("other", "incoming/udnie/a.mp4"), &media()), "foreign-source");
         assert_eq!(code(&s3("media", "incoming/udnie/a.mp4"), &Source::default()), "foreign-source");
         let prefixed = Source { bucket: Some("media".into()), account: None, prefix: "root".into() };

@@ -21,19 +21,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::dataflow::{Engine, Job, PipelineError, Planner};
+use super::run::{Finished, Observe, Report as RunReport};
+use super::stage::{self, folder};
+use super::{Env, Job, JobError, OutputKind, PoisonCode, Sink, Source};
+use crate::dataflow::{self, PipelineError, Planner};
 use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
 use crate::media::image::{decode_still, encode_still, StillForm};
 use crate::media::policy::MediaLimits;
-use crate::media::{FrameSink, FrameSource, MediaError, Sink, Source};
-use crate::model::{NetworkDescription, Weights};
+use crate::media::{self, FrameSink, FrameSource, MediaError};
 use crate::stop::StopToken;
 use crate::storage::{Meta, ObjectKey, Store, StoreError};
-use crate::telemetry::progress::Progress;
+use crate::telemetry::progress::FrameLog;
 
 /// Folder of the bookkeeping objects, under the output prefix.
 pub const BOOKKEEPING: &str = ".stylestream/";
@@ -50,44 +52,6 @@ const ATTEMPTS: u32 = 5;
 /// Frames downloaded ahead of the GPU, and frames being uploaded at once: a store's latency
 /// (tens of ms a request) is hidden behind this many requests in flight.
 const IN_FLIGHT: usize = 8;
-
-/// What a sequence job needs.
-pub struct Spec {
-    pub input: Store,
-    pub input_prefix: String,
-    pub output: Store,
-    pub output_prefix: String,
-    pub desc: Arc<NetworkDescription>,
-    pub weights: Arc<Weights>,
-    /// What else shapes the output besides the weights (network, JPEG quality): recorded, and a
-    /// change makes every frame new work.
-    pub settings: BTreeMap<String, String>,
-    pub jpeg_quality: u8,
-    /// Stored frames are hostile: their headers are checked against these before decoding.
-    pub limits: Option<MediaLimits>,
-    pub max_frames: usize,
-    /// Pause before the first retry of a frame's request (doubles, up to 8 s).
-    pub retry_backoff: Duration,
-}
-
-/// Why a sequence job failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FramesError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Media(#[from] MediaError),
-    #[error("no PNG/JPEG frames under {0}")]
-    NoFrames(String),
-    #[error("{url} holds {count} frames, over the limit of {max}")]
-    TooMany { url: String, count: usize, max: usize },
-    #[error("the output {0} is the input: refusing to write styled frames over their originals")]
-    SameAsInput(String),
-    #[error("{0}")]
-    Encode(String),
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-}
 
 /// What happened to one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -106,18 +70,9 @@ pub struct FrameEntry {
     pub why: &'static str,
 }
 
-/// How a sequence job went: every frame, in name order.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub entries: Vec<FrameEntry>,
-    /// Whether frames went to the GPU (false: the sequence was already complete).
-    pub gpu_work: bool,
-}
-
-impl Report {
-    pub fn count(&self, action: Action) -> usize {
-        self.entries.iter().filter(|e| e.action == action).count()
-    }
+/// How many of `entries` had `action`.
+pub fn count(entries: &[FrameEntry], action: Action) -> usize {
+    entries.iter().filter(|e| e.action == action).count()
 }
 
 /// The record of one finished frame.
@@ -160,14 +115,14 @@ struct Pending {
     form: StillForm,
 }
 
-/// State shared by the reader (the caller's thread) and the sink (the engine's encoder thread).
+/// State shared by the reader (the engine's decode thread) and the sink (its encoder thread).
 #[derive(Default)]
 struct Shared {
     pending: HashMap<u64, Pending>,
     made: BTreeMap<String, FrameRecord>,
     entries: Vec<FrameEntry>,
-    /// The sink's own error (the engine only sees a media error).
-    failure: Option<FramesError>,
+    /// The reader's or the sink's own error (the engine only sees a media error).
+    failure: Option<JobError>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -179,66 +134,51 @@ fn identity(name: &str, sha: &str) -> String {
     format!("{sha}:{name}")
 }
 
-fn is_frame_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !name.starts_with('.') && (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
-}
-
-/// `prefix` as a key prefix: empty (the store's root) or ending in `/`.
-fn folder(prefix: &str) -> String {
-    let p = prefix.trim_matches('/');
-    if p.is_empty() {
-        String::new()
-    } else {
-        format!("{p}/")
-    }
-}
-
-/// Runs the request `f` makes until it succeeds, fails for good, or has failed `ATTEMPTS`
-/// times in passing ways.
-async fn retrying<T, F: std::future::Future<Output = Result<T, StoreError>>>(
-    what: &str,
+/// Store requests of one frames job: on its runtime, retried on passing trouble.
+#[derive(Clone)]
+struct Io {
+    rt: Arc<tokio::runtime::Runtime>,
+    /// Pause before the first retry of a request (doubles, up to 8 s).
     backoff: Duration,
-    stop: &StopToken,
-    mut f: impl FnMut() -> F,
-) -> Result<T, StoreError> {
-    let mut delay = backoff;
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS && stop.reason().is_none() => {
-                tracing::warn!(what, attempt, error = %e, "store request failed; trying again");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
-                attempt += 1;
+    stop: StopToken,
+}
+
+impl Io {
+    /// Runs the request `f` makes until it succeeds, fails for good, or has failed `ATTEMPTS`
+    /// times in passing ways.
+    async fn retrying<T, F: std::future::Future<Output = Result<T, StoreError>>>(&self, what: &str, mut f: impl FnMut() -> F) -> Result<T, StoreError> {
+        let mut delay = self.backoff;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS && self.stop.reason().is_none() => {
+                    tracing::warn!(what, attempt, error = %e, "store request failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(8));
+                    attempt += 1;
+                }
+                r => return r,
             }
-            r => return r,
         }
     }
-}
 
-/// One store request made from a plain thread: retried as [`retrying`] says, on `rt`.
-fn blocking<T, F: std::future::Future<Output = Result<T, StoreError>>>(
-    rt: &tokio::runtime::Runtime,
-    what: &str,
-    backoff: Duration,
-    stop: &StopToken,
-    f: impl FnMut() -> F,
-) -> Result<T, StoreError> {
-    rt.block_on(retrying(what, backoff, stop, f))
+    /// One store request made from a plain thread: retried as [`Io::retrying`] says.
+    fn blocking<T, F: std::future::Future<Output = Result<T, StoreError>>>(&self, what: &str, f: impl FnMut() -> F) -> Result<T, StoreError> {
+        self.rt.block_on(self.retrying(what, f))
+    }
 }
 
 /// Downloads the candidates in order, `IN_FLIGHT` at a time, ahead of the reader (memory: at
 /// most `2 × IN_FLIGHT` frames' bytes waiting).
-fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, backoff: Duration, stop: StopToken) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
+fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, io: Io) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
     rt.spawn(async move {
         let mut downloads = futures::stream::iter(todo)
             .map(|f| {
-                let (store, stop) = (store.clone(), stop.clone());
+                let (store, io) = (store.clone(), io.clone());
                 async move {
-                    let got = retrying("read frame", backoff, &stop, || store.get_bytes(&f.key, MAX_FRAME_BYTES)).await;
+                    let got = io.retrying("read frame", || store.get_bytes(&f.key, MAX_FRAME_BYTES)).await;
                     (f, got)
                 }
             })
@@ -252,14 +192,20 @@ fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, backo
     rx
 }
 
-/// Runs a sequence job on `engine`: styles what is new or changed, skips what is done, removes
-/// what lost its input, then writes the manifest. `stop` stops it (frames already written
-/// stay, with their records: a rerun continues from there).
-pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToken) -> Result<Report, FramesError> {
-    let (in_prefix, out_prefix) = (folder(&spec.input_prefix), folder(&spec.output_prefix));
-    if spec.input.url() == spec.output.url() && in_prefix == out_prefix {
-        return Err(FramesError::SameAsInput(prefix_url(&spec.output, &out_prefix)));
+/// Runs a job whose sink is stored frames: styles what is new or changed, skips what is done,
+/// removes what lost its input, then writes the manifest. `stop` stops it (frames already
+/// written stay, with their records: a rerun continues from there).
+pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopToken, report: &mut RunReport) -> Result<Finished, JobError> {
+    let (Source::StoredFrames { store: input, prefix: in_prefix, .. }, Sink::StoredFrames { store: output, prefix: out_prefix }) = (&job.source, &job.sink) else {
+        return Err(JobError::Usage(format!("{} cannot be written as frames to {}", job.source.name(), job.sink.name())));
+    };
+    let (input, output) = (input.store(), output.store());
+    let (in_prefix, out_prefix) = (folder(in_prefix), folder(out_prefix));
+    if input.url() == output.url() && in_prefix == out_prefix {
+        let reason = format!("the output {} is the input: refusing to write styled frames over their originals", prefix_url(&output, &out_prefix));
+        return Err(JobError::refused(PoisonCode::InvalidEvent, reason));
     }
+    let t0 = Instant::now();
     // Every store request of the job (listings, records, downloads ahead, uploads behind) runs
     // on a runtime of the job's own.
     let rt = Arc::new(
@@ -268,129 +214,42 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
             .thread_name("frames-io")
             .enable_all()
             .build()
-            .map_err(|e| FramesError::Encode(format!("starting the frame transfers: {e}")))?,
+            .map_err(|e| JobError::Other(format!("starting the frame transfers: {e}")))?,
     );
-    let (input, output) = (&spec.input, &spec.output);
-    let backoff = spec.retry_backoff;
+    let io = Io { rt: rt.clone(), backoff: env.retry_backoff, stop: stop.clone() };
+    let style_key = style_key(&job.style.weights.sha256, &job.settings.identity(OutputKind::Frames));
+    let plan = Plan::make(&io, &input, &in_prefix, &output, &out_prefix, &style_key, env.limits.max_prefix_frames)?;
+    let frames = plan.frames;
+    let Some(todo) = plan.todo else {
+        let entries = frames.iter().map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" }).collect();
+        report.entries = Some(entries);
+        report.secs.stage = t0.elapsed().as_secs_f64();
+        return Ok(Finished::AlreadyDone { output: job.sink.name() });
+    };
+    let Todo { planner, known, records, candidates, shared } = todo;
+    report.secs.stage = t0.elapsed().as_secs_f64();
 
-    // What is there: input frames, output frames, records, manifest.
-    let frames: Vec<Listed> = blocking(&rt, "list input", backoff, stop, || input.list_with_meta(&in_prefix))?
-        .into_iter()
-        .filter(|(k, _)| k.parent().map(|p| format!("{p}/")).unwrap_or_default() == in_prefix && is_frame_name(k.name()))
-        .map(|(key, meta)| Listed { name: key.name().to_string(), key, meta })
-        .collect();
-    if frames.is_empty() {
-        return Err(FramesError::NoFrames(prefix_url(&spec.input, &in_prefix)));
-    }
-    if frames.len() > spec.max_frames {
-        return Err(FramesError::TooMany { url: prefix_url(&spec.input, &in_prefix), count: frames.len(), max: spec.max_frames });
-    }
-    let listed_out = blocking(&rt, "list output", backoff, stop, || output.list_with_meta(&out_prefix))?;
-    let records_prefix = format!("{out_prefix}{RECORDS}");
-    let manifest_key = ObjectKey::parse(&format!("{out_prefix}{MANIFEST}"))?;
-    let mut outputs: BTreeMap<String, Meta> = BTreeMap::new();
-    let mut record_names = BTreeSet::new();
-    let mut manifest_listed = false;
-    for (k, meta) in listed_out {
-        if k == manifest_key {
-            manifest_listed = true;
-        } else if let Some(name) = k.as_str().strip_prefix(&records_prefix).and_then(|n| n.strip_suffix(".json")) {
-            record_names.insert(name.to_string());
-        } else if k.parent().map(|p| format!("{p}/")).unwrap_or_default() == out_prefix {
-            outputs.insert(k.name().to_string(), meta);
-        }
-    }
-    let style_key = style_key(&spec.weights.sha256, &spec.settings);
-
-    // A complete sequence: the manifest says so, and the listings agree.
-    if manifest_listed {
-        let manifest = blocking(&rt, "read manifest", backoff, stop, || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES))?;
-        if let Ok(m) = serde_json::from_slice::<SequenceManifest>(&manifest) {
-            if is_complete(&m, &style_key, &frames, &outputs) && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n)) {
-                let entries = frames.iter().map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" }).collect();
-                return Ok(Report { entries, gpu_work: false });
-            }
-        }
-    }
-
-    // The records of earlier runs, `IN_FLIGHT` reads at a time (an unreadable one counts as
-    // absent: its frame is made again).
-    let mut records: BTreeMap<String, FrameRecord> = BTreeMap::new();
-    let keys = record_names.iter().map(|n| record_key(&out_prefix, n).map(|k| (n.clone(), k))).collect::<Result<Vec<_>, _>>()?;
-    let read = rt.block_on(async {
-        use futures::StreamExt;
-        futures::stream::iter(keys)
-            .map(|(name, key)| {
-                let (store, stop) = (spec.output.clone(), stop.clone());
-                async move {
-                    let got = retrying("read record", backoff, &stop, || store.get_bytes(&key, MAX_RECORD_BYTES)).await;
-                    (name, key, got)
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
-    });
-    for (name, key, bytes) in read {
-        match bytes.map(|b| serde_json::from_slice::<FrameRecord>(&b)) {
-            Ok(Ok(r)) if r.name == name => {
-                records.insert(name, r);
-            }
-            Ok(_) => tracing::warn!(record = %output.url_of(&key), "ignoring an unreadable frame record"),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    // The plan: frames × style − done. Done = a record made with this style whose output is
-    // there, of the size recorded.
-    let mut planner = Planner::new();
-    planner.style("style", &style_key);
-    for (name, r) in &records {
-        if r.style_key == style_key && outputs.get(name).is_some_and(|m| m.size == r.output_size) {
-            planner.done(&identity(name, &r.input_sha256), &style_key);
-        }
-    }
-    // Frames whose ETag and size are the recorded ones: content known without a download.
-    let mut known = BTreeSet::new();
-    for f in &frames {
-        if let Some(r) = records.get(&f.name) {
-            if r.input_etag.is_some() && r.input_etag == f.meta.etag && r.input_size == f.meta.size {
-                planner.video(&f.name, &identity(&f.name, &r.input_sha256));
-                known.insert(f.name.clone());
-            }
-        }
-    }
-    let work: BTreeSet<String> = planner.plan().into_iter().map(|w| w.video).collect();
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let mut candidates = Vec::new();
-    for f in &frames {
-        if known.contains(&f.name) && !work.contains(&f.name) {
-            push_entry(&shared, &f.name, Action::Skipped, "unchanged");
-        } else {
-            candidates.push(f.clone());
-        }
-    }
-
+    // Frames that may need styling (those whose content turns out unchanged are skipped).
+    let started = Instant::now();
     let total = candidates.len() as u64;
-    let downloads = prefetch(&rt, spec.input.clone(), candidates, backoff, stop.clone());
+    let downloads = prefetch(&rt, input.clone(), candidates, io.clone());
+    let records = Arc::new(records);
     let mut reader = Reader {
         downloads,
-        rt: &rt,
-        output,
-        out_prefix: &out_prefix,
+        io: io.clone(),
+        output: output.clone(),
+        out_prefix: out_prefix.clone(),
         planner,
         known,
-        records: &records,
-        limits: spec.limits.as_ref(),
+        records: records.clone(),
+        limits: env.limits.media.clone(),
         shared: shared.clone(),
-        backoff,
-        stop,
         next_index: 0,
     };
-    // Frames that may need styling (those whose content turns out unchanged are skipped).
-    progress.set_total(total);
     let mut gpu_work = false;
+    let mut styled = 0;
+    // The reader stays on this thread (its planner is a dataflow of its own) and feeds the
+    // engine through a channel; the first frame tells the frames' size.
     if let Some(first) = reader.next()? {
         gpu_work = true;
         let info = SourceInfo {
@@ -404,20 +263,23 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         let (tx, rx) = sync_channel::<Feed>(2);
         let source = ChannelSource { info, rx, first: Some(first) };
         let sink = StoreSink {
-            rt: rt.clone(),
-            store: spec.output.clone(),
+            io: io.clone(),
+            store: output.clone(),
             uploads: Vec::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
             out_prefix: out_prefix.clone(),
             style_key: style_key.clone(),
-            jpeg_quality: spec.jpeg_quality,
+            jpeg_quality: job.settings.jpeg_quality,
             shared: shared.clone(),
-            backoff,
-            stop: stop.clone(),
         };
-        let mut job = Job::new(Some((Source::Other(Box::new(source)), Sink::Other(Box::new(sink)), progress)), spec.desc.clone(), spec.weights.clone());
-        job.stop = stop.clone();
-        let handle = engine.submit(job);
+        let progress = observe.progress(Some(total), log);
+        let mut work = dataflow::Job::new(
+            Some((media::Source::Other(Box::new(source)), media::Sink::Other(Box::new(sink)), progress)),
+            job.style.desc.clone(),
+            job.style.weights.clone(),
+        );
+        work.stop = stop.clone();
+        let handle = env.engine.submit(work);
         let mut read_error = None;
         loop {
             match reader.next() {
@@ -442,47 +304,185 @@ pub fn run(engine: &Engine, spec: &Spec, mut progress: Progress, stop: &StopToke
         if let Some(e) = read_error {
             return Err(e);
         }
-        if let Err(e) = result {
-            let failure = shared.lock().ok().and_then(|mut s| s.failure.take());
-            return Err(failure.unwrap_or(FramesError::Pipeline(e)));
+        // The sink's own error says more than the engine's view of it.
+        if let Some(e) = shared.lock().ok().and_then(|mut s| s.failure.take()) {
+            return Err(e);
         }
+        styled = result?;
     }
+    report.secs.style = started.elapsed().as_secs_f64();
 
     // The output mirrors the input: styled frames whose input is gone go, with their records.
+    let t = Instant::now();
     let names: BTreeSet<&str> = frames.iter().map(|f| f.name.as_str()).collect();
+    let mut removed = 0;
     for name in records.keys().filter(|n| !names.contains(n.as_str())) {
-        let out = ObjectKey::parse(&format!("{out_prefix}{name}"))?;
-        blocking(&rt, "delete output", backoff, stop, || output.delete(&out))?;
-        let rk = record_key(&out_prefix, name)?;
-        blocking(&rt, "delete record", backoff, stop, || output.delete(&rk))?;
+        let out = ObjectKey::parse(&format!("{out_prefix}{name}")).map_err(JobError::write)?;
+        io.blocking("delete output", || output.delete(&out)).map_err(JobError::write)?;
+        let rk = record_key(&out_prefix, name).map_err(JobError::write)?;
+        io.blocking("delete record", || output.delete(&rk)).map_err(JobError::write)?;
         push_entry(&shared, name, Action::Removed, "input deleted");
+        removed += 1;
     }
 
     // The manifest, last: every frame's record as it is now.
     let (mut entries, made) = match shared.lock() {
         Ok(mut s) => (std::mem::take(&mut s.entries), std::mem::take(&mut s.made)),
-        Err(_) => return Err(FramesError::Encode("the sequence's shared state is unusable".into())),
+        Err(_) => return Err(JobError::Other("the sequence's shared state is unusable".into())),
     };
     let mut all = Vec::with_capacity(frames.len());
     for f in &frames {
-        let r = made.get(&f.name).or_else(|| records.get(&f.name));
-        match r {
+        match made.get(&f.name).or_else(|| records.get(&f.name)) {
             Some(r) => all.push(r.clone()),
-            None => return Err(FramesError::Encode(format!("{}: no record after the run", f.name))),
+            None => return Err(JobError::Other(format!("{}: no record after the run", f.name))),
         }
     }
     let manifest = SequenceManifest {
         schema: SEQUENCE_SCHEMA.into(),
         style_key,
-        model_sha256: spec.weights.sha256.clone(),
-        settings: spec.settings.clone(),
+        model_sha256: job.style.weights.sha256.clone(),
+        settings: job.settings.identity(OutputKind::Frames),
         frames: all,
         finished_at: chrono::Utc::now(),
     };
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| FramesError::Encode(e.to_string()))?;
-    blocking(&rt, "write manifest", backoff, stop, || output.put_bytes_atomic(&manifest_key, bytes.clone()))?;
+    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| JobError::Other(e.to_string()))?;
+    let manifest_key = ObjectKey::parse(&format!("{out_prefix}{MANIFEST}")).map_err(JobError::write)?;
+    io.blocking("write manifest", || output.put_bytes_atomic(&manifest_key, bytes.clone())).map_err(JobError::write)?;
+    report.secs.commit = t.elapsed().as_secs_f64();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Report { entries, gpu_work })
+    report.entries = Some(entries);
+    if gpu_work || removed > 0 {
+        Ok(Finished::Done { output: job.sink.name(), frames: styled })
+    } else {
+        Ok(Finished::AlreadyDone { output: job.sink.name() })
+    }
+}
+
+/// What is there, and what is left to do.
+struct Plan {
+    /// The input frames, in name order.
+    frames: Vec<Listed>,
+    /// `None`: the sequence is complete.
+    todo: Option<Todo>,
+}
+
+struct Todo {
+    planner: Planner,
+    /// Frames whose content is known without a download (their ETag is the recorded one).
+    known: BTreeSet<String>,
+    /// The records of earlier runs, by frame name.
+    records: BTreeMap<String, FrameRecord>,
+    /// Frames to download and look at, in name order.
+    candidates: Vec<Listed>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Plan {
+    /// Lists the input frames, the output frames, their records and the manifest; plans
+    /// (frames × style) − done.
+    fn make(io: &Io, input: &Store, in_prefix: &str, output: &Store, out_prefix: &str, style_key: &str, max_frames: usize) -> Result<Plan, JobError> {
+        let listed = io.blocking("list input", || input.list_with_meta(in_prefix)).map_err(JobError::read)?;
+        let frames: Vec<Listed> = stage::frames_under(listed, in_prefix)
+            .into_iter()
+            .map(|(key, meta)| Listed { name: key.name().to_string(), key, meta })
+            .collect();
+        if frames.is_empty() {
+            return Err(JobError::refused(PoisonCode::MissingInput, format!("no PNG/JPEG frames under {}", prefix_url(input, in_prefix))));
+        }
+        if frames.len() > max_frames {
+            let reason = format!("{} holds {} frames, over the limit of {max_frames}", prefix_url(input, in_prefix), frames.len());
+            return Err(JobError::refused(PoisonCode::OversizedInput, reason));
+        }
+        let listed_out = io.blocking("list output", || output.list_with_meta(out_prefix)).map_err(JobError::read)?;
+        let records_prefix = format!("{out_prefix}{RECORDS}");
+        let manifest_key = ObjectKey::parse(&format!("{out_prefix}{MANIFEST}")).map_err(JobError::write)?;
+        let mut outputs: BTreeMap<String, Meta> = BTreeMap::new();
+        let mut record_names = BTreeSet::new();
+        let mut manifest_listed = false;
+        for (k, meta) in listed_out {
+            if k == manifest_key {
+                manifest_listed = true;
+            } else if let Some(name) = k.as_str().strip_prefix(&records_prefix).and_then(|n| n.strip_suffix(".json")) {
+                record_names.insert(name.to_string());
+            } else if k.parent().map(|p| format!("{p}/")).unwrap_or_default() == out_prefix {
+                outputs.insert(k.name().to_string(), meta);
+            }
+        }
+
+        // A complete sequence: the manifest says so, and the listings agree.
+        if manifest_listed {
+            let manifest = io.blocking("read manifest", || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES)).map_err(JobError::read)?;
+            if let Ok(m) = serde_json::from_slice::<SequenceManifest>(&manifest) {
+                if is_complete(&m, style_key, &frames, &outputs) && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n)) {
+                    return Ok(Plan { frames, todo: None });
+                }
+            }
+        }
+
+        // The records of earlier runs, `IN_FLIGHT` reads at a time (an unreadable one counts as
+        // absent: its frame is made again).
+        let mut records: BTreeMap<String, FrameRecord> = BTreeMap::new();
+        let keys = record_names
+            .iter()
+            .map(|n| record_key(out_prefix, n).map(|k| (n.clone(), k)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(JobError::read)?;
+        let read = io.rt.block_on(async {
+            use futures::StreamExt;
+            futures::stream::iter(keys)
+                .map(|(name, key)| {
+                    let (store, io) = (output.clone(), io.clone());
+                    async move {
+                        let got = io.retrying("read record", || store.get_bytes(&key, MAX_RECORD_BYTES)).await;
+                        (name, key, got)
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        });
+        for (name, key, bytes) in read {
+            match bytes.map(|b| serde_json::from_slice::<FrameRecord>(&b)) {
+                Ok(Ok(r)) if r.name == name => {
+                    records.insert(name, r);
+                }
+                Ok(_) => tracing::warn!(record = %output.url_of(&key), "ignoring an unreadable frame record"),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(JobError::read(e)),
+            }
+        }
+
+        // The plan: frames × style − done. Done = a record made with this style whose output
+        // is there, of the size recorded.
+        let mut planner = Planner::new();
+        planner.style("style", style_key);
+        for (name, r) in &records {
+            if r.style_key == style_key && outputs.get(name).is_some_and(|m| m.size == r.output_size) {
+                planner.done(&identity(name, &r.input_sha256), style_key);
+            }
+        }
+        // Frames whose ETag and size are the recorded ones: content known without a download.
+        let mut known = BTreeSet::new();
+        for f in &frames {
+            if let Some(r) = records.get(&f.name) {
+                if r.input_etag.is_some() && r.input_etag == f.meta.etag && r.input_size == f.meta.size {
+                    planner.video(&f.name, &identity(&f.name, &r.input_sha256));
+                    known.insert(f.name.clone());
+                }
+            }
+        }
+        let work: BTreeSet<String> = planner.plan().into_iter().map(|w| w.video).collect();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut candidates = Vec::new();
+        for f in &frames {
+            if known.contains(&f.name) && !work.contains(&f.name) {
+                push_entry(&shared, &f.name, Action::Skipped, "unchanged");
+            } else {
+                candidates.push(f.clone());
+            }
+        }
+        Ok(Plan { frames, todo: Some(Todo { planner, known, records, candidates, shared }) })
+    }
 }
 
 fn prefix_url(store: &Store, prefix: &str) -> String {
@@ -530,28 +530,27 @@ fn push_entry(shared: &Mutex<Shared>, name: &str, action: Action, why: &'static 
 }
 
 /// Downloads candidates in order and hands on those still wanted, numbered 0, 1, 2, ...
-struct Reader<'a> {
+struct Reader {
     downloads: tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)>,
-    rt: &'a tokio::runtime::Runtime,
-    output: &'a Store,
-    out_prefix: &'a str,
+    io: Io,
+    output: Store,
+    out_prefix: String,
     planner: Planner,
     known: BTreeSet<String>,
-    records: &'a BTreeMap<String, FrameRecord>,
-    limits: Option<&'a MediaLimits>,
+    records: Arc<BTreeMap<String, FrameRecord>>,
+    /// Stored frames are hostile: their headers are checked against these before decoding.
+    limits: MediaLimits,
     shared: Arc<Mutex<Shared>>,
-    backoff: Duration,
-    stop: &'a StopToken,
     next_index: u64,
 }
 
-impl Reader<'_> {
-    fn next(&mut self) -> Result<Option<Frame>, FramesError> {
+impl Reader {
+    fn next(&mut self) -> Result<Option<Frame>, JobError> {
         while let Some((f, got)) = self.downloads.blocking_recv() {
-            if let Some(why) = self.stop.reason() {
+            if let Some(why) = self.io.stop.reason() {
                 return Err(PipelineError::Stopped(why).into());
             }
-            let bytes = got?;
+            let bytes = got.map_err(JobError::read)?;
             let sha = sha256_hex(&bytes);
             if !self.known.contains(&f.name) {
                 // Content now known: is this (frame, style) pair still work?
@@ -570,7 +569,7 @@ impl Reader<'_> {
                     continue;
                 }
             }
-            let still = decode_still(&bytes, Path::new(&f.name), self.limits)?;
+            let still = decode_still(&bytes, Path::new(&f.name), Some(&self.limits))?;
             let index = self.next_index;
             self.next_index += 1;
             if let Ok(mut s) = self.shared.lock() {
@@ -581,10 +580,10 @@ impl Reader<'_> {
         Ok(None)
     }
 
-    fn write_record(&self, r: &FrameRecord) -> Result<(), FramesError> {
-        let key = record_key(self.out_prefix, &r.name)?;
-        let bytes = serde_json::to_vec(r).map_err(|e| FramesError::Encode(e.to_string()))?;
-        blocking(self.rt, "write record", self.backoff, self.stop, || self.output.put_bytes_atomic(&key, bytes.clone()))?;
+    fn write_record(&self, r: &FrameRecord) -> Result<(), JobError> {
+        let key = record_key(&self.out_prefix, &r.name).map_err(JobError::write)?;
+        let bytes = serde_json::to_vec(r).map_err(|e| JobError::Other(e.to_string()))?;
+        self.io.blocking("write record", || self.output.put_bytes_atomic(&key, bytes.clone())).map_err(JobError::write)?;
         Ok(())
     }
 }
@@ -625,7 +624,7 @@ impl FrameSource for ChannelSource {
 /// thread, uploaded by tasks on the job's runtime, `IN_FLIGHT` frames at a time (the frame's
 /// record is written by the same task, right after the frame).
 struct StoreSink {
-    rt: Arc<tokio::runtime::Runtime>,
+    io: Io,
     store: Store,
     uploads: Vec<tokio::task::JoinHandle<()>>,
     /// Uploads in flight: a frame waits for a slot before its upload starts.
@@ -634,8 +633,6 @@ struct StoreSink {
     style_key: String,
     jpeg_quality: u8,
     shared: Arc<Mutex<Shared>>,
-    backoff: Duration,
-    stop: StopToken,
 }
 
 impl StoreSink {
@@ -644,15 +641,15 @@ impl StoreSink {
         self.shared.lock().ok().and_then(|s| s.failure.as_ref().map(|e| e.to_string()))
     }
 
-    fn commit(&mut self, frame: &Frame) -> Result<(), FramesError> {
+    fn commit(&mut self, frame: &Frame) -> Result<(), JobError> {
         let pending = self.shared.lock().ok().and_then(|mut s| s.pending.remove(&frame.index));
         let Some(p) = pending else {
-            return Err(FramesError::Encode(format!("styled frame {} has no input on record", frame.index)));
+            return Err(JobError::Other(format!("styled frame {} has no input on record", frame.index)));
         };
         let styled = RgbFrame::new(frame.image.width, frame.image.height, frame.image.data.clone());
-        let bytes = encode_still(&styled, &p.form, self.jpeg_quality).map_err(|e| FramesError::Encode(format!("{}: {e}", p.name)))?;
-        let key = ObjectKey::parse(&format!("{}{}", self.out_prefix, p.name))?;
-        let rk = record_key(&self.out_prefix, &p.name)?;
+        let bytes = encode_still(&styled, &p.form, self.jpeg_quality).map_err(|e| JobError::Other(format!("{}: {e}", p.name)))?;
+        let key = ObjectKey::parse(&format!("{}{}", self.out_prefix, p.name)).map_err(JobError::write)?;
+        let rk = record_key(&self.out_prefix, &p.name).map_err(JobError::write)?;
         let record = FrameRecord {
             schema: FRAME_SCHEMA.into(),
             name: p.name.clone(),
@@ -663,20 +660,20 @@ impl StoreSink {
             output_sha256: sha256_hex(&bytes),
             output_size: bytes.len() as u64,
         };
-        let json = serde_json::to_vec(&record).map_err(|e| FramesError::Encode(e.to_string()))?;
+        let json = serde_json::to_vec(&record).map_err(|e| JobError::Other(e.to_string()))?;
         // Bounded: wait (on this thread, outside the runtime) for a free upload slot.
-        let permit = self.rt.block_on(self.slots.clone().acquire_owned()).map_err(|e| FramesError::Encode(e.to_string()))?;
-        let (store, shared, stop, backoff) = (self.store.clone(), self.shared.clone(), self.stop.clone(), self.backoff);
+        let permit = self.io.rt.block_on(self.slots.clone().acquire_owned()).map_err(|e| JobError::Other(e.to_string()))?;
+        let (store, shared, io) = (self.store.clone(), self.shared.clone(), self.io.clone());
         self.uploads.retain(|h| !h.is_finished());
-        self.uploads.push(self.rt.spawn(async move {
+        self.uploads.push(self.io.rt.spawn(async move {
             let _permit = permit;
             let put = |k: ObjectKey, b: Vec<u8>| {
                 let store = store.clone();
                 async move { store.put_bytes_atomic(&k, b).await }
             };
-            let mut done = retrying("write frame", backoff, &stop, || put(key.clone(), bytes.clone())).await;
+            let mut done = io.retrying("write frame", || put(key.clone(), bytes.clone())).await;
             if done.is_ok() {
-                done = retrying("write record", backoff, &stop, || put(rk.clone(), json.clone())).await;
+                done = io.retrying("write record", || put(rk.clone(), json.clone())).await;
             }
             if let Ok(mut s) = shared.lock() {
                 match done {
@@ -685,7 +682,7 @@ impl StoreSink {
                         s.made.insert(p.name, record);
                     }
                     Err(e) => {
-                        s.failure.get_or_insert(e.into());
+                        s.failure.get_or_insert(JobError::write(e));
                     }
                 }
             }
@@ -712,7 +709,7 @@ impl FrameSink for StoreSink {
     /// Waits for the uploads still in flight; fails if any failed.
     fn finish(mut self: Box<Self>) -> Result<(), MediaError> {
         let uploads = std::mem::take(&mut self.uploads);
-        self.rt.block_on(async {
+        self.io.rt.block_on(async {
             for h in uploads {
                 let _ = h.await;
             }
@@ -741,6 +738,7 @@ mod tests {
 
     #[test]
     fn frames_are_png_or_jpeg_and_not_hidden() {
+        use crate::media::sequence::is_frame_name;
         assert!(is_frame_name("0001.png") && is_frame_name("a.JPG") && is_frame_name("b.jpeg"));
         assert!(!is_frame_name("fps.txt") && !is_frame_name(".0001.png") && !is_frame_name("_READY"));
         assert_eq!(folder(""), "");

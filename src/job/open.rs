@@ -1,9 +1,12 @@
-//! Opening a job's ends: its input (a video, an image sequence) as a `Source` and its output
-//! (a video, a directory of frames) as a `Sink`, under an input policy (trusted files the user
-//! named, or restricted stored objects).
+//! Opening a job's ends on local disk: its input (a still, a video, an image sequence) as a
+//! `media::Source` and its output (a still, a video, a directory of frames) as a
+//! `media::Sink`, under an input policy (trusted files the user named, or restricted stored
+//! objects).
 
 use std::path::{Path, PathBuf};
 
+use crate::frame::Rate;
+use crate::media::image::{StillSink, StillSource};
 use crate::media::policy::InputPolicy;
 use crate::media::sequence::{SequenceReader, SequenceWriter, FPS_SIDECAR};
 use crate::media::video_in::VideoDecoder;
@@ -20,7 +23,17 @@ pub enum OpenError {
     Usage(String),
 }
 
+impl From<OpenError> for super::JobError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Media(m) => super::JobError::Media(m),
+            OpenError::Usage(u) => super::JobError::Usage(u),
+        }
+    }
+}
+
 /// What a job's input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
     Image,
     Video,
@@ -51,28 +64,18 @@ pub fn is_image_output(output: &Path) -> bool {
     media::image::output_format(output).is_ok()
 }
 
-/// Opens one job's source (video or frames) and sink (video or frame directory), trusting the
-/// input as a file the user named (see `open_job_with`).
-pub fn open_job(
-    input: &str,
-    output: &Path,
-    fps: Option<crate::frame::Rate>,
-    encode: &EncodeSettings,
-) -> Result<(Source, Sink), OpenError> {
-    open_job_with(input, output, fps, encode, &InputPolicy::Trusted)
-}
-
-/// `open_job` with the input (video or frames) opened under `policy`:
-/// `InputPolicy::Restricted(limits)` for files someone else wrote (stored objects).
-pub fn open_job_with(
-    input: &str,
-    output: &Path,
-    fps: Option<crate::frame::Rate>,
-    encode: &EncodeSettings,
-    policy: &InputPolicy,
-) -> Result<(Source, Sink), OpenError> {
+/// Opens one job's source and sink: a still into a still (one frame); a video or sequence into
+/// a video or a directory of frames. The output's kind is checked before the input is read
+/// where that is cheap, so a bad output name costs no decoding.
+pub fn open_ends(input: &str, output: &Path, fps: Option<Rate>, encode: &EncodeSettings, policy: &InputPolicy) -> Result<(Source, Sink), OpenError> {
     let dir_out = is_dir_output(output);
-    let (source, names, companion) = match input_kind(input) {
+    let kind = input_kind(input);
+    if kind == InputKind::Image && !dir_out && policy == &InputPolicy::Trusted {
+        let sink = StillSink::create(output)?;
+        let source = StillSource::open(Path::new(input), policy.limits())?;
+        return Ok((Source::Still(source), Sink::Still(sink)));
+    }
+    let (source, names, companion) = match kind {
         InputKind::Sequence => {
             let reader = SequenceReader::open_with(input, fps, policy)?;
             let names = reader.names();
@@ -101,4 +104,3 @@ pub fn open_job_with(
     };
     Ok((source, sink))
 }
-

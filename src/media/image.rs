@@ -8,7 +8,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::policy::MediaLimits;
 use super::MediaError;
-use crate::frame::RgbFrame;
+use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
 
 /// Reads a PNG or JPEG (decided by content, not extension) as RGB8.
 pub fn read_rgb(path: &Path) -> Result<RgbFrame, MediaError> {
@@ -204,4 +204,64 @@ pub fn write_rgb(path: &Path, frame: &RgbFrame) -> Result<(), MediaError> {
     )
     .map_err(|e| write(e.to_string()))?;
     super::write_atomic(path, &encoded).map_err(|e| write(e.to_string()))
+}
+
+/// One still image as a source of one frame (a still is a one-frame job).
+pub struct StillSource {
+    info: SourceInfo,
+    frame: Option<RgbFrame>,
+}
+
+impl StillSource {
+    /// Reads the image at `path`, refusing one over `limits` before decoding it.
+    pub fn open(path: &Path, limits: Option<&MediaLimits>) -> Result<Self, MediaError> {
+        let frame = read_rgb_within(path, limits)?;
+        let info = SourceInfo {
+            width: frame.width,
+            height: frame.height,
+            time_base: Rate::new(1, 1),
+            frame_rate: Rate::new(1, 1),
+            frames: Some(1),
+            frames_exact: true,
+        };
+        Ok(Self { info, frame: Some(frame) })
+    }
+
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        Ok(self.frame.take().map(|image| Frame { index: 0, pts: 0, duration: 1, image, timing: Default::default() }))
+    }
+}
+
+/// Writes the one styled frame of a still as an image (the format from the extension),
+/// atomically, when finished: nothing appears under the name unless it is complete.
+pub struct StillSink {
+    path: std::path::PathBuf,
+    frame: Option<RgbFrame>,
+}
+
+impl StillSink {
+    /// Checks the output's extension now: a bad output name must not cost a GPU run.
+    pub fn create(path: &Path) -> Result<Self, MediaError> {
+        output_format(path)?;
+        Ok(Self { path: path.to_path_buf(), frame: None })
+    }
+
+    pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        if self.frame.is_some() {
+            return Err(MediaError::Write { path: self.path.clone(), reason: "an image holds one frame".into() });
+        }
+        self.frame = Some(frame.image.clone());
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<(), MediaError> {
+        match &self.frame {
+            Some(f) => write_rgb(&self.path, f),
+            None => Err(MediaError::Write { path: self.path.clone(), reason: "no frame was styled".into() }),
+        }
+    }
 }

@@ -102,8 +102,9 @@ pub trait FrameSink: Send {
     fn finish(self: Box<Self>) -> Result<(), MediaError>;
 }
 
-/// Where frames come from: a video, an image sequence, or another source.
+/// Where frames come from: a still image, a video, an image sequence, or another source.
 pub enum Source {
+    Still(image::StillSource),
     Video(video_in::VideoDecoder),
     Sequence(sequence::SequenceReader),
     Other(Box<dyn FrameSource>),
@@ -112,6 +113,7 @@ pub enum Source {
 impl Source {
     pub fn info(&self) -> &SourceInfo {
         match self {
+            Source::Still(s) => s.info(),
             Source::Video(v) => v.info(),
             Source::Sequence(s) => s.info(),
             Source::Other(s) => s.info(),
@@ -120,6 +122,7 @@ impl Source {
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
         match self {
+            Source::Still(s) => s.next_frame(),
             Source::Video(v) => v.next_frame(),
             Source::Sequence(s) => s.next_frame(),
             Source::Other(s) => s.next_frame(),
@@ -127,8 +130,9 @@ impl Source {
     }
 }
 
-/// Where styled frames go: a video file, a directory of images, or another sink.
+/// Where styled frames go: a still image, a video file, a directory of images, or another sink.
 pub enum Sink {
+    Still(image::StillSink),
     Video(Box<video_out::VideoEncoder>),
     Sequence(sequence::SequenceWriter),
     Other(Box<dyn FrameSink>),
@@ -137,6 +141,7 @@ pub enum Sink {
 impl Sink {
     pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
         match self {
+            Sink::Still(s) => s.write(frame),
             Sink::Video(v) => v.write(frame),
             Sink::Sequence(s) => s.write(frame),
             Sink::Other(s) => s.write(frame),
@@ -147,6 +152,7 @@ impl Sink {
     /// everything it wrote (an `Other` sink says what it keeps).
     pub fn finish(self) -> Result<(), MediaError> {
         match self {
+            Sink::Still(s) => s.finish(),
             Sink::Video(v) => v.finish(),
             Sink::Sequence(s) => s.finish(),
             Sink::Other(s) => s.finish(),

@@ -36,8 +36,12 @@ fn parse_pattern(spec: &str) -> Option<(PathBuf, String, String)> {
     Some((dir, name[..start].to_string(), rest[digits + 1..].to_string()))
 }
 
-fn is_image_name(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("png" | "jpg" | "jpeg"))
+/// The one rule for which names are frames, in a local directory or under a stored prefix:
+/// PNG or JPEG by extension (any case), and not hidden (a leading `.`: temporaries such as
+/// `.stylestream-*.partial`, editors' and systems' own files).
+pub fn is_frame_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.starts_with('.') && (lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
 }
 
 /// Reads the frames of a directory or pattern.
@@ -75,7 +79,7 @@ impl SequenceReader {
         } else {
             let dir = PathBuf::from(spec);
             let entries = std::fs::read_dir(&dir).map_err(|e| MediaError::Read { path: dir.clone(), source: e })?;
-            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && is_image_name(p)).collect();
+            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && p.file_name().is_some_and(|n| is_frame_name(&n.to_string_lossy()))).collect();
             files.sort();
             (dir, files)
         };

@@ -21,7 +21,7 @@ use super::MediaError;
 use crate::frame::{Frame, Rate, SourceInfo};
 
 /// How to encode the video stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodeSettings {
     /// ffmpeg encoder name (libx264, libx265, libvpx-vp9, mpeg4, ...).
     pub codec: String,

@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod load;
 pub mod onnx;
 pub mod weights;
+pub mod zoo;
 
 use std::path::PathBuf;
 

@@ -7,6 +7,7 @@ mod error;
 mod key;
 mod manifest;
 mod open;
+pub mod owner;
 mod s3_copy;
 mod upload;
 

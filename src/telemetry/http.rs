@@ -198,7 +198,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router) {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    s.metrics.set("stylestream_frames_per_second", &[], s.board.recent_fps());
+    s.metrics.frames_per_second.set(s.board.recent_fps());
     let mut r = text(StatusCode::OK, s.metrics.render());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
@@ -259,7 +259,7 @@ async fn cancel(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<St
     };
     match found {
         Some(true) => {
-            s.metrics.inc("stylestream_jobs_cancelled_total", &[], 1.0);
+            s.metrics.jobs_cancelled_total.inc();
             tracing::info!(job = %id, "job cancelled over HTTP");
             text(StatusCode::ACCEPTED, format!("cancelling {id}\n"))
         }
@@ -317,7 +317,7 @@ mod tests {
     }
 
     fn serve(token: Option<&str>) -> (SocketAddr, Metrics, JobBoard) {
-        let (m, b) = (Metrics::new(), JobBoard::new());
+        let (m, b) = (Metrics::new().unwrap(), JobBoard::new());
         let opts = HttpOptions { addr: "127.0.0.1:0".into(), token: token.map(str::to_string), stall_secs: 60.0 };
         let addr = serve_http(opts, m.clone(), b.clone()).expect("serve");
         (addr, m, b)
@@ -368,7 +368,8 @@ mod tests {
         assert_eq!(request(addr, "GET", "/readyz", None), (503, "not ready\nbroker: not consuming\n".to_string()));
         m.set_ready(true);
         assert_eq!(request(addr, "GET", "/readyz", None), (200, "ready\n".to_string()));
-        m.inc("stylestream_jobs_total", &[("outcome", "succeeded")], 2.0);
+        m.jobs_total.inc(crate::job::OutcomeKind::Succeeded);
+        m.jobs_total.inc(crate::job::OutcomeKind::Succeeded);
         let (status, body) = request(addr, "GET", "/metrics", None);
         assert_eq!(status, 200);
         assert!(body.contains("stylestream_jobs_total{outcome=\"succeeded\"} 2\n"), "{body}");
@@ -393,11 +394,11 @@ mod tests {
     #[test]
     fn options_are_checked() {
         let bad = HttpOptions { addr: "127.0.0.1:0".into(), token: Some(" ".into()), stall_secs: 60.0 };
-        assert!(matches!(serve_http(bad, Metrics::new(), JobBoard::new()), Err(HttpError::Options { field: "token", .. })));
+        assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Options { field: "token", .. })));
         let bad = HttpOptions { addr: "127.0.0.1:0".into(), token: None, stall_secs: 0.0 };
-        assert!(matches!(serve_http(bad, Metrics::new(), JobBoard::new()), Err(HttpError::Options { field: "stall_secs", .. })));
+        assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Options { field: "stall_secs", .. })));
         let bad = HttpOptions { addr: "no-such-host.invalid:1".into(), token: None, stall_secs: 1.0 };
-        assert!(matches!(serve_http(bad, Metrics::new(), JobBoard::new()), Err(HttpError::Bind { .. })));
+        assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Bind { .. })));
         assert!(!format!("{:?}", HttpOptions { token: Some("s3cret".into()), ..Default::default() }).contains("s3cret"));
     }
 }

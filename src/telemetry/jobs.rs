@@ -4,7 +4,7 @@
 //! asks for cancellations through the canceller the service installs.
 //!
 //! Bounded: the last [`RECENT`] finished jobs, frames per minute for the last [`MINUTES`]
-//! minutes, and at most [`MAX_REASONS`] dead-letter reasons (the rest count as `other`).
+//! minutes, and one count per dead-letter reason (a closed set: `PoisonCode`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,12 +13,18 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::job::outcome::{OutcomeKind, PoisonCode};
+
+impl Serialize for OutcomeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// How many finished jobs the board remembers.
 pub const RECENT: usize = 50;
 /// How many minutes of frame counts the board remembers (the chart's width).
 pub const MINUTES: usize = 60;
-/// How many distinct dead-letter reasons the board counts apart.
-pub const MAX_REASONS: usize = 32;
 
 /// Asks the service to cancel the job with this id; returns whether such a job was found.
 pub type Canceller = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -49,7 +55,7 @@ pub struct FinishedJob {
     pub style: String,
     pub output: String,
     /// succeeded, already-done, failed, handed-back, interrupted, cancelled or timed-out.
-    pub outcome: String,
+    pub outcome: OutcomeKind,
     pub error: Option<String>,
     /// `None` when the board never saw the job start.
     pub started_at: Option<DateTime<Utc>>,
@@ -65,7 +71,7 @@ impl FinishedJob {
     /// Whether the job ended without its output (failed, interrupted, timed out, ...): not
     /// succeeded, already done, or handed back to the queue for another instance.
     pub fn is_failure(&self) -> bool {
-        !matches!(self.outcome.as_str(), "succeeded" | "already-done" | "already_done" | "handed-back" | "handed_back")
+        self.outcome.is_failure()
     }
 }
 
@@ -170,9 +176,8 @@ impl JobBoard {
         }
     }
 
-    /// Job `id` ended with `outcome` (succeeded, already-done, failed, handed-back,
-    /// interrupted, cancelled, timed-out) and, for failures, an error.
-    pub fn finished(&self, id: &str, outcome: &str, error: Option<&str>) {
+    /// Job `id` ended with `outcome` and, for failures, an error.
+    pub fn finished(&self, id: &str, outcome: OutcomeKind, error: Option<&str>) {
         let mut b = self.lock();
         let running = b.running.iter().position(|r| r.job.id == id).map(|i| b.running.remove(i));
         let (input, style, output, started_at, seconds, frames) = match running {
@@ -187,7 +192,7 @@ impl JobBoard {
             input,
             style,
             output,
-            outcome: outcome.to_string(),
+            outcome,
             error: error.map(str::to_string),
             started_at,
             ended_at: Utc::now(),
@@ -199,14 +204,8 @@ impl JobBoard {
     }
 
     /// A message went to the dead-letter queue for `reason`.
-    pub fn dead_lettered(&self, reason: &str) {
-        let mut b = self.lock();
-        let key = if b.dead_letters.contains_key(reason) || b.dead_letters.len() < MAX_REASONS - 1 {
-            reason
-        } else {
-            "other"
-        };
-        *b.dead_letters.entry(key.to_string()).or_default() += 1;
+    pub fn dead_lettered(&self, reason: PoisonCode) {
+        *self.lock().dead_letters.entry(reason.as_str().to_string()).or_default() += 1;
     }
 
     /// Whether the frame engine (the dataflow workers) runs; `/healthz` fails while it does not.
@@ -364,9 +363,9 @@ mod tests {
         assert_eq!(s.fps_per_minute.len(), MINUTES);
         assert!((s.fps_per_minute.iter().sum::<f64>() - 40.0 / 60.0).abs() < 1e-9, "{:?}", s.fps_per_minute);
 
-        board.finished("a", "succeeded", None);
-        board.finished("b", "failed", Some("decode: broken"));
-        board.finished("never-started", "already-done", None);
+        board.finished("a", OutcomeKind::Succeeded, None);
+        board.finished("b", OutcomeKind::Failed, Some("decode: broken"));
+        board.finished("never-started", OutcomeKind::AlreadyDone, None);
         let s = board.snapshot();
         assert!(s.in_progress.is_empty());
         let ids: Vec<&str> = s.recent.iter().map(|j| j.id.as_str()).collect();
@@ -383,19 +382,19 @@ mod tests {
     fn recent_jobs_and_dead_letter_reasons_stay_bounded() {
         let board = JobBoard::new();
         for i in 0..RECENT + 10 {
-            board.finished(&format!("j{i}"), "succeeded", None);
+            board.finished(&format!("j{i}"), OutcomeKind::Succeeded, None);
         }
         let s = board.snapshot();
         assert_eq!(s.recent.len(), RECENT);
         assert_eq!(s.recent[0].id, format!("j{}", RECENT + 9));
-        for i in 0..MAX_REASONS + 5 {
-            board.dead_lettered(&format!("r{i}"));
+        for code in PoisonCode::ALL {
+            board.dead_lettered(code);
         }
-        board.dead_lettered("r0");
+        board.dead_lettered(PoisonCode::CorruptInput);
         let d = board.snapshot().dead_letters;
-        assert_eq!(d.len(), MAX_REASONS);
-        assert_eq!(d["r0"], 2);
-        assert_eq!(d["other"], 6);
+        assert_eq!(d.len(), PoisonCode::ALL.len());
+        assert_eq!(d["corrupt-input"], 2);
+        assert_eq!(d["timed-out"], 1);
     }
 
     #[test]
@@ -432,7 +431,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         board.progress("a", 1);
         assert_eq!(board.health_at(later(50), 60.0), Ok(()));
-        board.finished("a", "succeeded", None);
+        board.finished("a", OutcomeKind::Succeeded, None);
         assert_eq!(board.health_at(later(3600), 60.0), Ok(()));
         board.set_engine_alive(false);
         assert_eq!(board.health(60.0), Err("engine: not running".to_string()));
@@ -449,7 +448,7 @@ mod tests {
         board.set_canceller(Arc::new(move |id: &str| {
             c2.fetch_add(1, Ordering::SeqCst);
             // Reporting to the board from the canceller must not deadlock.
-            b2.finished(id, "cancelled", None);
+            b2.finished(id, OutcomeKind::Cancelled, None);
             id == "a"
         }));
         assert_eq!(board.cancel("a"), Some(true));

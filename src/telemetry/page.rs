@@ -129,7 +129,7 @@ fn recent(jobs: &[FinishedJob]) -> String {
             "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>\n",
             escape_html(&j.id),
-            escape_html(&j.outcome),
+            escape_html(j.outcome.as_str()),
             escape_html(&j.style),
             j.ended_at.format("%Y-%m-%d %H:%M:%S UTC"),
             duration(j.seconds),
@@ -154,7 +154,7 @@ fn failed(jobs: &[FinishedJob]) -> String {
         h.push_str(&format!(
             "<tr><td>{}</td><td class=\"bad\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>\n",
             escape_html(&j.id),
-            escape_html(&j.outcome),
+            escape_html(j.outcome.as_str()),
             escape_html(&j.input),
             j.ended_at.format("%Y-%m-%d %H:%M:%S UTC"),
             duration(j.seconds),
@@ -212,8 +212,8 @@ mod tests {
         board.started(NASTY, NASTY, NASTY, NASTY, Some(10));
         board.progress(NASTY, 4);
         board.started("x", NASTY, NASTY, NASTY, None);
-        board.finished("x", NASTY, Some(NASTY));
-        board.dead_lettered(NASTY);
+        board.finished("x", crate::job::OutcomeKind::Failed, Some(NASTY));
+        board.dead_lettered(crate::job::PoisonCode::CorruptInput);
         let page = render_status_page(&board.snapshot(), &Err(NASTY.into()), &Ok(()));
         assert!(!page.contains("<script"), "{page}");
         assert!(!page.contains("alert(1)</"), "{page}");

@@ -2,9 +2,13 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod media;
 pub mod proxy;
 pub mod s3;
 pub mod svc;
+
+#[allow(unused_imports)]
+pub use media::{ffmpeg, png_frames, random_rgb, Clip};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -110,6 +114,32 @@ pub fn probe_frames(path: &Path) -> u64 {
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Waits until `done` (polled every 100 ms), failing the test after `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Marks the running test as skipped because its precondition does not hold here: prints
+/// `skipped: <test>: <why>` and appends that line to `$STYLESTREAM_SKIP_LOG` when set. `make
+/// test` counts those lines and prints the total, so a skip is never a silent pass. The test
+/// returns right after.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("skipped: {test}: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("STYLESTREAM_SKIP_LOG") {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// Resident memory of a process, KiB (0 when it is gone).

@@ -19,25 +19,6 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-pub fn clip(path: &Path, frames: u32, size: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let src = format!("testsrc2=size={size}:rate=25");
-    let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &src, "-f", "lavfi", "-i", "sine=sample_rate=44100"])
-        .args(["-frames:v", &frames.to_string(), "-t", &format!("{}", frames as f64 / 25.0), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Extra lines for each section of a test service's config.
 #[derive(Default, Clone)]
@@ -208,6 +189,14 @@ impl Svc {
         }
     }
 
+    /// Frames job `id` has written so far, from `/jobs`; `None` while it is not in progress.
+    pub fn frames_done(&self, id: &str) -> Option<u64> {
+        let answer = http_get(self.metrics, "/jobs");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b)?;
+        let jobs: serde_json::Value = serde_json::from_str(body).ok()?;
+        jobs["in_progress"].as_array()?.iter().find(|j| j["id"] == id).and_then(|j| j["frames_done"].as_u64())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -261,7 +250,7 @@ impl Drop for Svc {
         if self._serial.is_none() {
             return; // a second instance: the first one cleans up the queues
         }
-        let retries = stylestream::service::config::ServiceConfig::load(&self.config)
+        let retries = stylestream::config::service::ServiceConfig::load(&self.config)
             .map(|c| stylestream::ingress::broker::retry_queues(&c.broker))
             .unwrap_or_default();
         let rt = runtime();

@@ -9,45 +9,40 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::dataflow::{DataflowOptions, PipelineError};
-use crate::job::{open_job, OpenError};
+use super::AppError;
+use crate::dataflow::{DataflowOptions, Engine, Planner, WorkItem};
+use crate::job::{self, Env, Finished, Job, Limits, Observe, OutputKind, Settings, Sink, Source, Style};
 use crate::media::video_out::EncodeSettings;
-use crate::model::ModelError;
-use crate::dataflow::{Engine, Job, JobHandle, Planner, WorkItem};
-use crate::stop::{StopReason, StopToken};
 use crate::media::MediaError;
+use crate::model::NetworkDescription;
+use crate::stop::{StopReason, StopToken};
 use crate::storage::{Manifest, MANIFEST_SCHEMA, MANIFEST_SUFFIX};
-use crate::model::{NetworkDescription, Weights};
-use crate::telemetry::progress::{Progress, ProgressMode};
+use crate::telemetry::progress::ProgressMode;
 
 /// File extensions taken as videos when an input is a directory.
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "mov", "webm", "avi", "m4v"];
 
-/// `<output>.manifest.json`, the store's manifest name.
-fn manifest_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_os_string();
-    name.push(MANIFEST_SUFFIX);
-    PathBuf::from(name)
-}
-
-/// Everything that can end a `batch` run, each naming what is wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Media(#[from] MediaError),
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    #[error(transparent)]
-    Dataflow(#[from] PipelineError),
-    #[error("{0}")]
-    Usage(String),
+/// `batch`: the command line's options, then the batch run.
+pub fn batch(args: &crate::cli::BatchArgs, shutdown: &StopToken) -> Result<Summary, AppError> {
+    let options = BatchOptions {
+        inputs: args.inputs.clone(),
+        output: args.output.clone(),
+        styles: args.styles.clone(),
+        network: args.network.clone(),
+        format: args.format.clone(),
+        jobs: args.jobs,
+        watch: args.watch,
+        encode: args.encode.settings(),
+        progress: args.run.progress,
+        quiet: args.run.quiet,
+        dataflow: super::dataflow_options(&args.run, None, args.adapter)?,
+    };
+    run(&options, shutdown)
 }
 
 /// What `batch` does (the command line fills it in).
@@ -74,20 +69,10 @@ pub struct BatchOptions {
 }
 
 impl BatchOptions {
-    /// What a manifest records besides the model: the encoder settings and the precision
-    /// asked for. A pair made with other settings is not done.
-    fn settings(&self) -> std::collections::BTreeMap<String, String> {
-        let mut s = self.encode.manifest_settings();
-        s.insert("precision".into(), self.dataflow.gpu.precision.name().into());
-        s
+    /// The settings of the jobs made with `style` (whose network is the style's own).
+    fn settings(&self, style: &Style) -> Settings {
+        Settings { encode: self.encode.clone(), jpeg_quality: 90, precision: self.dataflow.gpu.precision, network: style.desc.name.clone() }
     }
-}
-
-/// One style: its name and model.
-struct Style {
-    name: String,
-    desc: Arc<NetworkDescription>,
-    weights: Arc<Weights>,
 }
 
 /// What `batch` did, for its summary line and for tests.
@@ -100,10 +85,10 @@ pub struct Summary {
 }
 
 /// Runs `batch`; `shutdown` (Ctrl-C) stops it, discarding the outputs in progress.
-pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchError> {
+pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppError> {
     let opts = args.dataflow.clone();
     if args.jobs == 0 {
-        return Err(BatchError::Usage("--jobs must be at least 1".into()));
+        return Err(AppError::Usage("--jobs must be at least 1".into()));
     }
     let desc = Arc::new(NetworkDescription::load(&args.network)?);
     let mut styles = Vec::new();
@@ -112,7 +97,7 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
         let m = crate::model::load::load(s, crate::model::load::env_dir().as_deref(), &args.network, Some(&desc))?;
         let name = m.name();
         if styles.iter().any(|st: &Style| st.name == name) {
-            return Err(BatchError::Usage(format!("style `{name}` is given twice")));
+            return Err(AppError::Usage(format!("style `{name}` is given twice")));
         }
         styles.push(Style { name, desc: m.desc, weights: m.weights });
     }
@@ -126,10 +111,14 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
     // Pairs that failed, by (content, model): not retried until the video changes.
     let mut failed: BTreeSet<(String, String)> = BTreeSet::new();
     let mut total = Summary::default();
-    let engine = Engine::start(opts, shutdown.clone())?;
+    let engine = Arc::new(Engine::start(opts, shutdown.clone())?);
+    let env = Env::new(engine.clone(), Limits::default(), std::env::temp_dir(), None);
+    // What a finished pair's manifest records besides the model (the same for every style).
+    let identity = Settings { encode: args.encode.clone(), precision: args.dataflow.gpu.precision, ..Settings::default() }.identity(OutputKind::Video);
     loop {
         let videos = scan_inputs(&args.inputs, args.watch.is_some())?;
         check_names(&videos)?;
+        tracing::info!(videos = videos.len(), "inputs scanned");
         let mut present = BTreeSet::new();
         for v in &videos {
             let id = v.display().to_string();
@@ -154,7 +143,7 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
         for gone in hashes.forget_except(&present) {
             planner.remove_video(&gone);
         }
-        for (content, model) in finished_pairs(&args.output, &args.settings()) {
+        for (content, model) in finished_pairs(&args.output, &identity) {
             planner.done(&content, &model);
         }
         let work: Vec<WorkItem> =
@@ -170,7 +159,7 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
                 round.already_done
             );
         }
-        let (styled, fails) = style_pairs(args, &styles, &work, &engine, &mut planner, shutdown);
+        let (styled, fails) = style_pairs(args, &styles, &work, &env, &mut planner, shutdown);
         for w in fails {
             failed.insert((w.content.clone(), w.model.clone()));
         }
@@ -187,79 +176,77 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, BatchEr
             break;
         }
     }
-    engine.shutdown();
+    drop(env);
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.shutdown();
+    }
     if shutdown.is_stopped() && args.watch.is_none() {
         return Err(crate::dataflow::PipelineError::Stopped(StopReason::Interrupted).into());
     }
     if total.failed > 0 && args.watch.is_none() {
-        return Err(BatchError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
+        return Err(AppError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
     }
     Ok(total)
 }
 
-/// Styles `work` through the engine, at most `--jobs` pairs at a time (the next is admitted as
-/// soon as one ends); records each finished pair in a manifest and in the planner. Returns the
-/// number styled and the pairs that failed.
+/// Styles `work` through the engine, at most `--jobs` pairs at a time (the next starts as
+/// soon as one ends, each job on a thread of its own); records each finished pair (its manifest
+/// is written by the job's commit) in the planner. Returns the number styled and the pairs that
+/// failed.
 fn style_pairs<'w>(
     args: &BatchOptions,
     styles: &[Style],
     work: &'w [WorkItem],
-    engine: &Engine,
+    env: &Env,
     planner: &mut Planner,
     shutdown: &StopToken,
 ) -> (usize, Vec<&'w WorkItem>) {
     let mut styled = 0;
     let mut fails = Vec::new();
     let mode = if args.quiet { ProgressMode::None } else { args.progress };
-    let mut queue = work.iter();
-    let mut running: Vec<(&WorkItem, &Style, PathBuf, JobHandle)> = Vec::new();
-    loop {
-        while running.len() < args.jobs && !shutdown.is_stopped() {
-            let Some(w) = queue.next() else { break };
-            let Some(style) = styles.iter().find(|s| s.name == w.style) else { continue };
-            let output = output_path(args, Path::new(&w.video), &w.style);
-            match open_job(&w.video, &output, None, &args.encode) {
-                Ok((source, sink)) => {
-                    // One progress bar when one video runs at a time; per-video lines otherwise.
-                    let progress = Progress::new(if args.jobs > 1 && work.len() > 1 { ProgressMode::None } else { mode }, source.info().frames);
-                    let handle = engine.submit(Job::new(Some((source, sink, progress)), style.desc.clone(), style.weights.clone()));
-                    running.push((w, style, output, handle));
+    // One progress bar when one video runs at a time; per-video lines otherwise.
+    let observe = Observe::terminal(if args.jobs > 1 && work.len() > 1 { ProgressMode::None } else { mode });
+    let queue = Mutex::new(work.iter());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs.min(work.len()) {
+            let (tx, queue, observe) = (tx.clone(), &queue, &observe);
+            s.spawn(move || loop {
+                if shutdown.is_stopped() {
+                    break;
                 }
+                let Some(w) = queue.lock().ok().and_then(|mut q| q.next()) else { break };
+                let Some(style) = styles.iter().find(|s| s.name == w.style) else { continue };
+                let job = Job {
+                    id: format!("{} with {}", w.video, w.style),
+                    source: Source::Local { path: w.video.clone(), fps: None, sha256: Some(w.content.clone()) },
+                    sink: Sink::Local { path: output_path(args, Path::new(&w.video), &w.style), manifest: true },
+                    style: style.clone(),
+                    settings: args.settings(style),
+                };
+                if tx.send((w, job::run(&job, env, observe, shutdown))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (w, report) in rx {
+            match report.result {
+                Ok(Finished::Done { frames, .. }) => {
+                    planner.done(&w.content, &w.model);
+                    styled += 1;
+                    if !args.quiet && args.progress != ProgressMode::Json {
+                        eprintln!("wrote {} ({frames} frames)", report.output);
+                    }
+                }
+                Ok(Finished::AlreadyDone { .. }) => planner.done(&w.content, &w.model),
                 Err(e) => {
                     eprintln!("error: {} with {}: {e}", w.video, w.style);
                     fails.push(w);
                 }
             }
         }
-        if running.is_empty() {
-            break;
-        }
-        // Settle whichever job ends first.
-        let mut ended = None;
-        while ended.is_none() {
-            for (i, (_, _, _, handle)) in running.iter().enumerate() {
-                if let Some(result) = handle.wait_timeout(Duration::from_millis(if i + 1 == running.len() { 50 } else { 0 })) {
-                    ended = Some((i, result));
-                    break;
-                }
-            }
-        }
-        let Some((i, result)) = ended else { continue };
-        let (w, style, output, _) = running.remove(i);
-        match result.map_err(BatchError::from).and_then(|frames| write_manifest(w, style, &output, frames, args.settings())) {
-            Ok(frames) => {
-                planner.done(&w.content, &w.model);
-                styled += 1;
-                if !args.quiet && args.progress != ProgressMode::Json {
-                    eprintln!("wrote {} ({frames} frames)", output.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {} with {}: {e}", w.video, w.style);
-                fails.push(w);
-            }
-        }
-    }
+    });
     (styled, fails)
 }
 
@@ -272,30 +259,6 @@ fn output_path(args: &BatchOptions, video: &Path, style: &str) -> PathBuf {
         .or_else(|| video.extension().map(|e| e.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "mp4".into());
     args.output.join(format!("{stem}.{style}.{}", ext.trim_start_matches('.')))
-}
-
-/// The store's manifest, for a local output: the input's content hash stands as its ETag.
-fn write_manifest(w: &WorkItem, style: &Style, output: &Path, frames: u64, settings: std::collections::BTreeMap<String, String>) -> Result<u64, BatchError> {
-    let path = manifest_path(output);
-    let write_err = |reason: String| BatchError::Media(MediaError::Write { path: path.clone(), reason });
-    let output_size = std::fs::metadata(output).map_err(|e| write_err(e.to_string()))?.len();
-    let input_size = std::fs::metadata(&w.video).map(|m| m.len()).unwrap_or(0);
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA,
-        input_key: w.video.clone(),
-        input_etag: w.content.clone(),
-        input_size,
-        model_sha256: style.weights.sha256.clone(),
-        network: style.desc.name.clone(),
-        frames,
-        output_key: output.display().to_string(),
-        output_size,
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        stylestream_version: env!("CARGO_PKG_VERSION").to_string(),
-        settings,
-    };
-    crate::media::write_atomic(&path, &manifest.to_json()).map_err(|e| write_err(e.to_string()))?;
-    Ok(frames)
 }
 
 /// The (content, model) pairs whose output in `dir` is complete: a manifest that parses, was
@@ -328,7 +291,7 @@ fn finished_pairs(dir: &Path, settings: &std::collections::BTreeMap<String, Stri
 }
 
 /// The videos named: files as given, directories' video files (by extension), sorted.
-fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, BatchError> {
+fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, AppError> {
     let mut videos = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -355,13 +318,13 @@ fn is_hidden(p: &Path) -> bool {
 }
 
 /// Two inputs with the same file stem would write the same outputs: refused, naming both.
-fn check_names(videos: &[PathBuf]) -> Result<(), BatchError> {
+fn check_names(videos: &[PathBuf]) -> Result<(), AppError> {
     let mut seen: BTreeMap<String, &PathBuf> = BTreeMap::new();
     for v in videos {
         let stem = v.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         if let Some(other) = seen.insert(stem.clone(), v) {
             if other != v {
-                return Err(BatchError::Usage(format!(
+                return Err(AppError::Usage(format!(
                     "{} and {} would both be written as {stem}.<style>.*: rename one",
                     other.display(),
                     v.display()

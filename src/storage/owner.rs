@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::storage::{BlockingStore, ObjectKey, Store};
+use super::{BlockingStore, ObjectKey, Store};
 
 /// A fresh instance id: `<host>-<pid>-<random>`, in `A-Z a-z 0-9 -` (it goes into object names).
 pub fn new_instance_id(configured: Option<&str>) -> String {

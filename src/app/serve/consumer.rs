@@ -1,21 +1,7 @@
-//! `stylestream serve`: a long-running service that takes trigger events from RabbitMQ, reads
-//! and writes media through object storage, and styles videos in the frame dataflow.
-//!
-//! ```text
-//! RabbitMQ ──deliveries──> parse (poison → dead-letter queue, reason in a header)
-//!    ^                        │ requests (≤ service.jobs at a time)
-//!    │ ack after commit       v
-//!    └──────────────── jobs thread: done? → ack without GPU work
-//!                             stage input → dataflow → upload (temp key → final) → manifest → logs
-//! ```
-//! At-least-once delivery, exactly-once in effect: an output appears only complete, its manifest
-//! records the input's etag and the model's hash, and a message is acked only after both are
-//! committed; a redelivered message whose output is complete is acked without styling it again.
-
-pub mod config;
-pub mod job;
-pub mod owner;
-pub mod staging;
+//! The consumer: one `select!` over deliveries, control messages, job outcomes and a clock
+//! (timeouts, shutdown, metrics). It admits deliveries as jobs (at most `service.jobs` in
+//! progress, each on a thread of its own), and settles each message by its jobs' outcomes: ack,
+//! retry later, dead-letter or hand back. It never waits on styling.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,31 +9,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::storage::{BlockingStore, StoreOptions};
-use crate::telemetry::metrics::Metrics;
-use crate::telemetry::{serve_http, HttpOptions, JobBoard};
+use super::jobs::{self, Ctx};
+use super::{ServiceError, Telemetry};
+use crate::config::service::ServiceConfig;
 use crate::dataflow::Engine;
 use crate::ingress::broker::{self, Broker, Delivery};
-use crate::stop::{StopReason, StopToken};
 use crate::ingress::event::{self, JobRequest};
-use config::ServiceConfig;
-use job::{Ctx, Outcome};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
-    #[error(transparent)]
-    Store(#[from] crate::storage::StoreError),
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Dataflow(#[from] crate::dataflow::PipelineError),
-    #[error("{0}")]
-    Setup(String),
-}
+use crate::job::{Cause, Outcome, PoisonCode};
+use crate::stop::{StopReason, StopToken};
+use crate::telemetry::metrics::{Metrics, Stage};
 
 /// A delivery whose jobs are waiting or running; settled once all have ended.
 struct Message {
@@ -74,7 +44,7 @@ struct Active {
 
 /// The consumer's state; it outlives broker connections (jobs keep running while the service
 /// reconnects).
-struct Jobs {
+pub(super) struct Jobs {
     ctx: Arc<Ctx>,
     engine: Arc<Engine>,
     messages: HashMap<u64, Message>,
@@ -97,85 +67,45 @@ struct Jobs {
     devices_seen: u64,
 }
 
-/// Where the service reports what it does: metrics, and the job board of the status page.
-pub struct Telemetry {
-    pub metrics: Metrics,
-    pub board: JobBoard,
+impl Jobs {
+    pub(super) fn new(ctx: Arc<Ctx>, engine: Arc<Engine>) -> Self {
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            ctx,
+            engine,
+            messages: HashMap::new(),
+            next_msg: 0,
+            waiting: VecDeque::new(),
+            active: HashMap::new(),
+            next_job: 0,
+            done_tx,
+            done_rx,
+            cancelled: HashMap::new(),
+            draining_since: None,
+            known: Default::default(),
+            cancel_rx: None,
+            devices_seen: 0,
+        }
+    }
+
+    /// Lets `DELETE /jobs/<id>` cancel the jobs waiting or running here.
+    pub(super) fn cancel_over_http(&mut self, board: &crate::telemetry::JobBoard) {
+        let (cancel_tx, cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let known = self.known.clone();
+        board.set_canceller(Arc::new(move |id: &str| known.lock().map(|k| k.contains(id)).unwrap_or(false) && cancel_tx.send(id.to_string()).is_ok()));
+        self.cancel_rx = Some(cancel_rx);
+    }
+
+    /// Whether a job is still running (after the drain: one stuck in a hung request).
+    pub(super) fn any_active(&self) -> bool {
+        !self.active.is_empty()
+    }
 }
 
-/// Runs the service with the configuration at `config_path` until `shutdown` (SIGTERM, Ctrl-C)
-/// and the drain that follows; `metrics_addr` overrides `service.metrics_addr`.
-pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdown: &StopToken) -> Result<(), ServiceError> {
-    let config = ServiceConfig::load(config_path)?;
-    let tel = Telemetry { metrics: Metrics::new(), board: JobBoard::new() };
-    if let Some(addr) = metrics_addr.or_else(|| config.service.metrics_addr.clone()) {
-        // A secret: from the environment only.
-        let token = std::env::var(&config.service.http_token_env).ok().filter(|t| !t.trim().is_empty());
-        let options = HttpOptions { addr: addr.clone(), token, stall_secs: config.service.stall_secs };
-        let bound = serve_http(options, tel.metrics.clone(), tel.board.clone()).map_err(|e| ServiceError::Setup(format!("HTTP address {addr}: {e}")))?;
-        tracing::info!(%bound, "status page on /, jobs on /jobs, metrics on /metrics, health on /healthz and /readyz");
-    }
-    let metrics = tel.metrics.clone();
-    let instance_id = owner::new_instance_id(config.service.instance_id.as_deref());
-    let store_options = StoreOptions {
-        credentials_file: config.storage.credentials_file.clone(),
-        owner: Some(instance_id.clone()),
-        ..config.storage.options.clone()
-    };
-    let media = BlockingStore::open(&config.storage.media, &store_options).map_err(ServiceError::from)?;
-    let system = BlockingStore::open(&config.storage.system, &store_options).map_err(ServiceError::from)?;
-    let opts = config.dataflow.resolve(&crate::config::RunOverrides::default(), None);
-    let heartbeat_store = system.store();
-    let ctx = Arc::new(Ctx::new(config.clone(), media, system, opts.clone(), metrics.clone(), tel.board.clone(), instance_id.clone())?);
-    // One engine for the service's lifetime: its workers and GPU devices stay warm. Jobs are
-    // stopped one by one (grace period), never all at once by the engine.
-    let engine = Arc::new(Engine::start(opts, StopToken::new())?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::Setup(format!("starting the async runtime: {e}")))?;
-    tracing::info!(instance = %instance_id, "instance id (owner of its upload temporaries)");
-    let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, Duration::from_secs_f64(config.service.heartbeat_secs)));
-    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut jobs = Jobs {
-        ctx,
-        engine: engine.clone(),
-        messages: HashMap::new(),
-        next_msg: 0,
-        waiting: VecDeque::new(),
-        active: HashMap::new(),
-        next_job: 0,
-        done_tx,
-        done_rx,
-        cancelled: HashMap::new(),
-        draining_since: None,
-        known: Default::default(),
-        cancel_rx: None,
-        devices_seen: 0,
-    };
-    let (cancel_tx, cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let known = jobs.known.clone();
-    tel.board.set_canceller(Arc::new(move |id: &str| known.lock().map(|k| k.contains(id)).unwrap_or(false) && cancel_tx.send(id.to_string()).is_ok()));
-    jobs.cancel_rx = Some(cancel_rx);
-    let result = rt.block_on(consume_forever(&config, &tel, &mut jobs, shutdown));
-    beat.abort();
-    let hung = !jobs.active.is_empty();
-    drop(jobs);
-    match Arc::try_unwrap(engine) {
-        // Every job ended: stop the workers.
-        Ok(engine) if !hung => engine.shutdown(),
-        // A job thread stuck in a hung request was given up on: do not wait for it.
-        Ok(engine) => std::mem::forget(engine),
-        Err(_) => {}
-    }
-    rt.shutdown_timeout(Duration::from_secs(1));
-    result
-}
 
 /// Connects, consumes until shutdown, and reconnects (with backoff) when the broker goes away or
 /// closes the channel. Jobs in progress keep running while it reconnects.
-async fn consume_forever(config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
+pub(super) async fn consume_forever(config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
     let url = config.broker_url();
     let mut backoff = Duration::from_millis(500);
     let mut first = true;
@@ -273,16 +203,16 @@ async fn consume(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, jobs:
                 }
                 if last_depth.elapsed() > Duration::from_secs(2) {
                     if let Ok(n) = broker.depth().await {
-                        tel.metrics.set("stylestream_queue_depth", &[], n as f64);
+                        tel.metrics.queue_depth.set(n as f64);
                     }
                     last_depth = Instant::now();
                 }
-                tel.metrics.set("stylestream_jobs_in_flight", &[], jobs.active.len() as f64);
+                tel.metrics.jobs_in_flight.set(jobs.active.len() as f64);
                 let lag = jobs.waiting.front().map_or(0.0, |w| w.since.elapsed().as_secs_f64());
-                tel.metrics.set("stylestream_queue_lag_seconds", &[], lag);
+                tel.metrics.queue_lag_seconds.set(lag);
                 let opened = crate::model::gpu::devices_opened();
                 if opened > jobs.devices_seen {
-                    tel.metrics.inc("stylestream_gpu_device_opens_total", &[], (opened - jobs.devices_seen) as f64);
+                    tel.metrics.gpu_device_opens_total.add((opened - jobs.devices_seen) as f64);
                     jobs.devices_seen = opened;
                 }
                 tel.board.set_engine_alive(jobs.engine.is_alive());
@@ -310,7 +240,7 @@ async fn next_delivery(d: &mut Option<broker::Deliveries>) -> Option<Result<Deli
 impl Jobs {
     /// Parses a delivery into its jobs; poison is dead-lettered and empty events acked at once.
     async fn admit(&mut self, broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: Delivery) -> Result<(), ServiceError> {
-        tel.metrics.inc("stylestream_messages_total", &[], 1.0);
+        tel.metrics.messages_total.inc();
         if event::is_control(d.data()) {
             // On the job queue by mistake: apply it here, and pass it on to every instance.
             self.control(broker, config, tel, d.data()).await;
@@ -340,7 +270,7 @@ impl Jobs {
                 for (i, request) in requests.into_iter().enumerate() {
                     let id = request.id.clone().unwrap_or_else(|| if n == 1 { base.clone() } else { format!("{base}-{i}") });
                     if self.cancelled.remove(&id).is_some() {
-                        self.record_outcome(msg, Outcome::Poison { code: "cancelled", reason: format!("job {id} was cancelled before it started") });
+                        self.record_outcome(msg, Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")));
                         continue;
                     }
                     self.waiting.push_back(Waiting { msg, id, request, since });
@@ -360,8 +290,8 @@ impl Jobs {
             let key = self.next_job;
             self.next_job += 1;
             let stop = StopToken::new();
-            let (ctx, engine, done, job_stop, id) = (self.ctx.clone(), self.engine.clone(), self.done_tx.clone(), stop.clone(), w.id.clone());
-            tel.metrics.observe("stylestream_stage_seconds", &[("stage", "wait")], w.since.elapsed().as_secs_f64());
+            let (ctx, done, job_stop, id) = (self.ctx.clone(), self.done_tx.clone(), stop.clone(), w.id.clone());
+            tel.metrics.stage_seconds.observe(Stage::Wait, w.since.elapsed().as_secs_f64());
             let named = |i: &event::Input| match i {
                 event::Input::Object(k) | event::Input::Prefix(k) => k.clone(),
             };
@@ -370,7 +300,7 @@ impl Jobs {
             };
             tel.board.started(&w.id, &named(&w.request.input), &w.request.style, &output, None);
             let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {
-                let outcome = job::run(&ctx, &engine, id, w.request, job_stop);
+                let outcome = jobs::run(&ctx, id, w.request, job_stop);
                 let _ = done.send((key, outcome));
             });
             match spawned {
@@ -379,8 +309,9 @@ impl Jobs {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start a job thread");
-                    tel.board.finished(&w.id, "handed-back", Some("could not start a job thread"));
-                    self.record_outcome(w.msg, Outcome::Transient { cause: job::Cause::Other, reason: format!("starting a job thread: {e}") });
+                    let outcome = Outcome::transient(Cause::Other, format!("starting a job thread: {e}"));
+                    tel.board.finished(&w.id, outcome.kind(), outcome.error());
+                    self.record_outcome(w.msg, outcome);
                 }
             }
         }
@@ -392,8 +323,7 @@ impl Jobs {
     fn ended(&mut self, job: u64, outcome: Outcome, tel: &Telemetry) {
         if let Some(a) = self.active.remove(&job) {
             tracing::debug!(job = %a.id, secs = a.started.elapsed().as_secs_f64(), "job ended");
-            let (label, error) = board_outcome(&outcome);
-            tel.board.finished(&a.id, label, error);
+            tel.board.finished(&a.id, outcome.kind(), outcome.error());
             self.record_outcome(a.msg, outcome);
         }
         self.publish_known();
@@ -451,7 +381,7 @@ impl Jobs {
         self.waiting = kept.into();
         for w in gone {
             found = true;
-            self.record_outcome(w.msg, Outcome::Poison { code: "cancelled", reason: format!("job {id} was cancelled before it started") });
+            self.record_outcome(w.msg, Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")));
         }
         if !found {
             self.cancelled.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
@@ -488,19 +418,6 @@ impl Jobs {
     }
 }
 
-/// How the status page names an outcome, and its error.
-fn board_outcome(o: &Outcome) -> (&'static str, Option<&str>) {
-    match o {
-        Outcome::Done { .. } => ("succeeded", None),
-        Outcome::AlreadyDone { .. } => ("already-done", None),
-        Outcome::Poison { code: "cancelled", reason } => ("cancelled", Some(reason.as_str())),
-        Outcome::Poison { code: "timed-out", reason } => ("timed-out", Some(reason.as_str())),
-        Outcome::Poison { reason, .. } => ("failed", Some(reason.as_str())),
-        Outcome::Transient { reason, .. } | Outcome::Held { reason } => ("handed-back", Some(reason.as_str())),
-        Outcome::Interrupted => ("interrupted", None),
-    }
-}
-
 /// Settles a delivery by the worst outcome of its jobs.
 async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &Delivery, outcomes: &[Outcome]) -> Result<(), ServiceError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -508,27 +425,23 @@ async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &De
         record(&tel.metrics, o);
     }
     if let Some(Outcome::Poison { code, reason }) = outcomes.iter().find(|o| matches!(o, Outcome::Poison { .. })) {
-        dead_letter(broker, tel, d, code, reason).await?;
+        dead_letter(broker, tel, d, *code, reason).await?;
     } else if outcomes.iter().any(|o| matches!(o, Outcome::Interrupted)) {
         // Shutdown: back to the queue at once, for another instance.
         d.nack_requeue().await?;
-    } else if let Some(o) = outcomes.iter().find(|o| matches!(o, Outcome::Transient { .. } | Outcome::Held { .. })) {
+    } else if let Some((cause, reason)) = outcomes.iter().find_map(|o| Some((o.cause()?, o.error().unwrap_or_default()))) {
         let state = broker::RetryState::of(d);
-        let (cause, reason) = match o {
-            Outcome::Held { reason } => ("credentials", reason.as_str()),
-            Outcome::Transient { cause, reason } => (cause.label(), reason.as_str()),
-            _ => ("other", ""),
-        };
         // Credentials do not spend the retry budget: the job waits for them.
-        let first_failure = if cause == "credentials" { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
+        let held = cause == Cause::Credentials;
+        let first_failure = if held { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
         let budget = config.broker.retry_budget_secs;
-        if cause != "credentials" && state.failing_for_secs(now_ms) > budget {
+        if !held && state.failing_for_secs(now_ms) > budget {
             let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
-            dead_letter(broker, tel, d, "retry-budget-spent", &why).await?;
+            dead_letter(broker, tel, d, PoisonCode::RetryBudgetSpent, &why).await?;
         } else {
             let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
-            tel.metrics.inc("stylestream_retries_total", &[("cause", cause)], 1.0);
-            tracing::warn!(cause, retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
+            tel.metrics.retries_total.inc(cause);
+            tracing::warn!(cause = cause.as_str(), retry_in = ?delay, attempt = state.attempts + 1, error = %reason, "job handed to the retry queue");
             d.ack().await?;
         }
     } else {
@@ -538,26 +451,18 @@ async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &De
 }
 
 fn record(metrics: &Metrics, o: &Outcome) {
-    let outcome = match o {
-        Outcome::Done { output, frames } => {
-            tracing::info!(%output, frames, "job done");
-            "succeeded"
-        }
-        Outcome::AlreadyDone { output } => {
-            tracing::info!(%output, "already done: acked without styling");
-            "already_done"
-        }
-        Outcome::Poison { .. } => "failed",
-        Outcome::Transient { .. } | Outcome::Held { .. } => "retried",
-        Outcome::Interrupted => "interrupted",
-    };
-    metrics.inc("stylestream_jobs_total", &[("outcome", outcome)], 1.0);
+    match o {
+        Outcome::Done { output, frames } => tracing::info!(%output, frames, "job done"),
+        Outcome::AlreadyDone { output } => tracing::info!(%output, "already done: acked without styling"),
+        _ => {}
+    }
+    metrics.jobs_total.inc(o.kind());
 }
 
-async fn dead_letter(broker: &Broker, tel: &Telemetry, d: &Delivery, code: &str, reason: &str) -> Result<(), ServiceError> {
-    tracing::error!(reason = code, error = %reason, "message dead-lettered");
-    broker.dead_letter(d.data(), code, reason).await?;
-    tel.metrics.inc("stylestream_dead_lettered_total", &[("reason", code)], 1.0);
+async fn dead_letter(broker: &Broker, tel: &Telemetry, d: &Delivery, code: PoisonCode, reason: &str) -> Result<(), ServiceError> {
+    tracing::error!(reason = code.as_str(), error = %reason, "message dead-lettered");
+    broker.dead_letter(d.data(), code.as_str(), reason).await?;
+    tel.metrics.dead_lettered_total.inc(code);
     tel.board.dead_lettered(code);
     d.ack().await?;
     Ok(())

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, RunConfig};
+use super::{ConfigError, RunConfig};
 use crate::ingress::broker::{has_password, BrokerConfig};
 use crate::ingress::event::{self, Route, Source};
 

@@ -1,12 +1,14 @@
-//! Reordering: frames may finish out of order (several in flight, several workers); this stage
-//! releases them strictly by index and refuses to finish a video with a missing frame.
+//! The frame-order check behind the ordering stage (`ReorderFrames`): the encoder thread feeds
+//! it every frame it writes, and it refuses a frame out of order, twice, or a video that ends
+//! with one missing. (It can also stash items until every earlier index has come, releasing
+//! them in order.)
 
 use std::collections::BTreeMap;
 
 use crate::frame::FrameIdx;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ReorderError {
+pub enum OrderError {
     #[error("frame {index} arrived twice")]
     Duplicate { index: FrameIdx },
     #[error("frame {index} arrived after it was due (already released up to {next})")]
@@ -18,29 +20,29 @@ pub enum ReorderError {
 /// Holds items until every earlier index has been released. Memory is bounded by how far
 /// ahead of the oldest missing frame items can arrive (the pipeline's frames in flight).
 #[derive(Debug)]
-pub struct Reorder<T> {
+pub struct FrameOrder<T> {
     next: FrameIdx,
     stash: BTreeMap<FrameIdx, T>,
 }
 
-impl<T> Default for Reorder<T> {
+impl<T> Default for FrameOrder<T> {
     fn default() -> Self {
         Self { next: 0, stash: BTreeMap::new() }
     }
 }
 
-impl<T> Reorder<T> {
+impl<T> FrameOrder<T> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds an item; returns every item that is now due, in order.
-    pub fn push(&mut self, index: FrameIdx, item: T) -> Result<Vec<T>, ReorderError> {
+    pub fn push(&mut self, index: FrameIdx, item: T) -> Result<Vec<T>, OrderError> {
         if index < self.next {
-            return Err(ReorderError::Late { index, next: self.next });
+            return Err(OrderError::Late { index, next: self.next });
         }
         if self.stash.insert(index, item).is_some() {
-            return Err(ReorderError::Duplicate { index });
+            return Err(OrderError::Duplicate { index });
         }
         let mut out = Vec::new();
         while let Some(item) = self.stash.remove(&self.next) {
@@ -62,10 +64,10 @@ impl<T> Reorder<T> {
 
     /// Ends the stream: an error if anything is still held (a frame is missing), or if fewer
     /// than `expected` frames were released.
-    pub fn finish(self, expected: Option<FrameIdx>) -> Result<FrameIdx, ReorderError> {
+    pub fn finish(self, expected: Option<FrameIdx>) -> Result<FrameIdx, OrderError> {
         let held = self.stash.len();
         if held > 0 || expected.is_some_and(|e| self.next < e) {
-            return Err(ReorderError::Missing { missing: self.next, held, released: self.next });
+            return Err(OrderError::Missing { missing: self.next, held, released: self.next });
         }
         Ok(self.next)
     }
@@ -93,7 +95,7 @@ mod tests {
         for seed in 1..20 {
             let order = shuffled(200, seed);
             assert_ne!(order, (0..200).collect::<Vec<_>>());
-            let mut r = Reorder::new();
+            let mut r = FrameOrder::new();
             let mut out = Vec::new();
             for i in order {
                 out.extend(r.push(i, i * 10).unwrap());
@@ -105,22 +107,22 @@ mod tests {
 
     #[test]
     fn a_missing_frame_fails_the_finish() {
-        let mut r = Reorder::new();
+        let mut r = FrameOrder::new();
         for i in [0, 1, 3, 4] {
             r.push(i, ()).unwrap();
         }
-        assert_eq!(r.finish(None), Err(ReorderError::Missing { missing: 2, held: 2, released: 2 }));
-        let mut r = Reorder::new();
+        assert_eq!(r.finish(None), Err(OrderError::Missing { missing: 2, held: 2, released: 2 }));
+        let mut r = FrameOrder::new();
         r.push(0, ()).unwrap();
         assert!(r.finish(Some(2)).is_err(), "the last frame missing is caught too");
     }
 
     #[test]
     fn duplicates_and_late_frames_are_refused() {
-        let mut r = Reorder::new();
+        let mut r = FrameOrder::new();
         r.push(1, ()).unwrap();
-        assert_eq!(r.push(1, ()), Err(ReorderError::Duplicate { index: 1 }));
+        assert_eq!(r.push(1, ()), Err(OrderError::Duplicate { index: 1 }));
         r.push(0, ()).unwrap();
-        assert_eq!(r.push(0, ()), Err(ReorderError::Late { index: 0, next: 2 }));
+        assert_eq!(r.push(0, ()), Err(OrderError::Late { index: 0, next: 2 }));
     }
 }

@@ -1,0 +1,118 @@
+//! The commands: each parses nothing (the CLI did), builds the jobs its user asked for,
+//! submits them to the one engine, and reports. The only top of the crate: nothing below
+//! imports it.
+
+pub mod batch;
+pub mod bench;
+pub mod cancel;
+pub mod models;
+pub mod serve;
+pub mod stylize;
+pub mod submit;
+
+use std::sync::Arc;
+
+use crate::cli::{ClusterArgs, ModelArgs, RunArgs};
+use crate::dataflow::PipelineError;
+use crate::job::JobError;
+use crate::media::MediaError;
+use crate::model::gpu::GpuError;
+use crate::model::{ModelError, NetworkDescription, Weights};
+
+/// Everything that can end a command, each with the thing that is wrong named.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Service(#[from] serve::ServiceError),
+    #[error(transparent)]
+    Zoo(#[from] crate::model::zoo::ZooError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The description and checked weights named on the command line (a path, or a name in
+/// `$STYLESTREAM_MODELS_DIR`). An `.onnx` model carries its own description (its graph);
+/// `--network` is then ignored.
+pub fn load_model(args: &ModelArgs) -> Result<(Arc<NetworkDescription>, Arc<Weights>), AppError> {
+    let m = crate::model::load::load(&args.model, crate::model::load::env_dir().as_deref(), &args.network, None)?;
+    Ok((m.desc, m.weights))
+}
+
+/// The broker settings of the service configuration at `path` (queue names, limits), or the
+/// defaults: what `submit` and `cancel` publish with.
+pub fn broker_config(path: Option<&std::path::Path>) -> Result<crate::ingress::broker::BrokerConfig, AppError> {
+    match path {
+        Some(p) => Ok(crate::config::service::ServiceConfig::load(p)?.broker),
+        None => toml::from_str("").map_err(|e: toml::de::Error| AppError::Usage(e.to_string())),
+    }
+}
+
+/// The model named on the command line, as a job's style.
+pub fn load_style(args: &ModelArgs) -> Result<crate::job::Style, AppError> {
+    let (desc, weights) = load_model(args)?;
+    Ok(crate::job::Style { name: args.model.clone(), desc, weights })
+}
+
+/// How the dataflow runs: the command line over the config file over the defaults.
+pub(crate) fn dataflow_options(
+    run: &RunArgs,
+    cluster: Option<&ClusterArgs>,
+    adapter: Option<usize>,
+) -> Result<crate::dataflow::DataflowOptions, AppError> {
+    let file = match &run.config {
+        Some(p) => crate::config::RunConfig::load(p)?,
+        None => crate::config::RunConfig::default(),
+    };
+    let usage = |m: String| AppError::Usage(m);
+    // Cluster: --processes with --hostfile, else the config's [cluster].
+    let none = ClusterArgs { processes: None, process: None, hostfile: None };
+    let args = cluster.unwrap_or(&none);
+    let hosts: Option<Vec<String>> = match (&args.hostfile, &file.cluster) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| MediaError::Read { path: path.clone(), source: e })?;
+            Some(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+        }
+        (None, Some(c)) => Some(c.hosts.clone()),
+        (None, None) => None,
+    };
+    let processes = args.processes.unwrap_or_else(|| hosts.as_ref().map_or(1, Vec::len));
+    let cluster = if processes <= 1 {
+        None
+    } else {
+        let hosts = hosts.ok_or_else(|| usage("--processes needs --hostfile (one host:port per line) or a config with [cluster]".into()))?;
+        if hosts.len() < processes {
+            return Err(usage(format!("{} addresses for {processes} processes", hosts.len())));
+        }
+        let process = args.process.or(file.cluster.as_ref().and_then(|c| c.process)).unwrap_or(0);
+        if process >= processes {
+            return Err(usage(format!("--process {process} is not below --processes {processes}")));
+        }
+        Some(crate::dataflow::Cluster { process, addresses: hosts[..processes].to_vec() })
+    };
+    let overrides = crate::config::RunOverrides {
+        workers: run.workers,
+        max_frames_in_flight: run.max_frames_in_flight,
+        frames_per_batch: run.frames_per_batch,
+        retries: run.retries,
+        precision: run.precision,
+        kernels: run.kernels,
+        fail_frame: run.fail_frame,
+        adapter,
+    };
+    Ok(file.resolve(&overrides, cluster))
+}
+

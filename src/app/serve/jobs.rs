@@ -1,0 +1,246 @@
+//! One service job, blocking, on a thread of its own: the request checked against the models
+//! and the stores and made a job (`job::Job`), run on the one path every job takes
+//! (`job::run`), its log written and its metrics counted. Knows nothing of the broker: it
+//! returns the job's `Outcome` and the consumer acks, dead-letters or hands back the message it
+//! came in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{ServiceError, Telemetry};
+use crate::config::service::ServiceConfig;
+use crate::dataflow::{DataflowOptions, Engine};
+use crate::frame::Rate;
+use crate::ingress::event::{self, Input, JobRequest, Output};
+use crate::job::{self, Cause, Env, Job, Limits, Observe, Outcome, Owner, PoisonCode, Settings, Sink, Source, Style};
+use crate::media::video_out::EncodeSettings;
+use crate::model::{NetworkDescription, Weights};
+use crate::stop::StopToken;
+use crate::storage::{BlockingStore, ObjectKey};
+use crate::telemetry::metrics::{Metrics, Stage};
+use crate::telemetry::progress::ProgressMode;
+use crate::telemetry::JobBoard;
+
+/// What stays loaded between jobs; shared by the jobs running at once.
+pub struct Ctx {
+    config: ServiceConfig,
+    media: Arc<BlockingStore>,
+    system: Arc<BlockingStore>,
+    env: Env,
+    workers: usize,
+    precision: crate::model::gpu::Precision,
+    metrics: Metrics,
+    /// The status page's view of the jobs.
+    board: JobBoard,
+    desc: Arc<NetworkDescription>,
+    models: Mutex<BTreeMap<String, Arc<Weights>>>,
+    /// The store refused the credentials: re-read them before the next job.
+    credentials_refused: AtomicBool,
+}
+
+impl Ctx {
+    pub fn new(
+        config: ServiceConfig,
+        media: Arc<BlockingStore>,
+        system: Arc<BlockingStore>,
+        engine: Arc<Engine>,
+        opts: &DataflowOptions,
+        tel: &Telemetry,
+        instance_id: String,
+    ) -> Result<Self, ServiceError> {
+        let desc = Arc::new(NetworkDescription::load(&config.models.network)?);
+        let s = &config.service;
+        let work_dir = s.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let removed = job::staging::clean(&work_dir);
+        if removed > 0 {
+            tracing::info!(removed, work_dir = %work_dir.display(), "removed staging directories of stopped runs");
+        }
+        let limits = Limits {
+            media: s.media_limits.clone(),
+            max_input_bytes: s.max_input_bytes,
+            max_prefix_frames: s.max_prefix_frames,
+            staging_factor: s.staging_factor,
+            staging_margin_bytes: s.staging_margin_bytes,
+        };
+        let owner = Owner { instance_id, system: system.clone(), heartbeat: Duration::from_secs_f64(s.heartbeat_secs) };
+        Ok(Self {
+            env: Env::new(engine, limits, work_dir, Some(owner)),
+            workers: opts.workers,
+            precision: opts.gpu.precision,
+            config,
+            media,
+            system,
+            metrics: tel.metrics.clone(),
+            board: tel.board.clone(),
+            desc,
+            models: Default::default(),
+            credentials_refused: Default::default(),
+        })
+    }
+
+    /// Opens the stores again, re-reading `credentials_file` (rotated or renewed credentials).
+    fn reopen_stores(&self) {
+        match self.media.reopen().and_then(|()| self.system.reopen()) {
+            Ok(()) => tracing::info!("stores opened again with the credentials as they are now"),
+            Err(e) => tracing::warn!(error = %e, "could not open the stores again"),
+        }
+    }
+
+    /// Whether the media store accepts the service's credentials as a whole (a request on a key
+    /// that does not exist answers "not found", not "denied").
+    fn store_accepts_credentials(&self) -> bool {
+        let Ok(probe) = ObjectKey::parse(".stylestream-credentials-probe") else { return false };
+        match self.media.head(&probe) {
+            Ok(_) => true,
+            Err(e) => !e.is_auth_failure(),
+        }
+    }
+
+    /// Reports a job's passing troubles to the metrics and `/readyz`, and clears those that its
+    /// outcome shows are over.
+    fn note_troubles(&self, outcome: &Outcome) {
+        let worked = matches!(outcome, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Poison { .. });
+        match outcome {
+            Outcome::Held { reason } => {
+                self.credentials_refused.store(true, Ordering::SeqCst);
+                self.metrics.set_trouble(Cause::Credentials, Some(format!("the store refuses the credentials: {reason}")));
+            }
+            _ if worked => {
+                self.credentials_refused.store(false, Ordering::SeqCst);
+                self.metrics.set_trouble(Cause::Credentials, None);
+            }
+            _ => {}
+        }
+        for cause in [Cause::Store, Cause::Disk] {
+            match outcome {
+                Outcome::Transient { cause: c, reason } if *c == cause => self.metrics.set_trouble(cause, Some(reason.clone())),
+                _ if worked => self.metrics.set_trouble(cause, None),
+                _ => {}
+            }
+        }
+    }
+
+    /// The weights of style `name`: `<models dir>/<name>.safetensors`, loaded once.
+    fn model(&self, name: &str) -> Result<Arc<Weights>, Outcome> {
+        event::check_style(name).map_err(|e| Outcome::poison(PoisonCode::UnknownStyle, e.to_string()))?;
+        let mut models = self.models.lock().map_err(|_| Outcome::transient(Cause::Other, "the model cache is unusable"))?;
+        if let Some(w) = models.get(name) {
+            return Ok(w.clone());
+        }
+        // The one loader, confined to the models directory: a checked bare name, never a path.
+        let path = self.config.models.dir.join(format!("{name}.safetensors"));
+        if !path.is_file() {
+            return Err(Outcome::poison(PoisonCode::UnknownStyle, format!("no style {name:?}: {} does not exist", path.display())));
+        }
+        let m = crate::model::load::load_path(&path, &self.config.models.network, Some(&self.desc))
+            .map_err(|e| Outcome::poison(PoisonCode::UnknownStyle, e.to_string()))?;
+        models.insert(name.to_string(), m.weights.clone());
+        Ok(m.weights)
+    }
+
+    /// The job a request asks for, every field checked: a bare style name, keys the store
+    /// accepts, a container from the fixed set.
+    fn job(&self, id: String, request: &JobRequest) -> Result<Job, Outcome> {
+        let weights = self.model(&request.style)?;
+        let key = |k: &str| ObjectKey::parse(k).map_err(|e| Outcome::poison(PoisonCode::InvalidKey, e.to_string()));
+        let fps = request.fps.and_then(|f| Rate::parse(&f.to_string()));
+        let (source, stem, ext) = match &request.input {
+            Input::Object(k) => {
+                let k = key(k)?;
+                // The container: a known one from the key's extension, else mp4. Never event text.
+                let ext = Path::new(k.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok()).unwrap_or_else(|| "mp4".into());
+                let stem = Path::new(k.name()).file_stem().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                (Source::StoredVideo { store: self.media.clone(), key: k }, stem, ext)
+            }
+            Input::Prefix(p) => {
+                key(p.trim_end_matches('/'))?;
+                let stem = p.trim_end_matches('/').rsplit('/').next().unwrap_or("frames").to_string();
+                (Source::StoredFrames { store: self.media.clone(), prefix: p.clone(), fps }, stem, "mp4".to_string())
+            }
+        };
+        // `format` was mapped from a fixed set by the event parser; map again, never trust.
+        let ext = match request.format.as_deref() {
+            Some(f) => event::map_format(f).map_err(|e| Outcome::poison(PoisonCode::InvalidEvent, e.to_string()))?,
+            None => ext,
+        };
+        let sink = match &request.output {
+            Output::Object(o) => Sink::StoredVideo { store: self.media.clone(), key: key(o)? },
+            Output::Prefix(p) => Sink::StoredVideo { store: self.media.clone(), key: key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))? },
+            Output::Frames(p) => {
+                if !matches!(source, Source::StoredFrames { .. }) {
+                    return Err(Outcome::poison(PoisonCode::InvalidEvent, "`output_frames_prefix` needs an `input_prefix` of frames"));
+                }
+                key(p.trim_end_matches('/')).map_err(|o| match o {
+                    Outcome::Poison { code, reason } => Outcome::poison(code, format!("output_frames_prefix: {reason}")),
+                    o => o,
+                })?;
+                Sink::StoredFrames { store: self.media.clone(), prefix: p.clone() }
+            }
+        };
+        if let Sink::StoredVideo { key, .. } = &sink {
+            let out_ext = Path::new(key.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok());
+            if out_ext.is_none() {
+                return Err(Outcome::poison(PoisonCode::InvalidEvent, format!("{key}: the output must end in .{}", event::FORMATS.join(", ."))));
+            }
+        }
+        let s = &self.config.service;
+        let settings = Settings {
+            encode: EncodeSettings {
+                codec: s.codec.clone(),
+                crf: request.crf.unwrap_or(s.crf),
+                preset: request.preset.clone().unwrap_or_else(|| s.preset.clone()),
+            },
+            jpeg_quality: request.jpeg_quality.unwrap_or(s.jpeg_quality),
+            precision: self.precision,
+            network: self.config.models.network.clone(),
+        };
+        let style = Style { name: request.style.clone(), desc: self.desc.clone(), weights };
+        Ok(Job { id, source, sink, style, settings })
+    }
+}
+
+/// Runs one request to its end: returns how it ended. `stop` cancels it or times it out
+/// (nothing is published then); its progress goes to the job board.
+pub fn run(ctx: &Ctx, id: String, request: JobRequest, stop: StopToken) -> Outcome {
+    if ctx.credentials_refused.load(Ordering::SeqCst) {
+        ctx.reopen_stores();
+    }
+    let mut outcome = match ctx.job(id, &request) {
+        Err(o) => o,
+        Ok(job) => run_job(ctx, &job, &stop),
+    };
+    // A refusal of one object is that object's problem; only a store that refuses everything
+    // holds the job.
+    if let Outcome::Held { reason } = &outcome {
+        if ctx.store_accepts_credentials() {
+            outcome = Outcome::poison(PoisonCode::AccessDenied, reason.clone());
+        }
+    }
+    ctx.note_troubles(&outcome);
+    outcome
+}
+
+/// Runs a checked job, writes its log and counts it in the metrics.
+fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> Outcome {
+    let (board, id) = (ctx.board.clone(), job.id.clone());
+    let (board2, id2) = (ctx.board.clone(), job.id.clone());
+    let observe = Observe {
+        mode: ProgressMode::None,
+        on_total: Some(Arc::new(move |total| board.set_total_frames(&id, total))),
+        on_frames: Some(Arc::new(move |done| board2.progress(&id2, done))),
+    };
+    let report = job::run(job, &ctx.env, &observe, stop);
+    if let Outcome::Done { frames, .. } = &report.outcome {
+        let m = &ctx.metrics;
+        m.stage_seconds.observe(Stage::Download, report.secs.stage);
+        m.stage_seconds.observe(Stage::Style, report.secs.style);
+        m.stage_seconds.observe(Stage::Upload, report.secs.commit);
+        m.frames_total.add(*frames as f64);
+        m.gpu_busy_seconds_total.add(report.records.iter().map(|r| r.gpu_ms as f64 / 1e3).sum());
+    }
+    job::log::write(&ctx.system, &report, ctx.workers);
+    report.outcome
+}
