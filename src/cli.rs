@@ -294,9 +294,15 @@ pub struct ClusterArgs {
     /// This process's index, 0 .. N-1.
     #[arg(long, value_name = "I")]
     pub process: Option<usize>,
-    /// File with one `host:port` per line, one line per process, in process order.
+    /// File with one `host:port` per line, one line per process, in process order. The
+    /// cluster's traffic (frames, in both directions) is neither authenticated nor encrypted:
+    /// every name must resolve to a private, loopback or link-local address.
     #[arg(long, value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
+    /// Allow cluster hosts with public addresses (only over a network you trust end to end,
+    /// such as a VPN or an SSH tunnel: the transport has no authentication or encryption).
+    #[arg(long)]
+    pub allow_public_cluster: bool,
 }
 
 /// How the dataflow runs and reports.

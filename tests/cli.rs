@@ -353,3 +353,20 @@ fn an_output_that_is_the_input_is_refused_and_the_input_left_untouched() {
         assert!(!dir.path().join("fine.mp4").exists(), "{case:?}: another job's output was written");
     }
 }
+
+/// The cluster transport is unauthenticated and unencrypted: a hostfile naming a public address
+/// is refused, naming it and the flag that allows it, before anything is read or written.
+#[test]
+fn a_hostfile_with_a_public_address_is_refused_without_allow_public_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, "127.0.0.1:7411\n8.8.8.8:7412\n").unwrap();
+    let out = dir.path().join("out.png");
+    let input = golden("input_64x48.png");
+    let r = stylestream(&[
+        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
+        "--processes", "2", "--process", "0", "--hostfile", hosts.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&r, "8.8.8.8:7412", &out);
+    assert!(stderr(&r).contains("--allow-public-cluster"), "{}", stderr(&r));
+}

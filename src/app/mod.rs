@@ -67,6 +67,43 @@ pub fn load_style(args: &ModelArgs) -> Result<crate::job::Style, AppError> {
     Ok(crate::job::Style { name: args.model.clone(), desc, weights })
 }
 
+/// Refuses cluster hosts that resolve to a public address: timely's cluster transport has no
+/// authentication or encryption, so it belongs on a private network or a tunnel.
+fn refuse_public_hosts(hosts: &[String]) -> Result<(), AppError> {
+    use std::net::ToSocketAddrs;
+    for host in hosts {
+        let addrs = host.to_socket_addrs().map_err(|e| AppError::Usage(format!("cluster host {host}: cannot resolve it: {e}")))?;
+        if let Some(public) = addrs.map(|a| a.ip()).find(|ip| is_public(*ip)) {
+            return Err(AppError::Usage(format!(
+                "cluster host {host} resolves to the public address {public}: the cluster transport is unauthenticated and \
+                 unencrypted; use private addresses or a tunnel, or pass --allow-public-cluster"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip` is reachable from the internet at large: not loopback, private, link-local,
+/// shared (carrier-grade NAT), unique-local or unspecified.
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b);
+            !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || shared)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            let unique_local = first & 0xfe00 == 0xfc00;
+            let link_local = first & 0xffc0 == 0xfe80;
+            !(v6.is_loopback() || v6.is_unspecified() || unique_local || link_local)
+        }
+    }
+}
+
 /// How the dataflow runs: the command line over the config file over the defaults.
 pub(crate) fn dataflow_options(
     run: &RunArgs,
@@ -79,7 +116,7 @@ pub(crate) fn dataflow_options(
     };
     let usage = |m: String| AppError::Usage(m);
     // Cluster: --processes with --hostfile, else the config's [cluster].
-    let none = ClusterArgs { processes: None, process: None, hostfile: None };
+    let none = ClusterArgs { processes: None, process: None, hostfile: None, allow_public_cluster: false };
     let args = cluster.unwrap_or(&none);
     let hosts: Option<Vec<String>> = match (&args.hostfile, &file.cluster) {
         (Some(path), _) => {
@@ -101,7 +138,11 @@ pub(crate) fn dataflow_options(
         if process >= processes {
             return Err(usage(format!("--process {process} is not below --processes {processes}")));
         }
-        Some(crate::dataflow::Cluster { process, addresses: hosts[..processes].to_vec() })
+        let addresses = hosts[..processes].to_vec();
+        if !args.allow_public_cluster {
+            refuse_public_hosts(&addresses)?;
+        }
+        Some(crate::dataflow::Cluster { process, addresses })
     };
     let overrides = crate::config::RunOverrides {
         workers: run.workers,
@@ -116,3 +157,21 @@ pub(crate) fn dataflow_options(
     Ok(file.resolve(&overrides, cluster))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_loopback_and_link_local_addresses_are_not_public() {
+        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.3.4", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860::8888", "::ffff:8.8.8.8"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(refuse_public_hosts(&["127.0.0.1:7000".into(), "localhost:7001".into()]).is_ok());
+        let e = refuse_public_hosts(&["127.0.0.1:7000".into(), "8.8.8.8:7001".into()]).unwrap_err().to_string();
+        assert!(e.contains("8.8.8.8:7001") && e.contains("--allow-public-cluster"), "{e}");
+    }
+}
