@@ -239,7 +239,7 @@ fn style_pairs<'w>(
                         eprintln!("wrote {} ({frames} frames)", report.output);
                     }
                 }
-                Ok(Finished::AlreadyDone { .. }) => planner.done(&w.content, &w.model),
+                Ok(Finished::AlreadyDone { .. } | Finished::Planned { .. }) => planner.done(&w.content, &w.model),
                 Err(e) => {
                     eprintln!("error: {} with {}: {e}", w.video, w.style);
                     fails.push(w);

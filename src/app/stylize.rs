@@ -107,28 +107,8 @@ pub fn stylize(args: &StylizeArgs, shutdown: &StopToken) -> Result<(), AppError>
 pub fn run_all(jobs: &[Job], env: &Env, observe: &Observe, stop: &StopToken) -> Vec<Report> {
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs.iter().map(|j| s.spawn(move || job::run(j, env, observe, stop))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panicked())).collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Report::failed("", "", job::JobError::Other("internal error: the job's thread panicked".into())))).collect()
     })
-}
-
-/// The report of a job whose thread panicked (a bug: it is named as one).
-fn panicked() -> Report {
-    let error = job::JobError::Other("internal error: the job's thread panicked".into());
-    Report {
-        id: String::new(),
-        input: String::new(),
-        output: String::new(),
-        style: String::new(),
-        model_sha256: String::new(),
-        network: String::new(),
-        input_etag: None,
-        frames: 0,
-        secs: Default::default(),
-        records: Vec::new(),
-        entries: None,
-        outcome: error.outcome("", None),
-        result: Err(error),
-    }
 }
 
 /// A process other than 0 of a cluster: it styles its share of every job's frames; process 0

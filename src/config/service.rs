@@ -104,6 +104,10 @@ pub struct ServiceSection {
     /// decoding (`[service.media_limits]`: max_width_px, max_height_px, max_frames,
     /// max_duration_secs).
     pub media_limits: crate::media::policy::MediaLimits,
+    /// A video longer than this is cut at keyframes (a frame prefix: by frame ranges) into
+    /// segment jobs that any replica of the service can take, stitched into one output when
+    /// all are done (0: every video is styled whole by one instance).
+    pub segment_secs: f64,
 }
 
 impl Default for ServiceSection {
@@ -127,6 +131,7 @@ impl Default for ServiceSection {
             instance_id: None,
             heartbeat_secs: 15.0,
             media_limits: Default::default(),
+            segment_secs: 60.0,
         }
     }
 }
@@ -172,6 +177,9 @@ impl ServiceConfig {
         }
         if !(self.service.heartbeat_secs.is_finite() && self.service.heartbeat_secs >= 0.1) {
             problems.push(format!("service.heartbeat_secs = {}: at least 0.1", self.service.heartbeat_secs));
+        }
+        if !(self.service.segment_secs.is_finite() && self.service.segment_secs >= 0.0) {
+            problems.push(format!("service.segment_secs = {}: 0 (never cut) or more", self.service.segment_secs));
         }
         if !(self.service.staging_factor.is_finite() && self.service.staging_factor >= 1.0) {
             problems.push(format!("service.staging_factor = {}: at least 1", self.service.staging_factor));

@@ -114,11 +114,14 @@ pub struct Job {
     pub weights: Arc<Weights>,
     /// Stops this job alone (cancel, timeout); nothing is published then.
     pub stop: StopToken,
+    /// The precision and kernel set this job's frames are styled with, when they must not be
+    /// the engine's own choice (a segment styles as its video's plan says).
+    pub gpu: Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>,
 }
 
 impl Job {
     pub fn new(ends: Option<(Source, Sink, Progress)>, desc: Arc<NetworkDescription>, weights: Arc<Weights>) -> Self {
-        Self { ends, desc, weights, stop: StopToken::new() }
+        Self { ends, desc, weights, stop: StopToken::new(), gpu: None }
     }
 }
 

@@ -316,6 +316,17 @@ impl Broker {
             .map_err(op("consuming control messages"))
     }
 
+    /// Publishes a job message (a segment, a stitch) to the job queue, persistent, and waits for
+    /// the broker's confirm.
+    pub async fn publish_job(&self, body: &[u8]) -> Result<(), BrokerError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_timestamp(now)
+            .with_content_type(ShortString::from("application/json"));
+        publish_confirmed(&self.channel, "", &self.config.queue, body, props).await
+    }
+
     /// Publishes a control message to every instance.
     pub async fn publish_control(&self, body: &[u8]) -> Result<(), BrokerError> {
         let props = BasicProperties::default().with_content_type(ShortString::from("application/json"));

@@ -122,6 +122,60 @@ pub struct JobRequest {
 }
 
 pub const SCHEMA: &str = "stylestream.job/1";
+/// A segment job of a cut video: `{"schema": SEGMENT_SCHEMA, "plan": ID, "segment": N}`.
+pub const SEGMENT_SCHEMA: &str = "stylestream.segment/1";
+/// The stitch of a cut video: `{"schema": STITCH_SCHEMA, "plan": ID}`.
+pub const STITCH_SCHEMA: &str = "stylestream.stitch/1";
+
+/// What a message asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// A job as its event describes it.
+    Job(JobRequest),
+    /// Segment `index` of the cut video whose plan is `plan` (everything else is in the plan).
+    Segment { plan: String, index: u32 },
+    /// The stitch of the cut video whose plan is `plan`.
+    Stitch { plan: String },
+}
+
+impl Request {
+    /// The job's id: the event's own, else `fallback` (a message's); a segment's and a
+    /// stitch's derive from their plan.
+    pub fn id(&self, fallback: &str) -> String {
+        match self {
+            Request::Job(j) => j.id.clone().unwrap_or_else(|| fallback.to_string()),
+            Request::Segment { plan, index } => format!("{plan}.s{index}"),
+            Request::Stitch { plan } => format!("{plan}.stitch"),
+        }
+    }
+
+    /// The cut video it belongs to, if any.
+    pub fn plan(&self) -> Option<&str> {
+        match self {
+            Request::Job(_) => None,
+            Request::Segment { plan, .. } | Request::Stitch { plan } => Some(plan),
+        }
+    }
+}
+
+/// The message of segment `index` of plan `plan`.
+pub fn segment_message(plan: &str, index: u32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "schema": SEGMENT_SCHEMA, "plan": plan, "segment": index })).unwrap_or_default()
+}
+
+/// The message of the stitch of plan `plan`.
+pub fn stitch_message(plan: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "schema": STITCH_SCHEMA, "plan": plan })).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartEvent {
+    #[serde(rename = "schema")]
+    _schema: String,
+    plan: String,
+    segment: Option<u32>,
+}
 
 /// Video containers a job may ask for (`format`, or an output key's extension).
 pub const FORMATS: &[&str] = &["mp4", "mov", "mkv"];
@@ -279,28 +333,42 @@ pub fn parse_control(body: &[u8], max_bytes: usize) -> Result<Control, Poison> {
 
 /// Parses a message body into the jobs it asks for (a notification may name several objects;
 /// objects no route wants, such as frames before their trigger, give no job).
-pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
+pub fn parse(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<Request>, Poison> {
+    parse_jobs(body, max_bytes, routes, source)
+}
+
+fn parse_jobs(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<Request>, Poison> {
     if body.len() > max_bytes {
         return Err(Poison::Oversized { size: body.len(), max: max_bytes });
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Poison::MalformedJson(e.to_string()))?;
     if let Some(schema) = value.get("schema") {
         let schema = schema.as_str().unwrap_or_default().to_string();
+        if schema == SEGMENT_SCHEMA || schema == STITCH_SCHEMA {
+            let e: PartEvent = serde_json::from_value(value).map_err(|e| Poison::Invalid(e.to_string()))?;
+            check_id(&e.plan).map_err(|_| Poison::Invalid(format!("`plan` {:?} is not a plan id", shorten(&e.plan))))?;
+            return match (schema == SEGMENT_SCHEMA, e.segment) {
+                (true, Some(index)) => Ok(vec![Request::Segment { plan: e.plan, index }]),
+                (false, None) => Ok(vec![Request::Stitch { plan: e.plan }]),
+                (true, None) => Err(Poison::Invalid("a segment message needs `segment`".into())),
+                (false, Some(_)) => Err(Poison::Invalid("a stitch message has no `segment`".into())),
+            };
+        }
         if schema != SCHEMA {
             return Err(Poison::UnknownSchema(schema));
         }
         let e: OwnEvent = serde_json::from_value(value).map_err(|e| Poison::Invalid(e.to_string()))?;
-        return own(e).map(|j| vec![j]);
+        return own(e).map(|j| vec![Request::Job(j)]);
     }
     if value.get("Records").is_some() {
-        return s3(&value, routes, source);
+        return s3(&value, routes, source).map(|v| v.into_iter().map(Request::Job).collect());
     }
     let events: Vec<&serde_json::Value> = match &value {
         serde_json::Value::Array(a) => a.iter().collect(),
         v => vec![v],
     };
     if events.iter().all(|e| e.get("eventType").is_some()) && !events.is_empty() {
-        return event_grid(&events, routes, source);
+        return event_grid(&events, routes, source).map(|v| v.into_iter().map(Request::Job).collect());
     }
     Err(Poison::UnknownSchema("none: expected a `schema` field, an Event Grid event or S3 Records".into()))
 }
@@ -470,6 +538,35 @@ fn s3_key(key: &str) -> Result<String, Poison> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The job requests of a message (segment and stitch messages have their own test).
+    fn parse(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
+        super::parse(body, max_bytes, routes, source).map(|v| {
+            v.into_iter()
+                .map(|r| match r {
+                    Request::Job(j) => j,
+                    other => panic!("not a job: {other:?}"),
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn segment_and_stitch_messages_name_a_checked_plan() {
+        let p = |b: &[u8]| super::parse(b, 4096, &[], &Source::default());
+        assert_eq!(p(&segment_message("video-1", 3)).unwrap(), [Request::Segment { plan: "video-1".into(), index: 3 }]);
+        assert_eq!(p(&stitch_message("video-1")).unwrap(), [Request::Stitch { plan: "video-1".into() }]);
+        assert_eq!(Request::Segment { plan: "v".into(), index: 2 }.id("x"), "v.s2");
+        for bad in [
+            r#"{"schema":"stylestream.segment/1","plan":"../../etc","segment":1}"#,
+            r#"{"schema":"stylestream.segment/1","plan":"v"}"#,
+            r#"{"schema":"stylestream.stitch/1","plan":"v","segment":1}"#,
+            r#"{"schema":"stylestream.segment/1","plan":"v","segment":-1}"#,
+            r#"{"schema":"stylestream.segment/1","plan":"v","segment":1,"input":"x"}"#,
+        ] {
+            assert_eq!(p(bad.as_bytes()).unwrap_err().code(), PoisonCode::InvalidEvent, "{bad}");
+        }
+    }
 
     fn media() -> Source {
         Source { bucket: Some("media".into()), account: None, prefix: String::new() }

@@ -24,7 +24,7 @@ pub fn commit(job: &Job, ready: &Ready, frames: u64) -> Result<(), JobError> {
         }
         Sink::Local { path, manifest: true } => write_local_manifest(job, path, frames),
         Sink::Local { .. } => Ok(()),
-        Sink::StoredFrames { .. } => Err(JobError::Usage("stored frames commit themselves".into())),
+        Sink::StoredFrames { .. } | Sink::Segment { .. } => Err(JobError::Usage("stored frames and segments commit themselves".into())),
     }
 }
 

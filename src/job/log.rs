@@ -3,6 +3,7 @@
 //! attempts, written at). The one writer of both, for every kind of job.
 
 use super::frames::{count, Action};
+use super::outcome::Outcome;
 use super::run::Report;
 use crate::storage::{BlockingStore, ObjectKey};
 
@@ -27,6 +28,17 @@ pub fn summary(report: &Report, workers: usize) -> serde_json::Value {
         "outcome": report.outcome.kind().log_word(),
         "error": report.outcome.error(),
     });
+    if let Some(obj) = s.as_object_mut() {
+        if let Some(note) = &report.note {
+            obj.insert("note".into(), note.clone().into());
+        }
+        if let Some(segments) = &report.segments {
+            obj.insert("segments".into(), segments.clone());
+        }
+        if let Outcome::Planned { segments, .. } = &report.outcome {
+            obj.insert("segments".into(), serde_json::json!({ "count": segments, "planned": true }));
+        }
+    }
     if let (Some(entries), Some(obj)) = (&report.entries, s.as_object_mut()) {
         obj.insert("styled".into(), count(entries, Action::Styled).into());
         obj.insert("skipped".into(), count(entries, Action::Skipped).into());

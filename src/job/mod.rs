@@ -19,6 +19,7 @@ pub mod log;
 pub mod open;
 pub mod outcome;
 pub mod run;
+pub mod segments;
 pub mod settings;
 pub mod stage;
 pub mod staging;
@@ -54,6 +55,10 @@ pub enum Source {
     StoredVideo { store: Arc<BlockingStore>, key: ObjectKey },
     /// The PNG/JPEG frames directly under a prefix (name order): restricted.
     StoredFrames { store: Arc<BlockingStore>, prefix: String, fps: Option<Rate> },
+    /// Segment `index` of a video's plan (its input run, or its frames in `media`).
+    Segment { plan: Arc<segments::SegmentPlan>, index: u32, media: Arc<BlockingStore> },
+    /// Every committed segment of a plan, to be stitched (the source's audio in `media`).
+    Segments { plan: Arc<segments::SegmentPlan>, media: Arc<BlockingStore> },
 }
 
 impl Source {
@@ -77,6 +82,7 @@ impl Source {
             Source::Local { path, .. } => path.clone(),
             Source::StoredVideo { key, .. } => key.to_string(),
             Source::StoredFrames { prefix, .. } => prefix.clone(),
+            Source::Segment { plan, .. } | Source::Segments { plan, .. } => plan.input.clone(),
         }
     }
 }
@@ -91,6 +97,8 @@ pub enum Sink {
     /// The styled frames, named like the input frames, under a prefix: each committed as it is
     /// done, incrementally (see `frames`).
     StoredFrames { store: Arc<BlockingStore>, prefix: String },
+    /// A segment's output run and manifest, in the system store (see `segments`).
+    Segment { plan: String, index: u32 },
 }
 
 impl Sink {
@@ -108,6 +116,7 @@ impl Sink {
             Sink::Local { path, .. } => path.display().to_string(),
             Sink::StoredVideo { key, .. } => key.to_string(),
             Sink::StoredFrames { prefix, .. } => prefix.clone(),
+            Sink::Segment { plan, index } => format!("segment {index} of {plan}"),
         }
     }
 }
@@ -176,12 +185,14 @@ pub struct Env {
     pub owner: Option<Owner>,
     /// Pause before the first retry of one frame's store request (frames jobs).
     pub retry_backoff: Duration,
+    /// Cutting long videos into segment jobs (`None`: styled whole, as outside the service).
+    pub segments: Option<segments::SegmentOptions>,
     /// Outputs being made by this process: a second job for one of them waits for the first.
     claims: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Env {
     pub fn new(engine: Arc<Engine>, limits: Limits, work_dir: PathBuf, owner: Option<Owner>) -> Self {
-        Self { engine, limits, work_dir, owner, retry_backoff: Duration::from_millis(500), claims: Default::default() }
+        Self { engine, limits, work_dir, owner, retry_backoff: Duration::from_millis(500), segments: None, claims: Default::default() }
     }
 }

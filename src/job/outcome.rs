@@ -46,11 +46,13 @@ pub enum PoisonCode {
     Cancelled,
     /// Ran longer than `service.job_timeout_secs`.
     TimedOut,
+    /// A segment or stitch message names a plan that does not exist.
+    UnknownPlan,
 }
 
 impl PoisonCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [PoisonCode; 17] = [
+    pub const ALL: [PoisonCode; 18] = [
         PoisonCode::MalformedJson,
         PoisonCode::UnknownSchema,
         PoisonCode::InvalidEvent,
@@ -68,6 +70,7 @@ impl PoisonCode {
         PoisonCode::RetryBudgetSpent,
         PoisonCode::Cancelled,
         PoisonCode::TimedOut,
+        PoisonCode::UnknownPlan,
     ];
 
     /// The reason as the broker's header and the metric label carry it.
@@ -90,6 +93,7 @@ impl PoisonCode {
             PoisonCode::RetryBudgetSpent => "retry-budget-spent",
             PoisonCode::Cancelled => "cancelled",
             PoisonCode::TimedOut => "timed-out",
+            PoisonCode::UnknownPlan => "unknown-plan",
         }
     }
 }
@@ -132,6 +136,9 @@ pub enum Outcome {
     Done { output: String, frames: u64 },
     /// Its output was already complete for this input, model and settings: no GPU work.
     AlreadyDone { output: String },
+    /// Cut into `segments` segment jobs, which any replica may take (their messages are
+    /// published before this one is settled).
+    Planned { output: String, segments: usize },
     /// Can never succeed: dead-letter it with this reason.
     Poison { code: PoisonCode, reason: String },
     /// May succeed later (store unreachable, disk full, a GPU failure): retry it later, within
@@ -158,6 +165,7 @@ impl Outcome {
         match self {
             Outcome::Done { .. } => OutcomeKind::Succeeded,
             Outcome::AlreadyDone { .. } => OutcomeKind::AlreadyDone,
+            Outcome::Planned { .. } => OutcomeKind::Planned,
             Outcome::Poison { code: PoisonCode::Cancelled, .. } => OutcomeKind::Cancelled,
             Outcome::Poison { code: PoisonCode::TimedOut, .. } => OutcomeKind::TimedOut,
             Outcome::Poison { .. } => OutcomeKind::Failed,
@@ -189,6 +197,7 @@ impl Outcome {
 pub enum OutcomeKind {
     Succeeded,
     AlreadyDone,
+    Planned,
     Failed,
     Cancelled,
     TimedOut,
@@ -198,9 +207,10 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// Every kind.
-    pub const ALL: [OutcomeKind; 7] = [
+    pub const ALL: [OutcomeKind; 8] = [
         OutcomeKind::Succeeded,
         OutcomeKind::AlreadyDone,
+        OutcomeKind::Planned,
         OutcomeKind::Failed,
         OutcomeKind::Cancelled,
         OutcomeKind::TimedOut,
@@ -214,6 +224,7 @@ impl OutcomeKind {
         match self {
             OutcomeKind::Succeeded => ("succeeded", "succeeded", "succeeded"),
             OutcomeKind::AlreadyDone => ("already-done", "already-done", "already_done"),
+            OutcomeKind::Planned => ("planned", "planned", "planned"),
             OutcomeKind::Failed => ("failed", "failed", "failed"),
             OutcomeKind::Cancelled => ("cancelled", "failed", "failed"),
             OutcomeKind::TimedOut => ("timed-out", "failed", "failed"),
@@ -240,7 +251,7 @@ impl OutcomeKind {
     /// Whether the job ended without its output and will not be retried: not succeeded,
     /// already done, or handed back to the queue.
     pub const fn is_failure(self) -> bool {
-        !matches!(self, OutcomeKind::Succeeded | OutcomeKind::AlreadyDone | OutcomeKind::HandedBack)
+        !matches!(self, OutcomeKind::Succeeded | OutcomeKind::AlreadyDone | OutcomeKind::Planned | OutcomeKind::HandedBack)
     }
 }
 
@@ -263,7 +274,7 @@ mod tests {
             assert!(seen.insert(s), "{s} twice");
         }
         let labels: std::collections::BTreeSet<_> = OutcomeKind::ALL.iter().map(|k| k.metric_label()).collect();
-        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["already_done", "failed", "interrupted", "retried", "succeeded"]);
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["already_done", "failed", "interrupted", "planned", "retried", "succeeded"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::error::JobError;
 use super::frames::FrameEntry;
 use super::outcome::Outcome;
 use super::stage::{self, Staged};
-use super::{commit, frames, Env, Job, Sink};
+use super::{commit, frames, segments, Env, Job, Sink, Source};
 use crate::dataflow;
 use crate::job::open::open_ends;
 use crate::stop::StopToken;
@@ -20,6 +20,8 @@ pub enum Finished {
     Done { output: String, frames: u64 },
     /// Its output was complete already: nothing was styled.
     AlreadyDone { output: String },
+    /// Cut into segment jobs (their messages are in the report's `publish`).
+    Planned { output: String, segments: usize },
 }
 
 /// Who watches a job: the terminal (a bar, JSON lines), a status page.
@@ -56,7 +58,7 @@ impl Observe {
 }
 
 /// Seconds a job spent in each of its stages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Secs {
     /// Checks, the done check, downloads and listings.
     #[serde(rename = "download")]
@@ -88,37 +90,66 @@ pub struct Report {
     pub result: Result<Finished, JobError>,
     /// What `result` means for a queue (see `JobError::outcome`).
     pub outcome: Outcome,
+    /// Messages to publish (with confirms) before the job's own message is settled: a plan's
+    /// segment jobs, a stitch that is due.
+    pub publish: Vec<Vec<u8>>,
+    /// Why a long video was styled whole rather than cut into segments.
+    pub note: Option<String>,
+    /// A stitched video: each segment, where and how it was styled.
+    pub segments: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// The report of a job that ended with `error` before anything was known of it.
+    pub fn failed(id: &str, output: &str, error: JobError) -> Self {
+        Report {
+            id: id.to_string(),
+            input: String::new(),
+            output: output.to_string(),
+            style: String::new(),
+            model_sha256: String::new(),
+            network: String::new(),
+            input_etag: None,
+            frames: 0,
+            secs: Secs::default(),
+            records: Vec::new(),
+            entries: None,
+            outcome: error.outcome("", None),
+            result: Err(error),
+            publish: Vec::new(),
+            note: None,
+            segments: None,
+        }
+    }
 }
 
 /// Runs `job` to its end on `env`'s engine; `stop` cancels it (nothing is published then).
 pub fn run(job: &Job, env: &Env, observe: &Observe, stop: &StopToken) -> Report {
     let mut report = Report {
-        id: job.id.clone(),
         input: job.source.name(),
-        output: job.sink.name(),
         style: job.style.name.clone(),
         model_sha256: job.style.weights.sha256.clone(),
         network: job.settings.network.clone(),
-        input_etag: None,
-        frames: 0,
-        secs: Secs::default(),
-        records: Vec::new(),
-        entries: None,
-        result: Ok(Finished::AlreadyDone { output: String::new() }),
-        outcome: Outcome::Interrupted,
+        ..Report::failed(&job.id, &job.sink.name(), JobError::Other("not run".into()))
     };
     let log: FrameLog = Default::default();
     let mut staging = None;
-    let result = match &job.sink {
-        Sink::StoredFrames { .. } => frames::run(job, env, observe, &log, stop, &mut report),
+    let result = match (&job.source, &job.sink) {
+        (_, Sink::StoredFrames { .. }) => frames::run(job, env, observe, &log, stop, &mut report),
+        (_, Sink::Segment { .. }) => segments::segment::run(job, env, observe, &log, stop, &mut report),
+        (Source::Segments { .. }, _) => segments::stitch::run(job, env, &mut report),
         _ => run_file(job, env, observe, &log, stop, &mut report, &mut staging),
     };
     report.records = log.lock().map(|l| l.clone()).unwrap_or_default();
     report.outcome = match &result {
         Ok(Finished::Done { output, frames }) => Outcome::Done { output: output.clone(), frames: *frames },
         Ok(Finished::AlreadyDone { output }) => Outcome::AlreadyDone { output: output.clone() },
+        Ok(Finished::Planned { output, segments }) => Outcome::Planned { output: output.clone(), segments: *segments },
         Err(e) => e.outcome(&report.input, staging.as_deref()),
     };
+    if report.outcome.kind().is_failure() || matches!(report.outcome, Outcome::Transient { .. } | Outcome::Held { .. }) {
+        report.publish.clear();
+    }
     if let Ok(Finished::Done { frames, .. }) = &result {
         report.frames = *frames;
     }
@@ -145,6 +176,27 @@ fn run_file(
     report.input_etag = ready.input_meta.as_ref().and_then(|m| m.etag.clone());
     if let Some(why) = stop.reason() {
         return Err(dataflow::PipelineError::Stopped(why).into());
+    }
+    // A long stored video (or frame prefix) becomes segment jobs any replica can take.
+    if let (Some(opts), Sink::StoredVideo { .. }) = (&env.segments, &job.sink) {
+        if opts.segment_secs > 0.0 {
+            let planned = match &ready.to_cut {
+                Some(c) => segments::plan::plan_frames(job, &ready, &c.frames, c.fps, c.size, opts, opts.kernels)?,
+                None => segments::plan::plan_video(job, &ready, opts, opts.kernels)?,
+            };
+            match planned {
+                segments::Planned::Plan { plan, messages } => {
+                    report.secs.stage = ready.secs;
+                    report.publish = messages;
+                    tracing::info!(job = %job.id, segments = plan.segments.len(), frames = plan.frames, "cut into segments");
+                    return Ok(Finished::Planned { output: report.output.clone(), segments: plan.segments.len() });
+                }
+                segments::Planned::Whole { why } => {
+                    tracing::info!(job = %job.id, %why, "styled whole");
+                    report.note = Some(format!("styled whole: {why}"));
+                }
+            }
+        }
     }
     let policy = job.source.policy(&env.limits.media);
     let (source, sink) = open_ends(&ready.local_in, &ready.local_out, ready.fps, &job.settings.encode, &policy)?;

@@ -36,6 +36,9 @@ pub struct Ready<'a> {
     pub dir: Option<StagingDir>,
     /// Holds the output for this job while it runs (a duplicate waits).
     pub claim: Option<Claim<'a>>,
+    /// A frame prefix long enough to be cut into segments: its frames (not downloaded), their
+    /// rate and the first frame's size.
+    pub to_cut: Option<FramesToCut>,
     /// Seconds spent checking and downloading.
     pub secs: f64,
 }
@@ -78,6 +81,7 @@ pub fn stage<'a>(job: &Job, env: &'a Env) -> Result<Staged<'a>, JobError> {
                 input_meta: None,
                 dir: None,
                 claim: None,
+                to_cut: None,
                 secs: t0.elapsed().as_secs_f64(),
             }))
         }
@@ -120,12 +124,13 @@ fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: 
     };
     let claim = Claim::take(env, output.as_str())?;
     let dir = staging::create(&env.work_dir).map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
-    let (meta, local_in, fps) = match &job.source {
-        Source::StoredFrames { store, prefix, fps } => {
-            let (meta, frames, fps) = download_frames(store, prefix, *fps, dir.path(), env)?;
-            (meta, frames.display().to_string(), fps)
-        }
-        _ => (video_meta.unwrap_or_else(|| Meta { size: 0, etag: None, last_modified: chrono::Utc::now() }), String::new(), None),
+    let listed = match &job.source {
+        Source::StoredFrames { store, prefix, fps } => Some(list_frames(store, prefix, *fps, env)?),
+        _ => None,
+    };
+    let meta = match &listed {
+        Some(l) => l.meta.clone(),
+        None => video_meta.unwrap_or_else(|| Meta { size: 0, etag: None, last_modified: chrono::Utc::now() }),
     };
     let etag = meta.etag.clone().unwrap_or_default();
     let settings = job.settings.identity(job.sink.kind());
@@ -137,18 +142,49 @@ fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: 
     if let Some(owner) = &env.owner {
         remove_stale_partials(out_store, owner, output);
     }
-    let local_in = match &job.source {
-        Source::StoredVideo { store, key } => {
+    let ext = Path::new(output.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let local_out = dir.path().join(format!("output.{ext}"));
+    let mut to_cut = None;
+    let (local_in, fps) = match (&job.source, listed) {
+        (Source::StoredVideo { store, key }, _) => {
             // Local names are the job's own, never request text.
             let local = dir.path().join("input.media");
             store.download(key, &local).map_err(JobError::read)?;
-            local.display().to_string()
+            (local.display().to_string(), None)
         }
-        _ => local_in,
+        (Source::StoredFrames { store, .. }, Some(l)) => {
+            let cut = env.segments.as_ref().is_some_and(|s| s.segment_secs > 0.0 && l.frames.len() as f64 > s.segment_secs * l.fps.as_f64());
+            if cut {
+                // Only the first frame, for the size: each segment job downloads its own.
+                let first = dir.path().join(format!("first.{}", Path::new(l.frames[0].name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()));
+                store.download(&l.frames[0], &first).map_err(JobError::read)?;
+                let still = crate::media::image::read_rgb_within(&first, Some(&env.limits.media))?;
+                to_cut = Some(FramesToCut { frames: l.frames, fps: l.fps, size: (still.width, still.height) });
+                (String::new(), Some(l.fps))
+            } else {
+                let local = download_frames(store, &l.frames, dir.path())?;
+                (local.display().to_string(), Some(l.fps))
+            }
+        }
+        _ => (String::new(), None),
     };
-    let ext = Path::new(output.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    let local_out = dir.path().join(format!("output.{ext}"));
-    Ok(Staged::Ready(Ready { local_in, local_out, fps, input_meta: Some(meta), dir: Some(dir), claim: Some(claim), secs: t0.elapsed().as_secs_f64() }))
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(Staged::Ready(Ready { local_in, local_out, fps, input_meta: Some(meta), dir: Some(dir), claim: Some(claim), to_cut, secs }))
+}
+
+/// A frame prefix to cut into segments rather than download.
+pub struct FramesToCut {
+    pub frames: Vec<ObjectKey>,
+    pub fps: Rate,
+    pub size: (u32, u32),
+}
+
+/// The frames of a prefix as listed: their keys in name order, the prefix's identity (every
+/// frame's key and ETag hashed, their total size) and their rate.
+struct ListedFrames {
+    frames: Vec<ObjectKey>,
+    meta: Meta,
+    fps: Rate,
 }
 
 fn no_room(what: &str, r: NoRoom) -> JobError {
@@ -158,10 +194,9 @@ fn no_room(what: &str, r: NoRoom) -> JobError {
     }
 }
 
-/// Downloads the frames under `prefix` into `dir/frames/`; returns the prefix's identity (every
-/// frame's key and ETag hashed, their total size), the directory, and the frame rate (the
+/// Lists the frames under `prefix`: their keys, the prefix's identity, and the frame rate (the
 /// request's, else the prefix's `fps.txt`).
-fn download_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, dir: &Path, env: &Env) -> Result<(Meta, PathBuf, Option<Rate>), JobError> {
+fn list_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, env: &Env) -> Result<ListedFrames, JobError> {
     let frames = frames_under(store.list_with_meta(prefix).map_err(JobError::read)?, prefix);
     if frames.is_empty() {
         let url = match ObjectKey::parse(prefix.trim_end_matches('/')) {
@@ -175,15 +210,12 @@ fn download_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, dir: 
         return Err(JobError::refused(PoisonCode::OversizedInput, format!("{prefix} holds {} frames, over the limit of {max}", frames.len())));
     }
     let total: u64 = frames.iter().map(|(_, m)| m.size).sum();
-    staging::check_room(dir, total, 1.0, env.limits.staging_margin_bytes).map_err(|r| match r {
+    staging::check_room(&env.work_dir, total, 1.0, env.limits.staging_margin_bytes).map_err(|r| match r {
         NoRoom::Never(why) | NoRoom::Now(why) => JobError::Disk(format!("{prefix}: {why}")),
     })?;
-    let local = dir.join("frames");
-    std::fs::create_dir_all(&local).map_err(|e| JobError::Disk(e.to_string()))?;
     let mut hasher = Sha256::new();
     let mut size = 0;
-    for (k, _) in &frames {
-        let meta = store.download(k, &local.join(k.name())).map_err(JobError::read)?;
+    for (k, meta) in &frames {
         hasher.update(k.as_str().as_bytes());
         hasher.update(meta.etag.clone().unwrap_or_default().as_bytes());
         size += meta.size;
@@ -200,12 +232,22 @@ fn download_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, dir: 
             }
         }
     };
-    if fps.is_none() {
+    let Some(fps) = fps else {
         let reason = format!("frames under {prefix} need a frame rate: an fps in the event or route, or {prefix}fps.txt");
         return Err(JobError::refused(PoisonCode::InvalidEvent, reason));
-    }
+    };
     let meta = Meta { size, etag: Some(format!("frames-{:x}", hasher.finalize())), last_modified: chrono::Utc::now() };
-    Ok((meta, local, fps))
+    Ok(ListedFrames { frames: frames.into_iter().map(|(k, _)| k).collect(), meta, fps })
+}
+
+/// Downloads `frames` into `dir/frames/`, under their own names.
+fn download_frames(store: &BlockingStore, frames: &[ObjectKey], dir: &Path) -> Result<PathBuf, JobError> {
+    let local = dir.join("frames");
+    std::fs::create_dir_all(&local).map_err(|e| JobError::Disk(e.to_string()))?;
+    for k in frames {
+        store.download(k, &local.join(k.name())).map_err(JobError::read)?;
+    }
+    Ok(local)
 }
 
 /// Upload temporaries of `output` that no live instance owns: a killed run's. Those of a live

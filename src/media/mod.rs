@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod image;
+pub mod packets;
 pub mod policy;
 pub mod sequence;
 pub mod video_in;

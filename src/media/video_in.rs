@@ -53,6 +53,38 @@ pub(super) fn set_colorspace(s: &mut scaling::Context, space: ffmpeg::color::Spa
     }
 }
 
+/// Decoded frames to packed RGB8 rows, whatever their pixel format and colour tags (one
+/// swscale context, made for the first frame).
+#[derive(Default)]
+pub(super) struct ToRgb {
+    scaler: Option<Scaler>,
+}
+
+impl ToRgb {
+    /// The frame as RGB8, 3 bytes a pixel, no row padding; `path` names the input in errors.
+    pub(super) fn convert(&mut self, f: &ffmpeg::frame::Video, path: &Path) -> Result<Vec<u8>, MediaError> {
+        let (w, h) = (f.width(), f.height());
+        if self.scaler.is_none() {
+            let mut s = scaling::Context::get(f.format(), w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
+                .map_err(|e| MediaError::Decode { path: path.to_path_buf(), reason: format!("pixel format {:?}: {e}", f.format()) })?;
+            set_colorspace(&mut s, f.color_space(), f.color_range() == ffmpeg::color::Range::JPEG, true);
+            self.scaler = Some(Scaler(s));
+        }
+        let mut rgb = ffmpeg::frame::Video::empty();
+        if let Some(s) = self.scaler.as_mut() {
+            s.0.run(f, &mut rgb).map_err(|e| MediaError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
+        }
+        // Rows are padded to the stride: copy them one by one.
+        let (stride, row) = (rgb.stride(0), w as usize * 3);
+        let plane = rgb.data(0);
+        let mut data = Vec::with_capacity(row * h as usize);
+        for y in 0..h as usize {
+            data.extend_from_slice(&plane[y * stride..y * stride + row]);
+        }
+        Ok(data)
+    }
+}
+
 pub(super) fn rate(r: ffmpeg::Rational) -> Rate {
     Rate::new(r.numerator(), r.denominator())
 }
@@ -64,7 +96,7 @@ pub struct VideoDecoder {
     decoder: ffmpeg::decoder::Video,
     stream: usize,
     info: SourceInfo,
-    scaler: Option<Scaler>,
+    rgb: ToRgb,
     next: u64,
     eof_sent: bool,
     last_pts: Option<i64>,
@@ -145,7 +177,7 @@ impl VideoDecoder {
             decoder,
             stream: index,
             info,
-            scaler: None,
+            rgb: ToRgb::default(),
             next: 0,
             eof_sent: false,
             last_pts: None,
@@ -221,23 +253,7 @@ impl VideoDecoder {
                 reason: format!("frame {} is {}x{}, the stream started at {w}x{h}", self.next, f.width(), f.height()),
             });
         }
-        if self.scaler.is_none() {
-            let mut s = scaling::Context::get(f.format(), w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                .map_err(|e| MediaError::Decode { path: self.path.clone(), reason: format!("pixel format {:?}: {e}", f.format()) })?;
-            set_colorspace(&mut s, f.color_space(), f.color_range() == ffmpeg::color::Range::JPEG, true);
-            self.scaler = Some(Scaler(s));
-        }
-        let mut rgb = ffmpeg::frame::Video::empty();
-        if let Some(s) = self.scaler.as_mut() {
-            s.0.run(f, &mut rgb).map_err(|e| MediaError::Decode { path: self.path.clone(), reason: e.to_string() })?;
-        }
-        // Rows are padded to the stride: copy them one by one.
-        let (stride, row) = (rgb.stride(0), w as usize * 3);
-        let plane = rgb.data(0);
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&plane[y * stride..y * stride + row]);
-        }
+        let data = self.rgb.convert(f, &self.path)?;
         // Best-effort timestamp; a stream without any gets one frame duration per frame.
         let step = (self.info.frame_rate.den as i64 * self.info.time_base.den as i64)
             .checked_div(self.info.frame_rate.num as i64 * self.info.time_base.num as i64)

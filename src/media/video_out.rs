@@ -79,62 +79,17 @@ struct AudioCopy {
     limits: Option<MediaLimits>,
 }
 
-pub struct VideoEncoder {
-    output: ffmpeg::format::context::Output,
-    encoder: ffmpeg::encoder::Video,
-    scaler: Scaler,
-    frame: ffmpeg::frame::Video,
-    enc_tb: ffmpeg::Rational,
-    ost_tb: ffmpeg::Rational,
-    /// Frame durations by pts: encoders like libx264 leave packet durations at 0.
-    durations: HashMap<i64, i64>,
-    audio: Option<AudioCopy>,
-    ost_time_bases: Vec<ffmpeg::Rational>,
-    tmp: tempfile::TempPath,
-    path: PathBuf,
-    width: u32,
-    height: u32,
+/// The colour tags of the video written: the YUV matrix and whether its range is full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColourTags {
+    pub space: ffmpeg::color::Space,
+    pub full_range: bool,
 }
 
-fn out_err(path: &Path, reason: impl std::fmt::Display) -> MediaError {
-    MediaError::Write { path: path.to_path_buf(), reason: reason.to_string() }
-}
-
-impl VideoEncoder {
-    /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
-    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<Self, MediaError> {
-        init();
-        // The muxer comes from a fixed map of extensions, never guessed by ffmpeg from the name;
-        // checked before touching the disk.
-        let muxer = muxer_for(path)?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
-        ffmpeg_path(path).map_err(|_| out_err(path, "ffmpeg cannot write a file name that is not UTF-8"))?;
-        let codec = ffmpeg::encoder::find_by_name(&settings.codec)
-            .filter(|c| c.medium() == Type::Video)
-            .ok_or_else(|| out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec)))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = super::output_builder(super::FILE_MODE)
-            .prefix(&format!(".{name}."))
-            .suffix(&format!(".partial.{ext}"))
-            .tempfile_in(dir)
-            .map_err(|e| out_err(path, super::plain_io(e)))?
-            .into_temp_path();
-        let mut only_files = ffmpeg::Dictionary::new();
-        only_files.set("protocol_whitelist", ALLOWED_PROTOCOLS);
-        let tmp_name = format!("file:{}", ffmpeg_path(&tmp)?);
-        let mut output = ffmpeg::format::output_as_with(&tmp_name, muxer, only_files).map_err(|e| out_err(path, e))?;
-        let global_header = output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER);
-
-        let source = match &companion.path {
-            Some(p) => Some(open_input(p, &companion.policy)?),
-            None => None,
-        };
-        let src_video = source.as_ref().and_then(|s| s.streams().best(Type::Video));
-        let (space, full_range) = match &src_video {
+impl ColourTags {
+    /// The tags of `stream` (untagged: BT.601, as ffmpeg itself assumes).
+    pub fn of(stream: Option<&ffmpeg::format::stream::Stream>) -> Self {
+        let (space, full_range) = match stream {
             Some(s) => {
                 let params = s.parameters();
                 // SAFETY: reading two plain fields of valid codec parameters.
@@ -143,7 +98,44 @@ impl VideoEncoder {
             }
             None => (ffmpeg::color::Space::Unspecified, false),
         };
+        Self { space, full_range }
+    }
 
+    /// The matrix to tag and convert with: the source's, BT.601 when it has none.
+    fn matrix(self) -> ffmpeg::color::Space {
+        if self.space == ffmpeg::color::Space::Unspecified {
+            ffmpeg::color::Space::BT470BG
+        } else {
+            self.space
+        }
+    }
+}
+
+/// Styled RGB8 frames to encoded packets: the RGB -> YUV conversion and the video encoder.
+/// Packets keep the frames' timestamps in the source's time base (`time_base`), with the
+/// frame durations the encoder leaves out filled in.
+pub struct FrameEncoder {
+    encoder: ffmpeg::encoder::Video,
+    scaler: Scaler,
+    frame: ffmpeg::frame::Video,
+    enc_tb: ffmpeg::Rational,
+    /// Frame durations by pts: encoders like libx264 leave packet durations at 0.
+    durations: HashMap<i64, i64>,
+    /// Names the output in errors.
+    path: PathBuf,
+    width: u32,
+    height: u32,
+}
+
+impl FrameEncoder {
+    /// An encoder for frames of `info`'s size and time base with `settings`; `global_header`:
+    /// the codec headers go out of band (extradata), as mp4/mov/mkv want. `path` names the
+    /// output in errors.
+    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, tags: ColourTags, global_header: bool) -> Result<Self, MediaError> {
+        init();
+        let codec = ffmpeg::encoder::find_by_name(&settings.codec)
+            .filter(|c| c.medium() == Type::Video)
+            .ok_or_else(|| out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec)))?;
         let (w, h) = (info.width, info.height);
         let formats: Vec<Pixel> = codec.video().ok().and_then(|v| v.formats()).map(|f| f.collect()).unwrap_or_default();
         let even = w % 2 == 0 && h % 2 == 0;
@@ -165,9 +157,8 @@ impl VideoEncoder {
         if info.frame_rate.num > 0 {
             ctx.set_frame_rate(Some(ffmpeg::Rational::new(info.frame_rate.num, info.frame_rate.den)));
         }
-        let tag_space = if space == ffmpeg::color::Space::Unspecified { ffmpeg::color::Space::BT470BG } else { space };
-        ctx.set_colorspace(tag_space);
-        ctx.set_color_range(if full_range { ffmpeg::color::Range::JPEG } else { ffmpeg::color::Range::MPEG });
+        ctx.set_colorspace(tags.matrix());
+        ctx.set_color_range(if tags.full_range { ffmpeg::color::Range::JPEG } else { ffmpeg::color::Range::MPEG });
         if global_header {
             ctx.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
         }
@@ -185,24 +176,163 @@ impl VideoEncoder {
             _ => ctx.set_global_quality((settings.crf as i32).max(1) * ffmpeg::ffi::FF_QP2LAMBDA),
         }
         let encoder = ctx.open_with(opts).map_err(|e| out_err(path, format!("cannot open encoder {}: {e}", settings.codec)))?;
+        let mut scaler = scaling::Context::get(Pixel::RGB24, w, h, pix, w, h, scaling::Flags::BICUBIC).map_err(|e| out_err(path, e))?;
+        set_colorspace(&mut scaler, tags.matrix(), tags.full_range, false);
+        Ok(Self {
+            encoder,
+            scaler: Scaler(scaler),
+            frame: ffmpeg::frame::Video::new(pix, w, h),
+            enc_tb,
+            durations: HashMap::new(),
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+        })
+    }
 
-        let mut ost = output.add_stream(codec).map_err(|e| out_err(path, e))?;
-        ost.set_parameters(&encoder);
-        ost.set_time_base(enc_tb);
-        if info.frame_rate.num > 0 {
-            ost.set_avg_frame_rate(ffmpeg::Rational::new(info.frame_rate.num, info.frame_rate.den));
+    /// The time base of the packets' timestamps (the source's).
+    pub fn time_base(&self) -> ffmpeg::Rational {
+        self.enc_tb
+    }
+
+    /// The codec parameters of the stream the packets make (extradata included).
+    pub fn parameters(&self) -> ffmpeg::codec::Parameters {
+        ffmpeg::codec::Parameters::from(&*self.encoder)
+    }
+
+    /// Encodes one frame (frames must come in presentation order); returns the packets ready.
+    pub fn encode(&mut self, frame: &Frame) -> Result<Vec<ffmpeg::Packet>, MediaError> {
+        let img = &frame.image;
+        if (img.width, img.height) != (self.width, self.height) {
+            let reason = format!("frame {} is {}x{}, expected {}x{}", frame.index, img.width, img.height, self.width, self.height);
+            return Err(out_err(&self.path, reason));
         }
-        if let Some(sv) = &src_video {
+        let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, img.width, img.height);
+        let stride = rgb.stride(0);
+        let row = img.width as usize * 3;
+        let plane = rgb.data_mut(0);
+        for y in 0..img.height as usize {
+            plane[y * stride..y * stride + row].copy_from_slice(&img.data[y * row..(y + 1) * row]);
+        }
+        self.scaler.0.run(&rgb, &mut self.frame).map_err(|e| out_err(&self.path, e))?;
+        self.frame.set_pts(Some(frame.pts));
+        self.durations.insert(frame.pts, frame.duration);
+        self.encoder.send_frame(&self.frame).map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
+        Ok(self.drain())
+    }
+
+    /// Flushes the encoder: the last packets.
+    pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>, MediaError> {
+        self.encoder.send_eof().map_err(|e| out_err(&self.path, e))?;
+        Ok(self.drain())
+    }
+
+    fn drain(&mut self) -> Vec<ffmpeg::Packet> {
+        let mut out = Vec::new();
+        let mut packet = ffmpeg::Packet::empty();
+        while self.encoder.receive_packet(&mut packet).is_ok() {
+            if let Some(d) = packet.pts().and_then(|p| self.durations.remove(&p)) {
+                if packet.duration() == 0 {
+                    packet.set_duration(d);
+                }
+            }
+            out.push(std::mem::replace(&mut packet, ffmpeg::Packet::empty()));
+        }
+        out
+    }
+}
+
+/// A container being written to a temporary file beside its final name: one video stream of
+/// packets given to it, and the companion file's audio streams copied (or, where the container
+/// cannot hold them, re-encoded), interleaved by timestamp. Renamed into place by `finish`.
+pub struct Muxer {
+    output: ffmpeg::format::context::Output,
+    /// The time base of the video packets given to `write_video`.
+    video_tb: ffmpeg::Rational,
+    ost_tb: ffmpeg::Rational,
+    audio: Option<AudioCopy>,
+    ost_time_bases: Vec<ffmpeg::Rational>,
+    tmp: tempfile::TempPath,
+    path: PathBuf,
+}
+
+/// A muxer whose streams are being declared.
+pub struct MuxerSetup {
+    output: ffmpeg::format::context::Output,
+    ext: String,
+    tmp: tempfile::TempPath,
+    path: PathBuf,
+    /// The companion file, opened (its audio, rotation and colour tags).
+    source: Option<ffmpeg::format::context::Input>,
+    companion: Companion,
+}
+
+impl MuxerSetup {
+    /// Opens the temporary output of `path` (the muxer from a fixed map of extensions, never
+    /// guessed by ffmpeg from the name; checked before the disk is touched) and the companion.
+    pub fn open(path: &Path, companion: &Companion) -> Result<Self, MediaError> {
+        init();
+        let muxer = muxer_for(path)?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        ffmpeg_path(path).map_err(|_| out_err(path, "ffmpeg cannot write a file name that is not UTF-8"))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = super::output_builder(super::FILE_MODE)
+            .prefix(&format!(".{name}."))
+            .suffix(&format!(".partial.{ext}"))
+            .tempfile_in(dir)
+            .map_err(|e| out_err(path, super::plain_io(e)))?
+            .into_temp_path();
+        let mut only_files = ffmpeg::Dictionary::new();
+        only_files.set("protocol_whitelist", ALLOWED_PROTOCOLS);
+        let tmp_name = format!("file:{}", ffmpeg_path(&tmp)?);
+        let output = ffmpeg::format::output_as_with(&tmp_name, muxer, only_files).map_err(|e| out_err(path, e))?;
+        let source = match &companion.path {
+            Some(p) => Some(open_input(p, &companion.policy)?),
+            None => None,
+        };
+        Ok(Self { output, ext, tmp, path: path.to_path_buf(), source, companion: companion.clone() })
+    }
+
+    /// Whether the container wants codec headers out of band (mp4, mov, mkv).
+    pub fn global_header(&self) -> bool {
+        self.output.format().flags().contains(ffmpeg::format::Flags::GLOBAL_HEADER)
+    }
+
+    /// The colour tags of the companion's video stream.
+    pub fn colour_tags(&self) -> ColourTags {
+        ColourTags::of(self.source.as_ref().and_then(|s| s.streams().best(Type::Video)).as_ref())
+    }
+
+    /// Declares the video stream (its parameters, packets in `time_base`, `frame_rate`), then
+    /// the companion's audio streams; writes the header.
+    pub fn start(mut self, params: &ffmpeg::codec::Parameters, time_base: ffmpeg::Rational, frame_rate: Rate) -> Result<Muxer, MediaError> {
+        let path = self.path.clone();
+        let global_header = self.global_header();
+        let mut ost = self.output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(&path, e))?;
+        ost.set_parameters(params.clone());
+        // SAFETY: clearing the codec tag of the new stream's own parameters: the muxer picks one.
+        unsafe {
+            (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+        }
+        ost.set_time_base(time_base);
+        if frame_rate.num > 0 {
+            ost.set_avg_frame_rate(ffmpeg::Rational::new(frame_rate.num, frame_rate.den));
+        }
+        if let Some(sv) = self.source.as_ref().and_then(|s| s.streams().best(Type::Video)) {
             ost.set_metadata(sv.metadata().to_owned());
-            copy_side_data(sv, &mut ost);
+            copy_side_data(&sv, &mut ost);
         }
 
         // Audio: every stream the container can hold is copied as it is.
         let mut audio = None;
-        if let Some(src) = source {
+        if let Some(src) = self.source.take() {
             let mut map = HashMap::new();
             // SAFETY: the output format is static in libavformat.
-            let format_ptr = unsafe { output.format().as_ptr() };
+            let format_ptr = unsafe { self.output.format().as_ptr() };
             for s in src.streams() {
                 if s.parameters().medium() != Type::Audio {
                     continue;
@@ -215,15 +345,11 @@ impl VideoEncoder {
                 } else {
                     // SAFETY: the parameters and the output format are valid for this call.
                     let t = unsafe { AudioTranscoder::new(s.parameters().as_ptr(), format_ptr, global_header) }
-                        .map_err(|e| out_err(path, format!("audio stream {}: {e}", s.index())))?;
-                    tracing::warn!(
-                        "audio stream {} ({id:?}) cannot be stored in .{ext}: re-encoding it with {}",
-                        s.index(),
-                        t.encoder_name
-                    );
+                        .map_err(|e| out_err(&path, format!("audio stream {}: {e}", s.index())))?;
+                    tracing::warn!("audio stream {} ({id:?}) cannot be stored in .{}: re-encoding it with {}", s.index(), self.ext, t.encoder_name);
                     AudioRoute::Transcode(Box::new(t))
                 };
-                let mut ost = output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(path, e))?;
+                let mut ost = self.output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(&path, e))?;
                 match &route {
                     AudioRoute::Copy => {
                         ost.set_parameters(s.parameters());
@@ -248,70 +374,28 @@ impl VideoEncoder {
                     pending: None,
                     done: false,
                     flushed: false,
-                    source: companion.path.clone().unwrap_or_default(),
-                    limits: companion.policy.limits().cloned(),
+                    source: self.companion.path.clone().unwrap_or_default(),
+                    limits: self.companion.policy.limits().cloned(),
                 });
             }
         }
-        output.write_header().map_err(|e| out_err(path, format!("cannot write the header: {e}")))?;
+        self.output.write_header().map_err(|e| out_err(&path, format!("cannot write the header: {e}")))?;
         // The muxer may have changed the time bases: read them back.
-        let ost_time_bases: Vec<ffmpeg::Rational> = output.streams().map(|s| s.time_base()).collect();
+        let ost_time_bases: Vec<ffmpeg::Rational> = self.output.streams().map(|s| s.time_base()).collect();
         let ost_tb = ost_time_bases[0];
-
-        let mut scaler = scaling::Context::get(Pixel::RGB24, w, h, pix, w, h, scaling::Flags::BICUBIC).map_err(|e| out_err(path, e))?;
-        set_colorspace(&mut scaler, tag_space, full_range, false);
-        Ok(Self {
-            output,
-            encoder,
-            scaler: Scaler(scaler),
-            frame: ffmpeg::frame::Video::new(pix, w, h),
-            enc_tb,
-            ost_tb,
-            durations: HashMap::new(),
-            audio,
-            ost_time_bases,
-            tmp,
-            path: path.to_path_buf(),
-            width: w,
-            height: h,
-        })
+        Ok(Muxer { output: self.output, video_tb: time_base, ost_tb, audio, ost_time_bases, tmp: self.tmp, path })
     }
+}
 
-    /// Encodes one frame (frames must come in presentation order).
-    pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
-        let img = &frame.image;
-        if (img.width, img.height) != (self.width, self.height) {
-            return Err(out_err(&self.path, format!("frame {} is {}x{}, expected {}x{}", frame.index, img.width, img.height, self.width, self.height)));
-        }
-        let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, img.width, img.height);
-        let stride = rgb.stride(0);
-        let row = img.width as usize * 3;
-        let plane = rgb.data_mut(0);
-        for y in 0..img.height as usize {
-            plane[y * stride..y * stride + row].copy_from_slice(&img.data[y * row..(y + 1) * row]);
-        }
-        self.scaler.0.run(&rgb, &mut self.frame).map_err(|e| out_err(&self.path, e))?;
-        self.frame.set_pts(Some(frame.pts));
-        self.durations.insert(frame.pts, frame.duration);
-        self.encoder.send_frame(&self.frame).map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
-        self.drain()
-    }
-
-    fn drain(&mut self) -> Result<(), MediaError> {
-        let mut packet = ffmpeg::Packet::empty();
-        while self.encoder.receive_packet(&mut packet).is_ok() {
-            if let Some(d) = packet.pts().and_then(|p| self.durations.remove(&p)) {
-                if packet.duration() == 0 {
-                    packet.set_duration(d);
-                }
-            }
-            packet.set_stream(0);
-            packet.rescale_ts(self.enc_tb, self.ost_tb);
-            let until = packet.dts().or(packet.pts());
-            self.write_audio_until(until.map(|t| (t, self.ost_tb)))?;
-            packet.write_interleaved(&mut self.output).map_err(|e| out_err(&self.path, e))?;
-        }
-        Ok(())
+impl Muxer {
+    /// Writes one video packet (timestamps in the time base given to `start`), and before it
+    /// the audio up to its time.
+    pub fn write_video(&mut self, mut packet: ffmpeg::Packet) -> Result<(), MediaError> {
+        packet.set_stream(0);
+        packet.rescale_ts(self.video_tb, self.ost_tb);
+        let until = packet.dts().or(packet.pts());
+        self.write_audio_until(until.map(|t| (t, self.ost_tb)))?;
+        packet.write_interleaved(&mut self.output).map_err(|e| out_err(&self.path, e))
     }
 
     /// Writes audio packets up to time `until` (all remaining ones for `None`).
@@ -382,16 +466,51 @@ impl VideoEncoder {
         Ok(())
     }
 
-    /// Flushes the encoder and the audio, writes the trailer, renames into place.
+    /// Writes the remaining audio and the trailer, and renames the file into place.
     pub fn finish(mut self) -> Result<(), MediaError> {
-        self.encoder.send_eof().map_err(|e| out_err(&self.path, e))?;
-        self.drain()?;
         self.write_audio_until(None)?;
         self.output.write_trailer().map_err(|e| out_err(&self.path, e))?;
         let path = self.path.clone();
         drop(self.output);
         self.tmp.persist(&path).map_err(|e| out_err(&path, e.error))?;
         Ok(())
+    }
+}
+
+/// Styled frames to a video file: a [`FrameEncoder`] feeding a [`Muxer`]. Nothing appears at
+/// the output's name until `finish`; dropped unfinished, it removes its temporary.
+pub struct VideoEncoder {
+    encoder: FrameEncoder,
+    muxer: Muxer,
+}
+
+fn out_err(path: &Path, reason: impl std::fmt::Display) -> MediaError {
+    MediaError::Write { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+impl VideoEncoder {
+    /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
+    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<Self, MediaError> {
+        let setup = MuxerSetup::open(path, companion)?;
+        let encoder = FrameEncoder::create(path, info, settings, setup.colour_tags(), setup.global_header())?;
+        let muxer = setup.start(&encoder.parameters(), encoder.time_base(), info.frame_rate)?;
+        Ok(Self { encoder, muxer })
+    }
+
+    /// Encodes one frame (frames must come in presentation order).
+    pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        for p in self.encoder.encode(frame)? {
+            self.muxer.write_video(p)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the encoder and the audio, writes the trailer, renames into place.
+    pub fn finish(mut self) -> Result<(), MediaError> {
+        for p in self.encoder.flush()? {
+            self.muxer.write_video(p)?;
+        }
+        self.muxer.finish()
     }
 }
 

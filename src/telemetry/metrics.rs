@@ -170,6 +170,8 @@ pub struct Families {
     pub gpu_device_opens_total: Counter,
     pub frames_per_second: Gauge,
     pub jobs_cancelled_total: Counter,
+    pub segments_total: Counter,
+    pub stitches_total: Counter,
 }
 
 impl Families {
@@ -199,6 +201,8 @@ impl Families {
                 "stylestream_jobs_cancelled_total",
                 "Cancellations asked for over HTTP (DELETE /jobs/<id>) that found their job.",
             )?,
+            segments_total: d.counter("stylestream_segments_total", "Segments of cut videos styled and committed by this instance.")?,
+            stitches_total: d.counter("stylestream_stitches_total", "Cut videos stitched into their output by this instance.")?,
         })
     }
 }
@@ -391,7 +395,7 @@ mod tests {
         let panels = dashboard["panels"].as_array().expect("panels");
         assert!(!panels.is_empty());
         let declared = all_recorded().declared();
-        assert_eq!(declared.len(), 14, "{declared:?}");
+        assert_eq!(declared.len(), 16, "{declared:?}");
         let histograms: Vec<String> = declared.iter().filter(|(_, k)| k == "histogram").map(|(n, _)| n.clone()).collect();
         let mut used = Vec::new();
         for p in panels {

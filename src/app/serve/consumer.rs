@@ -14,7 +14,7 @@ use super::{ServiceError, Telemetry};
 use crate::config::service::ServiceConfig;
 use crate::dataflow::Engine;
 use crate::ingress::broker::{self, Broker, Delivery};
-use crate::ingress::event::{self, JobRequest};
+use crate::ingress::event::{self, Request};
 use crate::job::{Cause, Outcome, PoisonCode};
 use crate::stop::{StopReason, StopToken};
 use crate::telemetry::metrics::{Metrics, Stage};
@@ -24,13 +24,15 @@ struct Message {
     delivery: Delivery,
     pending: usize,
     outcomes: Vec<Outcome>,
+    /// Messages its jobs ask to publish before it is settled (segment jobs, a stitch).
+    publish: Vec<Vec<u8>>,
 }
 
 /// A job waiting for a free slot.
 struct Waiting {
     msg: u64,
     id: String,
-    request: JobRequest,
+    request: Request,
     since: Instant,
 }
 
@@ -38,6 +40,8 @@ struct Waiting {
 struct Active {
     msg: u64,
     id: String,
+    /// The cut video it is a part of (a segment, a stitch).
+    plan: Option<String>,
     stop: StopToken,
     started: Instant,
 }
@@ -53,8 +57,8 @@ pub(super) struct Jobs {
     active: HashMap<u64, Active>,
     next_job: u64,
     /// Job outcomes, from the job threads.
-    done_tx: tokio::sync::mpsc::UnboundedSender<(u64, Outcome)>,
-    done_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Outcome)>,
+    done_tx: tokio::sync::mpsc::UnboundedSender<(u64, Outcome, Vec<Vec<u8>>)>,
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Outcome, Vec<Vec<u8>>)>,
     /// Ids cancelled before their job arrived (kept an hour).
     cancelled: HashMap<String, Instant>,
     /// SIGTERM seen at this time: no new jobs, the running ones get the grace period.
@@ -176,8 +180,8 @@ async fn consume(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, jobs:
                 jobs.cancel(&id);
                 jobs.settle_ready(broker, config, tel).await;
             }
-            Some((job, outcome)) = jobs.done_rx.recv() => {
-                jobs.ended(job, outcome, tel);
+            Some((job, outcome, publish)) = jobs.done_rx.recv() => {
+                jobs.ended(job, outcome, publish, tel);
                 jobs.settle_ready(broker, config, tel).await;
             }
             _ = tick.tick() => {
@@ -266,10 +270,12 @@ impl Jobs {
                     Some(Duration::from_secs(now.saturating_sub(t)))
                 });
                 let since = waited.and_then(|w| Instant::now().checked_sub(w)).unwrap_or_else(Instant::now);
-                self.messages.insert(msg, Message { delivery: d, pending: n, outcomes: Vec::new() });
+                self.messages.insert(msg, Message { delivery: d, pending: n, outcomes: Vec::new(), publish: Vec::new() });
                 for (i, request) in requests.into_iter().enumerate() {
-                    let id = request.id.clone().unwrap_or_else(|| if n == 1 { base.clone() } else { format!("{base}-{i}") });
-                    if self.cancelled.remove(&id).is_some() {
+                    let id = request.id(&if n == 1 { base.clone() } else { format!("{base}-{i}") });
+                    // A cut video cancelled here before this part arrived.
+                    let cancelled = self.cancelled.remove(&id).is_some() || request.plan().is_some_and(|p| self.cancelled.contains_key(p));
+                    if cancelled {
                         self.record_outcome(msg, Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")));
                         continue;
                     }
@@ -292,20 +298,28 @@ impl Jobs {
             let stop = StopToken::new();
             let (ctx, done, job_stop, id) = (self.ctx.clone(), self.done_tx.clone(), stop.clone(), w.id.clone());
             tel.metrics.stage_seconds.observe(Stage::Wait, w.since.elapsed().as_secs_f64());
-            let named = |i: &event::Input| match i {
-                event::Input::Object(k) | event::Input::Prefix(k) => k.clone(),
+            let plan_of = w.request.plan().map(str::to_string);
+            let (input, style, output) = match &w.request {
+                Request::Job(r) => {
+                    let input = match &r.input {
+                        event::Input::Object(k) | event::Input::Prefix(k) => k.clone(),
+                    };
+                    let output = match &r.output {
+                        event::Output::Object(k) | event::Output::Prefix(k) | event::Output::Frames(k) => k.clone(),
+                    };
+                    (input, r.style.clone(), output)
+                }
+                Request::Segment { plan, index } => (format!("segment {index} of {plan}"), String::new(), String::new()),
+                Request::Stitch { plan } => (format!("the segments of {plan}"), String::new(), String::new()),
             };
-            let output = match &w.request.output {
-                event::Output::Object(k) | event::Output::Prefix(k) | event::Output::Frames(k) => k.clone(),
-            };
-            tel.board.started(&w.id, &named(&w.request.input), &w.request.style, &output, None);
+            tel.board.started(&w.id, &input, &style, &output, None);
             let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {
-                let outcome = jobs::run(&ctx, id, w.request, job_stop);
-                let _ = done.send((key, outcome));
+                let (outcome, publish) = jobs::run(&ctx, id, w.request, job_stop);
+                let _ = done.send((key, outcome, publish));
             });
             match spawned {
                 Ok(_) => {
-                    self.active.insert(key, Active { msg: w.msg, id: w.id, stop, started: Instant::now() });
+                    self.active.insert(key, Active { msg: w.msg, id: w.id, plan: plan_of.clone(), stop, started: Instant::now() });
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start a job thread");
@@ -320,8 +334,11 @@ impl Jobs {
         }
     }
 
-    fn ended(&mut self, job: u64, outcome: Outcome, tel: &Telemetry) {
+    fn ended(&mut self, job: u64, outcome: Outcome, publish: Vec<Vec<u8>>, tel: &Telemetry) {
         if let Some(a) = self.active.remove(&job) {
+            if let Some(m) = self.messages.get_mut(&a.msg) {
+                m.publish.extend(publish);
+            }
             tracing::debug!(job = %a.id, secs = a.started.elapsed().as_secs_f64(), "job ended");
             tel.board.finished(&a.id, outcome.kind(), outcome.error());
             self.record_outcome(a.msg, outcome);
@@ -350,7 +367,7 @@ impl Jobs {
         let ready: Vec<u64> = self.messages.iter().filter(|(_, m)| m.pending == 0).map(|(k, _)| *k).collect();
         for k in ready {
             let Some(m) = self.messages.remove(&k) else { continue };
-            if let Err(e) = settle(broker, config, tel, &m.delivery, &m.outcomes).await {
+            if let Err(e) = settle(broker, config, tel, &m.delivery, &m.outcomes, &m.publish).await {
                 // The broker redelivers it: a finished output is then found done.
                 tracing::warn!(error = %e, "could not settle a message; the broker will deliver it again");
             }
@@ -371,13 +388,18 @@ impl Jobs {
     /// Cancels job `id`: running, it stops and publishes nothing; waiting, it never starts; not
     /// here yet, it is refused when it arrives (for an hour). Whether it was found here.
     fn cancel(&mut self, id: &str) -> bool {
+        // A cut video: every replica, including those that start later, reads its stop mark.
+        let ctx = self.ctx.clone();
+        let video = id.to_string();
+        tokio::task::spawn_blocking(move || ctx.mark_cancelled(&video));
         let mut found = false;
-        for a in self.active.values().filter(|a| a.id == id) {
-            tracing::info!(job = %id, "cancelling the job");
+        for a in self.active.values().filter(|a| a.id == id || a.plan.as_deref() == Some(id)) {
+            tracing::info!(job = %a.id, "cancelling the job");
             a.stop.stop(StopReason::Cancelled);
             found = true;
         }
-        let (gone, kept): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting).into_iter().partition(|w| w.id == id);
+        let (gone, kept): (Vec<Waiting>, Vec<Waiting>) =
+            std::mem::take(&mut self.waiting).into_iter().partition(|w| w.id == id || w.request.plan() == Some(id));
         self.waiting = kept.into();
         for w in gone {
             found = true;
@@ -419,8 +441,18 @@ impl Jobs {
 }
 
 /// Settles a delivery by the worst outcome of its jobs.
-async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &Delivery, outcomes: &[Outcome]) -> Result<(), ServiceError> {
+async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &Delivery, outcomes: &[Outcome], publish: &[Vec<u8>]) -> Result<(), ServiceError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
+    // What the jobs hand on (segment jobs, a due stitch) is confirmed before the message goes:
+    // a crash or a broker failure in between redelivers it, and the plan or the manifests make
+    // the repeat harmless.
+    for body in publish {
+        if let Err(e) = broker.publish_job(body).await {
+            tracing::warn!(error = %e, "could not publish a follow-up message: handing the message back");
+            d.nack_requeue().await?;
+            return Ok(());
+        }
+    }
     for o in outcomes {
         record(&tel.metrics, o);
     }

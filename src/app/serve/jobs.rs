@@ -14,7 +14,7 @@ use super::{ServiceError, Telemetry};
 use crate::config::service::ServiceConfig;
 use crate::dataflow::{DataflowOptions, Engine};
 use crate::frame::Rate;
-use crate::ingress::event::{self, Input, JobRequest, Output};
+use crate::ingress::event::{self, Input, JobRequest, Output, Request};
 use crate::job::{self, Cause, Env, Job, Limits, Observe, Outcome, Owner, PoisonCode, Settings, Sink, Source, Style};
 use crate::media::video_out::EncodeSettings;
 use crate::model::{NetworkDescription, Weights};
@@ -65,9 +65,17 @@ impl Ctx {
             staging_factor: s.staging_factor,
             staging_margin_bytes: s.staging_margin_bytes,
         };
-        let owner = Owner { instance_id, system: system.clone(), heartbeat: Duration::from_secs_f64(s.heartbeat_secs) };
+        let owner = Owner { instance_id: instance_id.clone(), system: system.clone(), heartbeat: Duration::from_secs_f64(s.heartbeat_secs) };
+        let mut env = Env::new(engine, limits, work_dir, Some(owner));
+        env.segments = Some(job::segments::SegmentOptions {
+            segment_secs: s.segment_secs,
+            system: system.clone(),
+            instance: instance_id,
+            timeout_secs: s.job_timeout_secs,
+            kernels: opts.gpu.kernels,
+        });
         Ok(Self {
-            env: Env::new(engine, limits, work_dir, Some(owner)),
+            env,
             workers: opts.workers,
             precision: opts.gpu.precision,
             config,
@@ -99,10 +107,29 @@ impl Ctx {
         }
     }
 
+    /// Marks the cut video `id` stopped, when it has a plan here: its segment jobs stop on
+    /// every replica, and those not started never style.
+    pub fn mark_cancelled(&self, id: &str) {
+        if event::check_id(id).is_err() {
+            return;
+        }
+        match job::segments::read_plan(&self.system, id) {
+            Ok(Some(_)) => {
+                if let Err(e) = job::segments::write_stopped(&self.system, id, PoisonCode::Cancelled) {
+                    tracing::warn!(video = %id, error = %e, "could not mark the cut video cancelled");
+                } else {
+                    tracing::info!(video = %id, "cut video marked cancelled for every replica");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(video = %id, error = %e, "could not read the plan of a cancelled job"),
+        }
+    }
+
     /// Reports a job's passing troubles to the metrics and `/readyz`, and clears those that its
     /// outcome shows are over.
     fn note_troubles(&self, outcome: &Outcome) {
-        let worked = matches!(outcome, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Poison { .. });
+        let worked = matches!(outcome, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Planned { .. } | Outcome::Poison { .. });
         match outcome {
             Outcome::Held { reason } => {
                 self.credentials_refused.store(true, Ordering::SeqCst);
@@ -202,14 +229,54 @@ impl Ctx {
     }
 }
 
-/// Runs one request to its end: returns how it ended. `stop` cancels it or times it out
-/// (nothing is published then); its progress goes to the job board.
-pub fn run(ctx: &Ctx, id: String, request: JobRequest, stop: StopToken) -> Outcome {
+impl Ctx {
+    /// The job of a segment or stitch message: everything but the plan's id and the segment's
+    /// index is read from the plan, which must exist.
+    fn part(&self, id: String, plan_id: &str, index: Option<u32>) -> Result<Job, Outcome> {
+        let system = &self.system;
+        let plan = job::segments::read_plan(system, plan_id).map_err(|e| job::JobError::read(e).outcome(plan_id, None))?;
+        let Some(plan) = plan else {
+            // A video stopped (and cleaned up) before this part came: what stopped it.
+            if let Ok(Some(s)) = job::segments::read_stopped(system, plan_id) {
+                return Err(Outcome::poison(s.code(), format!("video {plan_id} was {}: nothing is published", s.reason)));
+            }
+            return Err(Outcome::poison(PoisonCode::UnknownPlan, format!("no plan {plan_id:?} in the system store")));
+        };
+        let weights = self.model(&plan.style)?;
+        if weights.sha256 != plan.model_sha256 {
+            return Err(Outcome::poison(PoisonCode::UnknownStyle, format!("style {} changed since video {plan_id} was planned", plan.style)));
+        }
+        let style = Style { name: plan.style.clone(), desc: self.desc.clone(), weights };
+        let settings = plan.settings();
+        let output = ObjectKey::parse(&plan.output).map_err(|e| Outcome::poison(PoisonCode::InvalidKey, e.to_string()))?;
+        let plan = Arc::new(plan);
+        let (source, sink) = match index {
+            Some(i) => {
+                if i as usize >= plan.segments.len() {
+                    return Err(Outcome::poison(PoisonCode::InvalidEvent, format!("plan {plan_id} has {} segments, not {}", plan.segments.len(), i + 1)));
+                }
+                (Source::Segment { plan: plan.clone(), index: i, media: self.media.clone() }, Sink::Segment { plan: plan.id.clone(), index: i })
+            }
+            None => (Source::Segments { plan: plan.clone(), media: self.media.clone() }, Sink::StoredVideo { store: self.media.clone(), key: output }),
+        };
+        Ok(Job { id, source, sink, style, settings })
+    }
+}
+
+/// Runs one request to its end: returns how it ended, and the messages it hands on (a cut
+/// video's segments, a stitch that is due). `stop` cancels it or times it out (nothing is
+/// published then); its progress goes to the job board.
+pub fn run(ctx: &Ctx, id: String, request: Request, stop: StopToken) -> (Outcome, Vec<Vec<u8>>) {
     if ctx.credentials_refused.load(Ordering::SeqCst) {
         ctx.reopen_stores();
     }
-    let mut outcome = match ctx.job(id, &request) {
-        Err(o) => o,
+    let built = match &request {
+        Request::Job(r) => ctx.job(id, r),
+        Request::Segment { plan, index } => ctx.part(id, plan, Some(*index)),
+        Request::Stitch { plan } => ctx.part(id, plan, None),
+    };
+    let (mut outcome, publish) = match built {
+        Err(o) => (o, Vec::new()),
         Ok(job) => run_job(ctx, &job, &stop),
     };
     // A refusal of one object is that object's problem; only a store that refuses everything
@@ -220,11 +287,11 @@ pub fn run(ctx: &Ctx, id: String, request: JobRequest, stop: StopToken) -> Outco
         }
     }
     ctx.note_troubles(&outcome);
-    outcome
+    (outcome, publish)
 }
 
 /// Runs a checked job, writes its log and counts it in the metrics.
-fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> Outcome {
+fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> (Outcome, Vec<Vec<u8>>) {
     let (board, id) = (ctx.board.clone(), job.id.clone());
     let (board2, id2) = (ctx.board.clone(), job.id.clone());
     let observe = Observe {
@@ -233,8 +300,13 @@ fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> Outcome {
         on_frames: Some(Arc::new(move |done| board2.progress(&id2, done))),
     };
     let report = job::run(job, &ctx.env, &observe, stop);
+    let m = &ctx.metrics;
+    match (&job.sink, &report.outcome) {
+        (Sink::Segment { .. }, Outcome::Done { .. }) => m.segments_total.inc(),
+        (_, Outcome::Done { .. }) if report.segments.is_some() => m.stitches_total.inc(),
+        _ => {}
+    }
     if let Outcome::Done { frames, .. } = &report.outcome {
-        let m = &ctx.metrics;
         m.stage_seconds.observe(Stage::Download, report.secs.stage);
         m.stage_seconds.observe(Stage::Style, report.secs.style);
         m.stage_seconds.observe(Stage::Upload, report.secs.commit);
@@ -242,5 +314,5 @@ fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> Outcome {
         m.gpu_busy_seconds_total.add(report.records.iter().map(|r| r.gpu_ms as f64 / 1e3).sum());
     }
     job::log::write(&ctx.system, &report, ctx.workers);
-    report.outcome
+    (report.outcome, report.publish)
 }
