@@ -4,11 +4,13 @@
 mod context;
 mod kernels;
 mod plan;
+mod precision;
 mod select;
 mod weights;
 
 pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions, Precision};
-pub use kernels::{Kernel, PRELUDE, PRELUDE_F16, PRELUDE_F16_FILE, PRELUDE_FILE};
+pub use kernels::{Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE};
+pub use precision::StoragePrecision;
 pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 pub use select::{cache_path as kernel_cache_path, KernelChoice, Source as VariantSource, Variant};
 

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::plan::{level_diff, noise_frame, NetworkPlan};
+use super::precision::StoragePrecision;
 use super::{GpuContext, GpuError};
 use crate::model::{NetworkDescription, Weights};
 
@@ -170,7 +171,7 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
     Ok(())
 }
 
-/// The variants this device can run (at either precision: every set has f16 kernels).
+/// The variants this device can run (at either precision: every kernel loads at both).
 fn candidates(ctx: &GpuContext) -> Vec<Variant> {
     Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok()).collect()
 }
@@ -240,7 +241,7 @@ fn write_cache(path: &std::path::Path, key: &str, entry: Entry) {
     }
 }
 
-fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, half: bool) -> String {
+fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, precision: StoragePrecision) -> String {
     let a = &ctx.adapter;
     format!(
         "{}|{}|{}|{}|stylestream {}|model {}|{}x{}|{}",
@@ -252,7 +253,7 @@ fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, half: bool)
         weights.sha256,
         width,
         height,
-        if half { "f16" } else { "f32" }
+        precision.name()
     )
 }
 
@@ -263,7 +264,7 @@ pub(super) fn choose(
     weights: &Weights,
     width: u32,
     height: u32,
-    half: bool,
+    precision: StoragePrecision,
 ) -> Result<(Variant, Source), GpuError> {
     if let Some(v) = ctx.kernels.forced() {
         runs_on(ctx, v).map_err(GpuError::Unsupported)?;
@@ -272,7 +273,7 @@ pub(super) fn choose(
     if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {
         return Ok((default_variant(ctx), Source::Default));
     }
-    let key = key(ctx, weights, width, height, half);
+    let key = key(ctx, weights, width, height, precision);
     // Held while deciding: other workers wait for the answer instead of timing too.
     let mut decided = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
     let memo = decided.get_or_insert_with(HashMap::new);
@@ -287,7 +288,7 @@ pub(super) fn choose(
             return Ok((v, Source::Cached));
         }
     }
-    let (best, ms) = time_candidates(ctx, desc, weights, width, height, half)?;
+    let (best, ms) = time_candidates(ctx, desc, weights, width, height, precision)?;
     tracing::info!(variant = best.name(), ms = ?ms, "kernels chosen by timing");
     if let Some(p) = &path {
         let entry = Entry { variant: best.name().into(), ms, decided_at: chrono::Utc::now().to_rfc3339() };
@@ -309,14 +310,14 @@ fn time_candidates(
     weights: &Weights,
     width: u32,
     height: u32,
-    half: bool,
+    precision: StoragePrecision,
 ) -> Result<(Variant, BTreeMap<String, f64>), GpuError> {
     let frame = noise_frame(width, height, 0x2545_f491_4f6c_dd1d);
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;
     for v in candidates(ctx) {
-        let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, half, v)?;
+        let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, precision, v)?;
         let out = plan.run(&frame)?.rgb;
         match &reference {
             None => reference = Some(out),
@@ -359,7 +360,8 @@ mod tests {
     #[test]
     fn tiled_variants_fit_the_shaders_workgroup_memory_and_tile_rules() {
         // The shader's workgroup arrays are what TILED_WORKGROUP_BYTES says (naga's layout).
-        let src = super::super::Kernel::Conv2dTiled.module_source();
+        // (Its tiles are f32 at both precisions.)
+        let src = super::super::Kernel::Conv2dTiled.module_source(StoragePrecision::F32);
         let module = naga::front::wgsl::parse_str(&src).expect("conv2d_tiled parses");
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).expect("layouts");

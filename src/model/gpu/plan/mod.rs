@@ -3,7 +3,7 @@
 //! one readback.
 //!
 //! Activation buffers are reused by lifetime: tensors are HWC f32 (f16 in f16 plans, see
-//! `Kernel::half`), the input is tensor 0 and layer `i` writes tensor `i + 1`. A tensor is live
+//! `StoragePrecision`), the input is tensor 0 and layer `i` writes tensor `i + 1`. A tensor is live
 //! from the layer that writes it to the last layer that reads it (its successor, a residual
 //! add, or the output packing). Each tensor takes
 //! a free slot (one whose tensor is no longer live), and a slot's buffer is as large as the
@@ -40,6 +40,7 @@ use norm::NormScratch;
 
 use super::context::{scoped, GpuContext, Precision};
 use super::kernels::{Kernel, Overrides};
+use super::precision::StoragePrecision;
 use super::select::{Source as VariantSource, Variant};
 use super::weights::gpu_channels;
 use super::GpuError;
@@ -130,8 +131,8 @@ pub struct NetworkPlan {
     staging_rgb: wgpu::Buffer,
     staging_f32: wgpu::Buffer,
     timing: Option<Timing>,
-    /// Convolution weights stored as f16 (the `*_f16` kernels).
-    half: bool,
+    /// What activations and weights are stored as (the precision prelude of every kernel).
+    precision: StoragePrecision,
     /// The kernel set, and how it was chosen.
     variant: (Variant, VariantSource),
     /// Per-frame upload and readback buffers of batched runs, grown to the largest batch seen.
@@ -169,22 +170,13 @@ struct Builder<'a> {
     placeholder_rw: wgpu::Buffer,
     /// The norm partials the last convolution wrote in its epilogue, and their chunk count.
     epilogue_stats: Option<(wgpu::Buffer, u32)>,
-    /// Weights and activations as f16: every kernel is its `*_f16` variant (`Kernel::half`).
-    half: bool,
-}
-
-/// Bytes of one activation value: 2 with f16 activations, else 4.
-fn elem_bytes(half: bool) -> u64 {
-    if half {
-        2
-    } else {
-        4
-    }
+    /// What activations and weights are stored as: every kernel is loaded at this precision.
+    precision: StoragePrecision,
 }
 
 /// Bytes of a tensor of `len` values, rounded up to whole 4-byte words (binding sizes are).
-fn tensor_bytes(len: u64, half: bool) -> u64 {
-    (len * elem_bytes(half)).div_ceil(4) * 4
+fn tensor_bytes(len: u64, precision: StoragePrecision) -> u64 {
+    (len * precision.bytes()).div_ceil(4) * 4
 }
 
 impl NetworkPlan {
@@ -199,14 +191,14 @@ impl NetworkPlan {
         if width == 0 || height == 0 {
             return Err(GpuError::FrameSize { width, height, reason: "width and height must be at least 1".into() });
         }
-        let half = match ctx.precision {
-            Precision::F32 => false,
-            Precision::F16 if ctx.f16 => true,
+        let precision = match ctx.precision {
+            Precision::F32 => StoragePrecision::F32,
+            Precision::F16 if ctx.f16 => StoragePrecision::F16,
             Precision::F16 => return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() }),
-            Precision::Auto => Self::auto_half(ctx, desc, weights)?,
+            Precision::Auto => Self::auto_precision(ctx, desc, weights)?,
         };
-        let (variant, source) = super::select::choose(ctx, desc, weights, width, height, half)?;
-        let mut plan = Self::with_variant(ctx, desc, weights, width, height, half, variant)?;
+        let (variant, source) = super::select::choose(ctx, desc, weights, width, height, precision)?;
+        let mut plan = Self::with_variant(ctx, desc, weights, width, height, precision, variant)?;
         plan.variant.1 = source;
         Ok(plan)
     }
@@ -218,10 +210,10 @@ impl NetworkPlan {
         weights: &Weights,
         width: u32,
         height: u32,
-        half: bool,
+        precision: StoragePrecision,
         variant: Variant,
     ) -> Result<Self, GpuError> {
-        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, half, variant))?
+        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, precision, variant))?
     }
 
     /// The kernel set this plan runs, and whether it was forced, a default, timed now or cached.
@@ -231,18 +223,18 @@ impl NetworkPlan {
 
     /// `Precision::Auto`: f32 on CPU adapters and without SHADER_F16; elsewhere f16 when the
     /// self-check passes.
-    fn auto_half(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<bool, GpuError> {
+    fn auto_precision(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<StoragePrecision, GpuError> {
         if ctx.cpu {
-            return Ok(false);
+            return Ok(StoragePrecision::F32);
         }
         if !ctx.f16 {
             tracing::info!(adapter = %ctx.adapter, "precision auto: f32 (the adapter has no SHADER_F16)");
-            return Ok(false);
+            return Ok(StoragePrecision::F32);
         }
         let check = Self::f16_self_check(ctx, desc, weights)?;
         if check.passes() {
             tracing::info!(adapter = %ctx.adapter, max_levels = check.max_levels, mean_levels = check.mean_levels, "precision auto: f16 (self-check passed)");
-            Ok(true)
+            Ok(StoragePrecision::F16)
         } else {
             tracing::warn!(
                 adapter = %ctx.adapter,
@@ -250,7 +242,7 @@ impl NetworkPlan {
                 mean_levels = check.mean_levels,
                 "precision auto: f32 (the f16 self-check differs from f32 by more than {F16_MAX_LEVELS} levels max or {F16_MEAN_LEVELS} mean)"
             );
-            Ok(false)
+            Ok(StoragePrecision::F32)
         }
     }
 
@@ -262,21 +254,21 @@ impl NetworkPlan {
         }
         let (w, h) = SELF_CHECK_SIZE;
         let frame = noise_frame(w, h, 0x9e37_79b9_7f4a_7c15);
-        let run = |half: bool| -> Result<Vec<u8>, GpuError> {
+        let run = |precision: StoragePrecision| -> Result<Vec<u8>, GpuError> {
             let variant = super::select::default_variant(ctx);
-            let plan = scoped(&ctx.device, "building the f16 self-check plan", || Self::build(ctx, desc, weights, w, h, half, variant))??;
+            let build = || Self::build(ctx, desc, weights, w, h, precision, variant);
+            let plan = scoped(&ctx.device, "building the f16 self-check plan", build)??;
             Ok(plan.run(&frame)?.rgb)
         };
-        let (full, halved) = (run(false)?, run(true)?);
+        let (full, halved) = (run(StoragePrecision::F32)?, run(StoragePrecision::F16)?);
         Ok(level_diff(&full, &halved))
     }
 
-    /// Whether this plan's convolution weights are f16 (`Precision::Auto` resolved).
+    /// The precision this plan stores activations and weights in (`Precision::Auto` resolved).
     pub fn precision(&self) -> Precision {
-        if self.half {
-            Precision::F16
-        } else {
-            Precision::F32
+        match self.precision {
+            StoragePrecision::F32 => Precision::F32,
+            StoragePrecision::F16 => Precision::F16,
         }
     }
 
@@ -286,7 +278,7 @@ impl NetworkPlan {
         weights: &Weights,
         width: u32,
         height: u32,
-        half: bool,
+        precision: StoragePrecision,
         variant: Variant,
     ) -> Result<Self, GpuError> {
         let device = &ctx.device;
@@ -304,10 +296,10 @@ impl NetworkPlan {
         let n_slots = slot_of.iter().max().map_or(0, |m| m + 1);
         let mut slot_bytes = vec![0u64; n_slots];
         for (t, s) in shapes.iter().enumerate() {
-            slot_bytes[slot_of[t]] = slot_bytes[slot_of[t]].max(tensor_bytes(s.len() as u64, half));
+            slot_bytes[slot_of[t]] = slot_bytes[slot_of[t]].max(tensor_bytes(s.len() as u64, precision));
         }
         for (t, s) in shapes.iter().enumerate() {
-            let need = tensor_bytes(s.len() as u64, half);
+            let need = tensor_bytes(s.len() as u64, precision);
             let name = if t == 0 { "input".to_string() } else { desc.layers[t - 1].name.clone() };
             let too_big = need > ctx.max_buffer || (s.c == 3 && need > ctx.max_binding);
             if too_big {
@@ -363,7 +355,7 @@ impl NetworkPlan {
             placeholder,
             placeholder_rw: storage(device, "unused output", 16, wgpu::BufferUsages::empty()),
             epilogue_stats: None,
-            half,
+            precision,
         };
         b.unpack(&input, width, height, desc.input_scale);
         let mut layer_done = Vec::with_capacity(desc.layers.len());
@@ -411,7 +403,7 @@ impl NetworkPlan {
             staging_rgb,
             staging_f32,
             batch_io: Default::default(),
-            half,
+            precision,
             variant: (variant, VariantSource::Default),
             timing,
         })
@@ -541,7 +533,7 @@ impl NetworkPlan {
             return Err(GpuError::UnknownLayer(format!("#{layer}")));
         };
         let t = self.tensors[layer + 1];
-        let bytes = tensor_bytes(t.shape.len() as u64, self.half);
+        let bytes = tensor_bytes(t.shape.len() as u64, self.precision);
         let stage = staging(&self.device, "layer staging", bytes.max(4));
         self.scoped("running to a layer", || {
             self.upload(rgb);
@@ -555,10 +547,9 @@ impl NetworkPlan {
         })?;
         let raw = self.read(&stage, bytes as usize)?;
         let n = t.shape.len();
-        if self.half {
-            Ok(raw.chunks_exact(2).take(n).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
-        } else {
-            Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec())
+        match self.precision {
+            StoragePrecision::F16 => Ok(raw.chunks_exact(2).take(n).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+            StoragePrecision::F32 => Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec()),
         }
     }
 
@@ -765,7 +756,11 @@ impl<'a> Builder<'a> {
         }
         let mut bits: Vec<u32> = data
             .iter()
-            .map(|&v| if self.half { half::f16::from_f32(v).to_f32() } else { v }.to_bits())
+            .map(|&v| match self.precision {
+                StoragePrecision::F16 => half::f16::from_f32(v).to_f32(),
+                StoragePrecision::F32 => v,
+            })
+            .map(f32::to_bits)
             .collect();
         bits.resize(rows * WEIGHT_TEXTURE_WIDTH as usize * 4, 0);
         let texture = self.device().create_texture_with_data(
@@ -788,7 +783,7 @@ impl<'a> Builder<'a> {
 
     /// The binding window of rows `[r0, r1)` of tensor `t`.
     fn window(&self, t: TensorRef, r0: u32, r1: u32) -> Window {
-        let elem = elem_bytes(self.half);
+        let elem = self.precision.bytes();
         let row = t.shape.w as u64 * t.shape.c as u64 * elem;
         let start = r0 as u64 * row;
         let offset = start / self.ctx.offset_alignment * self.ctx.offset_alignment;
@@ -847,8 +842,7 @@ impl<'a> Builder<'a> {
         overrides: &Overrides,
         groups: Vec<(Vec<wgpu::BindGroupEntry<'_>>, [u32; 3])>,
     ) -> Step {
-        let kernel = if self.half { kernel.half() } else { kernel };
-        let pipeline = self.ctx.pipelines().get(&self.ctx.device, kernel, entry, overrides);
+        let pipeline = self.ctx.pipelines().get(&self.ctx.device, kernel, self.precision, entry, overrides);
         let layout = pipeline.get_bind_group_layout(0);
         let dispatches = groups
             .into_iter()
@@ -892,7 +886,7 @@ mod layout_tests {
     use super::norm::{ApplyParams, FinalizeParams, StatsParams};
     use super::pack::PackParams;
     use super::unpack::UnpackParams;
-    use crate::model::gpu::Kernel;
+    use crate::model::gpu::{Kernel, StoragePrecision};
 
     /// (Rust struct name, size, named fields with their offsets).
     type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -919,7 +913,9 @@ mod layout_tests {
         let layouts = rust_layouts();
         let mut checked = 0;
         for k in Kernel::ALL {
-            let module = naga::front::wgsl::parse_str(&k.module_source()).unwrap_or_else(|e| panic!("{}: {e}", k.file_name()));
+            // The uniform structs are the same at both precisions: f32 is checked.
+            let module = naga::front::wgsl::parse_str(&k.module_source(StoragePrecision::F32))
+                .unwrap_or_else(|e| panic!("{}: {e}", k.file_name()));
             let uniform = module
                 .global_variables
                 .iter()

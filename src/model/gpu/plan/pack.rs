@@ -1,4 +1,4 @@
-//! The output op (`to_rgb8`): the network's f32 output cropped to the frame, transformed
+//! The output op (`to_rgb8`): the network's output tensor cropped to the frame, transformed
 //! (tanh / clamp scaling) and packed to RGB8, its parameters and dispatch.
 
 use bytemuck::{Pod, Zeroable};

@@ -1,5 +1,5 @@
-//! The input op (`rgb8_to_f32`): RGB8 in, the network's f32 input (scaled, padded to the
-//! working size), its parameters and dispatch.
+//! The input op (`rgb8_to_f32`): RGB8 in, the network's input tensor (scaled, padded to the
+//! working size, stored at the plan's precision), its parameters and dispatch.
 
 use bytemuck::{Pod, Zeroable};
 
