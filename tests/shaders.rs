@@ -119,7 +119,7 @@ fn the_f16_prelude_stores_every_activation_as_f16_and_nothing_else() {
             Kernel::InstanceNormStats => &["x", "x4"],
             Kernel::InstanceNormFinalize => &[],
             Kernel::InstanceNormApply | Kernel::InstanceNormApply4 => &["x", "residual"],
-            Kernel::Rgb8ToF32 => &["dst"],
+            Kernel::FromRgb8 => &["dst"],
             Kernel::ToRgb8 => &["src"],
         }
     };

@@ -24,7 +24,7 @@ pub enum Kernel {
     /// `instance_norm_apply` four channels per invocation (vec4 loads and stores).
     InstanceNormApply4,
     /// RGB8 frame in, the network's input tensor out.
-    Rgb8ToF32,
+    FromRgb8,
     /// The network's output tensor in, RGB8 (and the f32 values) out.
     ToRgb8,
 }
@@ -40,7 +40,7 @@ impl Kernel {
         Kernel::InstanceNormFinalize,
         Kernel::InstanceNormApply,
         Kernel::InstanceNormApply4,
-        Kernel::Rgb8ToF32,
+        Kernel::FromRgb8,
         Kernel::ToRgb8,
     ];
 
@@ -55,7 +55,7 @@ impl Kernel {
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
             Kernel::InstanceNormApply => "instance_norm_apply",
             Kernel::InstanceNormApply4 => "instance_norm_apply4",
-            Kernel::Rgb8ToF32 => "rgb8_to_f32",
+            Kernel::FromRgb8 => "from_rgb8",
             Kernel::ToRgb8 => "to_rgb8",
         }
     }
@@ -103,7 +103,7 @@ impl Kernel {
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
             Kernel::InstanceNormApply4 => include_str!("../../../shaders/instance_norm_apply4.wgsl"),
-            Kernel::Rgb8ToF32 => include_str!("../../../shaders/rgb8_to_f32.wgsl"),
+            Kernel::FromRgb8 => include_str!("../../../shaders/from_rgb8.wgsl"),
             Kernel::ToRgb8 => include_str!("../../../shaders/to_rgb8.wgsl"),
         }
     }

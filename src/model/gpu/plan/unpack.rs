@@ -1,4 +1,4 @@
-//! The input op (`rgb8_to_f32`): RGB8 in, the network's input tensor (scaled, padded to the
+//! The input op (`from_rgb8`): RGB8 in, the network's input tensor (scaled, padded to the
 //! working size, stored at the plan's precision), its parameters and dispatch.
 
 use bytemuck::{Pod, Zeroable};
@@ -35,6 +35,6 @@ impl Builder<'_> {
             entry(2, self.binding(t, &w)),
         ];
         let wg = fold((t.shape.w * t.shape.h).div_ceil(WG_1D));
-        self.push_groups("input:rgb8_to_f32".into(), Kernel::Rgb8ToF32, &vec![], vec![(entries, wg)]);
+        self.push_groups("input:from_rgb8".into(), Kernel::FromRgb8, &vec![], vec![(entries, wg)]);
     }
 }

@@ -1,4 +1,4 @@
-// rgb8_to_f32: unpacks an 8-bit RGB frame (3 bytes per pixel, packed little-endian into u32
+// from_rgb8: unpacks an 8-bit RGB frame (3 bytes per pixel, packed little-endian into u32
 // words) into an HWC activation of the network's working size with 4 channels, RGB0 (the
 // conv kernels read 4 channels at a time). Pixels beyond the frame's right and bottom edges
 // repeat the last column and row (see model::geometry).
