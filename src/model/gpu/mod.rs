@@ -8,10 +8,10 @@ mod precision;
 mod select;
 mod weights;
 
-pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions, Precision};
+pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions};
 pub use kernels::{Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE};
-pub use precision::StoragePrecision;
-pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
+pub use plan::{FrameOutput, KernelTime, NetworkPlan};
+pub use precision::{level_diff, Precision, SelfCheck, StoragePrecision, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 pub use select::{cache_path as kernel_cache_path, KernelChoice, Source as VariantSource, Variant};
 
 /// Errors of the GPU path, each with what was asked and what the adapter offered.

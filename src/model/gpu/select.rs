@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::plan::{level_diff, noise_frame, NetworkPlan};
-use super::precision::StoragePrecision;
+use super::plan::{noise_frame, NetworkPlan};
+use super::precision::{level_diff, StoragePrecision};
 use super::{GpuContext, GpuError};
 use crate::model::{NetworkDescription, Weights};
 

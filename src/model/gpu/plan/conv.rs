@@ -4,7 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, storage, Builder};
+use super::build::Builder;
+use super::{entry, storage};
 use super::norm::NormScratch;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, Padding, Shape};
 use crate::model::gpu::kernels::{Kernel, Overrides};

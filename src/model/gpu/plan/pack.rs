@@ -3,7 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, fold, Builder, WG_1D};
+use super::build::Builder;
+use super::{entry, fold, WG_1D};
 use crate::model::description::OutputTransform;
 use crate::model::gpu::kernels::Kernel;
 
