@@ -149,23 +149,36 @@ impl KernelChoice {
 /// largest tile of any variant (1,024 + 512 vec4s).
 pub const TILED_WORKGROUP_BYTES: u32 = (1024 + 512) * 16;
 
+/// Why a device cannot run a kernel set, naming the set and the adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelSetError {
+    #[error("kernels `{variant}` need subgroups, which adapter `{adapter}` lacks (or --no-subgroups)")]
+    NoSubgroups { variant: &'static str, adapter: String },
+    #[error(
+        "kernels `{variant}` need {need_bytes} bytes of workgroup memory and {need_invocations} invocations per workgroup; \
+         adapter `{adapter}` has {have_bytes} and {have_invocations}"
+    )]
+    Workgroup { variant: &'static str, need_bytes: u32, need_invocations: u32, adapter: String, have_bytes: u32, have_invocations: u32 },
+}
+
 /// Whether the device can run `v`: subgroups where it needs them, and for the tiled GEMM the
 /// workgroup memory and invocations of its tile.
-fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
+fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), KernelSetError> {
     if v.subgroups() && !ctx.subgroups {
-        return Err(format!("kernels `{}` need subgroups, which adapter `{}` lacks (or --no-subgroups)", v.name(), ctx.adapter));
+        return Err(KernelSetError::NoSubgroups { variant: v.name(), adapter: ctx.adapter.to_string() });
     }
     if let Some((tm, tn)) = v.tile() {
         let limits = ctx.device.limits();
-        if limits.max_compute_workgroup_storage_size < TILED_WORKGROUP_BYTES || limits.max_compute_invocations_per_workgroup < tm * tn / 16 {
-            return Err(format!(
-                "kernels `{}` need {TILED_WORKGROUP_BYTES} bytes of workgroup memory and {} invocations per workgroup; adapter `{}` has {} and {}",
-                v.name(),
-                tm * tn / 16,
-                ctx.adapter,
-                limits.max_compute_workgroup_storage_size,
-                limits.max_compute_invocations_per_workgroup
-            ));
+        let (have_bytes, have_invocations) = (limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup);
+        if have_bytes < TILED_WORKGROUP_BYTES || have_invocations < tm * tn / 16 {
+            return Err(KernelSetError::Workgroup {
+                variant: v.name(),
+                need_bytes: TILED_WORKGROUP_BYTES,
+                need_invocations: tm * tn / 16,
+                adapter: ctx.adapter.to_string(),
+                have_bytes,
+                have_invocations,
+            });
         }
     }
     Ok(())
@@ -267,7 +280,7 @@ pub(super) fn choose(
     precision: StoragePrecision,
 ) -> Result<(Variant, Source), GpuError> {
     if let Some(v) = ctx.kernels.forced() {
-        runs_on(ctx, v).map_err(GpuError::Unsupported)?;
+        runs_on(ctx, v)?;
         return Ok((v, Source::Forced));
     }
     if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {

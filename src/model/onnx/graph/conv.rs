@@ -2,7 +2,7 @@
 //! upsampling and stride checked against what the kernels run; and the Slice that crops a
 //! ConvTranspose output to 2H x 2W.
 
-use super::{activation, bad, constant, optional_constant, EARLIER_STATE};
+use super::{activation, bad, constant, optional_constant, unfoldable, EARLIER_STATE};
 use super::{Act, Builder, LayerState, PadMode, PrePad, Src, Sym, Val};
 use crate::model::description::{same_pad, Activation, Layer, Op, Padding};
 use crate::model::onnx::fold::{self, attr, attr_i, attr_ints, attr_s, Const};
@@ -249,7 +249,7 @@ impl Builder {
             return Err(bad(node, "a Slice of the image is only supported as the crop after a ConvTranspose"));
         };
         let consts: Vec<Option<&Const>> = args.iter().map(|a| a.and_then(|v| if let Val::C(c) = v { Some(c) } else { None })).collect();
-        let (starts, ends, axes, steps) = fold::slice_args(node, &consts, self.opset).map_err(|r| bad(node, r))?;
+        let (starts, ends, axes, steps) = fold::slice_args(node, &consts, self.opset).map_err(|e| unfoldable(node, e))?;
         let mut kept = a.shape.map(|d| (0..d as usize).collect::<Vec<_>>());
         for k in 0..starts.len() {
             let ax = axes.as_ref().map_or(k as i64, |x| x[k]);
@@ -258,7 +258,7 @@ impl Builder {
                 return Err(bad(node, format!("axis {ax} out of range")));
             }
             let step = steps.as_ref().map_or(1, |s| s[k]);
-            kept[ax as usize] = fold::slice_indices(a.shape[ax as usize], starts[k], ends[k], step).map_err(|r| bad(node, r))?;
+            kept[ax as usize] = fold::slice_indices(a.shape[ax as usize], starts[k], ends[k], step).map_err(|e| unfoldable(node, e))?;
         }
         let prefix = |v: &Vec<usize>, n: i64| v.len() as i64 == n && v.iter().enumerate().all(|(i, &x)| i == x);
         if !(prefix(&kept[0], a.shape[0]) && prefix(&kept[1], a.shape[1]) && prefix(&kept[2], th) && prefix(&kept[3], tw)) {

@@ -131,6 +131,11 @@ fn bad(node: &Node<'_>, reason: impl Into<String>) -> OnnxError {
     OnnxError::Node { node: node_name(node), op: node.op_type.clone(), reason: reason.into() }
 }
 
+/// A constant of one node that cannot be folded.
+fn unfoldable(node: &Node<'_>, source: fold::FoldError) -> OnnxError {
+    OnnxError::Fold { node: node_name(node), op: node.op_type.clone(), source }
+}
+
 fn node_name(node: &Node<'_>) -> String {
     if node.name.is_empty() {
         format!("<unnamed, output {}>", node.outputs.first().map_or("?", String::as_str))
@@ -166,7 +171,7 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
 
     let mut values: HashMap<&str, Val> = HashMap::new();
     for t in &graph.initializers {
-        let c = fold::decode(t).map_err(|reason| OnnxError::Tensor { name: t.name.clone(), reason })?;
+        let c = fold::decode(t).map_err(|source| OnnxError::Tensor { name: t.name.clone(), source })?;
         values.insert(t.name.as_str(), Val::C(c));
     }
     let inputs: Vec<&proto::ValueInfo> = graph.inputs.iter().filter(|i| !values.contains_key(i.name.as_str())).collect();
@@ -310,14 +315,14 @@ impl Builder {
         if op == "Constant" || (all_const && !args.is_empty()) {
             let consts: Vec<Option<&Const>> =
                 args.iter().map(|a| a.and_then(|v| if let Val::C(c) = v { Some(c) } else { None })).collect();
-            return fold::eval(node, &consts, self.opset).map(Val::C).map_err(|r| bad(node, r));
+            return fold::eval(node, &consts, self.opset).map(Val::C).map_err(|e| unfoldable(node, e));
         }
         if op == "Shape" {
             let a = activation(node, args)?;
             let c = Const { dims: a.shape.iter().map(|&d| d as usize).collect(), data: Data::F(vec![0.0; 0]) };
             // Only the dimensions matter to Shape; evaluate it on an empty stand-in.
             let c = Const { data: Data::I(Vec::new()), ..c };
-            return fold::eval(node, &[Some(&c)], self.opset).map(Val::C).map_err(|r| bad(node, r));
+            return fold::eval(node, &[Some(&c)], self.opset).map(Val::C).map_err(|e| unfoldable(node, e));
         }
         if node.outputs.iter().skip(1).any(|o| !o.is_empty()) && op != "Dropout" {
             return Err(bad(node, "only the first output may be used"));

@@ -1,7 +1,7 @@
 //! Pad, Upsample and Resize nodes: what may stand in front of a convolution (reflection or
 //! TensorFlow-'SAME' zero padding, nearest 2x upsampling), recorded on the conv's input.
 
-use super::{activation, bad, constant, optional_constant, Act, Builder, PadMode, Src, Sym, Val};
+use super::{activation, bad, constant, optional_constant, unfoldable, Act, Builder, PadMode, Src, Sym, Val};
 use crate::model::onnx::fold::{attr, attr_ints, attr_s};
 use crate::model::onnx::proto::Node;
 use crate::model::onnx::OnnxError;
@@ -19,12 +19,12 @@ impl Builder {
             let p = attr_ints(node, "pads").or_else(|| attr_ints(node, "paddings")).ok_or_else(|| bad(node, "no pads"))?;
             (p, attr(node, "value").and_then(|a| a.f).unwrap_or(0.0) as f64)
         } else {
-            let p = constant(node, args, 1, "pads")?.as_i64("pads").map_err(|r| bad(node, r))?;
+            let p = constant(node, args, 1, "pads")?.as_i64("pads").map_err(|e| unfoldable(node, e))?;
             let v = optional_constant(node, args, 2, "constant_value")?.and_then(|c| c.uniform()).unwrap_or(0.0);
             let p = match optional_constant(node, args, 3, "axes")? {
                 None => p,
                 Some(axes) => {
-                    let axes = axes.as_i64("axes").map_err(|r| bad(node, r))?;
+                    let axes = axes.as_i64("axes").map_err(|e| unfoldable(node, e))?;
                     if p.len() != 2 * axes.len() {
                         return Err(bad(node, "pads and axes lengths disagree"));
                     }
