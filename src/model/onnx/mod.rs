@@ -31,14 +31,14 @@ pub enum OnnxError {
     #[error("unsupported operators: {list} (supported: {})", SUPPORTED_OPS.join(", "))]
     Unsupported { list: String },
     #[error("tensor `{name}`: {source}")]
-    Tensor { name: String, source: fold::FoldError },
+    Tensor { name: String, source: Box<fold::FoldError> },
     #[error("{0}")]
     Graph(String),
     #[error("node `{node}` ({op}): {reason}")]
     Node { node: String, op: String, reason: String },
     /// A constant of the node that cannot be folded (shape arithmetic, Slice arguments, pads).
     #[error("node `{node}` ({op}): {source}")]
-    Fold { node: String, op: String, source: fold::FoldError },
+    Fold { node: String, op: String, source: Box<fold::FoldError> },
 }
 
 /// Imports ONNX bytes into a description and tensors.

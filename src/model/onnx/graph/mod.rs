@@ -133,7 +133,7 @@ fn bad(node: &Node<'_>, reason: impl Into<String>) -> OnnxError {
 
 /// A constant of one node that cannot be folded.
 fn unfoldable(node: &Node<'_>, source: fold::FoldError) -> OnnxError {
-    OnnxError::Fold { node: node_name(node), op: node.op_type.clone(), source }
+    OnnxError::Fold { node: node_name(node), op: node.op_type.clone(), source: Box::new(source) }
 }
 
 fn node_name(node: &Node<'_>) -> String {
@@ -171,7 +171,7 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
 
     let mut values: HashMap<&str, Val> = HashMap::new();
     for t in &graph.initializers {
-        let c = fold::decode(t).map_err(|source| OnnxError::Tensor { name: t.name.clone(), source })?;
+        let c = fold::decode(t).map_err(|e| OnnxError::Tensor { name: t.name.clone(), source: Box::new(e) })?;
         values.insert(t.name.as_str(), Val::C(c));
     }
     let inputs: Vec<&proto::ValueInfo> = graph.inputs.iter().filter(|i| !values.contains_key(i.name.as_str())).collect();
