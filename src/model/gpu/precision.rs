@@ -127,19 +127,13 @@ fn auto(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Resul
         return Ok(StoragePrecision::F32);
     }
     let check = f16_self_check(ctx, desc, weights)?;
+    let (adapter, max_levels, mean_levels) = (&ctx.adapter, check.max_levels, check.mean_levels);
     if check.passes() {
-        tracing::info!(
-            adapter = %ctx.adapter,
-            max_levels = check.max_levels,
-            mean_levels = check.mean_levels,
-            "precision auto: f16 (self-check passed)"
-        );
+        tracing::info!(%adapter, max_levels, mean_levels, "precision auto: f16 (self-check passed)");
         Ok(StoragePrecision::F16)
     } else {
         tracing::warn!(
-            adapter = %ctx.adapter,
-            max_levels = check.max_levels,
-            mean_levels = check.mean_levels,
+            %adapter, max_levels, mean_levels,
             "precision auto: f32 (the f16 self-check differs from f32 by more than {F16_MAX_LEVELS} levels max or {F16_MEAN_LEVELS} mean)"
         );
         Ok(StoragePrecision::F32)
