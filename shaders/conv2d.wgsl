@@ -1,4 +1,4 @@
-// conv2d: 2-D convolution (cross-correlation) over an HWC f32 activation, register blocked.
+// conv2d: 2-D convolution (cross-correlation) over an HWC activation, register blocked.
 // Optional nearest-neighbour upsampling of the input first, zero or reflection padding.
 //
 // Two entry points, chosen by the number of output channels:
@@ -14,14 +14,15 @@
 //
 // Bindings (group 0): 0 params, 1 input, 3 bias, 4 output, 5 norm_in and the overrides K,
 // STRIDE, UPSAMPLE, REFLECT, NORM_IN, NORM_RELU are declared in the prelude conv_common.wgsl
-// (joined after this file at load time), with the helpers for padding, the deferred norm, the
-// grid and stores. This file adds:
-//   2 weights storage  read        vec4 blocks [oc_block][ky][kx][ic][OCB] with OCB = 16 (main)
+// (joined before this file at load time, after the precision prelude), with the helpers for
+// padding, the deferred norm, the grid and stores. Activations and weights are stored as `st`
+// (f32 or f16: the precision prelude), arithmetic is f32. This file adds:
+//   2 weights storage  read        st4 blocks [oc_block][ky][kx][ic][OCB] with OCB = 16 (main)
 //                                  or 4 (main_narrow) channels (see model::gpu::weights)
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), oc_blocks), groups = ceil(out_w /
 // pixels per invocation), th = 64 / tw, tw = tile_w (see `grid`).
 
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<st4>;
 
 // The norm of channel group g, loaded once per group (not once per tap).
 fn norm_of(g: u32) -> Norm {
@@ -35,7 +36,7 @@ fn norm_of(g: u32) -> Norm {
 
 // Weights of 16 output channels for one input channel: column j = channels 4j..4j+3.
 fn w16(i: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+    return mat4x4<f32>(from_st4(weights[i]), from_st4(weights[i + 1u]), from_st4(weights[i + 2u]), from_st4(weights[i + 3u]));
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -102,7 +103,8 @@ fn main_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 let n = norm_of(g);
                 // Transposed: column i = weights of input channel 4g + i for the 4 outputs;
                 // w * x then sums over the 4 input channels of x.
-                let w = mat4x4<f32>(weights[wi], weights[wi + 1u], weights[wi + 2u], weights[wi + 3u]);
+                let w = mat4x4<f32>(from_st4(weights[wi]), from_st4(weights[wi + 1u]),
+                                    from_st4(weights[wi + 2u]), from_st4(weights[wi + 3u]));
                 wi += 4u;
                 step4(&a0, w, ox0, kx, rb, g, n); step4(&a1, w, ox0 + 4u, kx, rb, g, n);
                 step4(&a2, w, ox0 + 8u, kx, rb, g, n); step4(&a3, w, ox0 + 12u, kx, rb, g, n);

@@ -22,9 +22,11 @@
 // with its own weights layout (4 transformed taps per kernel row; see main_wino).
 //
 // Bindings (group 0): as conv2d.wgsl (0, 1, 3, 4, 5 and the overrides in the prelude
-// conv_common.wgsl, joined after this file at load time), plus:
+// conv_common.wgsl, joined before this file at load time), plus:
 //   2 weights texture_2d<u32>     vec4 blocks [oc_block][ky][kx][ic][16 or 4] as the bits of
-//                                  f32 values, 4096 vec4s per texture row (Rgba32Uint; `wld`)
+//                                  f32 values (rounded to f16 values in f16 plans: the texture
+//                                  is f32 at both precisions), 4096 vec4s per texture row
+//                                  (Rgba32Uint; `wld`)
 //   6 stats   storage  read_write  (main only) per-chunk Welford partials of the output for
 //                                  instance_norm_finalize: vec4 (count, mean, M2, 0) at
 //                                  [((stats_base + workgroup) * 8 + li / 8) * out_c + c],

@@ -17,14 +17,15 @@
 // tile (select.rs TILED_WORKGROUP_BYTES; a variant is offered only where the adapter has it).
 //
 // Bindings, overrides and the output are those of conv2d (the prelude conv_common.wgsl, joined
-// after this file at load time, declares them; this file adds the weights, blocked as
+// before this file at load time, declares them; this file adds the weights, st4 blocked as
 // [oc_block][ky][kx][ic][16]), so the plan binds it as it binds conv2d. in_c must be a multiple
-// of 16.
+// of 16. Inputs and weights are converted from `st` (the precision prelude) as they are loaded
+// into the tiles, which stay f32.
 // Overrides: TM, TN (tile size), besides conv2d's.
 // Dispatch: workgroups (x, ceil(out_c / TN), z) with x * z >= ceil(band_rows * out_w / TM);
 // pixel tile t = wid.z * num_workgroups.x + wid.x.
 
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<st4>;
 
 override TM: u32 = 64u; // pixels per tile
 override TN: u32 = 64u; // output channels per tile
@@ -54,7 +55,7 @@ fn load_x(o: i32, g: u32) -> vec4<f32> {
     if (o < 0) {
         return vec4<f32>(0.0);
     }
-    var v = input[o + i32(g)];
+    var v = from_st4(input[o + i32(g)]);
     if (NORM_IN) {
         let lo = norm_in[2u * g];
         let hi = norm_in[2u * g + 1u];
@@ -126,7 +127,7 @@ fn main(
         let v = acc[i] + bv;
         for (var c = 0u; c < 4u; c++) {
             if (oc0 + c < p.out_c) {
-                output[base + c] = v[c];
+                output[base + c] = to_st(v[c]);
             }
         }
     }
@@ -159,7 +160,7 @@ fn load_step(s: u32, buf: u32, li: u32, m_base: u32, n_base: u32, pixels: u32) {
         var w = vec4<f32>(0.0);
         if (oc_block < p.oc_blocks) {
             // Blocked weights [oc_block][ky][kx][ic][16]: vec4 wq % 4 of input channel c0 + wk.
-            w = weights[((oc_block * K + ky) * K + kx) * p.in_c * 4u + (c0 + wk) * 4u + wq % 4u];
+            w = from_st4(weights[((oc_block * K + ky) * K + kx) * p.in_c * 4u + (c0 + wk) * 4u + wq % 4u]);
         }
         tile_w[buf * TK * (TN / 4u) + i] = w;
     }

@@ -1,17 +1,19 @@
 // conv_common: the prelude of the convolution kernels (conv2d, conv2d_subgroup, conv2d_tiled,
-// conv_transpose2d, conv_transpose2d_subgroup and their f16 variants): the parameter struct,
-// the override constants, the bindings they share and the helpers for padding, upsampling, the
-// deferred norm, the dispatch grid, accumulation and stores.
-// It is valid WGSL on its own (tests/shaders.rs validates it), and is joined after each of
-// those kernels' own source when the kernel is loaded (`Kernel::module_source`), so each kernel
-// plus this file is plain WGSL. A kernel declares what differs: its weights binding (f32 or
-// f16), how it reads weights and norm coefficients, its entry points.
+// conv_transpose2d, conv_transpose2d_subgroup): the parameter struct, the override constants,
+// the bindings they share and the helpers for padding, upsampling, the deferred norm, the
+// dispatch grid, accumulation and stores.
+// When one of those kernels is loaded it is joined, by plain concatenation, after a precision
+// prelude (precision_f32.wgsl or precision_f16.wgsl: the stored type `st`, `st4` and its
+// conversions) and before the kernel's own file (`Kernel::module_source`). It is valid WGSL
+// after either precision prelude (tests/shaders.rs validates both joins). A kernel declares
+// what differs: its weights binding, how it reads weights and norm coefficients, its entry
+// points.
 //
 // Bindings (group 0) declared here:
 //   0 params  uniform  ConvParams (sizes, padding, band window, element shifts)
-//   1 input   storage  read        HWC f32 as vec4, rows [in_row0, ...) of the input tensor
-//   3 bias    storage  read        out_c zero-padded to a whole number of blocks
-//   4 output  storage  read_write  HWC f32, rows [out_row0, out_row0 + band_rows)
+//   1 input   storage  read        HWC st4 (4 channels), rows [in_row0, ...) of the input tensor
+//   3 bias    storage  read        f32, out_c zero-padded to a whole number of blocks
+//   4 output  storage  read_write  HWC st, rows [out_row0, out_row0 + band_rows)
 //   5 norm_in storage  read        vec2 (a, b) per input channel (instance_norm_finalize's
 //                                  coefficients), read as vec4s: [2g] = (a, b) of channels
 //                                  4g, 4g+1; [2g+1] of 4g+2, 4g+3 (the previous layer's
@@ -47,9 +49,9 @@ override IN3: bool = false;
 override OUT3: bool = false;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> input: array<st4>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<st>;
 @group(0) @binding(5) var<storage, read> norm_in: array<vec4<f32>>;
 
 // Per-channel affine map of one channel group of the input (identity without NORM_IN).
@@ -89,7 +91,7 @@ fn col(v: i32, row_base: i32) -> i32 {
 // Channels [4 * g, 4 * g + 4) of the pixel at offset `o`, zero for padding.
 // With NORM_IN, the normalised (and rectified) value: padding taps stay zero.
 fn ld(o: i32, g: u32, n: Norm) -> vec4<f32> {
-    var v = input[max(o, 0) + i32(g)];
+    var v = from_st4(input[max(o, 0) + i32(g)]);
     if (NORM_IN) {
         v = n.a * v + n.b;
         if (NORM_RELU) {
@@ -137,7 +139,7 @@ fn store4(band_row: u32, ox: u32, oc0: u32, v: vec4<f32>) {
     let base = p.out_shift + (band_row * p.out_w + ox) * p.out_c + oc0;
     for (var c = 0u; c < 4u; c++) {
         if (oc0 + c < p.out_c) {
-            output[base + c] = v[c];
+            output[base + c] = to_st(v[c]);
         }
     }
 }

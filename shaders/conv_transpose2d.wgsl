@@ -1,19 +1,19 @@
 // conv_transpose2d: TensorFlow conv2d_transpose with stride 2 and 'SAME' output size (2H x 2W)
-// over an HWC f32 activation, register blocked, written as a gather:
+// over an HWC activation, register blocked, written as a gather:
 //   y[r, s, o] = sum over (dy, dx, c) with r = 2i + dy, s = 2j + dx of x[i, j, c] * w[c, o, dy, dx]
 // Each invocation computes 16 output channels for 8 output pixels of one row that share a
 // column parity, so the taps that reach them are known per invocation and the rest skipped.
 //
 // Bindings (group 0): as conv2d.wgsl (0 params, 1 input, 3 bias, 4 output and the override K
-// in the prelude conv_common.wgsl, joined after this file at load time; its ld, mac16 and
+// in the prelude conv_common.wgsl, joined before this file at load time; its ld, mac16 and
 // store16 are used here, ld with the identity norm: a transposed conv takes none), plus:
-//   2 weights storage  read [oc_block][ky][kx][ic][16]
+//   2 weights storage  read st4 [oc_block][ky][kx][ic][16] (`st`: the precision prelude)
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(band_rows / th), 2 * oc_blocks) with groups =
 //   ceil(ceil(out_w / 2) / 8), th = 64 / tw, tw = tile_w (the prelude's `grid`);
 //   z = 2 * oc_block + parity.
 
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<st4>;
 
 // Offset (vec4s) of the input pixel that output column `s` reads at tap column `kx`, or -1.
 fn t_offset(s: u32, kx: u32, row_base: i32) -> i32 {
@@ -23,7 +23,7 @@ fn t_offset(s: u32, kx: u32, row_base: i32) -> i32 {
 }
 
 fn w16(i: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(weights[i], weights[i + 1u], weights[i + 2u], weights[i + 3u]);
+    return mat4x4<f32>(from_st4(weights[i]), from_st4(weights[i + 1u]), from_st4(weights[i + 2u]), from_st4(weights[i + 3u]));
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -16,9 +16,9 @@
 // of its subgroup (no row in the band), and rows or columns outside the output read zeros and
 // store nothing.
 //
-// Bindings (group 0): as conv_transpose2d.wgsl (the prelude conv_common.wgsl, joined after this
-// file at load time, declares all but the weights; its col, ld (with the identity norm), mac16
-// and store16 are used here).
+// Bindings (group 0): as conv_transpose2d.wgsl (the prelude conv_common.wgsl, joined before
+// this file at load time, declares all but the weights; its col, ld (with the identity norm),
+// mac16 and store16 are used here).
 // Overrides: K (kernel size).
 // Dispatch: workgroups (ceil(groups / tw), ceil(ceil(band_rows / 2) / th), 4 * oc_blocks) with
 //   groups = ceil(ceil(out_w / 2) / 8), th = 64 / tw, tw = tile_w (the prelude's `grid`);

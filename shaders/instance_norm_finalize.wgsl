@@ -9,6 +9,8 @@
 //   3 shift    storage   read        [channels]
 //   4 coef     storage   read_write  vec2 (a, b) per channel
 // Dispatch: workgroups (ceil(channels / 64), 1, 1).
+// All of it is f32 at both precisions (no stored activations): like every kernel it is joined
+// after the plan's precision prelude, and uses none of it.
 
 struct FinalizeParams {
     channels: u32, chunks: u32, eps: f32, _pad0: u32,

@@ -1,4 +1,4 @@
-// instance_norm_stats: per-channel partial statistics of an HWC f32 activation, as Welford
+// instance_norm_stats: per-channel partial statistics of an HWC activation, as Welford
 // triples (count, mean, M2) merged with Chan's formula in a workgroup tree reduction.
 // Each invocation handles 4 consecutive channels at once; with VEC4 (channels a multiple of 4,
 // so band windows start on a vec4 boundary) it reads them as one vec4 load, which lavapipe
@@ -8,9 +8,10 @@
 //
 // Bindings (group 0):
 //   0 params   uniform    StatsParams
-//   1 x        storage    read        HWC f32, the band window (starts on a row boundary)
+//   1 x        storage    read        HWC st, the band window (starts on a row boundary)
 //   2 partials storage    read_write  vec4 (count, mean, M2, 0) at [(chunk_base + chunk) * channels + c]
-//   3 x4       storage    read        the same window as vec4s (with VEC4; else any 16-byte buffer)
+//   3 x4       storage    read        the same window as st4s (with VEC4; else any 16-byte buffer)
+// (`st`: the stored type of the precision prelude joined before this file; statistics are f32.)
 // Overrides: VEC4 (channels % 4 == 0: read through x4).
 // Dispatch: workgroups (chunks in this band, ceil(channels / 4), 1), 64 invocations each.
 
@@ -22,21 +23,21 @@ struct StatsParams {
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: StatsParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
 @group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> x4: array<st4>;
 
 override VEC4: bool = true;
 
 // Channels [4g, 4g + 4) of pixel i; channels past the last read the last one (not counted).
 fn load(i: u32, g: u32) -> vec4<f32> {
     if (VEC4) {
-        return x4[p.shift / 4u + i * (p.channels / 4u) + g];
+        return from_st4(x4[p.shift / 4u + i * (p.channels / 4u) + g]);
     }
     let base = p.shift + i * p.channels;
     let last = p.channels - 1u;
-    return vec4<f32>(x[base + min(4u * g, last)], x[base + min(4u * g + 1u, last)],
-                     x[base + min(4u * g + 2u, last)], x[base + min(4u * g + 3u, last)]);
+    return vec4<f32>(from_st(x[base + min(4u * g, last)]), from_st(x[base + min(4u * g + 1u, last)]),
+                     from_st(x[base + min(4u * g + 2u, last)]), from_st(x[base + min(4u * g + 3u, last)]));
 }
 
 // The count is the same for the 4 channels of a group: one scalar, two vec4s.

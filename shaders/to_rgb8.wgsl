@@ -5,7 +5,8 @@
 //
 // Bindings (group 0):
 //   0 params  uniform    PackParams
-//   1 src     storage    read        HWC f32 network output, src_w wide, 3 channels
+//   1 src     storage    read        HWC st network output, src_w wide, 3 channels (`st`: the
+//                                    precision prelude joined before this file)
 //   2 out_f32 storage    read_write  HWC f32 y before clamping, dst_w x dst_h x 3
 //   3 out_rgb storage    read_write  one u32 per pixel: R | G << 8 | B << 16 | 255 << 24
 // Overrides: FUNC (0 none, 1 tanh, 2 sigmoid).
@@ -19,7 +20,7 @@ struct PackParams {
 override FUNC: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: PackParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<st>;
 @group(0) @binding(2) var<storage, read_write> out_f32: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out_rgb: array<u32>;
 
@@ -32,7 +33,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let s = ((i / p.dst_w) * p.src_w + i % p.dst_w) * 3u;
     var packed = 255u << 24u;
     for (var c = 0u; c < 3u; c++) {
-        var v = src[s + c];
+        var v = from_st(src[s + c]);
         if (FUNC == 1u) {
             // tanh saturates to +-1 in f32 long before 15; clamping avoids exp overflow.
             v = tanh(clamp(v, -15.0, 15.0));

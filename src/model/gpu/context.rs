@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::kernels::PipelineCache;
+use super::precision::Precision;
 use super::GpuError;
 
 /// How to pick and configure the device.
@@ -31,31 +32,6 @@ pub struct GpuOptions {
     pub precision: Precision,
     /// How each plan's kernel set is chosen (see `select`).
     pub kernels: super::KernelChoice,
-}
-
-/// Precision of the network on the GPU. `F16` stores the convolution weights and every
-/// activation tensor as f16 (kernels `*_f16.wgsl`, feature SHADER_F16): half the memory
-/// traffic; all arithmetic (accumulation, instance-norm statistics, coefficients, the residual
-/// add) is f32, and bias and the host-facing outputs stay f32. `Auto` (the default) is f32 on CPU adapters and
-/// on adapters without SHADER_F16; on other adapters each plan uses f16 only when a self-check
-/// at 64x48 (`NetworkPlan::f16_self_check`) passes against f32, else f32 with a log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    F16,
-    #[default]
-    Auto,
-}
-
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Auto => "auto",
-        }
-    }
 }
 
 /// What the adapter is, for logs and benchmark reports.

@@ -1,14 +1,19 @@
-//! The kernel registry: one variant per `.wgsl` file in `shaders/`, and a pipeline cache keyed
-//! by (kernel, override constants).
+//! The kernel registry: one variant per op's `.wgsl` file in `shaders/`, what a kernel is
+//! compiled as (a precision prelude, its op's prelude, its own file, joined), and a pipeline
+//! cache keyed by (kernel, precision, entry point, override constants).
 
 use std::collections::HashMap;
 
+use super::precision::StoragePrecision;
+
 /// Every compute kernel. The variant's snake_case name is the shader's file name and its
-/// label in timings.
+/// label in timings. Each is one source, loaded at either precision (`StoragePrecision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {
     Conv2d,
     Conv2dSubgroup,
+    /// Implicit GEMM with workgroup-memory tiles, for K x K layers with 16k input channels.
+    Conv2dTiled,
     ConvTranspose2d,
     /// `conv_transpose2d` sharing weights across a subgroup, one row and column parity per
     /// workgroup.
@@ -18,73 +23,40 @@ pub enum Kernel {
     InstanceNormApply,
     /// `instance_norm_apply` four channels per invocation (vec4 loads and stores).
     InstanceNormApply4,
-    Rgb8ToF32,
+    /// RGB8 frame in, the network's input tensor out.
+    FromRgb8,
+    /// The network's output tensor in, RGB8 (and the f32 values) out.
     ToRgb8,
-    /// `conv2d` with f16 weights and activations (see `Kernel::half`).
-    Conv2dF16,
-    Conv2dSubgroupF16,
-    ConvTranspose2dF16,
-    ConvTranspose2dSubgroupF16,
-    InstanceNormStatsF16,
-    InstanceNormApplyF16,
-    InstanceNormApply4F16,
-    /// `rgb8_to_f32` writing f16 activations.
-    Rgb8ToF16,
-    ToRgb8F16,
-    /// Implicit GEMM with workgroup-memory tiles, for K x K layers with 16k input channels.
-    Conv2dTiled,
-    /// `conv2d_tiled` reading f16 weights and activations (its tiles stay f32).
-    Conv2dTiledF16,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
+        Kernel::Conv2dTiled,
         Kernel::ConvTranspose2d,
         Kernel::ConvTranspose2dSubgroup,
         Kernel::InstanceNormStats,
         Kernel::InstanceNormFinalize,
         Kernel::InstanceNormApply,
         Kernel::InstanceNormApply4,
-        Kernel::Rgb8ToF32,
+        Kernel::FromRgb8,
         Kernel::ToRgb8,
-        Kernel::Conv2dF16,
-        Kernel::Conv2dSubgroupF16,
-        Kernel::ConvTranspose2dF16,
-        Kernel::ConvTranspose2dSubgroupF16,
-        Kernel::InstanceNormStatsF16,
-        Kernel::InstanceNormApplyF16,
-        Kernel::InstanceNormApply4F16,
-        Kernel::Rgb8ToF16,
-        Kernel::ToRgb8F16,
-        Kernel::Conv2dTiled,
-        Kernel::Conv2dTiledF16,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Conv2d => "conv2d",
             Kernel::Conv2dSubgroup => "conv2d_subgroup",
+            Kernel::Conv2dTiled => "conv2d_tiled",
             Kernel::ConvTranspose2d => "conv_transpose2d",
             Kernel::ConvTranspose2dSubgroup => "conv_transpose2d_subgroup",
             Kernel::InstanceNormStats => "instance_norm_stats",
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
             Kernel::InstanceNormApply => "instance_norm_apply",
             Kernel::InstanceNormApply4 => "instance_norm_apply4",
-            Kernel::Rgb8ToF32 => "rgb8_to_f32",
+            Kernel::FromRgb8 => "from_rgb8",
             Kernel::ToRgb8 => "to_rgb8",
-            Kernel::Conv2dF16 => "conv2d_f16",
-            Kernel::Conv2dSubgroupF16 => "conv2d_subgroup_f16",
-            Kernel::ConvTranspose2dF16 => "conv_transpose2d_f16",
-            Kernel::ConvTranspose2dSubgroupF16 => "conv_transpose2d_subgroup_f16",
-            Kernel::InstanceNormStatsF16 => "instance_norm_stats_f16",
-            Kernel::InstanceNormApplyF16 => "instance_norm_apply_f16",
-            Kernel::InstanceNormApply4F16 => "instance_norm_apply4_f16",
-            Kernel::Rgb8ToF16 => "rgb8_to_f16",
-            Kernel::ToRgb8F16 => "to_rgb8_f16",
-            Kernel::Conv2dTiled => "conv2d_tiled",
-            Kernel::Conv2dTiledF16 => "conv2d_tiled_f16",
         }
     }
 
@@ -95,67 +67,28 @@ impl Kernel {
 
     /// Whether the shader needs the SUBGROUP feature.
     pub fn needs_subgroups(self) -> bool {
-        matches!(self.full(), Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup)
+        matches!(self, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup)
     }
 
-    /// Whether the shader needs the SHADER_F16 feature: it is the f16 variant of another.
-    pub fn needs_f16(self) -> bool {
-        self.full() != self
-    }
-
-    /// The f32 kernel an f16 kernel is generated from (`half` read backwards); others are
-    /// their own.
-    pub fn full(self) -> Kernel {
-        Kernel::ALL.into_iter().find(|&k| k != self && k.half() == self).unwrap_or(self)
-    }
-
-    /// The variant of a kernel that stores activations (and weights) as f16, generated from
-    /// it by `scripts/f16_shaders.py`: same bindings, overrides, layouts and dispatch, with
-    /// f16 elements (`array<vec4<f16>>`, `array<f16>`) and f32 arithmetic. The finalize (no
-    /// activations) is its own.
-    pub fn half(self) -> Kernel {
+    /// The op prelude the kernel is joined with (`shaders/conv_common.wgsl` for the
+    /// convolutions), if any.
+    pub fn op_prelude(self) -> Option<&'static str> {
         match self {
-            Kernel::Conv2d => Kernel::Conv2dF16,
-            Kernel::Conv2dSubgroup => Kernel::Conv2dSubgroupF16,
-            Kernel::ConvTranspose2d => Kernel::ConvTranspose2dF16,
-            Kernel::ConvTranspose2dSubgroup => Kernel::ConvTranspose2dSubgroupF16,
-            Kernel::InstanceNormStats => Kernel::InstanceNormStatsF16,
-            Kernel::InstanceNormApply => Kernel::InstanceNormApplyF16,
-            Kernel::InstanceNormApply4 => Kernel::InstanceNormApply4F16,
-            Kernel::Rgb8ToF32 => Kernel::Rgb8ToF16,
-            Kernel::ToRgb8 => Kernel::ToRgb8F16,
-            Kernel::Conv2dTiled => Kernel::Conv2dTiledF16,
-            k => k,
-        }
-    }
-
-    /// Whether the kernel is joined with the conv prelude (`shaders/conv_common.wgsl`).
-    pub fn uses_prelude(self) -> bool {
-        self.prelude().is_some()
-    }
-
-    /// The prelude the kernel is joined with: `conv_common.wgsl`, or for the f16 kernels
-    /// `conv_common_f16.wgsl` (f16 activation bindings).
-    pub fn prelude(self) -> Option<&'static str> {
-        match self.full() {
-            Kernel::Conv2d | Kernel::Conv2dSubgroup | Kernel::Conv2dTiled | Kernel::ConvTranspose2d | Kernel::ConvTranspose2dSubgroup => {
-                Some(if self.needs_f16() { PRELUDE_F16 } else { PRELUDE })
-            }
+            Kernel::Conv2d
+            | Kernel::Conv2dSubgroup
+            | Kernel::Conv2dTiled
+            | Kernel::ConvTranspose2d
+            | Kernel::ConvTranspose2dSubgroup => Some(CONV_PRELUDE),
             _ => None,
         }
     }
 
-    /// What is compiled: the kernel's file, then the prelude when it uses one (WGSL allows
-    /// declarations in any order). Directives must come first, so the f16 prelude's own
-    /// `enable f16;` (which makes it valid WGSL on its own) is left out: the kernel has it.
-    pub fn module_source(self) -> std::borrow::Cow<'static, str> {
-        match self.prelude() {
-            Some(prelude) => {
-                let body: Vec<&str> = prelude.lines().filter(|l| l.trim() != "enable f16;").collect();
-                std::borrow::Cow::Owned(format!("{}\n{}", self.source(), body.join("\n")))
-            }
-            None => std::borrow::Cow::Borrowed(self.source()),
-        }
+    /// What is compiled at `precision`: the precision prelude (first: the f16 one starts with
+    /// its `enable f16;` directive), the op prelude where there is one, then the kernel's own
+    /// file, joined by plain concatenation.
+    pub fn module_source(self, precision: StoragePrecision) -> String {
+        let parts = [Some(precision.prelude()), self.op_prelude(), Some(self.source())];
+        parts.into_iter().flatten().collect::<Vec<_>>().join("\n")
     }
 
     /// The kernel's own file, `shaders/<name>.wgsl`.
@@ -163,49 +96,38 @@ impl Kernel {
         match self {
             Kernel::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
             Kernel::Conv2dSubgroup => include_str!("../../../shaders/conv2d_subgroup.wgsl"),
+            Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
             Kernel::ConvTranspose2d => include_str!("../../../shaders/conv_transpose2d.wgsl"),
             Kernel::ConvTranspose2dSubgroup => include_str!("../../../shaders/conv_transpose2d_subgroup.wgsl"),
             Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
             Kernel::InstanceNormApply4 => include_str!("../../../shaders/instance_norm_apply4.wgsl"),
-            Kernel::Rgb8ToF32 => include_str!("../../../shaders/rgb8_to_f32.wgsl"),
+            Kernel::FromRgb8 => include_str!("../../../shaders/from_rgb8.wgsl"),
             Kernel::ToRgb8 => include_str!("../../../shaders/to_rgb8.wgsl"),
-            Kernel::Conv2dF16 => include_str!("../../../shaders/conv2d_f16.wgsl"),
-            Kernel::Conv2dSubgroupF16 => include_str!("../../../shaders/conv2d_subgroup_f16.wgsl"),
-            Kernel::ConvTranspose2dF16 => include_str!("../../../shaders/conv_transpose2d_f16.wgsl"),
-            Kernel::ConvTranspose2dSubgroupF16 => include_str!("../../../shaders/conv_transpose2d_subgroup_f16.wgsl"),
-            Kernel::InstanceNormStatsF16 => include_str!("../../../shaders/instance_norm_stats_f16.wgsl"),
-            Kernel::InstanceNormApplyF16 => include_str!("../../../shaders/instance_norm_apply_f16.wgsl"),
-            Kernel::InstanceNormApply4F16 => include_str!("../../../shaders/instance_norm_apply4_f16.wgsl"),
-            Kernel::Rgb8ToF16 => include_str!("../../../shaders/rgb8_to_f16.wgsl"),
-            Kernel::ToRgb8F16 => include_str!("../../../shaders/to_rgb8_f16.wgsl"),
-            Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
-            Kernel::Conv2dTiledF16 => include_str!("../../../shaders/conv2d_tiled_f16.wgsl"),
         }
     }
 }
 
-/// The helpers and declarations shared by the conv2d kernels: valid WGSL on its own.
-pub const PRELUDE: &str = include_str!("../../../shaders/conv_common.wgsl");
+/// The helpers and declarations shared by the convolution kernels: valid WGSL after either
+/// precision prelude.
+pub const CONV_PRELUDE: &str = include_str!("../../../shaders/conv_common.wgsl");
 /// Its file in `shaders/`.
-pub const PRELUDE_FILE: &str = "conv_common.wgsl";
-/// The prelude of the f16 convolution kernels: `conv_common.wgsl` with f16 activation bindings,
-/// generated by `scripts/f16_shaders.py`.
-pub const PRELUDE_F16: &str = include_str!("../../../shaders/conv_common_f16.wgsl");
-/// Its file in `shaders/`.
-pub const PRELUDE_F16_FILE: &str = "conv_common_f16.wgsl";
+pub const CONV_PRELUDE_FILE: &str = "conv_common.wgsl";
 
 /// Override constants of one specialisation, as (name, value) in a fixed order.
 pub(super) type Overrides = Vec<(&'static str, f64)>;
 
-/// Compiled pipelines, one per (kernel, entry point, overrides); modules compiled once per
-/// kernel. One cache per device (`GpuContext`), shared by all its plans.
+/// A pipeline's identity: kernel, precision, entry point, override constants (as bits).
+type PipelineKey = (Kernel, StoragePrecision, &'static str, Vec<(&'static str, u64)>);
+
+/// Compiled pipelines, one per (kernel, precision, entry point, overrides); modules compiled
+/// once per (kernel, precision). One cache per device (`GpuContext`), shared by all its plans.
 pub(crate) struct PipelineCache {
     /// Compile modules without naga's runtime checks (see `GpuOptions::checked_shaders`).
     trusted: bool,
-    modules: HashMap<Kernel, wgpu::ShaderModule>,
-    pipelines: HashMap<(Kernel, &'static str, Vec<(&'static str, u64)>), wgpu::ComputePipeline>,
+    modules: HashMap<(Kernel, StoragePrecision), wgpu::ShaderModule>,
+    pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
 }
 
 impl PipelineCache {
@@ -218,23 +140,26 @@ impl PipelineCache {
         self.pipelines.len()
     }
 
-    /// The pipeline for `kernel`'s entry point `entry` (usually "main") specialised with `overrides`.
+    /// The pipeline for `kernel`'s entry point `entry` (usually "main") at `precision`,
+    /// specialised with `overrides`.
     pub fn get(
         &mut self,
         device: &wgpu::Device,
         kernel: Kernel,
+        precision: StoragePrecision,
         entry: &'static str,
         overrides: &Overrides,
     ) -> wgpu::ComputePipeline {
-        let key = (kernel, entry, overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect());
+        let key = (kernel, precision, entry, overrides.iter().map(|(n, v)| (*n, v.to_bits())).collect());
         if let Some(p) = self.pipelines.get(&key) {
             return p.clone();
         }
         let trusted = self.trusted;
-        let module = self.modules.entry(kernel).or_insert_with(|| {
+        let label = format!("{} {}", kernel.name(), precision.name());
+        let module = self.modules.entry((kernel, precision)).or_insert_with(|| {
             let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.module_source()),
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(kernel.module_source(precision).into()),
             };
             if trusted {
                 // SAFETY: our own shaders, not user input. Every loop is bounded by uniform
@@ -247,7 +172,7 @@ impl PipelineCache {
             }
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name()),
+            label: Some(&label),
             layout: None,
             module,
             entry_point: Some(entry),

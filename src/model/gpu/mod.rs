@@ -4,13 +4,15 @@
 mod context;
 mod kernels;
 mod plan;
+mod precision;
 mod select;
 mod weights;
 
-pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions, Precision};
-pub use kernels::{Kernel, PRELUDE, PRELUDE_F16, PRELUDE_F16_FILE, PRELUDE_FILE};
-pub use plan::{level_diff, FrameOutput, KernelTime, NetworkPlan, SelfCheck, F16_MAX_LEVELS, F16_MEAN_LEVELS};
-pub use select::{cache_path as kernel_cache_path, KernelChoice, Source as VariantSource, Variant};
+pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions};
+pub use kernels::{Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE};
+pub use plan::{FrameOutput, KernelTime, NetworkPlan};
+pub use precision::{level_diff, Precision, SelfCheck, StoragePrecision, F16_MAX_LEVELS, F16_MEAN_LEVELS};
+pub use select::{cache_path as kernel_cache_path, KernelChoice, KernelSetError, Source as VariantSource, Variant};
 
 /// Errors of the GPU path, each with what was asked and what the adapter offered.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum GpuError {
     Device { context: String, reason: String },
     #[error("network not supported on the GPU: {0}")]
     Unsupported(String),
+    #[error("network not supported on the GPU: {0}")]
+    KernelSet(#[from] select::KernelSetError),
     #[error("f16 precision requested, but adapter `{adapter}` has no SHADER_F16 (use --precision f32 or auto)")]
     NoF16 { adapter: String },
     #[error("unknown layer `{0}`")]

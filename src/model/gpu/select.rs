@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::plan::{level_diff, noise_frame, NetworkPlan};
+use super::plan::{noise_frame, NetworkPlan};
+use super::precision::{level_diff, StoragePrecision};
 use super::{GpuContext, GpuError};
 use crate::model::{NetworkDescription, Weights};
 
@@ -148,29 +149,42 @@ impl KernelChoice {
 /// largest tile of any variant (1,024 + 512 vec4s).
 pub const TILED_WORKGROUP_BYTES: u32 = (1024 + 512) * 16;
 
+/// Why a device cannot run a kernel set, naming the set and the adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelSetError {
+    #[error("kernels `{variant}` need subgroups, which adapter `{adapter}` lacks (or --no-subgroups)")]
+    NoSubgroups { variant: &'static str, adapter: String },
+    #[error(
+        "kernels `{variant}` need {need_bytes} bytes of workgroup memory and {need_invocations} invocations per workgroup; \
+         adapter `{adapter}` has {have_bytes} and {have_invocations}"
+    )]
+    Workgroup { variant: &'static str, need_bytes: u32, need_invocations: u32, adapter: String, have_bytes: u32, have_invocations: u32 },
+}
+
 /// Whether the device can run `v`: subgroups where it needs them, and for the tiled GEMM the
 /// workgroup memory and invocations of its tile.
-fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), String> {
+fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), KernelSetError> {
     if v.subgroups() && !ctx.subgroups {
-        return Err(format!("kernels `{}` need subgroups, which adapter `{}` lacks (or --no-subgroups)", v.name(), ctx.adapter));
+        return Err(KernelSetError::NoSubgroups { variant: v.name(), adapter: ctx.adapter.to_string() });
     }
     if let Some((tm, tn)) = v.tile() {
         let limits = ctx.device.limits();
-        if limits.max_compute_workgroup_storage_size < TILED_WORKGROUP_BYTES || limits.max_compute_invocations_per_workgroup < tm * tn / 16 {
-            return Err(format!(
-                "kernels `{}` need {TILED_WORKGROUP_BYTES} bytes of workgroup memory and {} invocations per workgroup; adapter `{}` has {} and {}",
-                v.name(),
-                tm * tn / 16,
-                ctx.adapter,
-                limits.max_compute_workgroup_storage_size,
-                limits.max_compute_invocations_per_workgroup
-            ));
+        let (have_bytes, have_invocations) = (limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup);
+        if have_bytes < TILED_WORKGROUP_BYTES || have_invocations < tm * tn / 16 {
+            return Err(KernelSetError::Workgroup {
+                variant: v.name(),
+                need_bytes: TILED_WORKGROUP_BYTES,
+                need_invocations: tm * tn / 16,
+                adapter: ctx.adapter.to_string(),
+                have_bytes,
+                have_invocations,
+            });
         }
     }
     Ok(())
 }
 
-/// The variants this device can run (at either precision: every set has f16 kernels).
+/// The variants this device can run (at either precision: every kernel loads at both).
 fn candidates(ctx: &GpuContext) -> Vec<Variant> {
     Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok()).collect()
 }
@@ -240,7 +254,7 @@ fn write_cache(path: &std::path::Path, key: &str, entry: Entry) {
     }
 }
 
-fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, half: bool) -> String {
+fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, precision: StoragePrecision) -> String {
     let a = &ctx.adapter;
     format!(
         "{}|{}|{}|{}|stylestream {}|model {}|{}x{}|{}",
@@ -252,7 +266,7 @@ fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, half: bool)
         weights.sha256,
         width,
         height,
-        if half { "f16" } else { "f32" }
+        precision.name()
     )
 }
 
@@ -263,16 +277,16 @@ pub(super) fn choose(
     weights: &Weights,
     width: u32,
     height: u32,
-    half: bool,
+    precision: StoragePrecision,
 ) -> Result<(Variant, Source), GpuError> {
     if let Some(v) = ctx.kernels.forced() {
-        runs_on(ctx, v).map_err(GpuError::Unsupported)?;
+        runs_on(ctx, v)?;
         return Ok((v, Source::Forced));
     }
     if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {
         return Ok((default_variant(ctx), Source::Default));
     }
-    let key = key(ctx, weights, width, height, half);
+    let key = key(ctx, weights, width, height, precision);
     // Held while deciding: other workers wait for the answer instead of timing too.
     let mut decided = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
     let memo = decided.get_or_insert_with(HashMap::new);
@@ -287,7 +301,7 @@ pub(super) fn choose(
             return Ok((v, Source::Cached));
         }
     }
-    let (best, ms) = time_candidates(ctx, desc, weights, width, height, half)?;
+    let (best, ms) = time_candidates(ctx, desc, weights, width, height, precision)?;
     tracing::info!(variant = best.name(), ms = ?ms, "kernels chosen by timing");
     if let Some(p) = &path {
         let entry = Entry { variant: best.name().into(), ms, decided_at: chrono::Utc::now().to_rfc3339() };
@@ -309,14 +323,14 @@ fn time_candidates(
     weights: &Weights,
     width: u32,
     height: u32,
-    half: bool,
+    precision: StoragePrecision,
 ) -> Result<(Variant, BTreeMap<String, f64>), GpuError> {
     let frame = noise_frame(width, height, 0x2545_f491_4f6c_dd1d);
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;
     for v in candidates(ctx) {
-        let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, half, v)?;
+        let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, precision, v)?;
         let out = plan.run(&frame)?.rgb;
         match &reference {
             None => reference = Some(out),
@@ -359,7 +373,8 @@ mod tests {
     #[test]
     fn tiled_variants_fit_the_shaders_workgroup_memory_and_tile_rules() {
         // The shader's workgroup arrays are what TILED_WORKGROUP_BYTES says (naga's layout).
-        let src = super::super::Kernel::Conv2dTiled.module_source();
+        // (Its tiles are f32 at both precisions.)
+        let src = super::super::Kernel::Conv2dTiled.module_source(StoragePrecision::F32);
         let module = naga::front::wgsl::parse_str(&src).expect("conv2d_tiled parses");
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).expect("layouts");

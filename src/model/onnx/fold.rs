@@ -3,6 +3,55 @@
 
 use super::proto::{data_type, Attribute, Node, Tensor};
 
+/// Why a constant cannot be decoded or folded, naming the value, dimension, axis or operator
+/// concerned. The importer reports it with the tensor or node it happened in
+/// (`OnnxError::Tensor`, `OnnxError::Fold`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FoldError {
+    #[error("{what}: {value} is not a whole number")]
+    NotWhole { what: &'static str, value: f32 },
+    #[error("negative dimension {0}")]
+    NegativeDimension(i64),
+    #[error("dimensions {dims:?} exceed the limit of {MAX_ELEMENTS} elements")]
+    TooLarge { dims: Vec<i64> },
+    #[error("its data is stored in an external file, which is not supported")]
+    ExternalData,
+    #[error("dimensions {dims:?} need {need} values, the tensor holds {found}")]
+    ValueCount { dims: Vec<i64>, need: usize, found: usize },
+    #[error("element type {0} is not supported (float, double, int32, int64 are)")]
+    ElementType(i32),
+    #[error("shapes {a:?} and {b:?} do not broadcast ({x} vs {y})")]
+    Broadcast { a: Vec<usize>, b: Vec<usize>, x: usize, y: usize },
+    #[error("integer division by zero")]
+    DivisionByZero,
+    #[error("{op} of an integer and a float tensor")]
+    MixedTypes { op: String },
+    #[error("axis {axis} is out of range for rank {rank}")]
+    Axis { axis: i64, rank: usize },
+    #[error("input {0} is missing")]
+    MissingInput(usize),
+    #[error("{op} without {what}")]
+    Missing { op: &'static str, what: &'static str },
+    #[error("no supported value attribute")]
+    NoValue,
+    #[error("Cast to element type {0} is not supported")]
+    CastTo(i32),
+    #[error("{op} of a scalar")]
+    Scalar { op: &'static str },
+    #[error("Gather index {index} out of range 0..{len}")]
+    GatherIndex { index: i64, len: i64 },
+    #[error("Squeeze of axis {axis} with size {size}")]
+    Squeeze { axis: usize, size: usize },
+    #[error("Concat of incompatible tensors {a:?} and {b:?}")]
+    ConcatShapes { a: Vec<usize>, b: Vec<usize> },
+    #[error("Slice arguments have different lengths")]
+    SliceLengths,
+    #[error("Slice step 0")]
+    SliceStep0,
+    #[error("{op} cannot be folded")]
+    NotFoldable { op: String },
+}
+
 /// The largest constant the importer will build or decode, in elements (16 Mi f32 = 64 MiB;
 /// the largest zoo tensor has 0.15 Mi). Declared sizes above it are refused before allocating.
 pub const MAX_ELEMENTS: usize = 1 << 24;
@@ -49,12 +98,12 @@ impl Const {
     }
 
     /// Values as integers (floats must be whole).
-    pub fn as_i64(&self, what: &str) -> Result<Vec<i64>, String> {
+    pub fn as_i64(&self, what: &'static str) -> Result<Vec<i64>, FoldError> {
         match &self.data {
             Data::I(v) => Ok(v.clone()),
             Data::F(v) => v
                 .iter()
-                .map(|&x| if x.fract() == 0.0 && x.abs() < 9e15 { Ok(x as i64) } else { Err(format!("{what}: {x} is not a whole number")) })
+                .map(|&x| if x.fract() == 0.0 && x.abs() < 9e15 { Ok(x as i64) } else { Err(FoldError::NotWhole { what, value: x }) })
                 .collect(),
         }
     }
@@ -75,25 +124,23 @@ impl Const {
 }
 
 /// Element count of `dims`, refusing negative dimensions and anything above `MAX_ELEMENTS`.
-pub fn element_count(dims: &[i64]) -> Result<usize, String> {
+pub fn element_count(dims: &[i64]) -> Result<usize, FoldError> {
     let mut n = 1usize;
     for &d in dims {
-        let d = usize::try_from(d).map_err(|_| format!("negative dimension {d}"))?;
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
-            format!("dimensions {dims:?} exceed the limit of {MAX_ELEMENTS} elements")
-        })?;
+        let d = usize::try_from(d).map_err(|_| FoldError::NegativeDimension(d))?;
+        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| FoldError::TooLarge { dims: dims.to_vec() })?;
     }
     Ok(n)
 }
 
 /// Decodes a TensorProto's values, checking that their count matches its dimensions.
-pub fn decode(t: &Tensor<'_>) -> Result<Const, String> {
+pub fn decode(t: &Tensor<'_>) -> Result<Const, FoldError> {
     if t.external {
-        return Err("its data is stored in an external file, which is not supported".into());
+        return Err(FoldError::ExternalData);
     }
     let n = element_count(&t.dims)?;
     let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    let mismatch = |found: usize| format!("dimensions {:?} need {n} values, the tensor holds {found}", t.dims);
+    let mismatch = |found: usize| FoldError::ValueCount { dims: t.dims.clone(), need: n, found };
     let data = match (t.data_type, t.raw_data) {
         (data_type::FLOAT, Some(raw)) => {
             if raw.len() != n * 4 {
@@ -127,7 +174,7 @@ pub fn decode(t: &Tensor<'_>) -> Result<Const, String> {
         (data_type::INT64, None) => return Err(mismatch(t.int64_data.len())),
         (data_type::INT32, None) if t.int32_data.len() == n => Data::I(t.int32_data.iter().map(|&v| v as i64).collect()),
         (data_type::INT32, None) => return Err(mismatch(t.int32_data.len())),
-        (other, _) => return Err(format!("element type {other} is not supported (float, double, int32, int64 are)")),
+        (other, _) => return Err(FoldError::ElementType(other)),
     };
     Ok(Const { dims, data })
 }
@@ -157,7 +204,7 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 }
 
 /// Numpy broadcasting of two shapes.
-fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, FoldError> {
     let r = a.len().max(b.len());
     let get = |d: &[usize], i: usize| if i + d.len() >= r { d[i + d.len() - r] } else { 1 };
     (0..r)
@@ -165,7 +212,7 @@ fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
             (x, y) if x == y => Ok(x),
             (1, y) => Ok(y),
             (x, 1) => Ok(x),
-            (x, y) => Err(format!("shapes {a:?} and {b:?} do not broadcast ({x} vs {y})")),
+            (x, y) => Err(FoldError::Broadcast { a: a.to_vec(), b: b.to_vec(), x, y }),
         })
         .collect()
 }
@@ -185,7 +232,7 @@ fn source_index(flat: usize, out: &[usize], out_strides: &[usize], src: &[usize]
 }
 
 /// Elementwise binary op with broadcasting; integer Div truncates (as ONNX does).
-pub fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, String> {
+pub fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, FoldError> {
     let dims = broadcast(&a.dims, &b.dims)?;
     let n = element_count(&dims.iter().map(|&d| d as i64).collect::<Vec<_>>())?;
     let os = strides(&dims);
@@ -200,7 +247,7 @@ pub fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, String> {
                         "Add" => Ok(p.wrapping_add(q)),
                         "Sub" => Ok(p.wrapping_sub(q)),
                         "Mul" => Ok(p.wrapping_mul(q)),
-                        _ if q == 0 => Err("integer division by zero".to_string()),
+                        _ if q == 0 => Err(FoldError::DivisionByZero),
                         _ => Ok(p.wrapping_div(q)),
                     }
                 })
@@ -222,22 +269,22 @@ pub fn binary(op: &str, a: &Const, b: &Const) -> Result<Const, String> {
                     .collect(),
             )
         }
-        _ => return Err(format!("{op} of an integer and a float tensor")),
+        _ => return Err(FoldError::MixedTypes { op: op.to_string() }),
     };
     Ok(Const { dims, data })
 }
 
-fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
+fn norm_axis(axis: i64, rank: usize) -> Result<usize, FoldError> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if (0..rank as i64).contains(&a) {
         Ok(a as usize)
     } else {
-        Err(format!("axis {axis} is out of range for rank {rank}"))
+        Err(FoldError::Axis { axis, rank })
     }
 }
 
 /// Picks `index[k]` along `axis` for every k: the common core of Gather and Slice.
-fn take(c: &Const, axis: usize, index: &[usize]) -> Result<Const, String> {
+fn take(c: &Const, axis: usize, index: &[usize]) -> Result<Const, FoldError> {
     let outer: usize = c.dims[..axis].iter().product();
     let inner: usize = c.dims[axis + 1..].iter().product();
     let d = c.dims[axis];
@@ -259,10 +306,8 @@ fn take(c: &Const, axis: usize, index: &[usize]) -> Result<Const, String> {
 
 /// Evaluates one constant-foldable node whose inputs are all constants (`None`: absent
 /// optional input). `opset` picks attribute or input forms.
-pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Const, String> {
-    let input = |i: usize| -> Result<&Const, String> {
-        inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
-    };
+pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Const, FoldError> {
+    let input = |i: usize| -> Result<&Const, FoldError> { inputs.get(i).copied().flatten().ok_or(FoldError::MissingInput(i)) };
     let op = node.op_type.as_str();
     match op {
         "Constant" => {
@@ -281,7 +326,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
             if let Some(v) = attr_ints(node, "value_ints") {
                 return Ok(Const::ints(v));
             }
-            Err("no supported value attribute".into())
+            Err(FoldError::NoValue)
         }
         "Identity" => Ok(input(0)?.clone()),
         "Add" | "Sub" | "Mul" | "Div" => binary(op, input(0)?, input(1)?),
@@ -301,7 +346,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
                     Data::I(v) => v.clone(),
                     Data::F(v) => v.iter().map(|&x| x.trunc() as i64).collect(),
                 }),
-                t => return Err(format!("Cast to element type {t} is not supported")),
+                t => return Err(FoldError::CastTo(t)),
             };
             Ok(Const { dims: c.dims.clone(), data })
         }
@@ -317,7 +362,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
         "Gather" => {
             let (c, idx) = (input(0)?, input(1)?);
             if c.dims.is_empty() {
-                return Err("Gather on a scalar".into());
+                return Err(FoldError::Scalar { op: "Gather" });
             }
             let axis = norm_axis(attr_i(node, "axis").unwrap_or(0), c.dims.len())?;
             let d = c.dims[axis] as i64;
@@ -326,7 +371,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
                 .iter()
                 .map(|&i| {
                     let j = if i < 0 { i + d } else { i };
-                    if (0..d).contains(&j) { Ok(j as usize) } else { Err(format!("Gather index {i} out of range 0..{d}")) }
+                    if (0..d).contains(&j) { Ok(j as usize) } else { Err(FoldError::GatherIndex { index: i, len: d }) }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = take(c, axis, &index)?;
@@ -348,7 +393,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
             };
             let mut dims = c.dims.clone();
             if op == "Unsqueeze" {
-                let axes = axes.ok_or("Unsqueeze without axes")?;
+                let axes = axes.ok_or(FoldError::Missing { op: "Unsqueeze", what: "axes" })?;
                 let rank = dims.len() + axes.len();
                 let mut axes = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<Vec<_>, _>>()?;
                 axes.sort_unstable();
@@ -364,7 +409,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
                         axes.sort_unstable();
                         for a in axes.into_iter().rev() {
                             if dims[a] != 1 {
-                                return Err(format!("Squeeze of axis {a} with size {}", dims[a]));
+                                return Err(FoldError::Squeeze { axis: a, size: dims[a] });
                             }
                             dims.remove(a);
                         }
@@ -374,12 +419,17 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
             Ok(Const { dims, data: c.data.clone() })
         }
         "Concat" => {
-            let parts: Vec<&Const> = inputs.iter().map(|c| c.ok_or("Concat input missing")).collect::<Result<_, _>>()?;
-            let first = parts.first().ok_or("Concat without inputs")?;
+            let parts: Vec<&Const> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.ok_or(FoldError::MissingInput(i)))
+                .collect::<Result<_, _>>()?;
+            let first = parts.first().ok_or(FoldError::Missing { op: "Concat", what: "inputs" })?;
             if first.dims.is_empty() {
-                return Err("Concat of scalars".into());
+                return Err(FoldError::Scalar { op: "Concat" });
             }
-            let axis = norm_axis(attr_i(node, "axis").ok_or("Concat without axis")?, first.dims.len())?;
+            let axis = attr_i(node, "axis").ok_or(FoldError::Missing { op: "Concat", what: "axis" })?;
+            let axis = norm_axis(axis, first.dims.len())?;
             let outer: usize = first.dims[..axis].iter().product();
             let mut dims = first.dims.clone();
             dims[axis] = 0;
@@ -389,7 +439,7 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
                     && p.dims.iter().zip(&first.dims).enumerate().all(|(i, (a, b))| i == axis || a == b)
                     && matches!(p.data, Data::I(_)) == is_int;
                 if !same {
-                    return Err(format!("Concat of incompatible tensors {:?} and {:?}", first.dims, p.dims));
+                    return Err(FoldError::ConcatShapes { a: first.dims.clone(), b: p.dims.clone() });
                 }
                 dims[axis] += p.dims[axis];
             }
@@ -443,32 +493,33 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
             };
             Ok(Const { dims, data })
         }
-        other => Err(format!("{other} cannot be folded")),
+        other => Err(FoldError::NotFoldable { op: other.to_string() }),
     }
 }
 
 type SliceArgs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
 
 /// Slice's starts, ends, axes, steps: attributes before opset 10, inputs after.
-pub fn slice_args(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<SliceArgs, String> {
+pub fn slice_args(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<SliceArgs, FoldError> {
     let (starts, ends, axes, steps) = if opset < 10 {
         (attr_ints(node, "starts"), attr_ints(node, "ends"), attr_ints(node, "axes"), None)
     } else {
         let get = |i: usize| inputs.get(i).copied().flatten().map(|c| c.as_i64("Slice argument")).transpose();
         (get(1)?, get(2)?, get(3)?, get(4)?)
     };
-    let (starts, ends) = (starts.ok_or("Slice without starts")?, ends.ok_or("Slice without ends")?);
+    let starts = starts.ok_or(FoldError::Missing { op: "Slice", what: "starts" })?;
+    let ends = ends.ok_or(FoldError::Missing { op: "Slice", what: "ends" })?;
     let n = starts.len();
     if ends.len() != n || axes.as_ref().is_some_and(|a| a.len() != n) || steps.as_ref().is_some_and(|s| s.len() != n) {
-        return Err("Slice arguments have different lengths".into());
+        return Err(FoldError::SliceLengths);
     }
     Ok((starts, ends, axes, steps))
 }
 
 /// The indices a Slice keeps along a dimension of `d` elements (ONNX clamping rules).
-pub fn slice_indices(d: i64, start: i64, end: i64, step: i64) -> Result<Vec<usize>, String> {
+pub fn slice_indices(d: i64, start: i64, end: i64, step: i64) -> Result<Vec<usize>, FoldError> {
     if step == 0 {
-        return Err("Slice step 0".into());
+        return Err(FoldError::SliceStep0);
     }
     let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(lo, hi);
     let mut out = Vec::new();
@@ -499,7 +550,7 @@ mod tests {
         let c = binary("Div", &a, &b).unwrap();
         assert_eq!(c.dims, vec![2, 2]);
         assert_eq!(c.data, Data::I(vec![3, 2, -3, -2]));
-        assert!(binary("Div", &a, &Const::ints(vec![0])).is_err());
+        assert_eq!(binary("Div", &a, &Const::ints(vec![0])), Err(FoldError::DivisionByZero));
     }
 
     #[test]
@@ -511,8 +562,10 @@ mod tests {
 
     #[test]
     fn huge_declared_sizes_are_refused() {
-        assert!(element_count(&[1 << 20, 1 << 20]).is_err());
-        assert!(element_count(&[i64::MAX, i64::MAX]).is_err());
-        assert!(element_count(&[-1]).is_err());
+        assert_eq!(element_count(&[1 << 20, 1 << 20]), Err(FoldError::TooLarge { dims: vec![1 << 20, 1 << 20] }));
+        assert!(matches!(element_count(&[i64::MAX, i64::MAX]), Err(FoldError::TooLarge { .. })));
+        assert_eq!(element_count(&[-1]), Err(FoldError::NegativeDimension(-1)));
+        // The message names what is wrong.
+        assert_eq!(element_count(&[-1]).unwrap_err().to_string(), "negative dimension -1");
     }
 }

@@ -30,12 +30,15 @@ pub enum OnnxError {
     Opset(String),
     #[error("unsupported operators: {list} (supported: {})", SUPPORTED_OPS.join(", "))]
     Unsupported { list: String },
-    #[error("tensor `{name}`: {reason}")]
-    Tensor { name: String, reason: String },
+    #[error("tensor `{name}`: {source}")]
+    Tensor { name: String, source: Box<fold::FoldError> },
     #[error("{0}")]
     Graph(String),
     #[error("node `{node}` ({op}): {reason}")]
     Node { node: String, op: String, reason: String },
+    /// A constant of the node that cannot be folded (shape arithmetic, Slice arguments, pads).
+    #[error("node `{node}` ({op}): {source}")]
+    Fold { node: String, op: String, source: Box<fold::FoldError> },
 }
 
 /// Imports ONNX bytes into a description and tensors.

@@ -1,13 +1,15 @@
 //! The convolution op (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`, `conv_transpose2d`,
-//! `conv_transpose2d_subgroup` and their f16 variants): its parameter struct, the rows each
+//! `conv_transpose2d_subgroup`): its parameter struct, the rows each
 //! output band reads, the kernel and entry point per layer and its dispatch geometry.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, storage, Builder};
+use super::build::Builder;
+use super::{entry, storage};
 use super::norm::NormScratch;
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, Padding, Shape};
 use crate::model::gpu::kernels::{Kernel, Overrides};
+use crate::model::gpu::precision::StoragePrecision;
 use crate::model::gpu::weights::{block_channels, blocked, blocked_bias, blocked_wino, narrow};
 use crate::model::gpu::GpuError;
 use crate::model::weights::Weights;
@@ -112,7 +114,7 @@ impl Builder<'_> {
         let label = format!("{} weights", l.name);
         let weights_in = if matches!(kernel, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup) {
             WeightsIn::Texture(self.weight_texture(&label, &blocked_weights)?)
-        } else if self.half {
+        } else if self.precision == StoragePrecision::F16 {
             WeightsIn::Buffer(self.init_f16(&label, &blocked_weights))
         } else {
             WeightsIn::Buffer(self.init(&label, &blocked_weights))

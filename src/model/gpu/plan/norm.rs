@@ -5,7 +5,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, fold, storage, Builder, TensorRef, WG_1D};
+use super::build::Builder;
+use super::{entry, fold, storage, TensorRef, WG_1D};
 use crate::model::description::{Activation, Layer};
 use crate::model::gpu::kernels::Kernel;
 use crate::model::gpu::GpuError;

@@ -1,9 +1,10 @@
-//! The output op (`to_rgb8`): the network's f32 output cropped to the frame, transformed
+//! The output op (`to_rgb8`): the network's output tensor cropped to the frame, transformed
 //! (tanh / clamp scaling) and packed to RGB8, its parameters and dispatch.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, fold, Builder, WG_1D};
+use super::build::Builder;
+use super::{entry, fold, WG_1D};
 use crate::model::description::OutputTransform;
 use crate::model::gpu::kernels::Kernel;
 

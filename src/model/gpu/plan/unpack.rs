@@ -1,9 +1,10 @@
-//! The input op (`rgb8_to_f32`): RGB8 in, the network's f32 input (scaled, padded to the
-//! working size), its parameters and dispatch.
+//! The input op (`from_rgb8`): RGB8 in, the network's input tensor (scaled, padded to the
+//! working size, stored at the plan's precision), its parameters and dispatch.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entry, fold, Builder, WG_1D};
+use super::build::Builder;
+use super::{entry, fold, WG_1D};
 use crate::model::gpu::kernels::Kernel;
 
 #[repr(C)]
@@ -35,6 +36,6 @@ impl Builder<'_> {
             entry(2, self.binding(t, &w)),
         ];
         let wg = fold((t.shape.w * t.shape.h).div_ceil(WG_1D));
-        self.push_groups("input:rgb8_to_f32".into(), Kernel::Rgb8ToF32, &vec![], vec![(entries, wg)]);
+        self.push_groups("input:from_rgb8".into(), Kernel::FromRgb8, &vec![], vec![(entries, wg)]);
     }
 }

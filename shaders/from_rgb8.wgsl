@@ -1,12 +1,12 @@
-// rgb8_to_f32: unpacks an 8-bit RGB frame (3 bytes per pixel, packed little-endian into u32
-// words) into an HWC f32 activation of the network's working size with 4 channels, RGB0 (the
+// from_rgb8: unpacks an 8-bit RGB frame (3 bytes per pixel, packed little-endian into u32
+// words) into an HWC activation of the network's working size with 4 channels, RGB0 (the
 // conv kernels read 4 channels at a time). Pixels beyond the frame's right and bottom edges
 // repeat the last column and row (see model::geometry).
 //
 // Bindings (group 0):
 //   0 params uniform   UnpackParams
 //   1 src    storage   read        packed RGB bytes, row-major, no row padding
-//   2 dst    storage   read_write  HWC f32, dst_w x dst_h x 4 (RGB0)
+//   2 dst    storage   read_write  HWC st4, dst_w x dst_h (RGB0; `st`: the precision prelude)
 // Dispatch: 1-D over dst pixels, 256 per workgroup, folded into (x, y) workgroups.
 
 struct UnpackParams {
@@ -16,7 +16,7 @@ struct UnpackParams {
 
 @group(0) @binding(0) var<uniform> p: UnpackParams;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<st4>;
 
 fn byte_at(i: u32) -> f32 {
     return f32((src[i / 4u] >> ((i % 4u) * 8u)) & 0xffu);
@@ -31,5 +31,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let x = min(i % p.dst_w, p.src_w - 1u);
     let y = min(i / p.dst_w, p.src_h - 1u);
     let s = (y * p.src_w + x) * 3u;
-    dst[i] = vec4<f32>(byte_at(s), byte_at(s + 1u), byte_at(s + 2u), 0.0) * p.scale;
+    dst[i] = to_st4(vec4<f32>(byte_at(s), byte_at(s + 1u), byte_at(s + 2u), 0.0) * p.scale);
 }
