@@ -50,6 +50,8 @@ enum ToEncoder {
 struct Admission {
     id: u64,
     desc: Arc<NetworkDescription>,
+    /// The job's own precision and kernel choice, if it has one.
+    choice: Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>,
     weights: Arc<Weights>,
     stop: StopToken,
     errors: ErrorSlot,
@@ -147,6 +149,7 @@ impl Engine {
             let admission = Admission {
                 id,
                 desc: job.desc.clone(),
+                choice: job.gpu,
                 weights: job.weights.clone(),
                 stop: job.stop.clone(),
                 errors: errors.clone(),
@@ -282,6 +285,7 @@ fn admit(worker: &mut Worker, a: Admission, gpu: &Rc<RefCell<WorkerGpu>>, opts: 
         frames_per_batch: opts.frames_per_batch,
         retries: opts.retries,
         fail_frame: opts.fail_frame,
+        choice: a.choice,
     };
     let (sink_queue, sink_sent) = (to_encoder.clone(), sent.clone());
     worker.dataflow::<u64, _, _>(|scope| {

@@ -39,6 +39,8 @@ pub struct StylizeSpec {
     pub retries: u32,
     /// Test hook: frame `.0` fails its first `.1` attempts (0: every attempt).
     pub fail_frame: Option<(u64, u32)>,
+    /// The job's own precision and kernel choice (a segment's plan), else the device's.
+    pub choice: Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>,
 }
 
 /// The worker's device and one plan per frame size (several videos may share a worker),
@@ -47,8 +49,8 @@ pub struct WorkerGpu {
     worker: usize,
     gpu: GpuOptions,
     ctx: Option<GpuContext>,
-    /// Plans by (model, width, height), each with the tick it was last used at.
-    plans: std::collections::HashMap<(String, u32, u32), (NetworkPlan, u64)>,
+    /// Plans by (model, width, height, own choice), each with the tick it was last used at.
+    plans: std::collections::HashMap<PlanKey, (NetworkPlan, u64)>,
     tick: u64,
 }
 
@@ -77,7 +79,7 @@ impl WorkerGpu {
             self.ctx = Some(ctx);
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
-        let key = (spec.weights.sha256.clone(), first.width, first.height);
+        let key = (spec.weights.sha256.clone(), first.width, first.height, spec.choice);
         self.tick += 1;
         if !self.plans.contains_key(&key) {
             // Plans are cached per (model, size) across jobs; the least recently used goes
@@ -89,7 +91,11 @@ impl WorkerGpu {
                 }
             }
             tracing::debug!(worker = self.worker, width = first.width, height = first.height, "building a plan");
-            self.plans.insert(key.clone(), (NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?, self.tick));
+            let plan = match spec.choice {
+                Some(choice) => NetworkPlan::new_as(ctx, &spec.desc, &spec.weights, first.width, first.height, choice)?,
+                None => NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?,
+            };
+            self.plans.insert(key.clone(), (plan, self.tick));
         }
         let Some((plan, used)) = self.plans.get_mut(&key) else { unreachable!("inserted above") };
         *used = self.tick;
@@ -98,6 +104,9 @@ impl WorkerGpu {
         Ok(out.into_iter().map(|rgb| RgbFrame::new(first.width, first.height, rgb)).collect())
     }
 }
+
+/// A plan's cache key: model hash, frame size, and the job's own precision and kernel choice.
+type PlanKey = (String, u32, u32, Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>);
 
 /// Plans a worker keeps (each holds the activations of one frame size on the GPU).
 const MAX_PLANS: usize = 4;

@@ -181,8 +181,8 @@ fn run_file(
     if let (Some(opts), Sink::StoredVideo { .. }) = (&env.segments, &job.sink) {
         if opts.segment_secs > 0.0 {
             let planned = match &ready.to_cut {
-                Some(c) => segments::plan::plan_frames(job, &ready, &c.frames, c.fps, c.size, opts, opts.kernels)?,
-                None => segments::plan::plan_video(job, &ready, opts, opts.kernels)?,
+                Some(c) => segments::plan::plan_frames(job, &ready, &c.frames, c.fps, c.size, opts)?,
+                None => segments::plan::plan_video(job, &ready, opts)?,
             };
             match planned {
                 segments::Planned::Plan { plan, messages } => {

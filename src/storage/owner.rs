@@ -30,11 +30,15 @@ pub fn heartbeat_key(id: &str) -> Option<ObjectKey> {
     ObjectKey::parse(&format!("instances/{id}.json")).ok()
 }
 
-/// Writes the heartbeat now and then every `interval`, forever (run it as a task).
-pub async fn heartbeat(system: Store, id: String, interval: Duration) {
+/// What an instance adds to its heartbeat (the work in progress it tells others about).
+pub type HeartbeatExtra = std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Writes the heartbeat now and then every `interval`, forever (run it as a task); `extra`
+/// goes in as its `parts`.
+pub async fn heartbeat(system: Store, id: String, interval: Duration, extra: HeartbeatExtra) {
     let Some(key) = heartbeat_key(&id) else { return };
     loop {
-        let body = serde_json::json!({ "instance": id, "pid": std::process::id(), "at": chrono::Utc::now().to_rfc3339() });
+        let body = serde_json::json!({ "instance": id, "pid": std::process::id(), "at": chrono::Utc::now().to_rfc3339(), "parts": extra() });
         if let Err(e) = system.put_bytes_atomic(&key, body.to_string().into_bytes()).await {
             tracing::warn!(error = %e, "could not write the instance heartbeat");
         }

@@ -45,6 +45,33 @@ pub struct JobInProgress {
     /// Frames per second since the job's first frame (download and start-up excluded); 0
     /// until a second of frames has passed.
     pub fps: f64,
+    /// A video cut into segments (styled by any instances): segments committed, and in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<(u32, u32)>,
+}
+
+/// A cut video as the system store shows it: its plan, its committed segments and the
+/// segments in flight on every instance (their heartbeats).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoProgress {
+    pub id: String,
+    pub input: String,
+    pub style: String,
+    pub output: String,
+    pub total_frames: u64,
+    pub frames_done: u64,
+    pub segments_done: u32,
+    pub segments: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A segment styled here now: the video it belongs to, its job id, its frames so far and in all.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PartProgress {
+    pub video: String,
+    pub id: String,
+    pub frames_done: u64,
+    pub frames: Option<u64>,
 }
 
 /// A job that ended, one way or another.
@@ -93,6 +120,8 @@ pub struct BoardSnapshot {
 
 struct Running {
     job: JobInProgress,
+    /// A segment of this cut video: shown as part of the video, not on its own.
+    part_of: Option<String>,
     started: Instant,
     /// The first progress report, and the frames it reported.
     first_progress: Option<(Instant, u64)>,
@@ -102,6 +131,8 @@ struct Board {
     origin: Instant,
     engine_alive: bool,
     running: Vec<Running>,
+    /// Cut videos with segments in progress anywhere (from the system store).
+    videos: Vec<VideoProgress>,
     recent: VecDeque<FinishedJob>,
     dead_letters: BTreeMap<String, u64>,
     /// (minute since `origin`, frames done in it), oldest first, only minutes with frames.
@@ -131,6 +162,11 @@ impl JobBoard {
 
     /// A job starts (again, if its id is on the board already: the old entry goes).
     pub fn started(&self, id: &str, input: &str, style: &str, output: &str, total_frames: Option<u64>) {
+        self.started_part(id, None, input, style, output, total_frames);
+    }
+
+    /// A job starts that is a segment of cut video `video` (when `Some`): shown as part of it.
+    pub fn started_part(&self, id: &str, video: Option<&str>, input: &str, style: &str, output: &str, total_frames: Option<u64>) {
         let now = Instant::now();
         let mut b = self.lock();
         b.running.retain(|r| r.job.id != id);
@@ -145,7 +181,9 @@ impl JobBoard {
                 started_at: Utc::now(),
                 seconds: 0.0,
                 fps: 0.0,
+                segments: None,
             },
+            part_of: video.map(str::to_string),
             started: now,
             first_progress: None,
         });
@@ -201,6 +239,23 @@ impl JobBoard {
             fps: fps(frames, seconds),
         });
         b.recent.truncate(RECENT);
+    }
+
+    /// The cut videos in progress, as the system store shows them now (replaces the last list).
+    pub fn set_videos(&self, videos: Vec<VideoProgress>) {
+        self.lock().videos = videos;
+    }
+
+    /// The segments styled here now (for the heartbeat other instances read).
+    pub fn parts(&self) -> Vec<PartProgress> {
+        let b = self.lock();
+        b.running
+            .iter()
+            .filter_map(|r| {
+                let video = r.part_of.clone()?;
+                Some(PartProgress { video, id: r.job.id.clone(), frames_done: r.job.frames_done, frames: r.job.total_frames })
+            })
+            .collect()
     }
 
     /// A message went to the dead-letter queue for `reason`.
@@ -282,6 +337,7 @@ impl JobBoard {
             in_progress: b
                 .running
                 .iter()
+                .filter(|r| r.part_of.is_none())
                 .map(|r| {
                     let seconds = now.saturating_duration_since(r.started).as_secs_f64();
                     let steady = r.first_progress.map_or(0.0, |(t, f0)| {
@@ -290,6 +346,21 @@ impl JobBoard {
                     });
                     JobInProgress { seconds, fps: steady, ..r.job.clone() }
                 })
+                .chain(b.videos.iter().map(|v| {
+                    let seconds = (Utc::now() - v.started_at).num_milliseconds().max(0) as f64 / 1e3;
+                    JobInProgress {
+                        id: v.id.clone(),
+                        input: v.input.clone(),
+                        style: v.style.clone(),
+                        output: v.output.clone(),
+                        total_frames: Some(v.total_frames),
+                        frames_done: v.frames_done,
+                        started_at: v.started_at,
+                        seconds,
+                        fps: fps(v.frames_done, seconds),
+                        segments: Some((v.segments_done, v.segments)),
+                    }
+                }))
                 .collect(),
             recent: b.recent.iter().cloned().collect(),
             dead_letters: b.dead_letters.clone(),
@@ -311,6 +382,7 @@ impl Board {
             origin: Instant::now(),
             engine_alive: true,
             running: Vec::new(),
+            videos: Vec::new(),
             recent: VecDeque::new(),
             dead_letters: BTreeMap::new(),
             minutes: VecDeque::new(),

@@ -131,11 +131,13 @@ impl Svc {
             service.push_str("heartbeat_secs = 0.5\n");
         }
         self.config = self.dir.path().join("service.toml");
+        // The system store: a local directory unless the extra storage lines name one.
+        let system = if extra.storage.lines().any(|l| l.trim_start().starts_with("system ")) { String::new() } else { format!("system = \"file://{d}/system\"\n") };
         std::fs::write(
             &self.config,
             format!(
                 "[broker]\nqueue = \"{queue}\"\ndead_letter = \"{queue}.dead\"\n{broker}\n\
-                 [storage]\nmedia = \"{media}\"\nsystem = \"file://{d}/system\"\n{storage}\n\
+                 [storage]\nmedia = \"{media}\"\n{system}{storage}\n\
                  [models]\ndir = \"{models}\"\n\n[service]\n{service}\n{routes}",
                 models = models_dir().display(),
                 storage = extra.storage,

@@ -312,7 +312,7 @@ impl Jobs {
                 Request::Segment { plan, index } => (format!("segment {index} of {plan}"), String::new(), String::new()),
                 Request::Stitch { plan } => (format!("the segments of {plan}"), String::new(), String::new()),
             };
-            tel.board.started(&w.id, &input, &style, &output, None);
+            tel.board.started_part(&w.id, plan_of.as_deref(), &input, &style, &output, None);
             let spawned = std::thread::Builder::new().name(format!("job-{key}")).spawn(move || {
                 let (outcome, publish) = jobs::run(&ctx, id, w.request, job_stop);
                 let _ = done.send((key, outcome, publish));

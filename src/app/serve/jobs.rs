@@ -72,7 +72,7 @@ impl Ctx {
             system: system.clone(),
             instance: instance_id,
             timeout_secs: s.job_timeout_secs,
-            kernels: opts.gpu.kernels,
+            resolve: resolver(opts.gpu.clone()),
         });
         Ok(Self {
             env,
@@ -105,6 +105,58 @@ impl Ctx {
             Ok(_) => true,
             Err(e) => !e.is_auth_failure(),
         }
+    }
+
+    /// The cut videos with segments in progress, as the system store shows them: each plan,
+    /// its committed segments, and the segments in flight in the live instances' heartbeats.
+    pub fn videos(&self) -> Vec<crate::telemetry::jobs::VideoProgress> {
+        use std::collections::BTreeMap;
+        let system = &self.system;
+        let Ok(listed) = system.list("segments/") else { return Vec::new() };
+        let mut plans: BTreeMap<String, (bool, bool, Vec<u32>)> = BTreeMap::new();
+        for k in &listed {
+            let mut parts = k.as_str().split('/').skip(1);
+            let (Some(id), Some(rest)) = (parts.next(), parts.next()) else { continue };
+            let entry = plans.entry(id.to_string()).or_default();
+            match (rest, parts.next()) {
+                ("plan.json", None) => entry.0 = true,
+                ("stopped", None) => entry.1 = true,
+                ("out", Some(name)) => entry.2.extend(name.strip_suffix(".json").and_then(|n| n.parse::<u32>().ok())),
+                _ => {}
+            }
+        }
+        // Segments in flight on every live instance.
+        let interval = self.env.owner.as_ref().map_or(Duration::from_secs(15), |o| o.heartbeat);
+        let mut flying: BTreeMap<String, u64> = BTreeMap::new();
+        for k in system.list("instances/").unwrap_or_default() {
+            let fresh = system.head(&k).ok().flatten().is_some_and(|m| chrono::Utc::now().signed_duration_since(m.last_modified).to_std().is_ok_and(|age| age < interval * 3));
+            let body = if fresh { system.get_bytes(&k, 1 << 20).ok() } else { None };
+            let parts = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| serde_json::from_value::<Vec<crate::telemetry::jobs::PartProgress>>(v["parts"].clone()).ok());
+            for p in parts.unwrap_or_default() {
+                *flying.entry(p.video).or_default() += p.frames_done;
+            }
+        }
+        let mut out = Vec::new();
+        for (id, (has_plan, stopped, done)) in plans {
+            if !has_plan || stopped {
+                continue;
+            }
+            let Ok(Some(plan)) = job::segments::read_plan(system, &id) else { continue };
+            let committed: u64 = done.iter().filter_map(|i| plan.segments.get(*i as usize)).map(|s| s.frames).sum();
+            let frames_done = (committed + flying.get(&id).copied().unwrap_or(0)).min(plan.frames);
+            out.push(crate::telemetry::jobs::VideoProgress {
+                id: plan.id.clone(),
+                input: plan.input.clone(),
+                style: plan.style.clone(),
+                output: plan.output.clone(),
+                total_frames: plan.frames,
+                frames_done,
+                segments_done: done.len() as u32,
+                segments: plan.segments.len() as u32,
+                started_at: chrono::DateTime::from_timestamp_millis(plan.created_ms).unwrap_or_else(chrono::Utc::now),
+            });
+        }
+        out
     }
 
     /// Marks the cut video `id` stopped, when it has a plan here: its segment jobs stop on
@@ -315,4 +367,18 @@ fn run_job(ctx: &Ctx, job: &Job, stop: &StopToken) -> (Outcome, Vec<Vec<u8>>) {
     }
     job::log::write(&ctx.system, &report, ctx.workers);
     (report.outcome, report.publish)
+}
+
+/// Resolves a video's precision and kernel set on a device of this instance's own (opened on
+/// first use, kept): what `auto` and `timed` mean here, made explicit for every replica.
+fn resolver(gpu: crate::model::gpu::GpuOptions) -> job::segments::Resolve {
+    let device: Arc<Mutex<Option<crate::model::gpu::GpuContext>>> = Default::default();
+    Arc::new(move |style: &Style, width: u32, height: u32| {
+        let mut held = device.lock().map_err(|_| "the planning device is unusable".to_string())?;
+        if held.is_none() {
+            *held = Some(crate::model::gpu::GpuContext::new(&gpu).map_err(|e| e.to_string())?);
+        }
+        let ctx = held.as_ref().ok_or_else(|| "no planning device".to_string())?;
+        crate::model::gpu::NetworkPlan::resolve_choice(ctx, &style.desc, &style.weights, width, height).map_err(|e| e.to_string())
+    })
 }

@@ -84,11 +84,32 @@ pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdo
         .build()
         .map_err(|e| ServiceError::Setup(format!("starting the async runtime: {e}")))?;
     tracing::info!(instance = %instance_id, "instance id (owner of its upload temporaries)");
-    let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, Duration::from_secs_f64(config.service.heartbeat_secs)));
-    let mut jobs = Jobs::new(Arc::new(ctx), engine.clone());
+    let board = tel.board.clone();
+    let parts: owner::HeartbeatExtra = Arc::new(move || serde_json::to_value(board.parts()).unwrap_or_default());
+    let interval = Duration::from_secs_f64(config.service.heartbeat_secs);
+    let beat = rt.spawn(owner::heartbeat(heartbeat_store, instance_id, interval, parts));
+    let ctx = Arc::new(ctx);
+    // Cut videos, as every instance's status page shows them: progress across instances.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (poll_ctx, poll_on, board) = (ctx.clone(), watching.clone(), tel.board.clone());
+    let poller = std::thread::Builder::new()
+        .name("videos".into())
+        .spawn(move || {
+            while poll_on.load(std::sync::atomic::Ordering::SeqCst) {
+                board.set_videos(poll_ctx.videos());
+                let until = std::time::Instant::now() + interval.max(Duration::from_millis(500));
+                while std::time::Instant::now() < until && poll_on.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .map_err(|e| ServiceError::Setup(format!("starting the video progress thread: {e}")))?;
+    let mut jobs = Jobs::new(ctx, engine.clone());
     jobs.cancel_over_http(&tel.board);
     let result = rt.block_on(consumer::consume_forever(&config, &tel, &mut jobs, shutdown));
     beat.abort();
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = poller.join();
     let hung = jobs.any_active();
     drop(jobs);
     match Arc::try_unwrap(engine) {

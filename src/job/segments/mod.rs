@@ -140,10 +140,12 @@ pub fn read_stopped(system: &BlockingStore, id: &str) -> Result<Option<Stopped>,
     read_json(system, &Keys::new(id).stopped()?)
 }
 
-/// Marks the video `id` stopped (for every replica, including those that start later).
+/// Marks the video `id` stopped (for every replica, including those that start later), then
+/// removes its plan, inputs and committed segments: only the mark stays.
 pub fn write_stopped(system: &BlockingStore, id: &str, code: PoisonCode) -> Result<(), StoreError> {
     let body = serde_json::to_vec(&Stopped { reason: code.as_str().to_string() }).unwrap_or_default();
-    system.put_bytes_atomic(&Keys::new(id).stopped()?, body)
+    system.put_bytes_atomic(&Keys::new(id).stopped()?, body)?;
+    remove_plan(system, id)
 }
 
 /// Segment `i`'s manifest, when it is committed.
@@ -201,9 +203,13 @@ pub struct SegmentOptions {
     pub instance: String,
     /// The whole video's time limit, from its planning (0: none).
     pub timeout_secs: f64,
-    /// The kernel set every segment of a video plans with.
-    pub kernels: crate::model::gpu::KernelChoice,
+    /// The precision and kernel set a video's frames run with on this instance's GPU
+    /// (resolved once, at planning, so that every replica styles the same way).
+    pub resolve: Resolve,
 }
+
+/// Resolves (`style`, frame width, height) to the precision and forced kernel set to run.
+pub type Resolve = Arc<dyn Fn(&crate::job::Style, u32, u32) -> Result<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice), String> + Send + Sync>;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {

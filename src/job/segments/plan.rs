@@ -143,7 +143,7 @@ pub fn cut(scan: &Scan, segment_secs: f64) -> Result<Vec<(std::ops::Range<usize>
 
 /// Plans the stored video of `job`, staged in `ready`: scans it, cuts it, stores the segment
 /// inputs and the plan. A plan already made for this input (a redelivery) is used again.
-pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions, kernels: KernelChoice) -> Result<Planned, JobError> {
+pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions) -> Result<Planned, JobError> {
     let Source::StoredVideo { key: input, .. } = &job.source else {
         return Ok(Planned::Whole { why: "only stored videos and frame prefixes are cut".into() });
     };
@@ -178,7 +178,8 @@ pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions, kernels: Kern
     }
     let segments: Vec<PlannedSegment> = cuts.into_iter().map(|(_, s)| s).collect();
     let global_header = matches!(job.sink.name().rsplit('.').next(), Some("mp4" | "mov" | "mkv" | "m4v" | "webm"));
-    let plan = new_plan(job, input.as_str(), false, ready, etag, scan.params, global_header, segments, opts, kernels);
+    let choice = resolve(opts, job, scan.params.width, scan.params.height)?;
+    let plan = new_plan(job, input.as_str(), false, ready, etag, scan.params, global_header, segments, opts, choice);
     write_plan(system, &plan)
 }
 
@@ -192,7 +193,6 @@ pub fn plan_frames(
     fps: crate::frame::Rate,
     size: (u32, u32),
     opts: &SegmentOptions,
-    kernels: KernelChoice,
 ) -> Result<Planned, JobError> {
     let Source::StoredFrames { prefix, .. } = &job.source else {
         return Ok(Planned::Whole { why: "not a frame prefix".into() });
@@ -234,7 +234,8 @@ pub fn plan_frames(
         full_range: false,
     };
     let global_header = true;
-    let plan = new_plan(job, prefix, true, ready, etag, stream, global_header, segments, opts, kernels);
+    let choice = resolve(opts, job, size.0, size.1)?;
+    let plan = new_plan(job, prefix, true, ready, etag, stream, global_header, segments, opts, choice);
     write_plan(system, &plan)
 }
 
@@ -249,7 +250,7 @@ fn new_plan(
     global_header: bool,
     segments: Vec<PlannedSegment>,
     opts: &SegmentOptions,
-    kernels: KernelChoice,
+    (precision, kernels): (Precision, KernelChoice),
 ) -> SegmentPlan {
     let created = now_ms();
     let s = &job.settings;
@@ -267,7 +268,7 @@ fn new_plan(
         crf: s.encode.crf,
         preset: s.encode.preset.clone(),
         network: s.network.clone(),
-        precision: s.precision,
+        precision,
         kernels,
         stream,
         global_header,
@@ -276,6 +277,12 @@ fn new_plan(
         created_ms: created,
         deadline_ms: if opts.timeout_secs > 0.0 { created + (opts.timeout_secs * 1000.0) as i64 } else { 0 },
     }
+}
+
+/// The precision and kernel set the video's frames run with (on this instance's GPU, at the
+/// video's frame size), so every replica styles them the same way.
+fn resolve(opts: &SegmentOptions, job: &Job, width: u32, height: u32) -> Result<(Precision, KernelChoice), JobError> {
+    (opts.resolve)(&job.style, width, height).map_err(|e| JobError::Other(format!("resolving the precision and kernels to plan with: {e}")))
 }
 
 /// Writes the plan (after its inputs: a plan that exists has them) and lists its messages.

@@ -102,7 +102,9 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
         return Err(JobError::refused(PoisonCode::CorruptInput, reason));
     }
     let run = index_slot.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| JobError::Other("the segment's run has no index".into()))?;
-    // Commit: the run, then its manifest (which is what marks the segment done).
+    // Commit: the run, then its manifest (which is what marks the segment done) — unless the
+    // video was stopped meanwhile.
+    check_stopped(system, plan)?;
     let t = Instant::now();
     let keys = Keys::new(&plan.id);
     let sha = file_sha256(&blob).map_err(|e| JobError::Disk(format!("{}: {e}", blob.display())))?;

@@ -42,6 +42,9 @@ pub fn run(job: &Job, env: &Env, report: &mut Report) -> Result<Finished, JobErr
         return Ok(Finished::AlreadyDone { output: format!("{} (stitch not due: {} of {} segments committed)", plan.output, done.len(), plan.segments.len()) });
     }
     let _claim = Claim::take(env, output.as_str())?;
+    if let Some(owner) = &env.owner {
+        crate::job::stage::remove_stale_partials(media, owner, &output);
+    }
     let dir = staging::create(&env.work_dir).map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
     let keys = Keys::new(&plan.id);
     // The segments' runs, each checked against its manifest.

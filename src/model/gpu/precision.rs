@@ -15,7 +15,7 @@ use crate::model::{NetworkDescription, Weights};
 /// stay f32. `Auto` (the default) is f32 on CPU adapters and on adapters without SHADER_F16; on
 /// other adapters each plan uses f16 only when a self-check at 64x48
 /// (`NetworkPlan::f16_self_check`) passes against f32, else f32 with a log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     F32,
@@ -107,8 +107,8 @@ impl SelfCheck {
 
 /// The storage precision of a plan on `ctx`: `Precision::F32` and `F16` as asked (f16 only on a
 /// device with SHADER_F16), `Auto` by `auto`.
-pub(super) fn resolve(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<StoragePrecision, GpuError> {
-    match ctx.precision {
+pub(super) fn resolve(ctx: &GpuContext, asked: Precision, desc: &NetworkDescription, weights: &Weights) -> Result<StoragePrecision, GpuError> {
+    match asked {
         Precision::F32 => Ok(StoragePrecision::F32),
         Precision::F16 if ctx.f16 => Ok(StoragePrecision::F16),
         Precision::F16 => Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() }),

@@ -95,7 +95,7 @@ impl Variant {
 }
 
 /// How a plan's kernel set is chosen (`--kernels`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelChoice {
     /// The default set on CPU adapters; timed on GPUs.
@@ -128,6 +128,19 @@ impl KernelChoice {
             KernelChoice::Tiled => "tiled",
             KernelChoice::Tiled32x32 => "tiled-32x32",
             KernelChoice::Tiled128x64 => "tiled-128x64",
+        }
+    }
+
+    /// The choice that forces `v`.
+    pub fn of(v: Variant) -> KernelChoice {
+        match v {
+            Variant::Subgroup => KernelChoice::Subgroup,
+            Variant::SubgroupUnfused => KernelChoice::SubgroupUnfused,
+            Variant::Plain => KernelChoice::Plain,
+            Variant::PlainUnfused => KernelChoice::PlainUnfused,
+            Variant::Tiled => KernelChoice::Tiled,
+            Variant::Tiled32x32 => KernelChoice::Tiled32x32,
+            Variant::Tiled128x64 => KernelChoice::Tiled128x64,
         }
     }
 
@@ -271,19 +284,21 @@ fn key(ctx: &GpuContext, weights: &Weights, width: u32, height: u32, precision: 
 }
 
 /// The variant a plan of `width x height` uses on `ctx`, and where the choice came from.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn choose(
     ctx: &GpuContext,
+    kernels: super::KernelChoice,
     desc: &NetworkDescription,
     weights: &Weights,
     width: u32,
     height: u32,
     precision: StoragePrecision,
 ) -> Result<(Variant, Source), GpuError> {
-    if let Some(v) = ctx.kernels.forced() {
+    if let Some(v) = kernels.forced() {
         runs_on(ctx, v)?;
         return Ok((v, Source::Forced));
     }
-    if ctx.kernels == super::KernelChoice::Auto && ctx.cpu {
+    if kernels == super::KernelChoice::Auto && ctx.cpu {
         return Ok((default_variant(ctx), Source::Default));
     }
     let key = key(ctx, weights, width, height, precision);

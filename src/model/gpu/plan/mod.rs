@@ -131,19 +131,27 @@ fn tensor_bytes(len: u64, precision: StoragePrecision) -> u64 {
 }
 
 impl NetworkPlan {
-    /// Builds the whole network for frames of `width x height`.
-    pub fn new(
+    /// Builds the whole network for frames of `width x height`, with the device's precision and
+    /// kernel choice.
+    pub fn new(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights, width: u32, height: u32) -> Result<Self, GpuError> {
+        Self::new_as(ctx, desc, weights, width, height, (ctx.precision, ctx.kernels))
+    }
+
+    /// [`NetworkPlan::new`] with a precision and kernel choice of its own (a segment of a cut
+    /// video runs as its plan says, whatever the device's defaults).
+    pub fn new_as(
         ctx: &GpuContext,
         desc: &NetworkDescription,
         weights: &Weights,
         width: u32,
         height: u32,
+        (asked, kernels): (Precision, super::KernelChoice),
     ) -> Result<Self, GpuError> {
         if width == 0 || height == 0 {
             return Err(GpuError::FrameSize { width, height, reason: "width and height must be at least 1".into() });
         }
-        let precision = super::precision::resolve(ctx, desc, weights)?;
-        let (variant, source) = super::select::choose(ctx, desc, weights, width, height, precision)?;
+        let precision = super::precision::resolve(ctx, asked, desc, weights)?;
+        let (variant, source) = super::select::choose(ctx, kernels, desc, weights, width, height, precision)?;
         let mut plan = Self::with_variant(ctx, desc, weights, width, height, precision, variant)?;
         plan.variant.1 = source;
         Ok(plan)
@@ -160,6 +168,21 @@ impl NetworkPlan {
         variant: Variant,
     ) -> Result<Self, GpuError> {
         scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, precision, variant))?
+    }
+
+    /// What a plan of `width x height` would run on this device with the device's choice:
+    /// `Precision::Auto` and the kernel choice resolved to a precision and a forced kernel set,
+    /// without building the plan (so several machines can be told to run exactly that).
+    pub fn resolve_choice(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        width: u32,
+        height: u32,
+    ) -> Result<(Precision, super::KernelChoice), GpuError> {
+        let precision = super::precision::resolve(ctx, ctx.precision, desc, weights)?;
+        let (variant, _) = super::select::choose(ctx, ctx.kernels, desc, weights, width, height, precision)?;
+        Ok((precision.into(), super::KernelChoice::of(variant)))
     }
 
     /// Runs one fixed pseudo-random 64x48 frame through an f32 and an f16 plan of the network
