@@ -133,7 +133,9 @@ pub struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  stylestream submit --input incoming/talk.mp4 --style udnie --output-prefix styled/")]
+#[command(
+    after_help = "Example:\n  stylestream submit --input incoming/talk.mp4 --style udnie --output-prefix styled/"
+)]
 pub struct SubmitArgs {
     /// Input video object key (relative to the service's media store).
     #[arg(long, value_name = "KEY")]
@@ -279,7 +281,11 @@ pub struct EncodeArgs {
 
 impl EncodeArgs {
     pub fn settings(&self) -> crate::media::video_out::EncodeSettings {
-        crate::media::video_out::EncodeSettings { codec: self.codec.clone(), crf: self.crf, preset: self.preset.clone() }
+        crate::media::video_out::EncodeSettings {
+            codec: self.codec.clone(),
+            crf: self.crf,
+            preset: self.preset.clone(),
+        }
     }
 }
 

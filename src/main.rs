@@ -26,7 +26,16 @@ fn main() -> ExitCode {
         _ => false,
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    init_logging(if quiet { "error" } else if serving && cli.log == "warn" { "info" } else { &cli.log }, cli.log_format);
+    init_logging(
+        if quiet {
+            "error"
+        } else if serving && cli.log == "warn" {
+            "info"
+        } else {
+            &cli.log
+        },
+        cli.log_format,
+    );
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize::stylize(args, &shutdown),
         Command::Bench(args) => app::bench::bench(args).map(|report| {
@@ -41,7 +50,9 @@ fn main() -> ExitCode {
                 eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);
             }
         }),
-        Command::Serve(args) => app::serve::serve(&args.config, args.metrics_addr.clone(), &shutdown).map_err(Into::into),
+        Command::Serve(args) => {
+            app::serve::serve(&args.config, args.metrics_addr.clone(), &shutdown).map_err(Into::into)
+        }
         Command::Submit(args) => app::submit::submit(args),
         Command::Cancel(args) => app::cancel::cancel(args),
         Command::Models(cmd) => app::models::models(cmd),
@@ -84,11 +95,13 @@ fn limit_malloc_arenas() {
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.without_time().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Text => {
+            builder.without_time().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
     }
 }

@@ -16,7 +16,8 @@ fn modified(p: &Path) -> SystemTime {
 
 /// Runs `batch` with info logs, so opening a GPU device shows up as "worker GPU ready".
 fn batch(inputs: &Path, out: &Path, styles: &[&str]) -> (bool, String) {
-    let mut args = vec!["batch", inputs.to_str().unwrap(), "-o", out.to_str().unwrap(), "--workers", "2", "--progress", "none"];
+    let mut args =
+        vec!["batch", inputs.to_str().unwrap(), "-o", out.to_str().unwrap(), "--workers", "2", "--progress", "none"];
     for s in styles {
         args.extend(["--style", s]);
     }
@@ -39,7 +40,8 @@ fn finished_pairs_are_skipped_and_only_new_styles_and_videos_are_styled() {
     assert!(err.contains("2 pairs: 2 to style, 0 already done"), "{err}");
     let (a, b) = (out.join("a.udnie.mp4"), out.join("b.udnie.mkv"));
     assert_eq!((probe_frames(&a), probe_frames(&b)), (4, 3));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("a.udnie.mp4.manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("a.udnie.mp4.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["frames"], 4);
     assert_eq!(manifest["output_size"], std::fs::metadata(&a).unwrap().len());
     assert_eq!(manifest["model_sha256"].as_str().unwrap().len(), 64);
@@ -73,7 +75,15 @@ fn finished_pairs_are_skipped_and_only_new_styles_and_videos_are_styled() {
 
     // Styled in a batch (two styles, two workers) is the very file `stylize` writes alone.
     let alone = dir.path().join("alone.mp4");
-    let o = stylestream(&["stylize", videos.join("a.mp4").to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "udnie", "-q"]);
+    let o = stylestream(&[
+        "stylize",
+        videos.join("a.mp4").to_str().unwrap(),
+        "-o",
+        alone.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "-q",
+    ]);
     assert!(o.status.success());
     assert!(std::fs::read(&alone).unwrap() == std::fs::read(&a).unwrap(), "the batch output differs from stylize's");
 }
@@ -102,7 +112,18 @@ fn watching_styles_videos_that_arrive_later() {
     std::fs::create_dir(&videos).unwrap();
     let out = dir.path().join("styled");
     let mut child = stylestream_command(&[
-        "batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "wave", "--watch", "0.2", "--progress", "none", "--log", "info",
+        "batch",
+        videos.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--style",
+        "wave",
+        "--watch",
+        "0.2",
+        "--progress",
+        "none",
+        "--log",
+        "info",
     ])
     .stderr(std::process::Stdio::piped())
     .spawn()
@@ -150,7 +171,16 @@ fn another_precision_is_new_work() {
     Clip::new(2).write(&videos.join("a.mp4"));
     let out = dir.path().join("styled");
     let run = |extra: &[&str]| {
-        let mut args = vec!["batch", videos.to_str().unwrap(), "-o", out.to_str().unwrap(), "--style", "udnie", "--progress", "none"];
+        let mut args = vec![
+            "batch",
+            videos.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--style",
+            "udnie",
+            "--progress",
+            "none",
+        ];
         args.extend(extra);
         let o = stylestream_command(&args).output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
@@ -159,6 +189,7 @@ fn another_precision_is_new_work() {
     assert!(run(&[]).contains("1 to style, 0 already done"));
     assert!(run(&[]).contains("0 to style, 1 already done"));
     assert!(run(&["--precision", "f32"]).contains("1 to style, 0 already done"), "f32 was taken as done with auto");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("a.udnie.mp4.manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("a.udnie.mp4.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["settings"]["precision"], "f32");
 }

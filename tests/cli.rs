@@ -13,7 +13,10 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
     let mut data = Vec::new();
     for (name, shape, values) in tensors {
         let len = values.len() * 4;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
         offset += len;
         data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
@@ -67,7 +70,16 @@ fn precision_flows_to_stylize_and_bench() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cat.png");
     let input = golden("input_64x48.png");
-    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "scream", "--precision", "f16"]);
+    let o = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "scream",
+        "--precision",
+        "f16",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let got = stylestream::media::image::read_rgb(&out).unwrap();
     let want = stylestream::media::image::read_rgb(&golden("scream_64x48.png")).unwrap();
@@ -91,7 +103,11 @@ fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
         let v: serde_json::Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
         (v["variant"].as_str().unwrap().to_string(), v["variant_source"].as_str().unwrap().to_string())
     };
-    assert_eq!(bench(&[]), ("subgroup".to_string(), "default".to_string()), "auto on lavapipe: the subgroup set, untimed");
+    assert_eq!(
+        bench(&[]),
+        ("subgroup".to_string(), "default".to_string()),
+        "auto on lavapipe: the subgroup set, untimed"
+    );
     assert!(!cache.exists(), "auto on a CPU adapter times nothing");
     assert_eq!(bench(&["--kernels", "plain-unfused"]), ("plain-unfused".to_string(), "forced".to_string()));
     let (chosen, how) = bench(&["--kernels", "timed"]);
@@ -100,7 +116,11 @@ fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
     let entry = entries.as_object().unwrap().values().next().unwrap();
     assert_eq!(entry["variant"], chosen.as_str());
     let timed: Vec<&String> = entry["ms"].as_object().unwrap().keys().collect();
-    assert_eq!(timed, ["plain", "plain-unfused", "subgroup", "subgroup-unfused", "tiled", "tiled-128x64", "tiled-32x32"], "every candidate timed: {entry}");
+    assert_eq!(
+        timed,
+        ["plain", "plain-unfused", "subgroup", "subgroup-unfused", "tiled", "tiled-128x64", "tiled-32x32"],
+        "every candidate timed: {entry}"
+    );
     assert_eq!(bench(&["--kernels", "timed"]), (chosen.clone(), "cached".to_string()));
     let o = stylestream(&["bench", "--model", "udnie", "--kernels", "fastest"]);
     assert!(!o.status.success() && stderr(&o).contains("fastest"), "{}", stderr(&o));
@@ -113,11 +133,24 @@ fn kernel_sets_are_forced_defaulted_or_timed_once_and_cached() {
         std::fs::copy(&input, frames.join(format!("{i:03}.png"))).unwrap();
     }
     let out = dir.path().join("styled/");
-    let o = stylestream_command(&["stylize", frames.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--workers", "2", "--kernels", "timed", "--progress", "none"])
-        .env("STYLESTREAM_KERNEL_CACHE", &cache)
-        .env("STYLESTREAM_LOG", "info")
-        .output()
-        .unwrap();
+    let o = stylestream_command(&[
+        "stylize",
+        frames.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+        "--kernels",
+        "timed",
+        "--progress",
+        "none",
+    ])
+    .env("STYLESTREAM_KERNEL_CACHE", &cache)
+    .env("STYLESTREAM_LOG", "info")
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("kernels chosen by timing").count(), 1, "{}", stderr(&o));
     let styled: Vec<Vec<u8>> = (0..4).map(|i| std::fs::read(out.join(format!("{i:03}.png"))).unwrap()).collect();
@@ -222,7 +255,8 @@ fn bench_prints_a_json_report_last() {
     }
     assert_eq!(v["width"], 64);
     assert_eq!(v["frames"], 2);
-    let (ms, fps, gflops) = (v["ms_per_frame"].as_f64().unwrap(), v["fps"].as_f64().unwrap(), v["gflops"].as_f64().unwrap());
+    let (ms, fps, gflops) =
+        (v["ms_per_frame"].as_f64().unwrap(), v["fps"].as_f64().unwrap(), v["gflops"].as_f64().unwrap());
     assert!((ms * fps - 1000.0).abs() < 1.0, "ms/frame and fps disagree");
     assert!((gflops - 2.0 * 126_144.0 * 64.0 * 48.0 / ms / 1e6).abs() < 0.01 * gflops);
     assert!(stdout.contains("adapter"));
@@ -255,7 +289,10 @@ fn serve_refuses_a_missing_config_or_an_unreachable_broker_naming_them() {
         ("user:hunter2@127.0.0.1:1", "hunter2"),
         ("amqp://user:hunter3@[::1/%2f", "hunter3"),
     ] {
-        let o = stylestream_command(&["serve", "--config", config.to_str().unwrap()]).env("STYLESTREAM_TEST_UNSET", url).output().unwrap();
+        let o = stylestream_command(&["serve", "--config", config.to_str().unwrap()])
+            .env("STYLESTREAM_TEST_UNSET", url)
+            .output()
+            .unwrap();
         assert!(!o.status.success());
         let err = stderr(&o);
         assert!(!err.contains(secret), "the password of {url} reached the error: {err}");
@@ -303,11 +340,17 @@ fn outputs_follow_the_umask() {
         .expect("the ffmpeg CLI is required");
     assert!(made.success());
     let video = dir.path().join("styled.mp4");
-    let o = stylestream_with_umask("022", &["stylize", clip.to_str().unwrap(), "-o", video.to_str().unwrap(), "--model", "udnie"]);
+    let o = stylestream_with_umask(
+        "022",
+        &["stylize", clip.to_str().unwrap(), "-o", video.to_str().unwrap(), "--model", "udnie"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(mode(&video), 0o644, "video: {:o}", mode(&video));
     let frames = dir.path().join("frames");
-    let o = stylestream_with_umask("022", &["stylize", clip.to_str().unwrap(), "-o", &format!("{}/", frames.display()), "--model", "udnie"]);
+    let o = stylestream_with_umask(
+        "022",
+        &["stylize", clip.to_str().unwrap(), "-o", &format!("{}/", frames.display()), "--model", "udnie"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(mode(&frames), 0o755, "frame directory: {:o}", mode(&frames));
     let pngs: Vec<_> = std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().path()).collect();
@@ -337,7 +380,13 @@ fn an_output_that_is_the_input_is_refused_and_the_input_left_untouched() {
         vec![same(&photo), "-o".into(), dotted],
         vec![same(&photo), "-o".into(), same(&hard)],
         vec![same(&photo), "-o".into(), same(&soft)],
-        vec![same(&other), "-o".into(), dir.path().join("fine.mp4").to_str().unwrap().into(), "--and".into(), format!("{}={}", same(&photo), same(&hard))],
+        vec![
+            same(&other),
+            "-o".into(),
+            dir.path().join("fine.mp4").to_str().unwrap().into(),
+            "--and".into(),
+            format!("{}={}", same(&photo), same(&hard)),
+        ],
     ];
     for case in cases {
         let mut args = vec!["stylize"];
@@ -365,8 +414,18 @@ fn a_hostfile_with_a_public_address_is_refused_without_allow_public_cluster() {
     let out = dir.path().join("out.png");
     let input = golden("input_64x48.png");
     let r = stylestream(&[
-        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
-        "--processes", "2", "--process", "0", "--hostfile", hosts.to_str().unwrap(),
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--processes",
+        "2",
+        "--process",
+        "0",
+        "--hostfile",
+        hosts.to_str().unwrap(),
     ]);
     assert_clean_failure(&r, "8.8.8.8:7412", &out);
     assert!(stderr(&r).contains("--allow-public-cluster"), "{}", stderr(&r));

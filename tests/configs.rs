@@ -50,7 +50,16 @@ fn a_bad_config_is_refused_naming_file_and_field() {
     std::fs::write(&bad, "workers = 0\n").unwrap();
     let input = golden("input_64x48.png");
     let out = dir.path().join("o.mp4");
-    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--config", bad.to_str().unwrap()]);
+    let o = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("bad.toml") && err.contains("workers = 0"), "{err}");
@@ -62,7 +71,20 @@ fn the_multi_gpu_example_runs_and_matches_one_worker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48:rate=25",
+            "-frames:v",
+            "6",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .arg(&input)
         .output()
         .unwrap();

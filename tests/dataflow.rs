@@ -43,8 +43,19 @@ fn one_two_and_three_workers_give_the_frames_of_the_image_path() {
     for w in ["1", "2", "3"] {
         let out = dir.path().join(format!("workers{w}/"));
         let o = stylestream(&[
-            "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q", "--fps", "25",
-            "--workers", w, "--max-frames-in-flight", "2",
+            "stylize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            "udnie",
+            "-q",
+            "--fps",
+            "25",
+            "--workers",
+            w,
+            "--max-frames-in-flight",
+            "2",
         ]);
         assert!(o.status.success(), "{w} workers: {}", String::from_utf8_lossy(&o.stderr));
         let got = frames(&out);
@@ -62,11 +73,31 @@ fn two_workers_write_a_complete_video_with_its_timestamps() {
     let input = dir.path().join("clip.mp4");
     Clip::new(20).write(&input);
     let out = dir.path().join("styled.mkv");
-    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave", "--workers", "2", "-q"]);
+    let o = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "wave",
+        "--workers",
+        "2",
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let pts = |f: &Path| {
         let o = Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time", "-of", "csv=p=0", f.to_str().unwrap()])
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v",
+                "-show_entries",
+                "frame=pts_time",
+                "-of",
+                "csv=p=0",
+                f.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout)
@@ -84,12 +115,33 @@ fn two_workers_write_a_complete_video_with_its_timestamps() {
 fn a_truncated_input_fails_cleanly_with_two_workers() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "30", "-c:v", "libx264", "-movflags", "+faststart", input.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "30",
+        "-c:v",
+        "libx264",
+        "-movflags",
+        "+faststart",
+        input.to_str().unwrap(),
+    ]);
     let bytes = std::fs::read(&input).unwrap();
     let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
     let out = dir.path().join("out.mp4");
-    let o = stylestream(&["stylize", cut.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--workers", "2"]);
+    let o = stylestream(&[
+        "stylize",
+        cut.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+    ]);
     assert_clean_failure(&o, "cut.mp4", &out);
 }
 
@@ -114,8 +166,21 @@ fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() 
     let and = format!("{}={}", input.to_str().unwrap(), video.to_str().unwrap());
     let args = |process: &str| -> Vec<String> {
         [
-            "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "-q",
-            "--processes", "2", "--process", process, "--hostfile", hosts.to_str().unwrap(), "--and", &and,
+            "stylize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            "udnie",
+            "-q",
+            "--processes",
+            "2",
+            "--process",
+            process,
+            "--hostfile",
+            hosts.to_str().unwrap(),
+            "--and",
+            &and,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -136,15 +201,38 @@ fn two_processes_on_loopback_give_the_frames_and_the_video_file_of_one_worker() 
     assert!(o.status.success(), "process 0: {}", String::from_utf8_lossy(&o.stderr));
     assert!(helper.status.success(), "process 1 failed");
     let one = dir.path().join("one/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+    let d = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        one.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "-q",
+        "--workers",
+        "1",
+    ]);
     assert!(d.status.success());
     let (a, b) = (frames(&one), frames(&out));
     assert_eq!(a.len(), 7);
     assert!(a == b, "frames from two processes differ from one worker's");
     let single = dir.path().join("single.mp4");
-    let s = stylestream(&["stylize", input.to_str().unwrap(), "-o", single.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+    let s = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        single.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "-q",
+        "--workers",
+        "1",
+    ]);
     assert!(s.status.success());
-    assert!(std::fs::read(&single).unwrap() == std::fs::read(&video).unwrap(), "the video of two processes differs from one worker's");
+    assert!(
+        std::fs::read(&single).unwrap() == std::fs::read(&video).unwrap(),
+        "the video of two processes differs from one worker's"
+    );
 }
 
 #[test]
@@ -154,11 +242,31 @@ fn a_frame_failing_once_is_retried_on_another_worker_and_the_output_is_identical
     Clip::new(6).write(&input);
     let one = dir.path().join("one/");
     let retried = dir.path().join("retried/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+    let d = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        one.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "-q",
+        "--workers",
+        "1",
+    ]);
     assert!(d.status.success());
     let o = stylestream(&[
-        "stylize", input.to_str().unwrap(), "-o", retried.to_str().unwrap(), "--model", "udnie",
-        "--workers", "2", "--fail-frame", "3:1", "--progress", "none",
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        retried.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+        "--fail-frame",
+        "3:1",
+        "--progress",
+        "none",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -173,8 +281,19 @@ fn a_frame_failing_every_time_fails_the_job_naming_the_frame() {
     Clip::new(6).write(&input);
     let out = dir.path().join("out.mp4");
     let o = stylestream(&[
-        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
-        "--workers", "2", "--retries", "2", "--fail-frame", "4:0", "-q",
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+        "--retries",
+        "2",
+        "--fail-frame",
+        "4:0",
+        "-q",
     ]);
     assert_clean_failure(&o, "frame 4", &out);
     assert!(stderr(&o).contains("3 attempts"), "{}", stderr(&o));
@@ -185,17 +304,50 @@ fn two_videos_in_one_dataflow_both_come_out_complete_and_correct() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.mp4"), dir.path().join("b.mp4"));
     Clip::new(5).write(&a);
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-frames:v", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", b.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=30",
+        "-frames:v",
+        "8",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        b.to_str().unwrap(),
+    ]);
     let (a_out, b_out) = (dir.path().join("a-styled/"), dir.path().join("b-styled/"));
     let and = format!("{}={}", b.to_str().unwrap(), b_out.to_str().unwrap());
-    let o = stylestream(&["stylize", a.to_str().unwrap(), "-o", a_out.to_str().unwrap(), "--and", &and, "--model", "udnie", "--workers", "2"]);
+    let o = stylestream(&[
+        "stylize",
+        a.to_str().unwrap(),
+        "-o",
+        a_out.to_str().unwrap(),
+        "--and",
+        &and,
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("a-styled") && err.contains("b-styled"), "each output is reported: {err}");
     // Each equals the video styled on its own by one worker.
     for (input, out, n) in [(&a, &a_out, 5), (&b, &b_out, 8)] {
         let alone = dir.path().join(format!("{}-alone/", n));
-        let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+        let d = stylestream(&[
+            "stylize",
+            input.to_str().unwrap(),
+            "-o",
+            alone.to_str().unwrap(),
+            "--model",
+            "udnie",
+            "-q",
+            "--workers",
+            "1",
+        ]);
         assert!(d.status.success());
         let (x, y) = (frames(out), frames(&alone));
         assert_eq!(x.len(), n);
@@ -210,11 +362,32 @@ fn batches_of_frames_in_one_submission_give_the_frames_of_one_frame_at_a_time() 
     Clip::new(7).write(&input); // 7 frames in batches of 3: two whole batches and a partial one at the end
     let one = dir.path().join("one/");
     let batched = dir.path().join("batched/");
-    let d = stylestream(&["stylize", input.to_str().unwrap(), "-o", one.to_str().unwrap(), "--model", "udnie", "-q", "--workers", "1"]);
+    let d = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        one.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "-q",
+        "--workers",
+        "1",
+    ]);
     assert!(d.status.success());
     let o = stylestream(&[
-        "stylize", input.to_str().unwrap(), "-o", batched.to_str().unwrap(), "--model", "udnie",
-        "--workers", "2", "--frames-per-batch", "3", "--max-frames-in-flight", "1", "-q",
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        batched.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+        "--frames-per-batch",
+        "3",
+        "--max-frames-in-flight",
+        "1",
+        "-q",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (a, b) = (frames(&one), frames(&batched));
@@ -229,8 +402,21 @@ fn a_batch_failing_every_time_fails_the_job_naming_its_frame_range() {
     Clip::new(6).write(&input);
     let out = dir.path().join("out.mp4");
     let o = stylestream(&[
-        "stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie",
-        "--workers", "2", "--frames-per-batch", "2", "--retries", "1", "--fail-frame", "5:0", "-q",
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--workers",
+        "2",
+        "--frames-per-batch",
+        "2",
+        "--retries",
+        "1",
+        "--fail-frame",
+        "5:0",
+        "-q",
     ]);
     assert_clean_failure(&o, "frames 4..=5", &out);
     assert!(stderr(&o).contains("2 attempts"), "{}", stderr(&o));
@@ -243,11 +429,30 @@ fn one_and_two_workers_write_byte_identical_video_files() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clip.mp4");
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=44100",
-        "-frames:v", "8", "-t", "0.32", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", input.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=sample_rate=44100",
+        "-frames:v",
+        "8",
+        "-t",
+        "0.32",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        input.to_str().unwrap(),
     ]);
     let mut outputs = Vec::new();
-    for (name, extra) in [("w1.mp4", vec!["--workers", "1"]), ("w2.mp4", vec!["--workers", "2", "--frames-per-batch", "3"])] {
+    for (name, extra) in
+        [("w1.mp4", vec!["--workers", "1"]), ("w2.mp4", vec!["--workers", "2", "--frames-per-batch", "3"])]
+    {
         let out = dir.path().join(name);
         let mut args = vec!["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "wave", "-q"];
         args.extend(extra);

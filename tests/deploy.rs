@@ -35,7 +35,8 @@ fn str_at<'a>(v: &'a Value, what: &str) -> &'a str {
 
 /// Kubernetes quantities as bytes (`40Gi`, `512Mi`, `10G`, plain bytes).
 fn quantity_bytes(q: &str) -> u64 {
-    let units: [(&str, u64); 6] = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("G", 1_000_000_000), ("M", 1_000_000)];
+    let units: [(&str, u64); 6] =
+        [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("G", 1_000_000_000), ("M", 1_000_000)];
     for (suffix, scale) in units {
         if let Some(n) = q.strip_suffix(suffix) {
             return n.parse::<u64>().unwrap_or_else(|e| panic!("quantity {q:?}: {e}")) * scale;
@@ -111,7 +112,8 @@ fn work_volume_and_ephemeral_storage_are_bounded() {
     assert!(size_limit >= needed, "sizeLimit {size_limit} < {needed} bytes for {} jobs", config.service.jobs);
 
     // The pod asks for that much ephemeral storage and is limited a little above it.
-    let request = quantity_bytes(str_at(&c["resources"]["requests"]["ephemeral-storage"], "requests.ephemeral-storage"));
+    let request =
+        quantity_bytes(str_at(&c["resources"]["requests"]["ephemeral-storage"], "requests.ephemeral-storage"));
     let limit = quantity_bytes(str_at(&c["resources"]["limits"]["ephemeral-storage"], "limits.ephemeral-storage"));
     assert!(request >= size_limit && limit >= request, "request {request}, limit {limit}, work volume {size_limit}");
 
@@ -119,15 +121,18 @@ fn work_volume_and_ephemeral_storage_are_bounded() {
     // reads them from there.
     let creds = config.storage.credentials_file.clone().expect("storage.credentials_file");
     let creds_dir = creds.parent().unwrap().to_str().unwrap();
-    let secret_mount = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"].as_str() == Some(creds_dir));
+    let secret_mount =
+        c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["mountPath"].as_str() == Some(creds_dir));
     let secret_mount = secret_mount.unwrap_or_else(|| panic!("nothing mounted at {creds_dir}"));
     assert!(secret_mount.get("subPath").is_none(), "a subPath mount is never updated when the Secret changes");
-    let secret_volume = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == secret_mount["name"]).unwrap();
+    let secret_volume =
+        pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == secret_mount["name"]).unwrap();
     assert!(secret_volume["secret"]["secretName"].is_string(), "{secret_volume:?}");
 
     // The config the test loaded is the one the pod reads.
     let cm = document("configmap.yaml", "ConfigMap");
-    let config_volume = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["configMap"].is_mapping()).expect("config volume");
+    let config_volume =
+        pod["volumes"].as_sequence().unwrap().iter().find(|v| v["configMap"].is_mapping()).expect("config volume");
     assert_eq!(config_volume["configMap"]["name"], cm["metadata"]["name"]);
 }
 

@@ -17,7 +17,10 @@ fn paragraph(text: &str, heading: &str) -> String {
 fn every_dead_letter_reason_is_in_the_readme_and_nothing_else() {
     let list = paragraph(&readme(), "**Dead-letter reasons**");
     for code in PoisonCode::ALL {
-        assert!(list.contains(&format!("`{}`", code.as_str())), "the README's dead-letter list lacks `{code}`:\n{list}");
+        assert!(
+            list.contains(&format!("`{}`", code.as_str())),
+            "the README's dead-letter list lacks `{code}`:\n{list}"
+        );
     }
     // Every kebab-case word the list names in backquotes (a reason; headers start with `x-`) is
     // one of ours.
@@ -29,7 +32,10 @@ fn every_dead_letter_reason_is_in_the_readme_and_nothing_else() {
         .collect();
     assert!(named.len() >= PoisonCode::ALL.len(), "{named:?}");
     for word in named {
-        assert!(PoisonCode::ALL.iter().any(|c| c.as_str() == word), "the README names `{word}`, which the service never sends");
+        assert!(
+            PoisonCode::ALL.iter().any(|c| c.as_str() == word),
+            "the README names `{word}`, which the service never sends"
+        );
     }
 }
 
@@ -70,7 +76,8 @@ struct Parts {
 }
 
 fn parts(text: &str) -> Parts {
-    let (mut blocks, mut prose, mut open): (Vec<(String, String)>, String, Option<(String, String)>) = (vec![], String::new(), None);
+    let (mut blocks, mut prose, mut open): (Vec<(String, String)>, String, Option<(String, String)>) =
+        (vec![], String::new(), None);
     for line in text.lines() {
         let fence = line.trim_start().strip_prefix("```");
         match (&mut open, fence) {
@@ -103,7 +110,8 @@ fn flags_in(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     for (i, _) in text.match_indices("--") {
         let before_ok = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'-');
-        let name: String = text[i + 2..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-').collect();
+        let name: String =
+            text[i + 2..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-').collect();
         let name = name.trim_end_matches('-');
         if before_ok && name.starts_with(|c: char| c.is_ascii_lowercase()) {
             found.push(format!("--{name}"));
@@ -146,7 +154,8 @@ fn help_flags() -> BTreeMap<String, BTreeSet<String>> {
         }
         out.insert(path.to_string(), flags);
         for sub in cmd.get_subcommands_mut() {
-            let sub_path = if path.is_empty() { sub.get_name().to_string() } else { format!("{path} {}", sub.get_name()) };
+            let sub_path =
+                if path.is_empty() { sub.get_name().to_string() } else { format!("{path} {}", sub.get_name()) };
             walk(sub, &sub_path, out);
         }
     }
@@ -217,7 +226,9 @@ fn command_lines(block: &str) -> Vec<String> {
 fn every_flag_the_manuals_show_exists() {
     let commands = help_flags();
     let all: BTreeSet<&String> = commands.values().flatten().collect();
-    for (command, flag) in [("stylize", "--allow-public-cluster"), ("stylize", "--workers"), ("models fetch", "--sha256"), ("", "--log")] {
+    for (command, flag) in
+        [("stylize", "--allow-public-cluster"), ("stylize", "--workers"), ("models fetch", "--sha256"), ("", "--log")]
+    {
         assert!(commands[command].contains(flag), "the help of `{command}` lacks {flag}: {commands:?}");
     }
     assert!(!all.iter().any(|f| f.as_str() == "--fail-frame"), "a hidden flag is in the help");
@@ -266,7 +277,8 @@ fn show(path: &[Seg]) -> String {
 const SERVICE_SECTIONS: &[&str] = &["broker", "storage", "models", "service", "dataflow", "routes"];
 
 fn is_word(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The key a piece of inline code names, if it names one:
@@ -301,7 +313,8 @@ fn named_key(span: &str) -> Option<Named> {
         }
         return Some(Named::Path(path));
     }
-    const FILE_EXTENSIONS: &[&str] = &["toml", "json", "jsonl", "yaml", "yml", "rs", "md", "env", "py", "sh", "txt", "wgsl"];
+    const FILE_EXTENSIONS: &[&str] =
+        &["toml", "json", "jsonl", "yaml", "yml", "rs", "md", "env", "py", "sh", "txt", "wgsl"];
     if key.contains('.') {
         let path = dotted(key)?;
         let (Seg::Key(first), Seg::Key(last)) = (&path[0], &path[path.len() - 1]) else { return None };
@@ -372,7 +385,10 @@ fn with_path(base: &toml::Table, path: &[Seg]) -> Option<toml::Table> {
 
 /// Whether a loader takes `table` without refusing a field as unknown (every struct of both
 /// configurations is `deny_unknown_fields`; a wrong type or value is another error).
-fn no_unknown_field<T>(table: &toml::Table, load: impl Fn(&Path) -> Result<T, stylestream::config::ConfigError>) -> bool {
+fn no_unknown_field<T>(
+    table: &toml::Table,
+    load: impl Fn(&Path) -> Result<T, stylestream::config::ConfigError>,
+) -> bool {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temporary file");
     std::fs::write(file.path(), toml::to_string(table).expect("TOML")).expect("write");
     match load(file.path()) {
@@ -402,7 +418,8 @@ impl Keys {
     fn exists(&self, path: &[Seg]) -> bool {
         let Some(Seg::Key(first)) = path.first() else { return false };
         if SERVICE_SECTIONS.contains(&first.as_str()) {
-            value_at(&self.service, path).is_some() || with_path(&self.service, path).is_some_and(|t| no_unknown_field(&t, ServiceConfig::load))
+            value_at(&self.service, path).is_some()
+                || with_path(&self.service, path).is_some_and(|t| no_unknown_field(&t, ServiceConfig::load))
         } else {
             with_path(&toml::Table::new(), path).is_some_and(|t| no_unknown_field(&t, RunConfig::load))
         }
@@ -411,7 +428,12 @@ impl Keys {
     /// Whether `leaf` is a key of some table of either configuration.
     fn exists_anywhere(&self, leaf: &str) -> bool {
         let mut parents: Vec<Vec<Seg>> = vec![vec![], vec![Seg::Key("cluster".into())]];
-        parents.extend(self.service_paths.iter().filter(|p| value_at(&self.service, p).is_some_and(toml::Value::is_table)).cloned());
+        parents.extend(
+            self.service_paths
+                .iter()
+                .filter(|p| value_at(&self.service, p).is_some_and(toml::Value::is_table))
+                .cloned(),
+        );
         parents.push(vec![Seg::Key("storage".into()), Seg::Key("options".into())]);
         parents.push(vec![Seg::Key("dataflow".into()), Seg::Key("cluster".into())]);
         parents.into_iter().any(|mut p| {
@@ -440,11 +462,29 @@ impl Keys {
 fn every_configuration_key_the_manuals_show_exists() {
     let keys = Keys::new();
     // The probe tells real keys from made-up ones, at every depth and in both configurations.
-    let path = |s: &str| s.split('.').map(|k| if k == "[]" { Seg::Element } else { Seg::Key(k.into()) }).collect::<Vec<_>>();
-    for real in ["service.work_dir", "service.max_prefix_frames", "storage.options.part_size_bytes", "dataflow.cluster.hosts", "routes.[].format", "cluster.process", "gpus"] {
+    let path =
+        |s: &str| s.split('.').map(|k| if k == "[]" { Seg::Element } else { Seg::Key(k.into()) }).collect::<Vec<_>>();
+    for real in [
+        "service.work_dir",
+        "service.max_prefix_frames",
+        "storage.options.part_size_bytes",
+        "dataflow.cluster.hosts",
+        "routes.[].format",
+        "cluster.process",
+        "gpus",
+    ] {
         assert!(keys.exists(&path(real)), "{real} is a key");
     }
-    for made_up in ["service.no_such_key", "no_such_section", "storage.options.no_such", "dataflow.no_such", "routes.[].no_such", "cluster.no_such", "no_such", "service.jobs.deeper"] {
+    for made_up in [
+        "service.no_such_key",
+        "no_such_section",
+        "storage.options.no_such",
+        "dataflow.no_such",
+        "routes.[].no_such",
+        "cluster.no_such",
+        "no_such",
+        "service.jobs.deeper",
+    ] {
         assert!(!keys.exists(&path(made_up)), "{made_up} is not a key");
     }
     assert!(keys.exists_anywhere("trigger") && keys.exists_anywhere("max_frames") && !keys.exists_anywhere("no_such"));
@@ -465,7 +505,8 @@ fn every_configuration_key_the_manuals_show_exists() {
             }
         }
         for (_, body) in parts.blocks.iter().filter(|(lang, _)| lang == "toml") {
-            let table: toml::Table = toml::from_str(body).unwrap_or_else(|e| panic!("{name}: a toml block does not parse: {e}\n{body}"));
+            let table: toml::Table =
+                toml::from_str(body).unwrap_or_else(|e| panic!("{name}: a toml block does not parse: {e}\n{body}"));
             let mut paths = Vec::new();
             key_paths(&table, &[], &mut paths);
             for p in paths {

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 use common::*;
 use stylestream::media::image::read_rgb;
-use stylestream::model::gpu::{level_diff, GpuContext, GpuOptions, NetworkPlan, Precision, F16_MAX_LEVELS, F16_MEAN_LEVELS};
+use stylestream::model::gpu::{
+    level_diff, GpuContext, GpuOptions, NetworkPlan, Precision, F16_MAX_LEVELS, F16_MEAN_LEVELS,
+};
 
 fn gpu_f16() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
@@ -32,7 +34,10 @@ fn f16_matches_golden_256x144_for_all_styles() {
         let want = read_rgb(&golden(&format!("{s}_256x144.png"))).unwrap();
         let d = level_diff(&out.rgb, &want.data);
         let float = max_abs_diff(&out.values, &read_f32(&golden(&format!("{s}_256x144.f32"))));
-        eprintln!("{s} 256x144 f16: max {} levels, mean {:.4} levels (float max abs diff {float:.5})", d.max_levels, d.mean_levels);
+        eprintln!(
+            "{s} 256x144 f16: max {} levels, mean {:.4} levels (float max abs diff {float:.5})",
+            d.max_levels, d.mean_levels
+        );
         assert!(d.max_levels <= F16_MAX_LEVELS, "{s}: f16 differs by {} levels", d.max_levels);
         assert!(d.mean_levels <= F16_MEAN_LEVELS, "{s}: f16 differs by {:.3} levels on average", d.mean_levels);
     }
@@ -67,7 +72,10 @@ fn auto_is_f32_on_a_cpu_adapter_and_f32_is_unchanged() {
     // `--precision f16` resolves to f16 plans; the self-check refuses a device without SHADER_F16.
     let c = NetworkPlan::new(gpu_f16(), &desc, &weights, 64, 48).unwrap();
     assert_eq!(c.precision(), Precision::F16);
-    assert!(NetworkPlan::f16_self_check(auto, &desc, &weights).is_err(), "the self-check needs SHADER_F16 on the device");
+    assert!(
+        NetworkPlan::f16_self_check(auto, &desc, &weights).is_err(),
+        "the self-check needs SHADER_F16 on the device"
+    );
 }
 
 #[test]
@@ -78,7 +86,9 @@ fn f16_plans_store_every_activation_as_f16_and_track_the_golden_layers() {
     let half = NetworkPlan::new(gpu_f16(), &desc, &weights, 64, 48).unwrap();
     let full = NetworkPlan::new(gpu(), &desc, &weights, 64, 48).unwrap();
     let is_f16 = |v: f32| half::f16::from_f32(v).to_f32() == v;
-    for (layer, file) in [("conv1", "conv1"), ("conv3", "conv3"), ("res5.conv2", "res5"), ("deconv1", "deconv1"), ("conv4", "pre_tanh")] {
+    for (layer, file) in
+        [("conv1", "conv1"), ("conv3", "conv3"), ("res5.conv2", "res5"), ("deconv1", "deconv1"), ("conv4", "pre_tanh")]
+    {
         let i = desc.layer_index(layer).unwrap();
         let got = half.run_to_layer(&input.data, i).unwrap();
         // Stored as f16: every value survives a round trip through f16 unchanged. (The f32
@@ -102,7 +112,12 @@ fn f16_row_bands_and_odd_sizes_agree_with_f32() {
     // tensor of an odd number of f16 values.
     let desc = tf();
     let weights = style("udnie");
-    let banded = GpuContext::new(&GpuOptions { precision: Precision::F16, max_binding_bytes: Some(64 << 10), ..Default::default() }).unwrap();
+    let banded = GpuContext::new(&GpuOptions {
+        precision: Precision::F16,
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    })
+    .unwrap();
     let f32_ctx = GpuContext::new(&GpuOptions { precision: Precision::F32, ..Default::default() }).unwrap();
     for (w, h) in [(64u32, 48u32), (37, 23)] {
         let input: Vec<u8> = (0..w * h * 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
@@ -119,7 +134,10 @@ fn f16_row_bands_and_odd_sizes_agree_with_f32() {
         // bound of the f32 output.
         let between = level_diff(&a.rgb, &b.rgb);
         eprintln!("{w}x{h} f16 banded vs whole: max {} levels, mean {:.4}", between.max_levels, between.mean_levels);
-        assert!(between.max_levels <= 1 && between.mean_levels <= 0.05, "{w}x{h}: bands change the f16 output: {between:?}");
+        assert!(
+            between.max_levels <= 1 && between.mean_levels <= 0.05,
+            "{w}x{h}: bands change the f16 output: {between:?}"
+        );
         for (what, out) in [("whole", &a), ("banded", &b)] {
             let d = level_diff(&out.rgb, &reference.rgb);
             eprintln!("{w}x{h} f16 {what} vs f32: max {} levels, mean {:.4}", d.max_levels, d.mean_levels);
@@ -139,13 +157,22 @@ fn f16_tiled_gemm_kernels_agree_with_f32() {
     let f32_ctx = GpuContext::new(&GpuOptions { precision: Precision::F32, ..Default::default() }).unwrap();
     let reference = NetworkPlan::new(&f32_ctx, &desc, &weights, 64, 48).unwrap().run(&input.data).unwrap();
     for choice in [KernelChoice::Tiled, KernelChoice::Tiled32x32, KernelChoice::Tiled128x64] {
-        let ctx = GpuContext::new(&GpuOptions { precision: Precision::F16, kernels: choice, timestamps: true, ..Default::default() }).unwrap();
+        let ctx = GpuContext::new(&GpuOptions {
+            precision: Precision::F16,
+            kernels: choice,
+            timestamps: true,
+            ..Default::default()
+        })
+        .unwrap();
         let plan = NetworkPlan::new(&ctx, &desc, &weights, 64, 48).unwrap();
         assert_eq!(plan.precision(), Precision::F16);
         assert!(plan.variant().0.tiled(), "{choice:?}: {:?}", plan.variant());
         plan.run_profiled(&input.data).unwrap();
         let kernels = plan.kernel_times().unwrap().unwrap();
-        assert!(kernels.iter().any(|k| k.kernel == "conv2d_tiled"), "{choice:?}: no layer ran conv2d_tiled: {kernels:?}");
+        assert!(
+            kernels.iter().any(|k| k.kernel == "conv2d_tiled"),
+            "{choice:?}: no layer ran conv2d_tiled: {kernels:?}"
+        );
         let out = plan.run(&input.data).unwrap();
         let d = level_diff(&out.rgb, &reference.rgb);
         eprintln!("{choice:?} f16 vs f32: max {} levels, mean {:.4}", d.max_levels, d.mean_levels);

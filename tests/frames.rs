@@ -68,7 +68,11 @@ struct Place {
 impl Place {
     fn local(dir: &std::path::Path) -> Place {
         let url = format!("file://{}", dir.display());
-        Place { store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), Vec::new()).unwrap()).unwrap(), url, env: Vec::new() }
+        Place {
+            store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), Vec::new()).unwrap()).unwrap(),
+            url,
+            env: Vec::new(),
+        }
     }
 
     fn azurite() -> Place {
@@ -78,7 +82,11 @@ impl Place {
         create_container(&container);
         let env = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
         let url = format!("az://{container}");
-        Place { store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), env.clone()).unwrap()).unwrap(), url, env }
+        Place {
+            store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), env.clone()).unwrap()).unwrap(),
+            url,
+            env,
+        }
     }
 
     fn s3() -> Place {
@@ -87,7 +95,11 @@ impl Place {
         let bucket = unique_bucket();
         create_bucket(&bucket);
         let url = format!("s3://{bucket}");
-        Place { store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap(), url, env: s3_vars() }
+        Place {
+            store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap(),
+            url,
+            env: s3_vars(),
+        }
     }
 
     fn put(&self, key: &str, bytes: Vec<u8>) {
@@ -167,10 +179,18 @@ fn style_change_two_and_rerun(place: &Place) -> BTreeMap<&'static str, u64> {
     }
     place.put("in/fps.txt", b"25".to_vec());
     let first = place.stylize("in/", "out/");
-    assert_eq!(with("styled", &actions(&first)), ["0001.png", "0002.png", "0004.png", "0007.png"], "{}", stderr(&first));
+    assert_eq!(
+        with("styled", &actions(&first)),
+        ["0001.png", "0002.png", "0004.png", "0007.png"],
+        "{}",
+        stderr(&first)
+    );
     assert_eq!(place.names("out/"), ["0001.png", "0002.png", "0004.png", "0007.png"], "names (and gaps) kept");
     for (name, seed) in &seeds {
-        assert!(place.get(&format!("out/{name}")) == png_styled_alone(*seed), "{name} differs from the frame styled alone");
+        assert!(
+            place.get(&format!("out/{name}")) == png_styled_alone(*seed),
+            "{name} differs from the frame styled alone"
+        );
     }
     // Two frames change.
     for (name, seed) in [("0002.png", 102), ("0007.png", 107)] {
@@ -179,10 +199,18 @@ fn style_change_two_and_rerun(place: &Place) -> BTreeMap<&'static str, u64> {
     }
     let second = place.stylize("in/", "out/");
     let done = actions(&second);
-    assert_eq!(with("styled", &done), ["0002.png", "0007.png"], "exactly the changed frames are styled again:\n{}", stderr(&second));
+    assert_eq!(
+        with("styled", &done),
+        ["0002.png", "0007.png"],
+        "exactly the changed frames are styled again:\n{}",
+        stderr(&second)
+    );
     assert_eq!(with("skipped", &done), ["0001.png", "0004.png"]);
     for (name, seed) in &seeds {
-        assert!(place.get(&format!("out/{name}")) == png_styled_alone(*seed), "{name} differs from the frame styled alone");
+        assert!(
+            place.get(&format!("out/{name}")) == png_styled_alone(*seed),
+            "{name} differs from the frame styled alone"
+        );
     }
     seeds
 }
@@ -266,9 +294,18 @@ fn formats_alpha_bit_depth_and_orientation_are_kept() {
     let rgb16: Vec<u16> = rgb.iter().map(|&v| (v as u16 * 257).saturating_sub(3)).collect();
     let rgba16: Vec<u16> = rgb16.chunks(3).zip(&alpha16).flat_map(|(p, a)| [p[0], p[1], p[2], *a]).collect();
     use image::DynamicImage as D;
-    place.put("in/a_rgba8.png", encode(D::ImageRgba8(image::RgbaImage::from_raw(W, H, rgba8).unwrap()), image::ImageFormat::Png));
-    place.put("in/b_rgb16.png", encode(D::ImageRgb16(image::ImageBuffer::from_raw(W, H, rgb16).unwrap()), image::ImageFormat::Png));
-    place.put("in/c_rgba16.png", encode(D::ImageRgba16(image::ImageBuffer::from_raw(W, H, rgba16).unwrap()), image::ImageFormat::Png));
+    place.put(
+        "in/a_rgba8.png",
+        encode(D::ImageRgba8(image::RgbaImage::from_raw(W, H, rgba8).unwrap()), image::ImageFormat::Png),
+    );
+    place.put(
+        "in/b_rgb16.png",
+        encode(D::ImageRgb16(image::ImageBuffer::from_raw(W, H, rgb16).unwrap()), image::ImageFormat::Png),
+    );
+    place.put(
+        "in/c_rgba16.png",
+        encode(D::ImageRgba16(image::ImageBuffer::from_raw(W, H, rgba16).unwrap()), image::ImageFormat::Png),
+    );
     let jpeg = encode(D::ImageRgb8(image::RgbImage::from_raw(W, H, rgb.clone()).unwrap()), image::ImageFormat::Jpeg);
     place.put("in/d.jpg", jpeg.clone());
     // Orientation 6: the stored 64x48 picture is shown turned 90° clockwise, 48x64.
@@ -283,17 +320,34 @@ fn formats_alpha_bit_depth_and_orientation_are_kept() {
     assert_eq!(a.color(), image::ColorType::Rgba8);
     let a = a.to_rgba8();
     assert_eq!(a.pixels().map(|p| p.0[3]).collect::<Vec<_>>(), alpha8, "alpha carried over unchanged");
-    assert_eq!(a.pixels().flat_map(|p| [p.0[0], p.0[1], p.0[2]]).collect::<Vec<_>>(), styled, "colour = the RGB styled alone");
+    assert_eq!(
+        a.pixels().flat_map(|p| [p.0[0], p.0[1], p.0[2]]).collect::<Vec<_>>(),
+        styled,
+        "colour = the RGB styled alone"
+    );
 
     // 16-bit in: the network sees the 8-bit picture; 16-bit out holds its result scaled.
-    let rgb16_as8 = image::DynamicImage::ImageRgb16(image::ImageBuffer::from_raw(W, H, rgb.iter().map(|&v| (v as u16 * 257).saturating_sub(3)).collect::<Vec<u16>>()).unwrap()).to_rgb8().into_raw();
+    let rgb16_as8 = image::DynamicImage::ImageRgb16(
+        image::ImageBuffer::from_raw(
+            W,
+            H,
+            rgb.iter().map(|&v| (v as u16 * 257).saturating_sub(3)).collect::<Vec<u16>>(),
+        )
+        .unwrap(),
+    )
+    .to_rgb8()
+    .into_raw();
     let (styled16, _) = styled_alone(&rgb16_as8, W, H);
     let b = load("b_rgb16.png");
     assert_eq!(b.color(), image::ColorType::Rgb16);
     assert_eq!(b.to_rgb16().into_raw(), styled16.iter().map(|&v| v as u16 * 257).collect::<Vec<_>>());
     let c = load("c_rgba16.png");
     assert_eq!(c.color(), image::ColorType::Rgba16);
-    assert_eq!(c.to_rgba16().pixels().map(|p| p.0[3]).collect::<Vec<_>>(), alpha16, "16-bit alpha carried over unchanged");
+    assert_eq!(
+        c.to_rgba16().pixels().map(|p| p.0[3]).collect::<Vec<_>>(),
+        alpha16,
+        "16-bit alpha carried over unchanged"
+    );
 
     let d = place.get("out/d.jpg");
     assert_eq!(image::guess_format(&d).unwrap(), image::ImageFormat::Jpeg, "JPEG stays JPEG");
@@ -316,7 +370,10 @@ fn a_kill_9_mid_sequence_loses_nothing_finished() {
     // under its staging name (`0020.png.json#1`), which is not a finished frame.
     let records_in = |d: &std::path::Path| -> Vec<String> {
         std::fs::read_dir(d)
-            .map(|e| e.filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)).collect())
+            .map(|e| {
+                e.filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     wait_for("three finished frames", 300, || records_in(&records).len() >= 3);
@@ -329,7 +386,12 @@ fn a_kill_9_mid_sequence_loses_nothing_finished() {
     let rerun = place.stylize("in/", "out/");
     let done = actions(&rerun);
     for f in &finished {
-        assert_eq!(done.get(f).map(String::as_str), Some("skipped"), "{f} was finished before the kill:\n{}", stderr(&rerun));
+        assert_eq!(
+            done.get(f).map(String::as_str),
+            Some("skipped"),
+            "{f} was finished before the kill:\n{}",
+            stderr(&rerun)
+        );
     }
     assert_eq!(with("styled", &done).len() + finished.len(), n as usize);
     assert_eq!(place.names("out/").len(), n as usize, "the result is complete");
@@ -349,7 +411,16 @@ fn the_service_writes_frames_back_and_acks_a_complete_sequence_without_gpu_work(
     }
     svc.start();
     // Through an explicit job first, then through the route's trigger.
-    svc.submit(&["--id", "frames-1", "--input-prefix", "uploads/shot1", "--style", "udnie", "--output-frames-prefix", "direct/shot1"]);
+    svc.submit(&[
+        "--id",
+        "frames-1",
+        "--input-prefix",
+        "uploads/shot1",
+        "--style",
+        "udnie",
+        "--output-frames-prefix",
+        "direct/shot1",
+    ]);
     let log = |id: &str| svc.dir.path().join(format!("system/logs/{id}.json"));
     wait_for("the first job's log", 120, || log("frames-1").exists());
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(log("frames-1")).unwrap()).unwrap();
@@ -357,7 +428,10 @@ fn the_service_writes_frames_back_and_acks_a_complete_sequence_without_gpu_work(
     assert_eq!(summary["styled"], 2, "{summary}");
     assert_eq!(summary["frames"].as_array().unwrap().len(), 2, "every frame is listed: {summary}");
     for (name, seed) in [("f_001.png", 11), ("f_003.png", 13)] {
-        assert!(std::fs::read(svc.media().join("direct/shot1").join(name)).unwrap() == png_styled_alone(seed), "{name}");
+        assert!(
+            std::fs::read(svc.media().join("direct/shot1").join(name)).unwrap() == png_styled_alone(seed),
+            "{name}"
+        );
     }
     let s3 = |key: &str| common::svc::s3_created("media", key);
     std::fs::write(shot.join("_READY"), b"").unwrap();
@@ -366,7 +440,16 @@ fn the_service_writes_frames_back_and_acks_a_complete_sequence_without_gpu_work(
     assert!(std::fs::read(svc.media().join("styled/shot1/f_003.png")).unwrap() == png_styled_alone(13));
     let frames_before = svc.metric("stylestream_frames_total");
     // The trigger again, on a complete sequence: acked, no GPU work.
-    svc.submit(&["--id", "frames-2", "--input-prefix", "uploads/shot1", "--style", "udnie", "--output-frames-prefix", "direct/shot1"]);
+    svc.submit(&[
+        "--id",
+        "frames-2",
+        "--input-prefix",
+        "uploads/shot1",
+        "--style",
+        "udnie",
+        "--output-frames-prefix",
+        "direct/shot1",
+    ]);
     wait_for("the second job's log", 60, || log("frames-2").exists());
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(log("frames-2")).unwrap()).unwrap();
     assert_eq!(summary["outcome"], "already-done", "{summary}");
@@ -388,7 +471,6 @@ fn bytes_under(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
-
 
 /// 500 frames through the service from and to the S3 server: frames stream through memory,
 /// never staged — the work directory and TMPDIR hold at most the frames in flight (× 2) while
@@ -418,7 +500,16 @@ fn a_500_frame_sequence_streams_within_the_local_disk_bound() {
     svc.env.push(("TMPDIR".into(), tmp.display().to_string()));
     svc.start();
     let pid = svc.child.as_ref().unwrap().id();
-    svc.submit(&["--id", "long-sequence", "--input-prefix", "in/", "--style", "udnie", "--output-frames-prefix", "out/"]);
+    svc.submit(&[
+        "--id",
+        "long-sequence",
+        "--input-prefix",
+        "in/",
+        "--style",
+        "udnie",
+        "--output-frames-prefix",
+        "out/",
+    ]);
     let log = svc.dir.path().join("system/logs/long-sequence.json");
     let (mut peak_disk, mut samples) = (0u64, Vec::new());
     let started = std::time::Instant::now();
@@ -432,9 +523,14 @@ fn a_500_frame_sequence_streams_within_the_local_disk_bound() {
     assert_eq!(summary["styled"], n, "{summary}");
     let in_flight = 4; // max_frames_in_flight's default
     let bound = in_flight * 2 * largest;
-    assert!(peak_disk <= bound, "local disk peaked at {peak_disk} bytes, over {bound} (frames in flight × 2 × frame size)");
+    assert!(
+        peak_disk <= bound,
+        "local disk peaked at {peak_disk} bytes, over {bound} (frames in flight × 2 × frame size)"
+    );
     let total = samples.last().unwrap().0;
-    let max_in = |from: f64, to: f64| samples.iter().filter(|(t, _)| *t >= from * total && *t <= to * total).map(|(_, r)| *r).max().unwrap_or(0);
+    let max_in = |from: f64, to: f64| {
+        samples.iter().filter(|(t, _)| *t >= from * total && *t <= to * total).map(|(_, r)| *r).max().unwrap_or(0)
+    };
     let (early, late) = (max_in(0.2, 0.4), max_in(0.8, 1.0));
     eprintln!("500 frames in {total:.1} s; local disk peak {peak_disk} B (bound {bound} B); RSS {early} KiB early, {late} KiB late");
     assert!(late <= early + 16 * 1024, "memory grew with the sequence: {early} KiB → {late} KiB");
@@ -461,7 +557,11 @@ fn a_store_outage_mid_sequence_is_waited_out() {
         }
     }
     let url = format!("s3://{bucket}");
-    let place = Place { store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap(), url, env };
+    let place = Place {
+        store: BlockingStore::new(Store::open_with_vars(&url, &Default::default(), s3_vars()).unwrap()).unwrap(),
+        url,
+        env,
+    };
     let n = 60u64;
     for i in 0..n {
         place.put(&format!("in/{i:03}.png"), png_rgb(300 + i));

@@ -44,7 +44,9 @@ fn udnie_matches_golden_layer_by_layer() {
     let weights = style("udnie");
     let input = read_rgb(&golden("input_64x48.png")).unwrap();
     let plan = NetworkPlan::new(gpu(), &desc, &weights, 64, 48).unwrap();
-    for (layer, file) in [("conv1", "conv1"), ("conv3", "conv3"), ("res5.conv2", "res5"), ("deconv1", "deconv1"), ("conv4", "pre_tanh")] {
+    for (layer, file) in
+        [("conv1", "conv1"), ("conv3", "conv3"), ("res5.conv2", "res5"), ("deconv1", "deconv1"), ("conv4", "pre_tanh")]
+    {
         let i = desc.layer_index(layer).unwrap();
         let got = plan.run_to_layer(&input.data, i).unwrap();
         let want = read_f32(&golden(&format!("udnie_64x48_{file}.f32")));

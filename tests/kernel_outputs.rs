@@ -84,7 +84,11 @@ fn compute(adapter: &mut Option<(String, String)>) -> BTreeMap<String, Hashes> {
                 let first = plan.run_with_values(&input.data).unwrap();
                 let again = plan.run_with_values(&input.data).unwrap();
                 assert_eq!(first.rgb, again.rgb, "{key}: two runs of the same plan differ");
-                assert_eq!(value_bytes(&first.values), value_bytes(&again.values), "{key}: two runs of the same plan differ");
+                assert_eq!(
+                    value_bytes(&first.values),
+                    value_bytes(&again.values),
+                    "{key}: two runs of the same plan differ"
+                );
                 let hashes = Hashes { rgb: sha256(&first.rgb), values: sha256(&value_bytes(&first.values)) };
                 eprintln!("{key}: rgb {} values {}", &hashes.rgb[..16], &hashes.values[..16]);
                 out.insert(key, hashes);
@@ -136,5 +140,11 @@ fn every_kernel_set_at_both_precisions_gives_the_recorded_outputs() {
         .filter(|(k, h)| want.outputs[*k] != **h)
         .map(|(k, h)| format!("{k}: got rgb {} values {}, recorded {:?}", h.rgb, h.values, want.outputs[k]))
         .collect();
-    assert!(differ.is_empty(), "{} of {} outputs differ from the recorded ones:\n{}", differ.len(), got.len(), differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "{} of {} outputs differ from the recorded ones:\n{}",
+        differ.len(),
+        got.len(),
+        differ.join("\n")
+    );
 }

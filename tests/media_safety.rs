@@ -65,7 +65,10 @@ fn assert_not_allowed(e: &MediaError, path: &Path, format: &str) {
         other => panic!("expected ContainerNotAllowed({format}), got: {other}"),
     }
     let text = e.to_string();
-    assert!(text.contains(s(path)) && text.contains("not accepted"), "the message should name the file and say why: {text}");
+    assert!(
+        text.contains(s(path)) && text.contains("not accepted"),
+        "the message should name the file and say why: {text}"
+    );
 }
 
 #[test]
@@ -106,7 +109,15 @@ fn hls_playlist_named_mp4_pointing_outside_the_store_is_refused_restricted() {
 fn image2_pattern_name_is_followed_by_the_cli_open_and_refused_restricted() {
     let dir = tempfile::tempdir().unwrap();
     // Three numbered frames, and a file whose name is the pattern that matches them.
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "3", s(&dir.path().join("shot%03d.png"))]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "3",
+        s(&dir.path().join("shot%03d.png")),
+    ]);
     let named = dir.path().join("shot%03d.png");
     std::fs::copy(dir.path().join("shot001.png"), &named).unwrap();
 
@@ -129,7 +140,19 @@ fn restricted_open_reads_the_supported_containers_whole() {
         ("a.flv", "libx264"),
     ] {
         let path = dir.path().join(name);
-        ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "6", "-c:v", codec, "-pix_fmt", "yuv420p", s(&path)]);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48:rate=25",
+            "-frames:v",
+            "6",
+            "-c:v",
+            codec,
+            "-pix_fmt",
+            "yuv420p",
+            s(&path),
+        ]);
         let d = VideoDecoder::open_restricted(&path, &MediaLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((d.info().width, d.info().height), (64, 48), "{name}");
         let (n, err) = decode_all(d);
@@ -145,7 +168,9 @@ fn frames_over_the_size_limit_are_refused_at_open() {
     Clip::new(5).write(&clip);
     let small = MediaLimits { max_width_px: 32, max_height_px: 32, ..Default::default() };
     match refused(VideoDecoder::open_restricted(&clip, &small)) {
-        MediaError::TooLarge { path, width: 64, height: 48, max_width_px: 32, max_height_px: 32 } => assert_eq!(path, clip),
+        MediaError::TooLarge { path, width: 64, height: 48, max_width_px: 32, max_height_px: 32 } => {
+            assert_eq!(path, clip)
+        }
         other => panic!("expected TooLarge, got: {other}"),
     }
     // One pixel over in one direction is enough; exactly at the limit passes.
@@ -232,7 +257,14 @@ fn a_stream_that_grows_after_its_header_stops_at_the_size_limit() {
 }
 
 fn info_64x48() -> SourceInfo {
-    SourceInfo { width: 64, height: 48, time_base: Rate::new(1, 25), frame_rate: Rate::new(25, 1), frames: Some(1), frames_exact: true }
+    SourceInfo {
+        width: 64,
+        height: 48,
+        time_base: Rate::new(1, 25),
+        frame_rate: Rate::new(25, 1),
+        frames: Some(1),
+        frames_exact: true,
+    }
 }
 
 #[test]
@@ -290,7 +322,18 @@ fn audio_past_the_duration_limit_is_refused_while_copying() {
     let input = dir.path().join("long-audio.mkv");
     let o = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
         .args(["-f", "matroska", "pipe:1"])
         .output()
         .unwrap();
@@ -300,7 +343,9 @@ fn audio_past_the_duration_limit_is_refused_while_copying() {
     let out = dir.path().join("out.mkv");
     let limits = MediaLimits { max_duration_secs: 2.0, ..Default::default() };
     match reencode(&input, &out, &InputPolicy::Restricted(limits)) {
-        Err(MediaError::TooLong { path, secs, .. }) => assert!(path == input && secs > 2.0, "{} at {secs} s", path.display()),
+        Err(MediaError::TooLong { path, secs, .. }) => {
+            assert!(path == input && secs > 2.0, "{} at {secs} s", path.display())
+        }
         other => panic!("expected TooLong from the audio, got {other:?}"),
     }
     assert!(!out.exists(), "a refused output was published");

@@ -63,7 +63,14 @@ fn ort(model: &Path, rgb: &[u8], w: u32, h: u32) -> Vec<f32> {
     let out = tmp(&format!("ort-{n}.f32"));
     let o = Command::new(python())
         .arg(script("models.py"))
-        .args(["run", &model.display().to_string(), &input.display().to_string(), &w.to_string(), &h.to_string(), &out.display().to_string()])
+        .args([
+            "run",
+            &model.display().to_string(),
+            &input.display().to_string(),
+            &w.to_string(),
+            &h.to_string(),
+            &out.display().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "onnxruntime failed: {}", String::from_utf8_lossy(&o.stderr));
@@ -90,13 +97,17 @@ fn check(model_name: &str, oracle: &str, w: u32, h: u32) -> f32 {
     let want = ort(&model(oracle), &rgb, w, h);
     let got = ours(&model(model_name), &rgb, w, h);
     let diff = clamped_diff(&got, &want);
-    let spread = want.iter().fold(0f32, |m, v| m.max(v.clamp(0.0, 255.0))) - want.iter().fold(255f32, |m, v| m.min(v.clamp(0.0, 255.0)));
+    let spread = want.iter().fold(0f32, |m, v| m.max(v.clamp(0.0, 255.0)))
+        - want.iter().fold(255f32, |m, v| m.min(v.clamp(0.0, 255.0)));
     let inside = want.iter().filter(|v| (1.0..254.0).contains(*v)).count() as f32 / want.len() as f32;
     // Graphs without a Clip: the raw values too (they reach beyond 0..255), relative to their size.
     let raw = if oracle.starts_with("torch_export") { 0.0 } else { max_abs_diff(&got, &want) };
     let size = want.iter().fold(255f32, |m, v| m.max(v.abs()));
     eprintln!("{model_name} at {w}x{h} vs ORT({oracle}): max |diff| {diff} clamped, {raw} raw (max |y| {size}, {:.0} % unsaturated)", inside * 100.0);
-    assert!(spread > 50.0 && inside > 0.3, "{oracle}: the output is nearly constant or saturated; the test would prove little");
+    assert!(
+        spread > 50.0 && inside > 0.3,
+        "{oracle}: the output is nearly constant or saturated; the test would prove little"
+    );
     assert!(diff <= TOL, "{model_name} at {w}x{h}: max |stylestream - ORT| = {diff} > {TOL}");
     assert!(raw <= TOL * size / 255.0, "{model_name} at {w}x{h}: max raw |stylestream - ORT| = {raw}");
     diff
@@ -147,7 +158,8 @@ fn imported_descriptions_take_input_scale_and_output_from_the_graph() {
     assert_eq!(export.input_scale, 1.0 / 255.0);
     assert_eq!(export.output, OutputTransform::Clamp);
     assert_eq!(export.layers.iter().filter(|l| l.upsample == 2).count(), 2);
-    let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(model("torch_export.onnx")).unwrap()));
+    let sha =
+        format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(model("torch_export.onnx")).unwrap()));
     assert_eq!(w.sha256, sha, "the weights' sha256 is the .onnx file's");
 }
 
@@ -156,7 +168,16 @@ fn unsupported_operators_are_listed_with_their_nodes() {
     let input = tmp("unsupported/in.png");
     image::RgbImage::from_raw(16, 16, random_rgb(16, 16, 1)).unwrap().save(&input).unwrap();
     let output = tmp("unsupported/out.png");
-    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", output.to_str().unwrap(), "--model", model("unsupported.onnx").to_str().unwrap(), "--progress", "none"]);
+    let o = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--model",
+        model("unsupported.onnx").to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
     assert_clean_failure(&o, "LeakyRelu (node `my_leaky_relu`), Softplus (node `my_softplus`)", &output);
 }
 
@@ -187,7 +208,10 @@ fn onnx_and_safetensors_give_identical_outputs_for_the_same_weights() {
     };
     run(&via_onnx, &["--model", model("torch_zoo.onnx").to_str().unwrap()]);
     let toml = model("torch_plain.toml");
-    run(&via_plain, &["--model", model("torch_plain.safetensors").to_str().unwrap(), "--network", toml.to_str().unwrap()]);
+    run(
+        &via_plain,
+        &["--model", model("torch_plain.safetensors").to_str().unwrap(), "--network", toml.to_str().unwrap()],
+    );
     let (a, b) = (std::fs::read(&via_onnx).unwrap(), std::fs::read(&via_plain).unwrap());
     assert!(a == b, "the PNGs differ");
     // Float outputs too, bit for bit.
@@ -199,7 +223,8 @@ fn onnx_and_safetensors_give_identical_outputs_for_the_same_weights() {
     // And the PNG is ORT's output, quantised, within one level.
     let want = ort(&model("torch_zoo.onnx"), &image::open(&input).unwrap().to_rgb8().into_raw(), w, h);
     let got = image::open(&via_onnx).unwrap().to_rgb8().into_raw();
-    let level = got.iter().zip(&want).map(|(g, o)| (*g as f32 - (o.clamp(0.0, 255.0) + 0.5).floor()).abs()).fold(0.0, f32::max);
+    let level =
+        got.iter().zip(&want).map(|(g, o)| (*g as f32 - (o.clamp(0.0, 255.0) + 0.5).floor()).abs()).fold(0.0, f32::max);
     assert!(level <= 1.0, "8-bit output differs from ORT by {level} levels");
 }
 
@@ -223,7 +248,13 @@ fn models_list_shows_architecture_parameters_and_flops() {
     let line = text.lines().find(|l| l.trim_start().starts_with("tf_same ")).unwrap_or_else(|| panic!("{text}"));
     let (desc, _) = onnx::load(&model("tf_same.onnx")).unwrap();
     let flops = format!("{:.0} FLOP/px", 2.0 * desc.macs_per_pixel());
-    assert!(line.contains("onnx") && line.contains("52694 params") && line.contains(&flops) && line.contains("tanh*150+127.5"), "{line}");
+    assert!(
+        line.contains("onnx")
+            && line.contains("52694 params")
+            && line.contains(&flops)
+            && line.contains("tanh*150+127.5"),
+        "{line}"
+    );
     assert!(text.contains("unsupported") && text.contains("unusable"), "{text}");
 }
 
@@ -306,7 +337,10 @@ fn fuzzed_onnx_files_give_errors_not_panics_or_hangs() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("fuzz: {INPUTS} inputs in {secs:.1} s (slowest {:.0} ms): {ok} imported, errors {errors:?}", slowest * 1e3);
+    eprintln!(
+        "fuzz: {INPUTS} inputs in {secs:.1} s (slowest {:.0} ms): {ok} imported, errors {errors:?}",
+        slowest * 1e3
+    );
     assert!(slowest < 2.0, "one input took {slowest} s");
     assert!(errors.len() >= 3, "the mutations should reach several error kinds: {errors:?}");
 }
@@ -323,12 +357,8 @@ impl Drop for Server {
 
 fn serve(file: &Path) -> Server {
     use std::io::BufRead;
-    let mut child = Command::new(python())
-        .arg(script("serve.py"))
-        .arg(file)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(python()).arg(script("serve.py")).arg(file).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port = line.trim().parse().unwrap_or_else(|_| panic!("serve.py printed `{line}`"));
@@ -345,7 +375,9 @@ fn models_fetch_verifies_the_checksum_and_leaves_nothing_behind_on_failure() {
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.to_str().unwrap();
     let url = |p: &str| format!("http://127.0.0.1:{}/{p}", server.1);
-    let fetch = |name: &str, u: &str, sha: &str| stylestream(&["models", "fetch", name, "--dir", d, "--url", u, "--sha256", sha]);
+    let fetch = |name: &str, u: &str, sha: &str| {
+        stylestream(&["models", "fetch", name, "--dir", d, "--url", u, "--sha256", sha])
+    };
     let nothing_left = |name: &str| {
         assert!(!dir.join(format!("{name}.onnx")).exists(), "{name}.onnx was left behind");
         assert!(partial_files(&dir).is_empty(), "temporaries left: {:?}", partial_files(&dir));

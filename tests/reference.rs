@@ -92,7 +92,8 @@ fn plain_kernels_match_cpu_without_subgroups() {
         let (w, h) = (37, 23);
         let rgb = random_rgb(w, h, 9);
         let (ww, wh) = working_size(&desc, w, h);
-        let input = cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
+        let input =
+            cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
         let (_, out) = cpu::forward(&desc, &weights, &input);
         let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).unwrap();
         let got = plan.run_with_values(&rgb).unwrap();
@@ -134,7 +135,8 @@ fn a_1080p_frame_runs_in_row_bands_and_keeps_its_size() {
     let out = plan.run(&frame.data).unwrap();
     assert_eq!(out.rgb.len(), (w * h * 3) as usize);
     // Styled, not copied or blank: far from the input and with a wide range of values.
-    let mean_diff = out.rgb.iter().zip(&frame.data).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / out.rgb.len() as f64;
+    let mean_diff =
+        out.rgb.iter().zip(&frame.data).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / out.rgb.len() as f64;
     let (lo, hi) = (out.rgb.iter().min().copied().unwrap(), out.rgb.iter().max().copied().unwrap());
     assert!(mean_diff > 20.0 && hi - lo > 150, "mean diff {mean_diff}, range {lo}..{hi}");
 }
@@ -148,14 +150,22 @@ fn trusted_shaders_give_the_same_bits_as_checked_ones() {
     let desc = tf();
     let weights = style("udnie");
     for no_subgroups in [false, true] {
-        let opts = |checked_shaders| GpuOptions { max_binding_bytes: Some(128 * 1024), no_subgroups, checked_shaders, ..Default::default() };
+        let opts = |checked_shaders| GpuOptions {
+            max_binding_bytes: Some(128 * 1024),
+            no_subgroups,
+            checked_shaders,
+            ..Default::default()
+        };
         let (trusted, checked) = (GpuContext::new(&opts(false)).unwrap(), GpuContext::new(&opts(true)).unwrap());
         for (w, h) in [(37, 23), (64, 48)] {
             let rgb = random_rgb(w, h, 5);
             let a = NetworkPlan::new(&trusted, &desc, &weights, w, h).unwrap().run_with_values(&rgb).unwrap();
             let b = NetworkPlan::new(&checked, &desc, &weights, w, h).unwrap().run_with_values(&rgb).unwrap();
             let same = a.values.iter().zip(&b.values).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same && a.rgb == b.rgb, "{w}x{h} (no_subgroups {no_subgroups}): trusted and checked shaders differ");
+            assert!(
+                same && a.rgb == b.rgb,
+                "{w}x{h} (no_subgroups {no_subgroups}): trusted and checked shaders differ"
+            );
         }
     }
 }
@@ -213,14 +223,21 @@ fn tiled_implicit_gemm_kernels_match_the_cpu_and_the_golden_data() {
     // workgroup memory. Partial tiles (37x23: 64-pixel and 64-channel tiles cut at the edges),
     // row bands (a 128 KiB binding cap), trusted and checked shaders, both network variants.
     use stylestream::model::gpu::{GpuContext, GpuOptions, KernelChoice, Variant};
-    let opts = |max_binding_bytes, checked_shaders| GpuOptions { kernels: KernelChoice::Tiled, max_binding_bytes, checked_shaders, timestamps: true, ..Default::default() };
+    let opts = |max_binding_bytes, checked_shaders| GpuOptions {
+        kernels: KernelChoice::Tiled,
+        max_binding_bytes,
+        checked_shaders,
+        timestamps: true,
+        ..Default::default()
+    };
     let ctx = GpuContext::new(&opts(None, false)).unwrap();
     for desc in [tf(), NetworkDescription::load("transformnet-torch").unwrap()] {
         let weights = random_weights(&desc, 7);
         let (w, h) = (37, 23);
         let rgb = random_rgb(w, h, 11);
         let (ww, wh) = working_size(&desc, w, h);
-        let input = cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
+        let input =
+            cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
         let (_, out) = cpu::forward(&desc, &weights, &input);
         let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).unwrap();
         assert_eq!(plan.variant().0, Variant::Tiled);
@@ -241,7 +258,10 @@ fn tiled_implicit_gemm_kernels_match_the_cpu_and_the_golden_data() {
         assert!(diff <= 0.01, "tiled (cap {cap:?}, checked {checked}) differs from golden by {diff}");
         outputs.push(out.values);
     }
-    assert!(outputs[1].iter().zip(&outputs[2]).all(|(a, b)| a.to_bits() == b.to_bits()), "trusted and checked tiled shaders differ");
+    assert!(
+        outputs[1].iter().zip(&outputs[2]).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "trusted and checked tiled shaders differ"
+    );
 }
 
 #[test]
@@ -259,9 +279,19 @@ fn every_tile_size_of_the_tiled_gemm_matches_the_cpu() {
     let input = cpu::Tensor::from_rgb8(wh as usize, ww as usize, &extend_rgb8(&rgb, w, h, ww, wh), desc.input_scale);
     let (_, out) = cpu::forward(&desc, &weights, &input);
     let want = crop(&out.data, ww, 3, w, h);
-    for (choice, variant) in [(KernelChoice::Tiled32x32, Variant::Tiled32x32), (KernelChoice::Tiled, Variant::Tiled), (KernelChoice::Tiled128x64, Variant::Tiled128x64)] {
+    for (choice, variant) in [
+        (KernelChoice::Tiled32x32, Variant::Tiled32x32),
+        (KernelChoice::Tiled, Variant::Tiled),
+        (KernelChoice::Tiled128x64, Variant::Tiled128x64),
+    ] {
         for cap in [None, Some(64 * 1024)] {
-            let ctx = GpuContext::new(&GpuOptions { kernels: choice, max_binding_bytes: cap, timestamps: true, ..Default::default() }).unwrap();
+            let ctx = GpuContext::new(&GpuOptions {
+                kernels: choice,
+                max_binding_bytes: cap,
+                timestamps: true,
+                ..Default::default()
+            })
+            .unwrap();
             let plan = NetworkPlan::new(&ctx, &desc, &weights, w, h).unwrap();
             assert_eq!(plan.variant().0, variant);
             plan.run_profiled(&rgb).unwrap();

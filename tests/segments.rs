@@ -36,7 +36,13 @@ fn packets(video: &Path, kind: &str) -> Vec<(String, String, String, String, Str
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].into(), f.get(1).copied().unwrap_or_default().into(), f.get(2).copied().unwrap_or_default().into(), f.get(3).copied().unwrap_or_default().into(), f.get(4).copied().unwrap_or_default().into())
+            (
+                f[0].into(),
+                f.get(1).copied().unwrap_or_default().into(),
+                f.get(2).copied().unwrap_or_default().into(),
+                f.get(3).copied().unwrap_or_default().into(),
+                f.get(4).copied().unwrap_or_default().into(),
+            )
         })
         .collect()
 }
@@ -66,7 +72,19 @@ fn leftovers(svc: &Svc) -> Vec<PathBuf> {
 
 /// The reference: the same input styled whole by `stylize` with the service's settings.
 fn styled_whole(input: &Path, out: &Path) {
-    let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--model", "udnie", "--crf", "0", "--preset", "medium", "-q"]);
+    let o = stylestream(&[
+        "stylize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--model",
+        "udnie",
+        "--crf",
+        "0",
+        "--preset",
+        "medium",
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -85,7 +103,8 @@ fn a_cut_video_comes_out_as_one_instance_would_make_it() {
     assert!(svc.metric("stylestream_jobs_total{outcome=\"planned\"}") == 1.0, "{}", http_get(svc.metrics, "/metrics"));
     assert!(svc.metric("stylestream_segments_total") >= 3.0);
     assert_eq!(svc.metric("stylestream_stitches_total"), 1.0);
-    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(svc.dir.path().join("system/logs/cut-1.json")).unwrap()).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(svc.dir.path().join("system/logs/cut-1.json")).unwrap()).unwrap();
     assert_eq!(log["outcome"], "succeeded", "{log}");
     assert!(log["segments"]["segments"].as_array().unwrap().len() >= 3, "{log}");
     // The same frames as one instance makes (lossless), the input's timestamps and audio.
@@ -153,11 +172,19 @@ fn two_instances_style_one_cut_video_shown_as_one_job_on_both() {
     first.wait("the stitched output", 600, |_| manifest.exists());
     first.wait("the clean-up", 60, |s| leftovers(s).is_empty());
     assert_eq!(probe_frames(&first.media().join("out/long.mp4")), 200);
-    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(first.dir.path().join("system/logs/shared.json")).unwrap()).unwrap();
-    let instances: std::collections::BTreeSet<String> =
-        log["segments"]["segments"].as_array().unwrap().iter().map(|s| s["instance"].as_str().unwrap().to_string()).collect();
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.dir.path().join("system/logs/shared.json")).unwrap()).unwrap();
+    let instances: std::collections::BTreeSet<String> = log["segments"]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["instance"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(instances.len(), 2, "one instance styled every segment: {log}");
-    assert_eq!(first.metric("stylestream_segments_total") + second.metric("stylestream_segments_total"), log["segments"]["count"].as_f64().unwrap());
+    assert_eq!(
+        first.metric("stylestream_segments_total") + second.metric("stylestream_segments_total"),
+        log["segments"]["count"].as_f64().unwrap()
+    );
     assert_eq!(first.metric("stylestream_stitches_total") + second.metric("stylestream_stitches_total"), 1.0);
     assert!(first.stop() && second.stop());
     assert_eq!(count_files(&first.media().join("out"), |n| n.ends_with(".mp4")), 1);
@@ -168,7 +195,8 @@ fn two_instances_style_one_cut_video_shown_as_one_job_on_both() {
 /// redelivers it), the output appears once and nothing stays in the stores.
 #[test]
 fn kill_9_while_styling_a_segment_gives_one_output_and_leaves_nothing() {
-    let mut first = Svc::with("", Extra::default().broker("prefetch = 1").service("segment_secs = 1\njobs = 1\ncrf = 0"));
+    let mut first =
+        Svc::with("", Extra::default().broker("prefetch = 1").service("segment_secs = 1\njobs = 1\ncrf = 0"));
     let input = first.media().join("in/long.mp4");
     long_clip(&input, 6);
     let mut second = Svc::beside(&first, "second");
@@ -188,9 +216,13 @@ fn kill_9_while_styling_a_segment_gives_one_output_and_leaves_nothing() {
     assert_eq!(count_files(&first.media().join("out"), |n| n.contains("partial")), 0);
     let reference = first.dir.path().join("reference.mp4");
     styled_whole(&input, &reference);
-    assert!(decoded_frames(&first.media().join("out/long.mp4")) == decoded_frames(&reference), "the frames differ from one instance's");
+    assert!(
+        decoded_frames(&first.media().join("out/long.mp4")) == decoded_frames(&reference),
+        "the frames differ from one instance's"
+    );
     assert!(dead_letters(&format!("{}.dead", first.queue)).is_empty());
-    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(system.join("logs/killed.json")).unwrap()).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(system.join("logs/killed.json")).unwrap()).unwrap();
     assert!(log["segments"]["segments"].as_array().unwrap().iter().any(|s| s["instance"] == b), "{log}");
 }
 
@@ -206,7 +238,8 @@ fn azure_svc(extra: Extra) -> (Svc, common::proxy::Proxy, stylestream::storage::
     let mut svc = Svc::with(&format!("az://{container}/media"), extra.storage(&storage));
     svc.env.push(("AZURITE_BLOB_STORAGE_URL".into(), format!("http://127.0.0.1:{}", proxy.port)));
     let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
-    let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}"), &Default::default(), vars).unwrap();
+    let store =
+        stylestream::storage::Store::open_with_vars(&format!("az://{container}"), &Default::default(), vars).unwrap();
     (svc, proxy, stylestream::storage::BlockingStore::new(store).unwrap(), container)
 }
 
@@ -237,7 +270,10 @@ fn kill_9_while_uploading_a_segment_and_during_the_stitch_gives_one_output() {
     svc.submit(&["--input", "in/long.mp4", "--style", "wave", "--output", "out/long.mp4", "--id", "held"]);
     wait_for("segment 0's commit to be held", 300, || proxy.held());
     svc.kill9();
-    assert!(store.head(&okey("system/segments/held/out/0.json")).unwrap().is_none(), "segment 0 committed although its run was held");
+    assert!(
+        store.head(&okey("system/segments/held/out/0.json")).unwrap().is_none(),
+        "segment 0 committed although its run was held"
+    );
     // Again, now holding the stitch's commit of the output.
     proxy.reset_held();
     proxy.set(held("media/out/long.mp4"));
@@ -245,11 +281,17 @@ fn kill_9_while_uploading_a_segment_and_during_the_stitch_gives_one_output() {
     wait_for("the stitch's commit to be held", 300, || proxy.held());
     let killed = instance_of(&svc);
     svc.kill9();
-    assert!(store.head(&okey("media/out/long.mp4")).unwrap().is_none(), "an output appeared although the stitch was killed");
+    assert!(
+        store.head(&okey("media/out/long.mp4")).unwrap().is_none(),
+        "an output appeared although the stitch was killed"
+    );
     // Its partial upload goes once its heartbeat is stale (three intervals of 0.5 s).
     let beat = okey(&format!("system/instances/{killed}.json"));
     wait_for("the killed instance's heartbeat to go stale", 30, || {
-        store.head(&beat).unwrap().is_none_or(|m| chrono::Utc::now().signed_duration_since(m.last_modified).num_milliseconds() > 2000)
+        store
+            .head(&beat)
+            .unwrap()
+            .is_none_or(|m| chrono::Utc::now().signed_duration_since(m.last_modified).num_milliseconds() > 2000)
     });
     proxy.set(common::proxy::Mode::Up);
     svc.start();
@@ -279,9 +321,13 @@ fn a_cancel_reaches_replicas_that_start_later_and_forged_or_uncuttable_work_is_h
     let a = instance_of(&first);
     first.submit(&["--input", "in/long.mp4", "--style", "wave", "--output", "out/long.mp4", "--id", "doomed"]);
     first.wait("the first segment to be styled", 300, |_| heartbeat_frames(&system, &a) > 0);
-    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(system.join("segments/doomed/plan.json")).unwrap()).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(system.join("segments/doomed/plan.json")).unwrap()).unwrap();
     let segments = plan["segments"].as_array().unwrap().len() as f64;
-    let o = stylestream_command(&["cancel", "--config", first.config.to_str().unwrap(), "doomed"]).env("STYLESTREAM_AMQP_URL", AMQP).output().unwrap();
+    let o = stylestream_command(&["cancel", "--config", first.config.to_str().unwrap(), "doomed"])
+        .env("STYLESTREAM_AMQP_URL", AMQP)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     first.wait("the stop mark", 60, |_| system.join("segments/doomed/stopped").exists());
     let mut second = Svc::beside(&first, "second");
@@ -298,13 +344,15 @@ fn a_cancel_reaches_replicas_that_start_later_and_forged_or_uncuttable_work_is_h
     first.wait("the sparse video", 300, |_| first.media().join("out/sparse.mp4.manifest.json").exists());
     assert!(first.stop() && second.stop());
     assert!(!first.media().join("out/long.mp4").exists(), "a cancelled video was published");
-    let left: Vec<String> = leftovers(&first).iter().map(|p| p.strip_prefix(&system).unwrap().display().to_string()).collect();
+    let left: Vec<String> =
+        leftovers(&first).iter().map(|p| p.strip_prefix(&system).unwrap().display().to_string()).collect();
     assert_eq!(left, ["segments/doomed/stopped"]);
     let mut reasons: Vec<String> = dead_letters(&format!("{}.dead", first.queue)).into_iter().map(|(r, _)| r).collect();
     reasons.sort();
     reasons.dedup();
     assert_eq!(reasons, ["cancelled", "unknown-plan"]);
-    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(system.join("logs/sparse.json")).unwrap()).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(system.join("logs/sparse.json")).unwrap()).unwrap();
     assert_eq!(log["outcome"], "succeeded", "{log}");
     assert!(log["note"].as_str().unwrap_or_default().contains("too far apart"), "{log}");
     assert_eq!(probe_frames(&first.media().join("out/sparse.mp4")), 75);

@@ -27,7 +27,10 @@ fn a_job_is_styled_into_the_store_acked_and_a_redelivery_does_no_gpu_work() {
     wait_for("the manifest", 120, || manifest.exists());
     assert_eq!(probe_frames(&out), 6);
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    assert_eq!((m["frames"].as_u64(), m["output_size"].as_u64()), (Some(6), Some(std::fs::metadata(&out).unwrap().len())));
+    assert_eq!(
+        (m["frames"].as_u64(), m["output_size"].as_u64()),
+        (Some(6), Some(std::fs::metadata(&out).unwrap().len()))
+    );
     assert_eq!(m["input_key"], "incoming/talk.mp4");
     // The job's logs: a summary and one line per frame.
     let logs = svc.dir.path().join("system/logs");
@@ -43,7 +46,9 @@ fn a_job_is_styled_into_the_store_acked_and_a_redelivery_does_no_gpu_work() {
     // The same event again: acked without styling, output untouched.
     let stamp = std::fs::metadata(&out).unwrap().modified().unwrap();
     svc.submit(&["--input", "incoming/talk.mp4", "--style", "udnie", "--output-prefix", "styled/", "--id", "job-2"]);
-    wait_for("the second event to be settled", 60, || http_get(svc.metrics, "/metrics").contains("stylestream_jobs_total{outcome=\"already_done\"} 1"));
+    wait_for("the second event to be settled", 60, || {
+        http_get(svc.metrics, "/metrics").contains("stylestream_jobs_total{outcome=\"already_done\"} 1")
+    });
     assert_eq!(std::fs::metadata(&out).unwrap().modified().unwrap(), stamp);
     let metrics = http_get(svc.metrics, "/metrics");
     assert!(metrics.contains("stylestream_jobs_total{outcome=\"succeeded\"} 1"), "{metrics}");
@@ -58,7 +63,9 @@ fn a_job_is_styled_into_the_store_acked_and_a_redelivery_does_no_gpu_work() {
     // The output deleted behind the manifest's back: made again, not trusted as done.
     std::fs::remove_file(&out).unwrap();
     publish_raw(&svc.queue, br#"{"schema":"stylestream.job/1","input":"incoming/talk.mp4","style":"udnie","output_prefix":"styled/","crf":30,"id":"job-4"}"#);
-    wait_for("the deleted output to be made again", 120, || svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 3.0);
+    wait_for("the deleted output to be made again", 120, || {
+        svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 3.0
+    });
     assert_eq!(probe_frames(&out), 6);
 
     // SIGTERM: a clean exit, nothing left in the queue (unacked messages would return to it).
@@ -90,13 +97,23 @@ fn every_dead_letter_reason_at_the_service_level_while_valid_jobs_complete() {
     // A concat list posing as a video, pointing at a file outside the store.
     let outside = svc.dir.path().join("outside.mp4");
     Clip::new(2).size(64, 48).audio().write(&outside);
-    std::fs::write(svc.media().join("in/list.mp4"), format!("ffconcat version 1.0\nfile '{}'\n", outside.display())).unwrap();
+    std::fs::write(svc.media().join("in/list.mp4"), format!("ffconcat version 1.0\nfile '{}'\n", outside.display()))
+        .unwrap();
     svc.start();
-    let job = |input: &str, style: &str| format!(r#"{{"schema":"stylestream.job/1","input":"{input}","style":"{style}","output_prefix":"out/"}}"#);
+    let job = |input: &str, style: &str| {
+        format!(r#"{{"schema":"stylestream.job/1","input":"{input}","style":"{style}","output_prefix":"out/"}}"#)
+    };
     let s3 = common::svc::s3_created;
-    let grid = |container: &str, path: &str| format!(r#"[{{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/{container}/blobs/{path}","data":{{}}}}]"#);
+    let grid = |container: &str, path: &str| {
+        format!(
+            r#"[{{"eventType":"Microsoft.Storage.BlobCreated","subject":"/blobServices/default/containers/{container}/blobs/{path}","data":{{}}}}]"#
+        )
+    };
     publish_raw(&svc.queue, b"{this is not json");
-    publish_raw(&svc.queue, br#"{"schema":"stylestream.job/7","input":"in/good.mp4","style":"udnie","output":"x.mp4"}"#);
+    publish_raw(
+        &svc.queue,
+        br#"{"schema":"stylestream.job/7","input":"in/good.mp4","style":"udnie","output":"x.mp4"}"#,
+    );
     publish_raw(&svc.queue, job("in/missing.mp4", "udnie").as_bytes());
     publish_raw(&svc.queue, job("in/corrupt.mp4", "udnie").as_bytes());
     publish_raw(&svc.queue, job("in/good.mp4", "no-such-style").as_bytes());
@@ -137,7 +154,11 @@ fn every_dead_letter_reason_at_the_service_level_while_valid_jobs_complete() {
     );
     assert_eq!(probe_frames(&svc.media().join("out/good.udnie.mp4")), 3);
     assert_eq!(probe_frames(&svc.media().join("styled/grid.udnie.mp4")), 2);
-    assert_eq!(count_files(&svc.media().join("out"), |n| n.contains("corrupt") || n.contains("big") || n.contains("list")), 0, "nothing is written for a refused input");
+    assert_eq!(
+        count_files(&svc.media().join("out"), |n| n.contains("corrupt") || n.contains("big") || n.contains("list")),
+        0,
+        "nothing is written for a refused input"
+    );
     assert!(svc.metrics().contains("stylestream_dead_lettered_total{reason=\"corrupt-input\"} 1"));
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
@@ -190,17 +211,29 @@ fn hostile_event_fields_write_nothing_outside_the_stores_and_are_dead_lettered()
         }
     }
     for bad in [r#""crf":-1"#, r#""crf":99999999999"#, r#""fps":"25; rm -rf /""#, r#""fps":1e309"#] {
-        publish_raw(&svc.queue, format!(r#"{{"schema":"stylestream.job/1","input":"in/a.mp4","style":"wave","output_prefix":"out/",{bad}}}"#).as_bytes());
+        publish_raw(
+            &svc.queue,
+            format!(
+                r#"{{"schema":"stylestream.job/1","input":"in/a.mp4","style":"wave","output_prefix":"out/",{bad}}}"#
+            )
+            .as_bytes(),
+        );
         sent += 1;
     }
     // One valid job after them all.
     publish_raw(&svc.queue, br#"{"schema":"stylestream.job/1","input":"in/a.mp4","style":"wave","output_prefix":"out/","id":"the-valid-one"}"#);
     wait_for("the valid job", 300, || svc.media().join("out/a.wave.mp4.manifest.json").exists());
-    wait_for("every message to be settled", 120, || svc.metric("stylestream_messages_total") >= (sent + 1) as f64 && ready(&svc.queue) == 0);
+    wait_for("every message to be settled", 120, || {
+        svc.metric("stylestream_messages_total") >= (sent + 1) as f64 && ready(&svc.queue) == 0
+    });
     assert!(svc.stop());
     let letters = dead_letters(&format!("{}.dead", svc.queue));
     for (reason, body) in &letters {
-        assert!(["invalid-event", "invalid-key", "unknown-style", "malformed-json", "missing-input"].contains(&reason.as_str()), "{reason}: {body}");
+        assert!(
+            ["invalid-event", "invalid-key", "unknown-style", "malformed-json", "missing-input"]
+                .contains(&reason.as_str()),
+            "{reason}: {body}"
+        );
     }
     // Only one hostile value is a valid key the job may write to (an output prefix made of odd
     // Unicode): every other message was refused.
@@ -208,7 +241,10 @@ fn hostile_event_fields_write_nothing_outside_the_stores_and_are_dead_lettered()
     assert!(!escape.exists(), "a file escaped the stores");
     let allowed = |p: &Path| {
         let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-        rel.starts_with("media/") || rel.starts_with("system/logs/") || rel.starts_with("system/instances/") || rel == "serve.log"
+        rel.starts_with("media/")
+            || rel.starts_with("system/logs/")
+            || rel.starts_with("system/instances/")
+            || rel == "serve.log"
     };
     let new: Vec<PathBuf> = all_files(&root).into_iter().filter(|p| !before.contains(p) && !allowed(p)).collect();
     assert!(new.is_empty(), "files outside the staging directory and the output keys: {new:?}");
@@ -245,11 +281,17 @@ fn azure_svc_with(extra: Extra, patient: bool) -> (Svc, Proxy, stylestream::stor
     let container = unique_container();
     create_container(&container);
     let proxy = Proxy::start(10000);
-    let options = if patient { "max_retries = 20\nretry_timeout_secs = 60" } else { "max_retries = 1\nretry_timeout_secs = 3" };
-    let mut svc = Svc::with(&format!("az://{container}/media"), extra.storage(&format!("[storage.options]\n{options}\ninitial_backoff_ms = 50\nmax_backoff_ms = 200")));
+    let options =
+        if patient { "max_retries = 20\nretry_timeout_secs = 60" } else { "max_retries = 1\nretry_timeout_secs = 3" };
+    let mut svc = Svc::with(
+        &format!("az://{container}/media"),
+        extra.storage(&format!("[storage.options]\n{options}\ninitial_backoff_ms = 50\nmax_backoff_ms = 200")),
+    );
     svc.env.push(("AZURITE_BLOB_STORAGE_URL".into(), format!("http://127.0.0.1:{}", proxy.port)));
     let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
-    let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars).unwrap();
+    let store =
+        stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars)
+            .unwrap();
     (svc, proxy, stylestream::storage::BlockingStore::new(store).unwrap())
 }
 
@@ -274,7 +316,10 @@ fn staging_dirs(dir: &Path) -> usize {
 fn wait_heartbeats_older_than(svc: &Svc, secs: f64) {
     let dir = svc.dir.path().join("system/instances");
     wait_for("the killed instance's heartbeat to go stale", 30, || {
-        std::fs::read_dir(&dir).unwrap().flatten().all(|e| e.metadata().unwrap().modified().unwrap().elapsed().unwrap().as_secs_f64() > secs)
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .all(|e| e.metadata().unwrap().modified().unwrap().elapsed().unwrap().as_secs_f64() > secs)
     });
 }
 
@@ -311,7 +356,10 @@ fn kill_9_during_the_upload_then_restart_gives_exactly_one_output_and_leaves_not
     let alone = svc.dir.path().join("alone.mp4");
     let o = stylestream(&["stylize", input.to_str().unwrap(), "-o", alone.to_str().unwrap(), "--model", "wave", "-q"]);
     assert!(o.status.success());
-    assert!(std::fs::read(&alone).unwrap() == std::fs::read(&fetched).unwrap(), "the output differs from an uninterrupted run");
+    assert!(
+        std::fs::read(&alone).unwrap() == std::fs::read(&fetched).unwrap(),
+        "the output differs from an uninterrupted run"
+    );
 }
 
 /// A message that kills its consumer every time is dead-lettered by the broker once its
@@ -358,7 +406,9 @@ fn a_trigger_object_styles_the_frames_uploaded_under_its_prefix() {
     std::fs::write(frames.join("_READY"), b"").unwrap();
     publish_raw(&svc.queue, s3("uploads/shot7/_READY").as_bytes());
     let out = svc.media().join("styled/shot7.scream.mp4");
-    wait_for("the video of the triggered prefix", 120, || svc.media().join("styled/shot7.scream.mp4.manifest.json").exists());
+    wait_for("the video of the triggered prefix", 120, || {
+        svc.media().join("styled/shot7.scream.mp4.manifest.json").exists()
+    });
     assert_eq!(probe_frames(&out), 4);
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
@@ -375,7 +425,9 @@ fn jobs_on_azure_blob_storage_through_azurite() {
     let local = svc.dir.path().join("clip.mp4");
     Clip::new(3).size(64, 48).audio().write(&local);
     let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
-    let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars).unwrap();
+    let store =
+        stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars)
+            .unwrap();
     let store = stylestream::storage::BlockingStore::new(store).unwrap();
     let key = |k: &str| stylestream::storage::ObjectKey::parse(k).unwrap();
     store.upload_atomic(&local, &key("in/clip.mp4")).unwrap();
@@ -391,7 +443,6 @@ fn jobs_on_azure_blob_storage_through_azurite() {
     assert!(!svc.log_text().contains(common::azurite::AZURITE_KEY), "the storage key was logged");
 }
 
-
 /// A hundred small jobs (and two duplicates) through one long-lived engine: each completes
 /// once, the GPU device is opened once for the service's life, and memory stays flat from the
 /// tenth job to the hundredth.
@@ -400,7 +451,11 @@ fn a_hundred_small_jobs_complete_once_each_on_warm_gpus_with_flat_memory() {
     let mut svc = Svc::new("", "prefetch = 8\n---\n");
     Clip::new(1).size(32, 24).audio().write(&svc.media().join("burst/c.mp4"));
     svc.start();
-    let event = |i: usize| format!(r#"{{"schema":"stylestream.job/1","input":"burst/c.mp4","style":"wave","output":"out/c{i:03}.mp4","id":"j{i}"}}"#);
+    let event = |i: usize| {
+        format!(
+            r#"{{"schema":"stylestream.job/1","input":"burst/c.mp4","style":"wave","output":"out/c{i:03}.mp4","id":"j{i}"}}"#
+        )
+    };
     for i in 0..100 {
         publish_raw(&svc.queue, event(i).as_bytes());
     }
@@ -418,7 +473,11 @@ fn a_hundred_small_jobs_complete_once_each_on_warm_gpus_with_flat_memory() {
     });
     eprintln!("100 jobs: RSS {at_ten} KiB at job 10, peak {peak} KiB up to job 100");
     assert!(peak as f64 <= at_ten as f64 * 1.10, "memory grew from {at_ten} KiB at job 10 to {peak} KiB");
-    wait_for("the duplicates to be settled", 120, || svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}") + svc.metric("stylestream_jobs_total{outcome=\"already_done\"}") >= 102.0);
+    wait_for("the duplicates to be settled", 120, || {
+        svc.metric("stylestream_jobs_total{outcome=\"succeeded\"}")
+            + svc.metric("stylestream_jobs_total{outcome=\"already_done\"}")
+            >= 102.0
+    });
     assert_eq!(svc.metric("stylestream_gpu_device_opens_total"), 1.0, "the worker's device was opened more than once");
     assert!(svc.stop());
     assert_eq!(count_files(&out, |n| n.ends_with(".mp4")), 100, "one output per job, no duplicates");
@@ -439,7 +498,8 @@ fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
     svc.submit(&["--input", "in/long.mp4", "--style", "wave", "--output", "out/long.mp4", "--id", "long"]);
     // The long job has styled frames: it is running.
     svc.wait("the long job to style frames", 120, |s| s.frames_done("long").is_some_and(|n| n > 0));
-    let (long, short) = (svc.media().join("out/long.mp4.manifest.json"), svc.media().join("out/short.mp4.manifest.json"));
+    let (long, short) =
+        (svc.media().join("out/long.mp4.manifest.json"), svc.media().join("out/short.mp4.manifest.json"));
     if long.exists() {
         return skip("the long job ended before the short one could be submitted (a fast GPU): nothing to compare");
     }
@@ -447,7 +507,11 @@ fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
     svc.wait("both outputs", 600, |_| short.exists() && long.exists());
     svc.wait("both acks", 60, |s| s.metric("stylestream_jobs_total{outcome=\"succeeded\"}") == 2.0);
     let log = svc.log_text();
-    let done_at = |output: &str| log.lines().position(|l| l.contains("\"message\":\"job done\"") && l.contains(output)).unwrap_or_else(|| panic!("no `job done` for {output}:\n{log}"));
+    let done_at = |output: &str| {
+        log.lines()
+            .position(|l| l.contains("\"message\":\"job done\"") && l.contains(output))
+            .unwrap_or_else(|| panic!("no `job done` for {output}:\n{log}"))
+    };
     assert!(done_at("out/short.mp4") < done_at("out/long.mp4"), "the short job waited behind the long one:\n{log}");
     assert_eq!(probe_frames(&svc.media().join("out/long.mp4")), 120);
     assert_eq!(probe_frames(&svc.media().join("out/short.mp4")), 3);
@@ -459,7 +523,8 @@ fn a_short_job_submitted_after_a_long_one_is_done_and_acked_first() {
 fn http_with_token(port: u16, method: &str, path: &str, token: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let _ =
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -479,20 +544,40 @@ fn cancelled_and_timed_out_jobs_publish_nothing_and_are_dead_lettered() {
     svc.start();
     svc.submit(&["--input", "in/a.mp4", "--style", "wave", "--output", "out/a.mp4", "--id", "cancel-me"]);
     svc.wait("the job to start", 60, |s| s.log_text().contains("job started"));
-    let o = stylestream_command(&["cancel", "--config", svc.config.to_str().unwrap(), "cancel-me"]).env("STYLESTREAM_AMQP_URL", AMQP).output().unwrap();
+    let o = stylestream_command(&["cancel", "--config", svc.config.to_str().unwrap(), "cancel-me"])
+        .env("STYLESTREAM_AMQP_URL", AMQP)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "cancel: {}", String::from_utf8_lossy(&o.stderr));
-    svc.wait("the cancelled job to be dead-lettered", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 1.0);
+    svc.wait("the cancelled job to be dead-lettered", 120, |s| {
+        s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 1.0
+    });
     // Over HTTP, with the token: listed while it runs, then cancelled.
     svc.submit(&["--input", "in/d.mp4", "--style", "wave", "--output", "out/d.mp4", "--id", "via-http"]);
-    svc.wait("the job on /jobs", 60, |s| http_with_token(s.metrics, "GET", "/jobs", "s3cret-t0ken").contains("\"via-http\""));
-    assert!(http_with_token(svc.metrics, "GET", "/", "s3cret-t0ken").contains("via-http"), "the status page does not show the running job");
-    assert!(http_with_token(svc.metrics, "GET", "/jobs", "wrong").starts_with("HTTP/1.1 403"), "a wrong token was accepted");
+    svc.wait("the job on /jobs", 60, |s| {
+        http_with_token(s.metrics, "GET", "/jobs", "s3cret-t0ken").contains("\"via-http\"")
+    });
+    assert!(
+        http_with_token(svc.metrics, "GET", "/", "s3cret-t0ken").contains("via-http"),
+        "the status page does not show the running job"
+    );
+    assert!(
+        http_with_token(svc.metrics, "GET", "/jobs", "wrong").starts_with("HTTP/1.1 403"),
+        "a wrong token was accepted"
+    );
     let r = http_with_token(svc.metrics, "DELETE", "/jobs/via-http", "s3cret-t0ken");
     assert!(r.starts_with("HTTP/1.1 202"), "{r}");
-    svc.wait("the job cancelled over HTTP to be dead-lettered", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 2.0);
-    assert!(http_with_token(svc.metrics, "DELETE", "/jobs/via-http", "s3cret-t0ken").starts_with("HTTP/1.1 404"), "an ended job was found again");
+    svc.wait("the job cancelled over HTTP to be dead-lettered", 120, |s| {
+        s.metric("stylestream_dead_lettered_total{reason=\"cancelled\"}") == 2.0
+    });
+    assert!(
+        http_with_token(svc.metrics, "DELETE", "/jobs/via-http", "s3cret-t0ken").starts_with("HTTP/1.1 404"),
+        "an ended job was found again"
+    );
     svc.submit(&["--input", "in/b.mp4", "--style", "wave", "--output", "out/b.mp4", "--id", "too-slow"]);
-    svc.wait("the slow job to time out", 120, |s| s.metric("stylestream_dead_lettered_total{reason=\"timed-out\"}") == 1.0);
+    svc.wait("the slow job to time out", 120, |s| {
+        s.metric("stylestream_dead_lettered_total{reason=\"timed-out\"}") == 1.0
+    });
     // The service goes on with other jobs.
     svc.submit(&["--input", "in/c.mp4", "--style", "wave", "--output", "out/c.mp4", "--id", "after"]);
     svc.wait("the next job", 120, |_| svc_done(&svc.media().join("out/c.mp4")));
@@ -504,7 +589,8 @@ fn cancelled_and_timed_out_jobs_publish_nothing_and_are_dead_lettered() {
     let mut reasons: Vec<String> = dead_letters(&format!("{}.dead", svc.queue)).into_iter().map(|(r, _)| r).collect();
     reasons.sort();
     assert_eq!(reasons, ["cancelled", "cancelled", "timed-out"]);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(svc.dir.path().join("system/logs/cancel-me.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(svc.dir.path().join("system/logs/cancel-me.json")).unwrap()).unwrap();
     assert_eq!(summary["outcome"], "failed");
 }
 
@@ -530,11 +616,16 @@ fn a_channel_closed_mid_job_like_a_consumer_timeout_still_gives_exactly_one_outp
     svc.start();
     svc.submit(&["--input", "in/slow.mp4", "--style", "udnie", "--output", "out/slow.mp4"]);
     wait_for("the commit to be held", 180, || proxy.held());
-    let o = Command::new("rabbitmqctl").args(["close_all_connections", "consumer timeout simulated by a test"]).output().unwrap();
+    let o = Command::new("rabbitmqctl")
+        .args(["close_all_connections", "consumer timeout simulated by a test"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The commit goes through now; the ack then fails on the closed channel.
     proxy.set(Mode::Up);
-    wait_for("the redelivery to be acked as done", 180, || svc.log_text().contains("already done: acked without styling"));
+    wait_for("the redelivery to be acked as done", 180, || {
+        svc.log_text().contains("already done: acked without styling")
+    });
     assert!(svc.stop());
     assert_eq!(ready(&svc.queue), 0);
     let log = svc.log_text();
@@ -606,7 +697,8 @@ fn a_store_outage_of_sixty_seconds_is_waited_out_and_nothing_is_dead_lettered() 
 /// A job whose store stays down past the retry budget is dead-lettered with its reason.
 #[test]
 fn a_job_failing_past_its_retry_budget_is_dead_lettered_with_the_reason() {
-    let (mut svc, proxy, store) = azure_svc(Extra::default().broker("retry_delays_secs = [0.5]\nretry_budget_secs = 3"));
+    let (mut svc, proxy, store) =
+        azure_svc(Extra::default().broker("retry_delays_secs = [0.5]\nretry_budget_secs = 3"));
     let input = svc.dir.path().join("o.mp4");
     Clip::new(2).size(32, 24).audio().write(&input);
     store.upload_atomic(&input, &okey("in/o.mp4")).unwrap();
@@ -629,7 +721,7 @@ fn a_full_work_disk_makes_jobs_wait_and_an_input_that_can_never_fit_is_refused()
     Clip::new(3).size(64, 48).audio().write(&svc.media().join("in/a.mp4"));
     let size = std::fs::metadata(svc.media().join("in/a.mp4")).unwrap().len();
     std::fs::write(svc.media().join("in/huge.mp4"), vec![1u8; 2 << 20]).unwrap(); // 3 × 2 MiB > 4 MiB
-    // Fill the disk, leaving less than the job needs.
+                                                                                  // Fill the disk, leaving less than the job needs.
     let filler = work.path().join("filler");
     let free = free_bytes(work.path());
     std::fs::write(&filler, vec![0u8; (free - size * 2) as usize]).unwrap();
@@ -661,7 +753,20 @@ fn a_disk_that_fills_while_encoding_is_waited_out_not_called_corrupt() {
     let input = svc.media().join("in/grey.mp4");
     std::fs::create_dir_all(input.parent().unwrap()).unwrap();
     let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=gray:size=256x144:rate=25", "-frames:v", "6", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=gray:size=256x144:rate=25",
+            "-frames:v",
+            "6",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .arg(&input)
         .output()
         .unwrap();
@@ -689,7 +794,11 @@ impl Tmpfs {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let mount = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).output().unwrap();
+        let mount = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
         assert!(mount.status.success(), "mount: {}", String::from_utf8_lossy(&mount.stderr));
         Some(Tmpfs(dir))
     }
@@ -726,7 +835,13 @@ fn two_instances_on_one_queue_make_each_output_exactly_once() {
     first.start();
     second.start();
     for i in 0..8 {
-        publish_raw(&first.queue, format!(r#"{{"schema":"stylestream.job/1","input":"burst/c{i}.mp4","style":"wave","output_prefix":"out/"}}"#).as_bytes());
+        publish_raw(
+            &first.queue,
+            format!(
+                r#"{{"schema":"stylestream.job/1","input":"burst/c{i}.mp4","style":"wave","output_prefix":"out/"}}"#
+            )
+            .as_bytes(),
+        );
     }
     let out = first.media().join("out");
     wait_for("8 manifests", 300, || count_files(&out, |n| n.ends_with(".manifest.json")) == 8);
@@ -735,7 +850,10 @@ fn two_instances_on_one_queue_make_each_output_exactly_once() {
     assert_eq!(count_files(&out, |n| n.ends_with(".partial")), 0);
     assert_eq!(ready(&format!("{}.dead", first.queue)), 0);
     assert_eq!(ready(&first.queue), 0);
-    let (a, b) = (first.log_text().matches("\"message\":\"job done\"").count(), second.log_text().matches("\"message\":\"job done\"").count());
+    let (a, b) = (
+        first.log_text().matches("\"message\":\"job done\"").count(),
+        second.log_text().matches("\"message\":\"job done\"").count(),
+    );
     assert_eq!(a + b, 8, "each video styled exactly once");
     assert!(a > 0 && b > 0, "one instance did all the work ({a} + {b})");
 }
@@ -752,13 +870,19 @@ fn refused_credentials_hold_jobs_until_a_renewed_sas_token_works() {
     let creds_dir = tempfile::tempdir().unwrap();
     let creds = creds_dir.path().join("storage.env");
     let write_creds = |expiry: chrono::DateTime<chrono::Utc>| {
-        std::fs::write(&creds, format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={}\n", account_sas(expiry))).unwrap();
+        std::fs::write(
+            &creds,
+            format!("AZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_SAS_TOKEN={}\n", account_sas(expiry)),
+        )
+        .unwrap();
     };
     write_creds(chrono::Utc::now() - chrono::Duration::hours(1));
     let extra = Extra::default().storage(&format!("credentials_file = \"{}\"", creds.display()));
     let mut svc = Svc::with(&format!("az://{container}/media"), extra);
     let vars = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
-    let store = stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars).unwrap();
+    let store =
+        stylestream::storage::Store::open_with_vars(&format!("az://{container}/media"), &Default::default(), vars)
+            .unwrap();
     let store = stylestream::storage::BlockingStore::new(store).unwrap();
     let input = svc.dir.path().join("c.mp4");
     Clip::new(3).size(64, 48).audio().write(&input);
@@ -772,7 +896,9 @@ fn refused_credentials_hold_jobs_until_a_renewed_sas_token_works() {
     wait_for("the job to be held twice", 60, || svc.metric("stylestream_retries_total{cause=\"credentials\"}") >= 2.0);
     assert!(store.head(&okey("out/c.mp4")).unwrap().is_none());
     write_creds(chrono::Utc::now() + chrono::Duration::hours(1));
-    wait_for("the job once the token is valid", 180, || store.head(&okey("out/c.mp4.manifest.json")).unwrap().is_some());
+    wait_for("the job once the token is valid", 180, || {
+        store.head(&okey("out/c.mp4.manifest.json")).unwrap().is_some()
+    });
     wait_for("/readyz to recover", 30, || http_get(svc.metrics, "/readyz").starts_with("HTTP/1.1 200"));
     assert_eq!(ready(&format!("{}.dead", svc.queue)), 0, "a held job was dead-lettered");
     assert!(svc.stop());

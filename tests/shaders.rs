@@ -17,7 +17,8 @@ fn validator() -> naga::valid::Validator {
 
 /// Parses and validates `src` (named `what` in failures).
 fn module(what: &str, src: &str) -> naga::Module {
-    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{what} does not parse:\n{}", e.emit_to_string(src)));
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{what} does not parse:\n{}", e.emit_to_string(src)));
     validator().validate(&module).unwrap_or_else(|e| panic!("{what} does not validate:\n{}", e.emit_to_string(src)));
     module
 }
@@ -35,13 +36,15 @@ fn registered() -> BTreeMap<String, &'static str> {
 #[test]
 fn shader_files_and_kernel_registry_agree() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let files: BTreeSet<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let files: BTreeSet<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!files.is_empty(), "shaders/ is empty");
     let registered = registered();
-    assert_eq!(registered.len(), Kernel::ALL.len() + 1 + StoragePrecision::ALL.len(), "two registered files share a name");
+    assert_eq!(
+        registered.len(),
+        Kernel::ALL.len() + 1 + StoragePrecision::ALL.len(),
+        "two registered files share a name"
+    );
     let names: BTreeSet<String> = registered.keys().cloned().collect();
     let extra: Vec<_> = files.difference(&names).collect();
     let missing: Vec<_> = names.difference(&files).collect();
@@ -61,7 +64,12 @@ fn every_kernel_at_every_precision_parses_and_validates() {
         for p in StoragePrecision::ALL {
             // What is compiled: precision prelude, op prelude, kernel.
             let src = k.module_source(p);
-            assert!(src.starts_with(p.prelude()), "{} at {}: the precision prelude must come first", k.name(), p.name());
+            assert!(
+                src.starts_with(p.prelude()),
+                "{} at {}: the precision prelude must come first",
+                k.name(),
+                p.name()
+            );
             assert!(src.ends_with(k.source()), "{} at {}: the kernel must come last", k.name(), p.name());
             let m = module(&format!("{} joined with {}", k.file_name(), p.prelude_file()), &src);
             assert!(m.entry_points.iter().any(|e| e.name == "main"), "{} has no `main`", k.file_name());
@@ -75,7 +83,10 @@ fn the_preludes_are_valid_wgsl_on_their_own() {
     // type `st` they declare, nothing else).
     for p in StoragePrecision::ALL {
         module(&p.prelude_file(), p.prelude());
-        module(&format!("{CONV_PRELUDE_FILE} joined with {}", p.prelude_file()), &format!("{}\n{CONV_PRELUDE}", p.prelude()));
+        module(
+            &format!("{CONV_PRELUDE_FILE} joined with {}", p.prelude_file()),
+            &format!("{}\n{CONV_PRELUDE}", p.prelude()),
+        );
     }
 }
 
@@ -88,7 +99,10 @@ fn the_validator_rejects_a_broken_shader() {
     assert!(!valid);
     // And a kernel without its precision prelude (`st` undeclared) does not.
     let alone = naga::front::wgsl::parse_str(Kernel::ToRgb8.source());
-    assert!(!alone.map(|m| validator().validate(&m).is_ok()).unwrap_or(false), "to_rgb8 validates without a precision prelude");
+    assert!(
+        !alone.map(|m| validator().validate(&m).is_ok()).unwrap_or(false),
+        "to_rgb8 validates without a precision prelude"
+    );
 }
 
 /// The storage bindings whose element type is 16-bit in `m`.
@@ -169,11 +183,19 @@ fn the_conv_prelude_is_shared_not_repeated() {
     let joined: Vec<Kernel> = Kernel::ALL.into_iter().filter(|k| k.op_prelude().is_some()).collect();
     assert_eq!(
         joined,
-        [Kernel::Conv2d, Kernel::Conv2dSubgroup, Kernel::Conv2dTiled, Kernel::ConvTranspose2d, Kernel::ConvTranspose2dSubgroup]
+        [
+            Kernel::Conv2d,
+            Kernel::Conv2dSubgroup,
+            Kernel::Conv2dTiled,
+            Kernel::ConvTranspose2d,
+            Kernel::ConvTranspose2dSubgroup
+        ]
     );
     // Its helpers live there only: no conv kernel defines them again.
     for k in joined {
-        for helper in ["fn source(", "fn offset(", "fn ld(", "fn row_base(", "fn grid(", "fn store4(", "struct ConvParams"] {
+        for helper in
+            ["fn source(", "fn offset(", "fn ld(", "fn row_base(", "fn grid(", "fn store4(", "struct ConvParams"]
+        {
             assert!(CONV_PRELUDE.contains(helper), "{helper} is not in the prelude");
             assert!(!k.source().contains(helper), "{} defines {helper} again", k.file_name());
         }

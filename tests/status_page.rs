@@ -37,7 +37,8 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (
     write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read the response");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {out:?}"));
+    let status =
+        out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {out:?}"));
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
@@ -120,8 +121,14 @@ fn the_status_page_shows_jobs_dead_letters_and_the_chart_with_every_value_escape
     assert!(dom.contains("40 / 100"), "{dom}");
     assert!(dom.contains("<td>done-1</td><td class=\"ok\">succeeded</td>"), "{dom}");
     assert!(dom.contains("<td>broken-1</td><td class=\"bad\">failed</td>"), "{dom}");
-    assert!(dom.contains("<tr data-reason=\"corrupt-input\"><td>corrupt-input</td><td class=\"n\">2</td></tr>"), "{dom}");
-    assert!(dom.contains("<tr data-reason=\"malformed-json\"><td>malformed-json</td><td class=\"n\">1</td></tr>"), "{dom}");
+    assert!(
+        dom.contains("<tr data-reason=\"corrupt-input\"><td>corrupt-input</td><td class=\"n\">2</td></tr>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<tr data-reason=\"malformed-json\"><td>malformed-json</td><td class=\"n\">1</td></tr>"),
+        "{dom}"
+    );
     let chart = dom.split_once("<svg id=\"fps-chart\"").map(|(_, c)| c).unwrap_or_else(|| panic!("no chart:\n{dom}"));
     assert_eq!(chart.split_once("</svg>").map(|(c, _)| c.matches("<rect").count()), Some(60), "{dom}");
     assert!(dom.contains("readiness: <span class=\"ok\">ok</span>"), "{dom}");

@@ -20,7 +20,13 @@ fn tmp() -> tempfile::TempDir {
 
 /// 1 MiB parts, so a few-MB file is a real multipart upload; few, quick retries.
 fn options() -> StoreOptions {
-    StoreOptions { part_size_bytes: MIB, max_parts_in_flight: 2, max_retries: 2, retry_timeout_secs: 30, ..Default::default() }
+    StoreOptions {
+        part_size_bytes: MIB,
+        max_parts_in_flight: 2,
+        max_retries: 2,
+        retry_timeout_secs: 30,
+        ..Default::default()
+    }
 }
 
 /// S3 refuses parts under 5 MiB (all but the last), and so does moto.
@@ -239,12 +245,19 @@ async fn manifest_round_trip(store: &Store) {
     let out_meta = store.head(&output).await.unwrap().unwrap();
     let etag = in_meta.etag.clone().unwrap();
     let model = "ab".repeat(32);
-    let settings = |crf: &str| std::collections::BTreeMap::from([("codec".to_string(), "libx264".to_string()), ("crf".to_string(), crf.to_string()), ("preset".to_string(), "medium".to_string())]);
+    let settings = |crf: &str| {
+        std::collections::BTreeMap::from([
+            ("codec".to_string(), "libx264".to_string()),
+            ("crf".to_string(), crf.to_string()),
+            ("preset".to_string(), "medium".to_string()),
+        ])
+    };
     let s18 = settings("18");
     assert!(!store.is_done(&output, &etag, &model, &s18).await.unwrap(), "done without a manifest");
     assert_eq!(store.read_manifest(&output).await.unwrap(), None);
 
-    let m = Manifest::new(&input, &in_meta, &model, "transformnet-tf", 60, &output, &out_meta).with_settings(s18.clone());
+    let m =
+        Manifest::new(&input, &in_meta, &model, "transformnet-tf", 60, &output, &out_meta).with_settings(s18.clone());
     let mkey = store.write_manifest(&m).await.unwrap();
     assert_eq!(mkey.as_str(), "out/talk.mp4.manifest.json");
     assert_eq!(store.read_manifest(&output).await.unwrap(), Some(m.clone()));
@@ -407,7 +420,11 @@ async fn azurite_credentials_from_a_file() {
     create_container(&container);
     let dir = tmp();
     let creds = dir.path().join("azure.env");
-    std::fs::write(&creds, format!("# Azurite\nAZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_ACCOUNT_KEY={AZURITE_KEY}\n")).unwrap();
+    std::fs::write(
+        &creds,
+        format!("# Azurite\nAZURE_STORAGE_USE_EMULATOR=true\nAZURE_STORAGE_ACCOUNT_KEY={AZURITE_KEY}\n"),
+    )
+    .unwrap();
     let opts = StoreOptions { credentials_file: Some(creds), ..options() };
     let store = Store::open_with_vars(&format!("az://{container}"), &opts, Vec::new()).unwrap();
     store.put_bytes_atomic(&key("a"), b"1".to_vec()).await.unwrap();
@@ -436,7 +453,8 @@ async fn azurite_errors_are_classified() {
     assert!(matches!(e, StoreError::Denied { .. }) && e.is_auth_failure() && !e.is_transient(), "{e:?}");
 
     // Nothing listening: transient once the (short) retries are spent.
-    let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..options() };
+    let quick =
+        StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..options() };
     let vars = [
         ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT),
         ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY),
@@ -495,7 +513,9 @@ fn azurite_expired_sas_is_an_auth_failure_until_the_store_is_reopened() {
     azurite();
     let container = unique_container();
     create_container(&container);
-    let keyed = BlockingStore::new(Store::open_with_vars(&format!("az://{container}"), &options(), emulator_vars()).unwrap()).unwrap();
+    let keyed =
+        BlockingStore::new(Store::open_with_vars(&format!("az://{container}"), &options(), emulator_vars()).unwrap())
+            .unwrap();
     keyed.put_bytes_atomic(&key("in/clip.mp4"), b"frames".to_vec()).unwrap();
 
     let dir = tmp();
@@ -645,7 +665,13 @@ async fn s3_errors_are_classified() {
     assert!(e.to_string().contains(missing.url()), "{e}");
 
     // Nothing listening: transient once the (short) retries are spent.
-    let quick = StoreOptions { max_retries: 1, retry_timeout_secs: 5, initial_backoff_ms: 10, max_backoff_ms: 50, ..s3_options() };
+    let quick = StoreOptions {
+        max_retries: 1,
+        retry_timeout_secs: 5,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 50,
+        ..s3_options()
+    };
     let mut vars = s3_vars();
     vars.retain(|(k, _)| k != "AWS_ENDPOINT");
     vars.push(("AWS_ENDPOINT".into(), "http://127.0.0.1:9".into()));

@@ -40,7 +40,12 @@ fn s(p: &Path) -> &str {
 
 /// `ffprobe -v error -of json ARGS FILE`, parsed; panics if ffprobe fails.
 fn ffprobe_json(file: &Path, args: &[&str]) -> Value {
-    let o = Command::new("ffprobe").args(["-v", "error", "-of", "json"]).args(args).arg(file).output().expect("the ffprobe CLI is required");
+    let o = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("the ffprobe CLI is required");
     assert!(o.status.success(), "ffprobe {args:?} {} failed:\n{}", file.display(), stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -70,13 +75,15 @@ fn frame_count(file: &Path) -> usize {
 
 /// Presentation time in seconds of every decoded video frame, in output (= presentation) order.
 fn video_pts(file: &Path) -> Vec<f64> {
-    let j = ffprobe_json(file, &["-select_streams", "v:0", "-show_entries", "frame=pts_time,best_effort_timestamp_time"]);
+    let j =
+        ffprobe_json(file, &["-select_streams", "v:0", "-show_entries", "frame=pts_time,best_effort_timestamp_time"]);
     let frames = j["frames"].as_array().cloned().unwrap_or_default();
     frames
         .iter()
         .map(|f| {
             let t = f["pts_time"].as_str().or(f["best_effort_timestamp_time"].as_str());
-            t.and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("frame without a timestamp in {}: {f}", file.display()))
+            t.and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("frame without a timestamp in {}: {f}", file.display()))
         })
         .collect()
 }
@@ -98,15 +105,22 @@ fn video_duration(file: &Path) -> f64 {
 
 /// MD5 of the audio packets of `file`, copied without decoding (`-map 0:a -c copy -f md5 -`).
 fn audio_md5(file: &Path) -> String {
-    let o = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-i", s(file), "-map", "0:a", "-c", "copy", "-f", "md5", "-"]).output().unwrap();
+    let o = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", s(file), "-map", "0:a", "-c", "copy", "-f", "md5", "-"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{} has no audio that can be copied:\n{}", file.display(), stderr(&o));
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 /// Timestamp in seconds of the first audio packet (negative for AAC priming in mp4).
 fn first_audio_pts(file: &Path) -> f64 {
-    let j = ffprobe_json(file, &["-select_streams", "a:0", "-show_entries", "packet=pts_time", "-read_intervals", "%+#1"]);
-    j["packets"][0]["pts_time"].as_str().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("no audio packet in {}: {j}", file.display()))
+    let j =
+        ffprobe_json(file, &["-select_streams", "a:0", "-show_entries", "packet=pts_time", "-read_intervals", "%+#1"]);
+    j["packets"][0]["pts_time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no audio packet in {}: {j}", file.display()))
 }
 
 /// Display rotation of the first video stream in degrees: the display matrix side data, else the
@@ -133,7 +147,13 @@ fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 
 /// Same number of timestamps, each within half a millisecond (the precision of Matroska).
 fn assert_pts_equal(got: &[f64], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: {} frames, expected {}\n got: {got:?}\nwant: {want:?}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} frames, expected {}\n got: {got:?}\nwant: {want:?}",
+        got.len(),
+        want.len()
+    );
     if let Some(i) = (0..got.len()).find(|&i| (got[i] - want[i]).abs() > 0.0005) {
         panic!("{what}: frame {i} at {} s, expected {} s\n got: {got:?}\nwant: {want:?}", got[i], want[i]);
     }
@@ -197,7 +217,10 @@ fn mkv_output_keeps_frame_count_and_audio_packets() {
     let shift = pts_out[0] - pts_in[0];
     let audio_shift = first_audio_pts(&out) - first_audio_pts(&input);
     eprintln!("mkv: video shifted {shift:.4} s, audio {audio_shift:.4} s");
-    assert!((shift - audio_shift).abs() <= 0.0015, "video moved {shift} s against the audio's {audio_shift} s: out of sync");
+    assert!(
+        (shift - audio_shift).abs() <= 0.0015,
+        "video moved {shift} s against the audio's {audio_shift} s: out of sync"
+    );
     let shifted: Vec<f64> = pts_in.iter().map(|t| t + shift).collect();
     assert_pts_equal(&pts_out, &shifted, "output timestamps (after the common shift)");
 }
@@ -208,9 +231,23 @@ fn variable_frame_rate_timestamps_are_kept() {
     let input = dir.path().join("vfr.mkv");
     // 25 fps, then a 0.37 s gap after frame 10, then frames 60 ms apart after frame 20.
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", "30",
-        "-vf", "settb=1/1000,setpts='(N/25+if(gt(N,10),0.37,0)+if(gt(N,20),0.5*(N-20)/25,0))/TB'",
-        "-fps_mode", "passthrough", "-enc_time_base", "1:1000", "-c:v", "libx264", "-pix_fmt", "yuv420p", s(&input),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "30",
+        "-vf",
+        "settb=1/1000,setpts='(N/25+if(gt(N,10),0.37,0)+if(gt(N,20),0.5*(N-20)/25,0))/TB'",
+        "-fps_mode",
+        "passthrough",
+        "-enc_time_base",
+        "1:1000",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        s(&input),
     ]);
     let pts_in = video_pts(&input);
     assert_eq!(pts_in.len(), 30, "test input");
@@ -244,7 +281,10 @@ fn first_video_frame_matches_image_mode() {
     let style_change = mean_abs_diff(&image0, &plain0);
     eprintln!("frame 0: video vs image mode {to_image:.2} levels; styled vs unstyled {style_change:.2} levels");
     assert!(to_image < 8.0, "video frame 0 differs from the image-mode result by {to_image:.2} levels on average");
-    assert!(to_image <= 0.5 * style_change, "video frame 0 is {to_image:.2} levels from image mode, the style itself only changes {style_change:.2}");
+    assert!(
+        to_image <= 0.5 * style_change,
+        "video frame 0 is {to_image:.2} levels from image mode, the style itself only changes {style_change:.2}"
+    );
 }
 
 #[test]
@@ -297,7 +337,17 @@ fn codec_option_picks_the_encoder_and_webm_reencodes_aac_to_opus() {
     assert_eq!(audio[0]["codec_name"], "opus");
     let decoded = |f: &Path| {
         let out = Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "a", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", s(f)])
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "a",
+                "-show_entries",
+                "packet=pts_time,duration_time",
+                "-of",
+                "csv=p=0",
+                s(f),
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -474,7 +524,21 @@ fn zero_frame_video_fails_cleanly() {
     // select=0 drops every frame; the audio keeps ffmpeg 5.1 from writing a broken Matroska header.
     let made = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1"])
-        .args(["-f", "lavfi", "-i", "sine=duration=1", "-vf", "select=0", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", s(&input)])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-vf",
+            "select=0",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            s(&input),
+        ])
         .status()
         .unwrap();
     if !made.success() || video_stream(&input).is_null() || !video_pts(&input).is_empty() {
@@ -509,7 +573,8 @@ fn progress_json_stderr() -> String {
 #[test]
 fn progress_json_reports_every_frame() {
     let err = progress_json_stderr();
-    let lines: Vec<Value> = err.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.is_object()).collect();
+    let lines: Vec<Value> =
+        err.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.is_object()).collect();
     assert!(!lines.is_empty(), "no JSON progress lines:\n{err}");
     let mut done = 0;
     for v in &lines {
@@ -528,8 +593,14 @@ fn progress_json_reports_every_frame() {
 #[test]
 fn progress_json_stderr_holds_only_json_lines() {
     let err = progress_json_stderr();
-    let other: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && serde_json::from_str::<Value>(l).map_or(true, |v| !v.is_object())).collect();
-    assert!(other.is_empty(), "with --progress json, stderr should be one JSON object per line; other lines: {other:?}\nstderr:\n{err}");
+    let other: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && serde_json::from_str::<Value>(l).map_or(true, |v| !v.is_object()))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "with --progress json, stderr should be one JSON object per line; other lines: {other:?}\nstderr:\n{err}"
+    );
 }
 
 #[test]
@@ -552,16 +623,21 @@ fn ctrl_c_leaves_no_output_and_no_temporary() {
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("styled.mp4");
     let log = dir.path().join("stderr.txt");
-    let mut child = stylestream_command(&["stylize", s(&input), "-o", s(&out), "--model", "udnie", "--progress", "none"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child =
+        stylestream_command(&["stylize", s(&input), "-o", s(&out), "--model", "udnie", "--progress", "none"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
 
     // Interrupt once the temporary output exists: the handler is installed and frames flow.
     let start = Instant::now();
     while partial_files(&out_dir).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the job ended before it could be interrupted: {}", std::fs::read_to_string(&log).unwrap());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be interrupted: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
         assert!(start.elapsed() < Duration::from_secs(120), "no temporary output appeared in 120 s");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -589,7 +665,10 @@ fn ctrl_c_leaves_no_output_and_no_temporary() {
 
 /// Peak resident set size in KiB of `stylize INPUT -o OUTPUT`, from `/usr/bin/time -v`.
 fn peak_rss_kib(input: &Path, output: &Path) -> u64 {
-    assert!(Path::new("/usr/bin/time").exists(), "/usr/bin/time is missing: the `time` package is needed (the Makefile's deps target installs it)");
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is missing: the `time` package is needed (the Makefile's deps target installs it)"
+    );
     let o = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(env!("CARGO_BIN_EXE_stylestream"))
@@ -618,7 +697,13 @@ fn memory_stays_flat_with_video_length() {
     Clip::new(200).write(&long);
     let rss_short = peak_rss_kib(&short, &dir.path().join("short-styled.mp4"));
     let rss_long = peak_rss_kib(&long, &dir.path().join("long-styled.mp4"));
-    eprintln!("peak RSS: 20 frames {rss_short} KiB, 200 frames {rss_long} KiB ({:+.1} %)", (rss_long as f64 / rss_short as f64 - 1.0) * 100.0);
+    eprintln!(
+        "peak RSS: 20 frames {rss_short} KiB, 200 frames {rss_long} KiB ({:+.1} %)",
+        (rss_long as f64 / rss_short as f64 - 1.0) * 100.0
+    );
     assert_eq!(frame_count(&dir.path().join("long-styled.mp4")), 200);
-    assert!(rss_long as f64 <= rss_short as f64 * 1.2, "peak RSS grows with length: 20 frames {rss_short} KiB, 200 frames {rss_long} KiB");
+    assert!(
+        rss_long as f64 <= rss_short as f64 * 1.2,
+        "peak RSS grows with length: 20 frames {rss_short} KiB, 200 frames {rss_long} KiB"
+    );
 }

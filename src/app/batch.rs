@@ -71,7 +71,12 @@ pub struct BatchOptions {
 impl BatchOptions {
     /// The settings of the jobs made with `style` (whose network is the style's own).
     fn settings(&self, style: &Style) -> Settings {
-        Settings { encode: self.encode.clone(), jpeg_quality: 90, precision: self.dataflow.gpu.precision, network: style.desc.name.clone() }
+        Settings {
+            encode: self.encode.clone(),
+            jpeg_quality: 90,
+            precision: self.dataflow.gpu.precision,
+            network: style.desc.name.clone(),
+        }
     }
 }
 
@@ -101,7 +106,8 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppErro
         }
         styles.push(Style { name, desc: m.desc, weights: m.weights });
     }
-    std::fs::create_dir_all(&args.output).map_err(|e| MediaError::Write { path: args.output.clone(), reason: e.to_string() })?;
+    std::fs::create_dir_all(&args.output)
+        .map_err(|e| MediaError::Write { path: args.output.clone(), reason: e.to_string() })?;
 
     let mut planner = Planner::new();
     for s in &styles {
@@ -114,7 +120,9 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppErro
     let engine = Arc::new(Engine::start(opts, shutdown.clone())?);
     let env = Env::new(engine.clone(), Limits::default(), std::env::temp_dir(), None);
     // What a finished pair's manifest records besides the model (the same for every style).
-    let identity = Settings { encode: args.encode.clone(), precision: args.dataflow.gpu.precision, ..Settings::default() }.identity(OutputKind::Video);
+    let identity =
+        Settings { encode: args.encode.clone(), precision: args.dataflow.gpu.precision, ..Settings::default() }
+            .identity(OutputKind::Video);
     loop {
         let videos = scan_inputs(&args.inputs, args.watch.is_some())?;
         check_names(&videos)?;
@@ -148,7 +156,8 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppErro
         }
         let work: Vec<WorkItem> =
             planner.plan().into_iter().filter(|w| !failed.contains(&(w.content.clone(), w.model.clone()))).collect();
-        let round = Summary { pairs: planner.pairs(), already_done: planner.pairs() - work.len(), ..Default::default() };
+        let round =
+            Summary { pairs: planner.pairs(), already_done: planner.pairs() - work.len(), ..Default::default() };
         if !args.quiet && (args.watch.is_none() || !work.is_empty()) {
             eprintln!(
                 "{} videos × {} styles = {} pairs: {} to style, {} already done",
@@ -163,7 +172,12 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppErro
         for w in fails {
             failed.insert((w.content.clone(), w.model.clone()));
         }
-        total = Summary { pairs: round.pairs, already_done: round.already_done, styled: total.styled + styled, failed: failed.len() };
+        total = Summary {
+            pairs: round.pairs,
+            already_done: round.already_done,
+            styled: total.styled + styled,
+            failed: failed.len(),
+        };
         let Some(secs) = args.watch else { break };
         if shutdown.is_stopped() {
             break;
@@ -184,7 +198,10 @@ pub fn run(args: &BatchOptions, shutdown: &StopToken) -> Result<Summary, AppErro
         return Err(crate::dataflow::PipelineError::Stopped(StopReason::Interrupted).into());
     }
     if total.failed > 0 && args.watch.is_none() {
-        return Err(AppError::Usage(format!("{} of {} pairs failed (see the errors above)", total.failed, total.pairs)));
+        return Err(AppError::Usage(format!(
+            "{} of {} pairs failed (see the errors above)",
+            total.failed, total.pairs
+        )));
     }
     Ok(total)
 }
@@ -300,7 +317,10 @@ fn scan_inputs(inputs: &[PathBuf], watching: bool) -> Result<Vec<PathBuf>, AppEr
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.is_file() && !is_hidden(p))
-                .filter(|p| p.extension().is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+                })
                 .collect();
             found.sort();
             videos.extend(found);

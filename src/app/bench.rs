@@ -158,12 +158,22 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
 /// Human-readable bench report.
 pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(out, "adapter      {}{}", r.adapter, if r.subgroups { ", subgroup kernels" } else { ", plain kernels" })?;
-    writeln!(out, "frame        {}x{}, {} frames timed, precision {}, kernels {} ({})", r.width, r.height, r.frames, r.precision, r.variant, r.variant_source)?;
+    writeln!(
+        out,
+        "frame        {}x{}, {} frames timed, precision {}, kernels {} ({})",
+        r.width, r.height, r.frames, r.precision, r.variant, r.variant_source
+    )?;
     writeln!(out, "plan build   {:.0} ms, first frame (kernel compile) {:.0} ms", r.plan_ms, r.warmup_ms)?;
     writeln!(out, "per frame    {:.1} ms  ({:.2} fps)", r.ms_per_frame, r.fps)?;
     writeln!(out, "throughput   {:.1} GFLOP/s effective", r.gflops)?;
     if let Some(ms) = r.batched_ms_per_frame {
-        writeln!(out, "batches of {:<2} {:.1} ms per frame ({:.2}x one frame per submission)", r.batch, ms, r.ms_per_frame / ms)?;
+        writeln!(
+            out,
+            "batches of {:<2} {:.1} ms per frame ({:.2}x one frame per submission)",
+            r.batch,
+            ms,
+            r.ms_per_frame / ms
+        )?;
     }
     if let Some(s) = &r.second_plan {
         writeln!(

@@ -72,7 +72,9 @@ pub fn load_style(args: &ModelArgs) -> Result<crate::job::Style, AppError> {
 fn refuse_public_hosts(hosts: &[String]) -> Result<(), AppError> {
     use std::net::ToSocketAddrs;
     for host in hosts {
-        let addrs = host.to_socket_addrs().map_err(|e| AppError::Usage(format!("cluster host {host}: cannot resolve it: {e}")))?;
+        let addrs = host
+            .to_socket_addrs()
+            .map_err(|e| AppError::Usage(format!("cluster host {host}: cannot resolve it: {e}")))?;
         if let Some(public) = addrs.map(|a| a.ip()).find(|ip| is_public(*ip)) {
             return Err(AppError::Usage(format!(
                 "cluster host {host} resolves to the public address {public}: the cluster transport is unauthenticated and \
@@ -121,7 +123,13 @@ pub(crate) fn dataflow_options(
     let hosts: Option<Vec<String>> = match (&args.hostfile, &file.cluster) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| MediaError::Read { path: path.clone(), source: e })?;
-            Some(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+            Some(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
+            )
         }
         (None, Some(c)) => Some(c.hosts.clone()),
         (None, None) => None,
@@ -130,7 +138,9 @@ pub(crate) fn dataflow_options(
     let cluster = if processes <= 1 {
         None
     } else {
-        let hosts = hosts.ok_or_else(|| usage("--processes needs --hostfile (one host:port per line) or a config with [cluster]".into()))?;
+        let hosts = hosts.ok_or_else(|| {
+            usage("--processes needs --hostfile (one host:port per line) or a config with [cluster]".into())
+        })?;
         if hosts.len() < processes {
             return Err(usage(format!("{} addresses for {processes} processes", hosts.len())));
         }
@@ -157,14 +167,24 @@ pub(crate) fn dataflow_options(
     Ok(file.resolve(&overrides, cluster))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_private_loopback_and_link_local_addresses_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.3.4", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "169.254.3.4",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860::8888", "::ffff:8.8.8.8"] {

@@ -27,7 +27,11 @@ pub fn models(cmd: &crate::cli::ModelsCommand) -> Result<(), AppError> {
                 (Some(u), _) => (u.clone(), None),
                 (None, Some(m)) => (m.url.to_string(), m.sha256),
                 (None, None) => {
-                    return Err(zoo::ZooError::UnknownModel { name: name.clone(), known: zoo::ZOO.map(|m| m.name).join(", ") }.into())
+                    return Err(zoo::ZooError::UnknownModel {
+                        name: name.clone(),
+                        known: zoo::ZOO.map(|m| m.name).join(", "),
+                    }
+                    .into())
                 }
             };
             let sha = match (sha256, pin) {

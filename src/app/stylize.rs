@@ -33,7 +33,9 @@ pub fn stylize(args: &StylizeArgs, shutdown: &StopToken) -> Result<(), AppError>
         for (input, _) in &pairs {
             let path = Path::new(input);
             if !path.exists() && !media::sequence::is_pattern(input) {
-                return Err(MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
+                return Err(
+                    MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into()
+                );
             }
         }
         let inputs: Vec<PathBuf> = pairs.iter().map(|(i, _)| PathBuf::from(i)).collect();
@@ -107,7 +109,14 @@ pub fn stylize(args: &StylizeArgs, shutdown: &StopToken) -> Result<(), AppError>
 pub fn run_all(jobs: &[Job], env: &Env, observe: &Observe, stop: &StopToken) -> Vec<Report> {
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs.iter().map(|j| s.spawn(move || job::run(j, env, observe, stop))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Report::failed("", "", job::JobError::Other("internal error: the job's thread panicked".into())))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Report::failed("", "", job::JobError::Other("internal error: the job's thread panicked".into()))
+                })
+            })
+            .collect()
     })
 }
 
@@ -141,7 +150,14 @@ fn is_store_url(s: &str) -> bool {
 /// Tells the user an output is complete: `wrote PATH`, with the frame count when several
 /// videos ran together; stored frames list every frame. Nothing with --quiet, or with JSON
 /// progress (stderr is JSON only).
-fn report_written(args: &StylizeArgs, mode: ProgressMode, output: &str, finished: &Finished, entries: Option<&[job::frames::FrameEntry]>, many: bool) {
+fn report_written(
+    args: &StylizeArgs,
+    mode: ProgressMode,
+    output: &str,
+    finished: &Finished,
+    entries: Option<&[job::frames::FrameEntry]>,
+    many: bool,
+) {
     if args.run.quiet || mode == ProgressMode::Json {
         return;
     }
@@ -149,7 +165,8 @@ fn report_written(args: &StylizeArgs, mode: ProgressMode, output: &str, finished
         for e in entries {
             eprintln!("{:<8} {} ({})", format!("{:?}", e.action).to_lowercase(), e.name, e.why);
         }
-        let (styled, skipped, removed) = (count(entries, Action::Styled), count(entries, Action::Skipped), count(entries, Action::Removed));
+        let (styled, skipped, removed) =
+            (count(entries, Action::Styled), count(entries, Action::Skipped), count(entries, Action::Removed));
         eprintln!("wrote {}: {styled} styled, {skipped} skipped, {removed} removed", args.output.display());
         return;
     }

@@ -18,7 +18,11 @@ pub fn submit(args: &crate::cli::SubmitArgs) -> Result<(), AppError> {
         (Some(o), None, None) => obj.insert("output".into(), o.clone().into()),
         (None, Some(p), None) => obj.insert("output_prefix".into(), p.clone().into()),
         (None, None, Some(p)) => obj.insert("output_frames_prefix".into(), p.clone().into()),
-        _ => return Err(AppError::Usage("give --output KEY, --output-prefix PREFIX or --output-frames-prefix PREFIX".into())),
+        _ => {
+            return Err(AppError::Usage(
+                "give --output KEY, --output-prefix PREFIX or --output-frames-prefix PREFIX".into(),
+            ))
+        }
     };
     if let Some(q) = args.jpeg_quality {
         obj.insert("jpeg_quality".into(), q.into());
@@ -31,8 +35,12 @@ pub fn submit(args: &crate::cli::SubmitArgs) -> Result<(), AppError> {
     }
     let body = serde_json::to_vec(&event).map_err(|e| AppError::Usage(e.to_string()))?;
     // Checked as the service will check it.
-    crate::ingress::event::parse(&body, config.max_message_bytes, &[], &crate::ingress::event::Source::default()).map_err(|e| AppError::Usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| AppError::Usage(e.to_string()))?;
+    crate::ingress::event::parse(&body, config.max_message_bytes, &[], &crate::ingress::event::Source::default())
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Usage(e.to_string()))?;
     rt.block_on(crate::ingress::broker::submit(&url, &config, &body)).map_err(ServiceError::from)?;
     println!("{}", String::from_utf8_lossy(&body));
     Ok(())

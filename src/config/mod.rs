@@ -65,7 +65,10 @@ pub struct RunOverrides {
 }
 
 /// Reads a TOML configuration and checks it: errors name the file, and the field.
-pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, validate: impl Fn(&T) -> Result<(), String>) -> Result<T, ConfigError> {
+pub fn load_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: e })?;
     let invalid = |reason: String| ConfigError::Invalid { path: path.to_path_buf(), reason };
     let config: T = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
@@ -80,7 +83,11 @@ impl RunConfig {
 
     /// The engine's options: `o` over this configuration over the defaults (1 worker, 4 frames
     /// in flight, batches of 1, 2 retries, auto precision); `cluster` as already resolved.
-    pub fn resolve(&self, o: &RunOverrides, cluster: Option<crate::dataflow::Cluster>) -> crate::dataflow::DataflowOptions {
+    pub fn resolve(
+        &self,
+        o: &RunOverrides,
+        cluster: Option<crate::dataflow::Cluster>,
+    ) -> crate::dataflow::DataflowOptions {
         crate::dataflow::DataflowOptions {
             workers: o.workers.or(self.workers).unwrap_or(1).max(1),
             cluster,

@@ -161,7 +161,8 @@ impl ServiceConfig {
             problems.push("service.jobs = 0: at least 1".into());
         }
         if !(self.service.job_timeout_secs >= 0.0 && self.service.job_timeout_secs.is_finite()) {
-            problems.push(format!("service.job_timeout_secs = {}: 0 (no limit) or more", self.service.job_timeout_secs));
+            problems
+                .push(format!("service.job_timeout_secs = {}: 0 (no limit) or more", self.service.job_timeout_secs));
         }
         if !(self.service.stall_secs > 0.0 && self.service.stall_secs.is_finite()) {
             problems.push(format!("service.stall_secs = {}: more than 0", self.service.stall_secs));
@@ -193,8 +194,13 @@ impl ServiceConfig {
         if self.service.crf > event::MAX_CRF {
             problems.push(format!("service.crf = {}: at most {}", self.service.crf, event::MAX_CRF));
         }
-        if self.broker.retry_delays_secs.is_empty() || self.broker.retry_delays_secs.iter().any(|d| !(d.is_finite() && *d > 0.0)) {
-            problems.push(format!("broker.retry_delays_secs = {:?}: one or more delays above 0", self.broker.retry_delays_secs));
+        if self.broker.retry_delays_secs.is_empty()
+            || self.broker.retry_delays_secs.iter().any(|d| !(d.is_finite() && *d > 0.0))
+        {
+            problems.push(format!(
+                "broker.retry_delays_secs = {:?}: one or more delays above 0",
+                self.broker.retry_delays_secs
+            ));
         }
         if !(self.broker.retry_budget_secs.is_finite() && self.broker.retry_budget_secs >= 0.0) {
             problems.push(format!("broker.retry_budget_secs = {}: 0 or more", self.broker.retry_budget_secs));
@@ -202,7 +208,9 @@ impl ServiceConfig {
         for (i, r) in self.routes.iter().enumerate() {
             let frames_out = r.output_frames_prefix.as_deref().unwrap_or_default();
             if r.prefix.is_empty() || (r.output_prefix.is_empty() == frames_out.is_empty()) {
-                problems.push(format!("routes[{i}]: give a prefix and exactly one of output_prefix and output_frames_prefix"));
+                problems.push(format!(
+                    "routes[{i}]: give a prefix and exactly one of output_prefix and output_frames_prefix"
+                ));
             }
             if !frames_out.is_empty() && r.trigger.is_none() {
                 problems.push(format!("routes[{i}]: output_frames_prefix needs a trigger (frames go back as frames when their trigger arrives)"));
@@ -222,7 +230,10 @@ impl ServiceConfig {
                 }
             }
             if !r.output_prefix.is_empty() && r.output_prefix.starts_with(&r.prefix) {
-                problems.push(format!("routes[{i}]: output_prefix {:?} is inside prefix {:?} (outputs would trigger jobs)", r.output_prefix, r.prefix));
+                problems.push(format!(
+                    "routes[{i}]: output_prefix {:?} is inside prefix {:?} (outputs would trigger jobs)",
+                    r.output_prefix, r.prefix
+                ));
             }
         }
         if problems.is_empty() {
@@ -242,7 +253,11 @@ impl ServiceConfig {
             }
             _ => (None, String::new()),
         };
-        Source { bucket: self.storage.notification_source.clone().or(bucket), account: self.storage.notification_account.clone(), prefix }
+        Source {
+            bucket: self.storage.notification_source.clone().or(bucket),
+            account: self.storage.notification_account.clone(),
+            prefix,
+        }
     }
 
     /// The broker URL: `$url_env`, else `url`.

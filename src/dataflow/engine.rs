@@ -27,12 +27,12 @@ use timely::dataflow::operators::{Input, Operator, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
+use super::frame_order::FrameOrder;
 use super::stylize::{Stylize, StylizeSpec, WorkerGpu};
 use super::{DataflowOptions, ErrorSlot, Job, PipelineError, ReorderFrames};
 use crate::frame::Frame;
 use crate::media::{Sink, Source};
 use crate::model::{NetworkDescription, Weights};
-use super::frame_order::FrameOrder;
 use crate::stop::StopToken;
 use crate::telemetry::progress::Progress;
 
@@ -81,7 +81,9 @@ impl JobHandle {
 
     /// Waits for the job to end: the frames written (0 on processes other than 0).
     pub fn wait(self) -> JobResult {
-        self.done.recv().unwrap_or_else(|_| Err(PipelineError::Dataflow("the engine stopped before the job ended".into())))
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err(PipelineError::Dataflow("the engine stopped before the job ended".into())))
     }
 
     /// Waits at most `timeout`: `None` while the job runs.
@@ -89,7 +91,9 @@ impl JobHandle {
         match self.done.recv_timeout(timeout) {
             Ok(r) => Some(r),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Err(PipelineError::Dataflow("the engine stopped before the job ended".into()))),
+            Err(RecvTimeoutError::Disconnected) => {
+                Some(Err(PipelineError::Dataflow("the engine stopped before the job ended".into())))
+            }
         }
     }
 }
@@ -133,7 +137,13 @@ impl Engine {
             }
         })
         .map_err(PipelineError::Dataflow)?;
-        Ok(Self { admit: Mutex::new(senders), guards: Mutex::new(Some(guards)), next: AtomicU64::new(0), workers: threads, live })
+        Ok(Self {
+            admit: Mutex::new(senders),
+            guards: Mutex::new(Some(guards)),
+            next: AtomicU64::new(0),
+            workers: threads,
+            live,
+        })
     }
 
     /// Admits a job; it starts at once, beside any jobs already running.
@@ -273,7 +283,13 @@ fn run_worker(worker: &mut Worker, admissions: Receiver<Admission>, opts: &Dataf
 /// Builds the job's dataflow on this worker; starts its decoder and encoder threads on the
 /// worker with its ends. `None` when this worker has nothing more to do for the job (timely
 /// runs its share of the operators until the job's dataflow is complete).
-fn admit(worker: &mut Worker, a: Admission, gpu: &Rc<RefCell<WorkerGpu>>, opts: &DataflowOptions, cap: usize) -> Option<Running> {
+fn admit(
+    worker: &mut Worker,
+    a: Admission,
+    gpu: &Rc<RefCell<WorkerGpu>>,
+    opts: &DataflowOptions,
+    cap: usize,
+) -> Option<Running> {
     let mut input = FrameInput::new();
     let probe = ProbeHandle::new();
     let to_encoder: Rc<RefCell<Option<SyncSender<ToEncoder>>>> = Rc::new(RefCell::new(None));
@@ -322,14 +338,15 @@ fn admit(worker: &mut Worker, a: Admission, gpu: &Rc<RefCell<WorkerGpu>>, opts: 
     *to_encoder.borrow_mut() = Some(to_sink);
     let total = source.info().frames;
     // Decode ahead on a thread of its own, at most `cap` frames.
-    let decoder = std::thread::Builder::new().name(format!("decode-{}", a.id)).spawn(move || -> Result<(), PipelineError> {
-        while let Some(f) = source.next_frame()? {
-            if to_feed.send(f).is_err() {
-                break; // the job stopped
+    let decoder =
+        std::thread::Builder::new().name(format!("decode-{}", a.id)).spawn(move || -> Result<(), PipelineError> {
+            while let Some(f) = source.next_frame()? {
+                if to_feed.send(f).is_err() {
+                    break; // the job stopped
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        });
     let decoder = match decoder {
         Ok(d) => d,
         Err(e) => {
@@ -355,7 +372,9 @@ fn admit(worker: &mut Worker, a: Admission, gpu: &Rc<RefCell<WorkerGpu>>, opts: 
 /// closes the input of a job that stopped, failed or ran out of frames. Whether any frame moved.
 fn feed(running: &mut [Running], cap: u64, shutdown: &StopToken) -> bool {
     let mut order: Vec<usize> = (0..running.len()).filter(|i| running[*i].feed.is_some()).collect();
-    order.sort_by_key(|i| running[*i].feed.as_ref().map_or(u64::MAX, |f| f.total.map_or(u64::MAX, |t| t.saturating_sub(f.sent.get()))));
+    order.sort_by_key(|i| {
+        running[*i].feed.as_ref().map_or(u64::MAX, |f| f.total.map_or(u64::MAX, |t| t.saturating_sub(f.sent.get())))
+    });
     let mut fed = false;
     for i in order {
         let r = &mut running[i];
@@ -440,7 +459,8 @@ impl Encoder {
                 // goes out, since whoever receives it may exit the process at once (a temporary
                 // file was left behind when this thread lost that race).
                 drop(sink);
-                Err(error.unwrap_or_else(|| PipelineError::Dataflow("the dataflow stopped before the job ended".into())))
+                Err(error
+                    .unwrap_or_else(|| PipelineError::Dataflow("the dataflow stopped before the job ended".into())))
             }
         };
         if let Some(done) = self.done {

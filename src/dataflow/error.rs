@@ -1,8 +1,8 @@
 //! How a job run by the dataflow ends badly.
 
+use super::frame_order::OrderError;
 use crate::media::MediaError;
 use crate::model::gpu::GpuError;
-use super::frame_order::OrderError;
 use crate::stop::StopReason;
 
 #[derive(Debug, thiserror::Error)]

@@ -148,4 +148,3 @@ pub fn run_jobs(jobs: Vec<Job>, opts: DataflowOptions, shutdown: &StopToken) -> 
     engine.shutdown();
     results
 }
-

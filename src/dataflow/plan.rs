@@ -62,7 +62,8 @@ impl Default for Planner {
 
 impl Planner {
     pub fn new() -> Self {
-        let mut worker = Worker::new(WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(std::time::Instant::now()));
+        let mut worker =
+            Worker::new(WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(std::time::Instant::now()));
         let work = Rc::new(RefCell::new(BTreeMap::new()));
         let seen = work.clone();
         let (videos, styles, done, probe) = worker.dataflow::<u64, _, _>(|scope| {
@@ -76,7 +77,12 @@ impl Planner {
                 .antijoin(done)
                 .consolidate()
                 .inspect(move |(((content, model), (video, style)), _time, diff)| {
-                    let item = WorkItem { video: video.clone(), style: style.clone(), content: content.clone(), model: model.clone() };
+                    let item = WorkItem {
+                        video: video.clone(),
+                        style: style.clone(),
+                        content: content.clone(),
+                        model: model.clone(),
+                    };
                     *seen.borrow_mut().entry(item).or_insert(0) += *diff;
                 })
                 .probe();

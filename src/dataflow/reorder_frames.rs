@@ -49,7 +49,13 @@ mod tests {
     use crate::frame::RgbFrame;
 
     fn frame(index: u64) -> Frame {
-        Frame { index, pts: index as i64 * 40, duration: 40, image: RgbFrame::new(1, 1, vec![index as u8; 3]), timing: Default::default() }
+        Frame {
+            index,
+            pts: index as i64 * 40,
+            duration: 40,
+            image: RgbFrame::new(1, 1, vec![index as u8; 3]),
+            timing: Default::default(),
+        }
     }
 
     /// Each worker sends its share of frames in a scrambled order (each frame at its own

@@ -8,17 +8,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use timely::dataflow::channels::pact::Exchange;
 use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange;
 
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
 use super::ErrorSlot;
+use super::PipelineError;
 use crate::frame::{Frame, RgbFrame};
 use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
 use crate::model::{NetworkDescription, Weights};
-use super::PipelineError;
 
 /// A frame on its way through the GPU stages.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -26,7 +26,12 @@ pub enum Work {
     Styled(Frame),
     /// Not styled yet: `attempts` failed so far, the last with `reason`; `batch` is the
     /// first and last frame index of the batch it failed in.
-    Failed { frame: Frame, attempts: u32, batch: (u64, u64), reason: String },
+    Failed {
+        frame: Frame,
+        attempts: u32,
+        batch: (u64, u64),
+        reason: String,
+    },
 }
 
 /// What the Stylize stages need to know; the same on every worker.
@@ -116,10 +121,10 @@ const MAX_PLANS: usize = 4;
 fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, attempts: u32) -> Vec<Work> {
     let (Some(first), Some(last)) = (frames.first(), frames.last()) else { return Vec::new() };
     let (first, last) = (first.index, last.index);
-    let injected = spec
-        .fail_frame
-        .is_some_and(|(k, n)| frames.iter().any(|f| f.index == k) && (n == 0 || attempts < n));
-    let same_size = frames.windows(2).all(|w| (w[0].image.width, w[0].image.height) == (w[1].image.width, w[1].image.height));
+    let injected =
+        spec.fail_frame.is_some_and(|(k, n)| frames.iter().any(|f| f.index == k) && (n == 0 || attempts < n));
+    let same_size =
+        frames.windows(2).all(|w| (w[0].image.width, w[0].image.height) == (w[1].image.width, w[1].image.height));
     let started = std::time::Instant::now();
     let count = frames.len().max(1) as f32;
     let result = if injected {
@@ -148,7 +153,12 @@ fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, att
             tracing::warn!(first, last, attempt = attempts + 1, error = %reason, "styling failed");
             frames
                 .into_iter()
-                .map(|frame| Work::Failed { frame, attempts: attempts + 1, batch: (first, last), reason: reason.clone() })
+                .map(|frame| Work::Failed {
+                    frame,
+                    attempts: attempts + 1,
+                    batch: (first, last),
+                    reason: reason.clone(),
+                })
                 .collect()
         }
     }
@@ -158,42 +168,53 @@ fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, att
 pub trait Stylize<'scope> {
     /// Styles every frame, retries failures on other workers, and passes on styled frames;
     /// a frame still failing after `spec.retries` retries is reported to `errors`.
-    fn stylize(self, spec: StylizeSpec, gpu: Rc<RefCell<WorkerGpu>>, errors: ErrorSlot) -> Stream<'scope, u64, Vec<Frame>>;
+    fn stylize(
+        self,
+        spec: StylizeSpec,
+        gpu: Rc<RefCell<WorkerGpu>>,
+        errors: ErrorSlot,
+    ) -> Stream<'scope, u64, Vec<Frame>>;
 }
 
 impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
-    fn stylize(self, spec: StylizeSpec, gpu: Rc<RefCell<WorkerGpu>>, errors: ErrorSlot) -> Stream<'scope, u64, Vec<Frame>> {
+    fn stylize(
+        self,
+        spec: StylizeSpec,
+        gpu: Rc<RefCell<WorkerGpu>>,
+        errors: ErrorSlot,
+    ) -> Stream<'scope, u64, Vec<Frame>> {
         let batch = spec.frames_per_batch.max(1);
         let (first_spec, first_gpu) = (spec.clone(), gpu.clone());
         // Frames of batch b (indices b*batch ..) meet on one worker and are styled together
         // once the batch is whole or the frontier says no more of it can come (the video's end).
-        let mut work = self.unary_frontier(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, _info| {
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Frame>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|cap, frames| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
-                    for f in frames.drain(..) {
-                        let entry = pending.entry(f.index / batch).or_insert_with(|| (cap.clone(), Vec::new()));
-                        if cap.time() < entry.0.time() {
-                            entry.0 = cap.clone();
+        let mut work =
+            self.unary_frontier(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, _info| {
+                let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Frame>)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, frames| {
+                        let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                        for f in frames.drain(..) {
+                            let entry = pending.entry(f.index / batch).or_insert_with(|| (cap.clone(), Vec::new()));
+                            if cap.time() < entry.0.time() {
+                                entry.0 = cap.clone();
+                            }
+                            entry.1.push(f);
                         }
-                        entry.1.push(f);
+                    });
+                    let ready: Vec<u64> = pending
+                        .iter()
+                        .filter(|(b, (_, frames))| {
+                            frames.len() as u64 >= batch || !frontier.frontier().less_equal(&((**b + 1) * batch - 1))
+                        })
+                        .map(|(b, _)| *b)
+                        .collect();
+                    for b in ready {
+                        let Some((cap, mut frames)) = pending.remove(&b) else { continue };
+                        frames.sort_by_key(|f| f.index);
+                        output.session(&cap).give_iterator(attempt(&first_gpu, &first_spec, frames, 0).into_iter());
                     }
-                });
-                let ready: Vec<u64> = pending
-                    .iter()
-                    .filter(|(b, (_, frames))| {
-                        frames.len() as u64 >= batch || !frontier.frontier().less_equal(&((**b + 1) * batch - 1))
-                    })
-                    .map(|(b, _)| *b)
-                    .collect();
-                for b in ready {
-                    let Some((cap, mut frames)) = pending.remove(&b) else { continue };
-                    frames.sort_by_key(|f| f.index);
-                    output.session(&cap).give_iterator(attempt(&first_gpu, &first_spec, frames, 0).into_iter());
                 }
-            }
-        });
+            });
         for round in 1..=spec.retries {
             let (spec, gpu) = (spec.clone(), gpu.clone());
             // Styled frames all travel to worker 0 (where they are headed anyway); a failed
@@ -210,7 +231,9 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                         let mut failed: BTreeMap<(u64, u32), Vec<Frame>> = BTreeMap::new();
                         for w in items.drain(..) {
                             match w {
-                                Work::Failed { frame, attempts, batch, .. } => failed.entry((batch.0, attempts)).or_default().push(frame),
+                                Work::Failed { frame, attempts, batch, .. } => {
+                                    failed.entry((batch.0, attempts)).or_default().push(frame)
+                                }
                                 styled => session.give(styled),
                             }
                         }
@@ -229,13 +252,15 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                     for w in items.drain(..) {
                         match w {
                             Work::Styled(f) => session.give(f),
-                            Work::Failed { frame, attempts, batch, reason } => errors.set(PipelineError::FramesFailed {
-                                first: batch.0,
-                                last: batch.1,
-                                pts: frame.pts,
-                                attempts,
-                                reason,
-                            }),
+                            Work::Failed { frame, attempts, batch, reason } => {
+                                errors.set(PipelineError::FramesFailed {
+                                    first: batch.0,
+                                    last: batch.1,
+                                    pts: frame.pts,
+                                    attempts,
+                                    reason,
+                                })
+                            }
                         }
                     }
                 });

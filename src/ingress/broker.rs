@@ -210,11 +210,15 @@ impl Broker {
     /// Connects (the URL is logged without its password) and declares the topology.
     pub async fn connect(url: &str, config: &BrokerConfig) -> Result<Self, BrokerError> {
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(BrokerError::Connect { url: redact(url), reason: "the URL must start with amqp:// or amqps://".into() });
+            return Err(BrokerError::Connect {
+                url: redact(url),
+                reason: "the URL must start with amqp:// or amqps://".into(),
+            });
         }
-        let connection = Connection::connect(url, ConnectionProperties::default().with_connection_name("stylestream".into()))
-            .await
-            .map_err(|e| BrokerError::Connect { url: redact(url), reason: scrub(&e.to_string(), url) })?;
+        let connection =
+            Connection::connect(url, ConnectionProperties::default().with_connection_name("stylestream".into()))
+                .await
+                .map_err(|e| BrokerError::Connect { url: redact(url), reason: scrub(&e.to_string(), url) })?;
         let channel = connection.create_channel().await.map_err(op("opening a channel"))?;
         let broker = Self { connection, channel, config: config.clone() };
         broker.declare().await?;
@@ -235,13 +239,18 @@ impl Broker {
             .await
             .map_err(op(format!("declaring queue {}", c.dead_letter)))?;
         self.channel
-            .queue_bind(c.dead_letter.as_str().into(), c.dead_letter.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                c.dead_letter.as_str().into(),
+                c.dead_letter.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(op(format!("binding queue {}", c.dead_letter)))?;
-        self.channel
-            .queue_declare(c.queue.as_str().into(), queue, job_queue_arguments(c))
-            .await
-            .map_err(op(format!("declaring queue {} (an existing queue of that name with other arguments is refused)", c.queue)))?;
+        self.channel.queue_declare(c.queue.as_str().into(), queue, job_queue_arguments(c)).await.map_err(op(
+            format!("declaring queue {} (an existing queue of that name with other arguments is refused)", c.queue),
+        ))?;
         let control = control_exchange(c);
         self.channel
             .exchange_declare(control.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
@@ -260,14 +269,27 @@ impl Broker {
     /// Sends `d` back through the retry queue of its retry number `attempts` (the delay), with
     /// the attempt count and the time of the first failure (when given) in its headers, and
     /// waits for the broker's confirm; the caller then acks the delivery. Returns the delay.
-    pub async fn retry_later(&self, d: &Delivery, attempts: u32, first_failure_unix_ms: Option<i64>, reason: &str) -> Result<std::time::Duration, BrokerError> {
+    pub async fn retry_later(
+        &self,
+        d: &Delivery,
+        attempts: u32,
+        first_failure_unix_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<std::time::Duration, BrokerError> {
         let delays = retry_delays_ms(&self.config);
         let ms = delays.get(attempts as usize).or(delays.last()).copied().unwrap_or(1000);
         let mut headers = FieldTable::default();
         let d = &d.0;
         for (k, v) in d.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default() {
             // The broker's own bookkeeping starts afresh with the new message.
-            if !matches!(k.as_str(), "x-death" | "x-delivery-count" | "x-first-death-exchange" | "x-first-death-queue" | "x-first-death-reason") {
+            if !matches!(
+                k.as_str(),
+                "x-death"
+                    | "x-delivery-count"
+                    | "x-first-death-exchange"
+                    | "x-first-death-queue"
+                    | "x-first-death-reason"
+            ) {
                 headers.insert(k, v);
             }
         }
@@ -275,7 +297,8 @@ impl Broker {
         if let Some(t) = first_failure_unix_ms {
             headers.insert(FIRST_FAILURE_HEADER.into(), AMQPValue::LongLongInt(t));
         }
-        headers.insert("x-stylestream-last-error".into(), AMQPValue::LongString(LongString::from(truncate(reason, 2000))));
+        headers
+            .insert("x-stylestream-last-error".into(), AMQPValue::LongString(LongString::from(truncate(reason, 2000))));
         let mut props = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
         if let Some(id) = d.properties.message_id() {
             props = props.with_message_id(id.clone());
@@ -289,9 +312,17 @@ impl Broker {
 
     /// Starts consuming with at most `prefetch` unacknowledged deliveries.
     pub async fn consume(&self, tag: &str) -> Result<Deliveries, BrokerError> {
-        self.channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await.map_err(op("setting the prefetch"))?;
         self.channel
-            .basic_consume(self.config.queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(op("setting the prefetch"))?;
+        self.channel
+            .basic_consume(
+                self.config.queue.as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map(Deliveries)
             .map_err(op(format!("consuming from {}", self.config.queue)))
@@ -303,9 +334,19 @@ impl Broker {
     pub async fn control(&self, tag: &str) -> Result<Deliveries, BrokerError> {
         let exchange = control_exchange(&self.config);
         let own = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        let q = self.channel.queue_declare("".into(), own, FieldTable::default()).await.map_err(op("declaring the control queue"))?;
+        let q = self
+            .channel
+            .queue_declare("".into(), own, FieldTable::default())
+            .await
+            .map_err(op("declaring the control queue"))?;
         self.channel
-            .queue_bind(q.name().as_str().into(), exchange.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                q.name().as_str().into(),
+                exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(op(format!("binding the control queue to {exchange}")))?;
         let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
@@ -331,7 +372,10 @@ impl Broker {
     pub async fn publish_control(&self, body: &[u8]) -> Result<(), BrokerError> {
         let props = BasicProperties::default().with_content_type(ShortString::from("application/json"));
         let exchange = control_exchange(&self.config);
-        self.channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(op("enabling publisher confirms"))?;
+        self.channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(op("enabling publisher confirms"))?;
         let confirm = self
             .channel
             .basic_publish(exchange.as_str().into(), "".into(), BasicPublishOptions::default(), body, props)
@@ -346,7 +390,10 @@ impl Broker {
     }
 
     pub async fn cancel(&self, tag: &str) -> Result<(), BrokerError> {
-        self.channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await.map_err(op("cancelling the consumer"))
+        self.channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await
+            .map_err(op("cancelling the consumer"))
     }
 
     /// Messages ready in the job queue (a passive declare).
@@ -406,7 +453,12 @@ impl Delivery {
 
     /// Back to the queue at once (shutdown: another instance takes it).
     pub async fn nack_requeue(&self) -> Result<(), BrokerError> {
-        self.0.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ()).map_err(op("handing back"))
+        self.0
+            .acker
+            .nack(BasicNackOptions { requeue: true, ..Default::default() })
+            .await
+            .map(|_| ())
+            .map_err(op("handing back"))
     }
 }
 
@@ -417,7 +469,10 @@ impl Deliveries {
     /// The next delivery; `None` when the consumer was cancelled.
     pub async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
         use futures_util::StreamExt;
-        self.0.next().await.map(|r| r.map(Delivery).map_err(|e| BrokerError::Op { what: "consuming".into(), reason: e.to_string() }))
+        self.0
+            .next()
+            .await
+            .map(|r| r.map(Delivery).map_err(|e| BrokerError::Op { what: "consuming".into(), reason: e.to_string() }))
     }
 }
 
@@ -472,10 +527,22 @@ pub async fn submit(url: &str, config: &BrokerConfig, body: &[u8]) -> Result<(),
     result
 }
 
-async fn publish_confirmed(channel: &Channel, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), BrokerError> {
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), BrokerError> {
     channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(op("enabling publisher confirms"))?;
     let confirm = channel
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            body,
+            props,
+        )
         .await
         .map_err(op("publishing"))?
         .await

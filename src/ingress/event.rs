@@ -45,8 +45,6 @@ pub struct Route {
     pub format: Option<String>,
 }
 
-
-
 /// Why a message can never become a job (it is dead-lettered with this reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Poison {
@@ -160,7 +158,8 @@ impl Request {
 
 /// The message of segment `index` of plan `plan`.
 pub fn segment_message(plan: &str, index: u32) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "schema": SEGMENT_SCHEMA, "plan": plan, "segment": index })).unwrap_or_default()
+    serde_json::to_vec(&serde_json::json!({ "schema": SEGMENT_SCHEMA, "plan": plan, "segment": index }))
+        .unwrap_or_default()
 }
 
 /// The message of the stitch of plan `plan`.
@@ -181,7 +180,8 @@ struct PartEvent {
 pub const FORMATS: &[&str] = &["mp4", "mov", "mkv"];
 /// x264/x265 speed presets a job may ask for (`placebo` is left out: it only burns GPU hours'
 /// worth of CPU).
-pub const PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+pub const PRESETS: &[&str] =
+    &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
 /// Largest `crf` (x264 and x265 stop at 51).
 pub const MAX_CRF: u32 = 51;
 /// Longest key or prefix accepted from an event, bytes (the stores allow 1024).
@@ -207,9 +207,9 @@ impl Source {
         if self.prefix.is_empty() {
             return Ok(path);
         }
-        path.strip_prefix(self.prefix.as_str())
-            .and_then(|p| p.strip_prefix('/'))
-            .ok_or_else(|| Poison::ForeignSource(format!("object {path:?} is outside the store's prefix {:?}", self.prefix)))
+        path.strip_prefix(self.prefix.as_str()).and_then(|p| p.strip_prefix('/')).ok_or_else(|| {
+            Poison::ForeignSource(format!("object {path:?} is outside the store's prefix {:?}", self.prefix))
+        })
     }
 
     fn check_bucket(&self, what: &str, name: Option<&str>) -> Result<(), Poison> {
@@ -232,17 +232,25 @@ pub fn check_id(id: &str) -> Result<(), Poison> {
     if ok {
         Ok(())
     } else {
-        Err(Poison::Invalid(format!("`id` {:?} is not 1-128 of A-Z a-z 0-9 . _ - (not starting with . or -)", shorten(id))))
+        Err(Poison::Invalid(format!(
+            "`id` {:?} is not 1-128 of A-Z a-z 0-9 . _ - (not starting with . or -)",
+            shorten(id)
+        )))
     }
 }
 
 /// A style name: 1 to 64 of `A-Z a-z 0-9 _ -` (it names a model file).
 pub fn check_style(style: &str) -> Result<(), Poison> {
-    let ok = !style.is_empty() && style.len() <= 64 && style.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    let ok = !style.is_empty()
+        && style.len() <= 64
+        && style.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(Poison::UnknownStyle(format!("style {:?} is not a model name (1-64 letters, digits, - and _)", shorten(style))))
+        Err(Poison::UnknownStyle(format!(
+            "style {:?} is not a model name (1-64 letters, digits, - and _)",
+            shorten(style)
+        )))
     }
 }
 
@@ -250,7 +258,10 @@ pub fn check_style(style: &str) -> Result<(), Poison> {
 /// included). The store checks the rest (`..`, empty segments, escapes) before use.
 fn check_key(what: &str, key: &str) -> Result<(), Poison> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
-        return Err(Poison::InvalidKey(format!("`{what}` {:?} is empty, over {MAX_KEY_BYTES} bytes or holds control characters", shorten(key))));
+        return Err(Poison::InvalidKey(format!(
+            "`{what}` {:?} is empty, over {MAX_KEY_BYTES} bytes or holds control characters",
+            shorten(key)
+        )));
     }
     Ok(())
 }
@@ -313,7 +324,10 @@ struct ControlEvent {
 
 /// Whether a body is a control message (by its schema); checked cheaply, before `parse_control`.
 pub fn is_control(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v.get("schema").and_then(|s| s.as_str().map(|s| s == CONTROL_SCHEMA))).unwrap_or(false)
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("schema").and_then(|s| s.as_str().map(|s| s == CONTROL_SCHEMA)))
+        .unwrap_or(false)
 }
 
 /// Parses a control message.
@@ -346,7 +360,8 @@ fn parse_jobs(body: &[u8], max_bytes: usize, routes: &[Route], source: &Source) 
         let schema = schema.as_str().unwrap_or_default().to_string();
         if schema == SEGMENT_SCHEMA || schema == STITCH_SCHEMA {
             let e: PartEvent = serde_json::from_value(value).map_err(|e| Poison::Invalid(e.to_string()))?;
-            check_id(&e.plan).map_err(|_| Poison::Invalid(format!("`plan` {:?} is not a plan id", shorten(&e.plan))))?;
+            check_id(&e.plan)
+                .map_err(|_| Poison::Invalid(format!("`plan` {:?} is not a plan id", shorten(&e.plan))))?;
             return match (schema == SEGMENT_SCHEMA, e.segment) {
                 (true, Some(index)) => Ok(vec![Request::Segment { plan: e.plan, index }]),
                 (false, None) => Ok(vec![Request::Stitch { plan: e.plan }]),
@@ -392,7 +407,9 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
     let format = e.format.as_deref().map(map_format).transpose()?;
     if let Some(o) = &e.output {
         let ext = o.rsplit('/').next().and_then(|n| n.rsplit_once('.')).map(|(_, x)| x).unwrap_or_default();
-        map_format(ext).map_err(|_| Poison::Invalid(format!("`output` {:?} does not end in .{}", shorten(o), FORMATS.join(", ."))))?;
+        map_format(ext).map_err(|_| {
+            Poison::Invalid(format!("`output` {:?} does not end in .{}", shorten(o), FORMATS.join(", .")))
+        })?;
     }
     if let Some(p) = &e.preset {
         if !PRESETS.contains(&p.as_str()) {
@@ -408,8 +425,14 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
         (Some(o), None, None) => Output::Object(o),
         (None, Some(p), None) => Output::Prefix(with_slash(p)),
         (None, None, Some(p)) if matches!(input, Input::Prefix(_)) => Output::Frames(with_slash(p)),
-        (None, None, Some(_)) => return Err(Poison::Invalid("`output_frames_prefix` needs an `input_prefix` of frames".into())),
-        _ => return Err(Poison::Invalid("give exactly one of `output`, `output_prefix` and `output_frames_prefix`".into())),
+        (None, None, Some(_)) => {
+            return Err(Poison::Invalid("`output_frames_prefix` needs an `input_prefix` of frames".into()))
+        }
+        _ => {
+            return Err(Poison::Invalid(
+                "give exactly one of `output`, `output_prefix` and `output_frames_prefix`".into(),
+            ))
+        }
     };
     if e.jpeg_quality.is_some_and(|q| !(1..=100).contains(&q)) {
         return Err(Poison::Invalid("`jpeg_quality` must be 1..=100".into()));
@@ -420,7 +443,17 @@ fn own(e: OwnEvent) -> Result<JobRequest, Poison> {
     if e.fps.is_some_and(|f| !(f.is_finite() && f > 0.0 && f <= 1000.0)) {
         return Err(Poison::Invalid("`fps` must be in (0, 1000]".into()));
     }
-    Ok(JobRequest { id: e.id, input, style: e.style, output, crf: e.crf, preset: e.preset, fps: e.fps, format, jpeg_quality: e.jpeg_quality })
+    Ok(JobRequest {
+        id: e.id,
+        input,
+        style: e.style,
+        output,
+        crf: e.crf,
+        preset: e.preset,
+        fps: e.fps,
+        format,
+        jpeg_quality: e.jpeg_quality,
+    })
 }
 
 fn with_slash(p: String) -> String {
@@ -477,13 +510,18 @@ fn event_grid(events: &[&serde_json::Value], routes: &[Route], source: &Source) 
     for e in events {
         let kind = e.get("eventType").and_then(|v| v.as_str()).unwrap_or_default();
         if kind != "Microsoft.Storage.BlobCreated" {
-            return Err(Poison::Invalid(format!("Event Grid event type {kind:?} is not Microsoft.Storage.BlobCreated")));
+            return Err(Poison::Invalid(format!(
+                "Event Grid event type {kind:?} is not Microsoft.Storage.BlobCreated"
+            )));
         }
         // subject: /blobServices/default/containers/<container>/blobs/<path>
         let subject = e.get("subject").and_then(|v| v.as_str()).unwrap_or_default();
         let parsed = subject.strip_prefix("/blobServices/default/containers/").and_then(|s| s.split_once("/blobs/"));
         let Some((container, path)) = parsed else {
-            return Err(Poison::Invalid(format!("Event Grid subject {:?} names no container and blob", shorten(subject))));
+            return Err(Poison::Invalid(format!(
+                "Event Grid subject {:?} names no container and blob",
+                shorten(subject)
+            )));
         };
         source.check_bucket("container", Some(container))?;
         if let Some(account) = &source.account {
@@ -491,7 +529,10 @@ fn event_grid(events: &[&serde_json::Value], routes: &[Route], source: &Source) 
             let topic = e.get("topic").and_then(|v| v.as_str()).unwrap_or_default();
             let got = topic.rsplit_once("/storageAccounts/").map(|(_, a)| a);
             if got != Some(account.as_str()) {
-                return Err(Poison::ForeignSource(format!("Event Grid topic {:?} is not storage account {account:?}", shorten(topic))));
+                return Err(Poison::ForeignSource(format!(
+                    "Event Grid topic {:?} is not storage account {account:?}",
+                    shorten(topic)
+                )));
             }
         }
         jobs.extend(route(source.relative(path)?, routes)?);
@@ -500,7 +541,10 @@ fn event_grid(events: &[&serde_json::Value], routes: &[Route], source: &Source) 
 }
 
 fn s3(value: &serde_json::Value, routes: &[Route], source: &Source) -> Result<Vec<JobRequest>, Poison> {
-    let records = value.get("Records").and_then(|r| r.as_array()).ok_or_else(|| Poison::Invalid("`Records` is not an array".into()))?;
+    let records = value
+        .get("Records")
+        .and_then(|r| r.as_array())
+        .ok_or_else(|| Poison::Invalid("`Records` is not an array".into()))?;
     let mut jobs = Vec::new();
     for r in records {
         let name = r.get("eventName").and_then(|v| v.as_str()).unwrap_or_default();
@@ -508,7 +552,10 @@ fn s3(value: &serde_json::Value, routes: &[Route], source: &Source) -> Result<Ve
             return Err(Poison::Invalid(format!("S3 event {name:?} is not ObjectCreated")));
         }
         source.check_bucket("bucket", r.pointer("/s3/bucket/name").and_then(|v| v.as_str()))?;
-        let key = r.pointer("/s3/object/key").and_then(|v| v.as_str()).ok_or_else(|| Poison::Invalid("S3 record without s3.object.key".into()))?;
+        let key = r
+            .pointer("/s3/object/key")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Poison::Invalid("S3 record without s3.object.key".into()))?;
         let key = s3_key(key)?;
         jobs.extend(route(source.relative(&key)?, routes)?);
     }
@@ -574,8 +621,24 @@ mod tests {
 
     fn routes() -> Vec<Route> {
         vec![
-            Route { prefix: "incoming/udnie/".into(), style: "udnie".into(), output_prefix: "styled/udnie/".into(), output_frames_prefix: None, trigger: None, fps: None, format: None },
-            Route { prefix: "frames/".into(), style: "wave".into(), output_prefix: "styled/frames/".into(), output_frames_prefix: None, trigger: Some("_READY".into()), fps: Some(25.0), format: None },
+            Route {
+                prefix: "incoming/udnie/".into(),
+                style: "udnie".into(),
+                output_prefix: "styled/udnie/".into(),
+                output_frames_prefix: None,
+                trigger: None,
+                fps: None,
+                format: None,
+            },
+            Route {
+                prefix: "frames/".into(),
+                style: "wave".into(),
+                output_prefix: "styled/frames/".into(),
+                output_frames_prefix: None,
+                trigger: Some("_READY".into()),
+                fps: Some(25.0),
+                format: None,
+            },
         ]
     }
 
@@ -593,7 +656,13 @@ mod tests {
 
     #[test]
     fn our_own_events_parse_and_bad_ones_say_why() {
-        let j = parse(br#"{"schema":"stylestream.job/1","input":"in/a.mp4","style":"udnie","output":"out/a.mp4","crf":20}"#, 4096, &[], &Source::default()).unwrap();
+        let j = parse(
+            br#"{"schema":"stylestream.job/1","input":"in/a.mp4","style":"udnie","output":"out/a.mp4","crf":20}"#,
+            4096,
+            &[],
+            &Source::default(),
+        )
+        .unwrap();
         assert_eq!(j[0].input, Input::Object("in/a.mp4".into()));
         assert_eq!(j[0].output, Output::Object("out/a.mp4".into()));
         assert_eq!(j[0].crf, Some(20));
@@ -601,7 +670,10 @@ mod tests {
         assert_eq!(e(b"{not json"), "malformed-json");
         assert_eq!(e(br#"{"schema":"stylestream.job/9","input":"a","style":"s","output":"o"}"#), "unknown-schema");
         assert_eq!(e(br#"{"schema":"stylestream.job/1","style":"s","output":"o"}"#), "invalid-event");
-        assert_eq!(e(br#"{"schema":"stylestream.job/1","input":"a","style":"s","output":"o","evil":1}"#), "invalid-event");
+        assert_eq!(
+            e(br#"{"schema":"stylestream.job/1","input":"a","style":"s","output":"o","evil":1}"#),
+            "invalid-event"
+        );
         assert_eq!(e(br#"{"hello":"world"}"#), "unknown-schema");
         assert_eq!(parse(&vec![b' '; 5000], 4096, &[], &Source::default()).unwrap_err().code().as_str(), "oversized");
     }
@@ -613,7 +685,10 @@ mod tests {
         assert_eq!(j[0].input, Input::Object("incoming/udnie/a b.mp4".into()));
         assert_eq!((j[0].style.as_str(), &j[0].output), ("udnie", &Output::Prefix("styled/udnie/".into())));
         let s3 = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"incoming/udnie/a+b%2B.mp4"}}}]}"#;
-        assert_eq!(parse(s3, 4096, &routes(), &media()).unwrap()[0].input, Input::Object("incoming/udnie/a b+.mp4".into()));
+        assert_eq!(
+            parse(s3, 4096, &routes(), &media()).unwrap()[0].input,
+            Input::Object("incoming/udnie/a b+.mp4".into())
+        );
         // Frames wait for their trigger; the trigger starts a job on the prefix.
         let frame = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"frames/shot1/00001.png"}}}]}"#;
         assert!(parse(frame, 4096, &routes(), &media()).unwrap().is_empty());
@@ -628,15 +703,30 @@ mod tests {
     #[test]
     fn frames_go_back_as_frames_from_events_and_routes() {
         let j = parse(br#"{"schema":"stylestream.job/1","input_prefix":"in/shot","style":"udnie","output_frames_prefix":"out/shot","jpeg_quality":80}"#, 4096, &[], &Source::default()).unwrap();
-        assert_eq!((&j[0].input, &j[0].output, j[0].jpeg_quality), (&Input::Prefix("in/shot/".into()), &Output::Frames("out/shot/".into()), Some(80)));
+        assert_eq!(
+            (&j[0].input, &j[0].output, j[0].jpeg_quality),
+            (&Input::Prefix("in/shot/".into()), &Output::Frames("out/shot/".into()), Some(80))
+        );
         let e = |b: &[u8]| parse(b, 4096, &[], &Source::default()).unwrap_err().to_string();
-        assert!(e(br#"{"schema":"stylestream.job/1","input":"a.mp4","style":"udnie","output_frames_prefix":"o/"}"#).contains("needs an `input_prefix`"));
+        assert!(e(br#"{"schema":"stylestream.job/1","input":"a.mp4","style":"udnie","output_frames_prefix":"o/"}"#)
+            .contains("needs an `input_prefix`"));
         assert!(e(br#"{"schema":"stylestream.job/1","input_prefix":"a/","style":"udnie","output_frames_prefix":"o/","jpeg_quality":0}"#).contains("jpeg_quality"));
         assert!(e(br#"{"schema":"stylestream.job/1","input_prefix":"a/","style":"udnie","output_prefix":"o/","output_frames_prefix":"o/"}"#).contains("exactly one"));
-        let route = Route { prefix: "up/".into(), style: "wave".into(), output_prefix: String::new(), output_frames_prefix: Some("styled".into()), trigger: Some("_READY".into()), fps: None, format: None };
+        let route = Route {
+            prefix: "up/".into(),
+            style: "wave".into(),
+            output_prefix: String::new(),
+            output_frames_prefix: Some("styled".into()),
+            trigger: Some("_READY".into()),
+            fps: None,
+            format: None,
+        };
         let trigger = br#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"media"},"object":{"key":"up/a/shot1/_READY"}}}]}"#;
         let j = parse(trigger, 4096, &[route], &media()).unwrap();
-        assert_eq!((&j[0].input, &j[0].output), (&Input::Prefix("up/a/shot1/".into()), &Output::Frames("styled/a/shot1/".into())));
+        assert_eq!(
+            (&j[0].input, &j[0].output),
+            (&Input::Prefix("up/a/shot1/".into()), &Output::Frames("styled/a/shot1/".into()))
+        );
     }
 
     fn own(fields: &str) -> String {
@@ -657,16 +747,30 @@ mod tests {
         assert!(ok(&format!(r#"{base},"id":"job-1.a_b""#)).is_ok());
         // styles name model files.
         for style in ["../udnie", "/etc/passwd", "udnie.safetensors", "a b", "u\u{0}", "\u{202e}evil", ""] {
-            let f = format!(r#""input":"in/a.mp4","style":{},"output_prefix":"out/""#, serde_json::to_string(style).unwrap());
+            let f = format!(
+                r#""input":"in/a.mp4","style":{},"output_prefix":"out/""#,
+                serde_json::to_string(style).unwrap()
+            );
             assert_eq!(code(&f), "unknown-style", "style {style:?}");
         }
         // keys: control characters and overlong values are refused here, the rest by the store.
         for key in ["in/\u{0}a.mp4", "in/a\nb.mp4", &format!("in/{}.mp4", "a".repeat(1100))] {
-            let f = format!(r#""input":{},"style":"udnie","output_prefix":"out/""#, serde_json::to_string(key).unwrap());
+            let f =
+                format!(r#""input":{},"style":"udnie","output_prefix":"out/""#, serde_json::to_string(key).unwrap());
             assert_eq!(code(&f), "invalid-key", "key {key:?}");
         }
         // formats, presets, crf and fps from fixed sets and ranges.
-        for bad in [r#""format":"../../x""#, r#""format":"m3u8""#, r#""format":"tee""#, r#""preset":"placebo""#, r#""preset":"fast -x264opts""#, r#""crf":52"#, r#""fps":0"#, r#""fps":1e300"#, r#""fps":-1"#] {
+        for bad in [
+            r#""format":"../../x""#,
+            r#""format":"m3u8""#,
+            r#""format":"tee""#,
+            r#""preset":"placebo""#,
+            r#""preset":"fast -x264opts""#,
+            r#""crf":52"#,
+            r#""fps":0"#,
+            r#""fps":1e300"#,
+            r#""fps":-1"#,
+        ] {
             assert_eq!(code(&format!("{base},{bad}")), "invalid-event", "{bad}");
         }
         assert_eq!(ok(&format!(r#"{base},"format":".MKV""#)).unwrap()[0].format.as_deref(), Some("mkv"));
@@ -680,7 +784,11 @@ mod tests {
 
     #[test]
     fn notifications_from_another_store_are_refused() {
-        let s3 = |bucket: &str, key: &str| format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#);
+        let s3 = |bucket: &str, key: &str| {
+            format!(
+                r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#
+            )
+        };
         let code = |b: &str, src: &Source| parse(b.as_bytes(), 4096, &routes(), src).unwrap_err().code().as_str();
         assert_eq!(code(&s3("other", "incoming/udnie/a.mp4"), &media()), "foreign-source");
         assert_eq!(code(&s3("media", "incoming/udnie/a.mp4"), &Source::default()), "foreign-source");
@@ -688,7 +796,11 @@ mod tests {
         assert_eq!(code(&s3("media", "incoming/udnie/a.mp4"), &prefixed), "foreign-source");
         let j = parse(s3("media", "root/incoming/udnie/a.mp4").as_bytes(), 4096, &routes(), &prefixed).unwrap();
         assert_eq!(j[0].input, Input::Object("incoming/udnie/a.mp4".into()));
-        let grid = |container: &str, account: &str| format!(r#"{{"eventType":"Microsoft.Storage.BlobCreated","topic":"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/{account}","subject":"/blobServices/default/containers/{container}/blobs/incoming/udnie/a.mp4"}}"#);
+        let grid = |container: &str, account: &str| {
+            format!(
+                r#"{{"eventType":"Microsoft.Storage.BlobCreated","topic":"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/{account}","subject":"/blobServices/default/containers/{container}/blobs/incoming/udnie/a.mp4"}}"#
+            )
+        };
         let azure = Source { bucket: Some("media".into()), account: Some("acct".into()), prefix: String::new() };
         assert!(parse(grid("media", "acct").as_bytes(), 4096, &routes(), &azure).is_ok());
         assert_eq!(code(&grid("media", "evil"), &azure), "foreign-source");

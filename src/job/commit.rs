@@ -16,15 +16,29 @@ pub fn commit(job: &Job, ready: &Ready, frames: u64) -> Result<(), JobError> {
         Sink::StoredVideo { store, key } => {
             let out_meta = store.upload_atomic(&ready.local_out, key).map_err(JobError::write)?;
             let input = input_key(&job.source).map_err(JobError::write)?;
-            let in_meta = ready.input_meta.clone().unwrap_or_else(|| Meta { size: 0, etag: None, last_modified: chrono::Utc::now() });
-            let manifest = Manifest::new(&input, &in_meta, &job.style.weights.sha256, &job.settings.network, frames, key, &out_meta)
-                .with_settings(job.settings.identity(job.sink.kind()));
+            let in_meta = ready.input_meta.clone().unwrap_or_else(|| Meta {
+                size: 0,
+                etag: None,
+                last_modified: chrono::Utc::now(),
+            });
+            let manifest = Manifest::new(
+                &input,
+                &in_meta,
+                &job.style.weights.sha256,
+                &job.settings.network,
+                frames,
+                key,
+                &out_meta,
+            )
+            .with_settings(job.settings.identity(job.sink.kind()));
             store.write_manifest(&manifest).map_err(JobError::write)?;
             Ok(())
         }
         Sink::Local { path, manifest: true } => write_local_manifest(job, path, frames),
         Sink::Local { .. } => Ok(()),
-        Sink::StoredFrames { .. } | Sink::Segment { .. } => Err(JobError::Usage("stored frames and segments commit themselves".into())),
+        Sink::StoredFrames { .. } | Sink::Segment { .. } => {
+            Err(JobError::Usage("stored frames and segments commit themselves".into()))
+        }
     }
 }
 

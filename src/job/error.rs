@@ -79,7 +79,9 @@ impl JobError {
                 }
             }
             JobError::Pipeline(PipelineError::Stopped(why)) => stopped(*why),
-            JobError::Pipeline(e @ PipelineError::Reorder(_)) => Outcome::poison(PoisonCode::CorruptInput, format!("{input}: {e}")),
+            JobError::Pipeline(e @ PipelineError::Reorder(_)) => {
+                Outcome::poison(PoisonCode::CorruptInput, format!("{input}: {e}"))
+            }
             JobError::Pipeline(e) => Outcome::transient(Cause::Other, e.to_string()),
             JobError::Disk(reason) => Outcome::transient(Cause::Disk, reason.clone()),
             JobError::Busy(reason) | JobError::Other(reason) => Outcome::transient(Cause::Other, reason.clone()),
@@ -106,7 +108,9 @@ fn store_outcome(code: PoisonCode, e: &StoreError) -> Outcome {
 pub fn stopped(why: StopReason) -> Outcome {
     match why {
         StopReason::Interrupted => Outcome::Interrupted,
-        StopReason::Cancelled => Outcome::poison(PoisonCode::Cancelled, "cancelled while it ran: nothing was published"),
+        StopReason::Cancelled => {
+            Outcome::poison(PoisonCode::Cancelled, "cancelled while it ran: nothing was published")
+        }
         StopReason::TimedOut => {
             Outcome::poison(PoisonCode::TimedOut, "ran longer than service.job_timeout_secs: nothing was published")
         }
@@ -119,16 +123,28 @@ mod tests {
 
     #[test]
     fn a_failed_local_write_is_passing_disk_trouble_and_bad_content_is_poison() {
-        let write = JobError::Media(MediaError::Write { path: "/work/stage/output.mp4".into(), reason: "No space left".into() });
+        let write = JobError::Media(MediaError::Write {
+            path: "/work/stage/output.mp4".into(),
+            reason: "No space left".into(),
+        });
         let o = write.outcome("in/a.mp4", Some(Path::new("/work/stage")));
         assert_eq!(o, Outcome::transient(Cause::Disk, "in/a.mp4: cannot write output.mp4: No space left"));
         // The same write failure inside the dataflow means the same.
-        let piped = JobError::Pipeline(PipelineError::Media(MediaError::Write { path: "x".into(), reason: "full".into() }));
+        let piped =
+            JobError::Pipeline(PipelineError::Media(MediaError::Write { path: "x".into(), reason: "full".into() }));
         assert_eq!(piped.outcome("in", None).cause(), Some(Cause::Disk));
-        let bad = JobError::Media(MediaError::Decode { path: "/work/stage/input.media".into(), reason: "invalid data".into() });
-        assert!(matches!(bad.outcome("in/a.mp4", Some(Path::new("/work/stage"))), Outcome::Poison { code: PoisonCode::CorruptInput, reason } if reason == "in/a.mp4: input.media: invalid data"));
+        let bad = JobError::Media(MediaError::Decode {
+            path: "/work/stage/input.media".into(),
+            reason: "invalid data".into(),
+        });
+        assert!(
+            matches!(bad.outcome("in/a.mp4", Some(Path::new("/work/stage"))), Outcome::Poison { code: PoisonCode::CorruptInput, reason } if reason == "in/a.mp4: input.media: invalid data")
+        );
         let stop = JobError::Pipeline(PipelineError::Stopped(StopReason::Cancelled));
         assert_eq!(stop.outcome("in", None).kind(), super::super::OutcomeKind::Cancelled);
-        assert_eq!(JobError::Pipeline(PipelineError::Stopped(StopReason::Interrupted)).outcome("in", None), Outcome::Interrupted);
+        assert_eq!(
+            JobError::Pipeline(PipelineError::Stopped(StopReason::Interrupted)).outcome("in", None),
+            Outcome::Interrupted
+        );
     }
 }

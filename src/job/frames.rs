@@ -146,7 +146,11 @@ struct Io {
 impl Io {
     /// Runs the request `f` makes until it succeeds, fails for good, or has failed `ATTEMPTS`
     /// times in passing ways.
-    async fn retrying<T, F: std::future::Future<Output = Result<T, StoreError>>>(&self, what: &str, mut f: impl FnMut() -> F) -> Result<T, StoreError> {
+    async fn retrying<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> F,
+    ) -> Result<T, StoreError> {
         let mut delay = self.backoff;
         let mut attempt = 1;
         loop {
@@ -163,14 +167,23 @@ impl Io {
     }
 
     /// One store request made from a plain thread: retried as [`Io::retrying`] says.
-    fn blocking<T, F: std::future::Future<Output = Result<T, StoreError>>>(&self, what: &str, f: impl FnMut() -> F) -> Result<T, StoreError> {
+    fn blocking<T, F: std::future::Future<Output = Result<T, StoreError>>>(
+        &self,
+        what: &str,
+        f: impl FnMut() -> F,
+    ) -> Result<T, StoreError> {
         self.rt.block_on(self.retrying(what, f))
     }
 }
 
 /// Downloads the candidates in order, `IN_FLIGHT` at a time, ahead of the reader (memory: at
 /// most `2 × IN_FLIGHT` frames' bytes waiting).
-fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, io: Io) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
+fn prefetch(
+    rt: &tokio::runtime::Runtime,
+    store: Store,
+    todo: Vec<Listed>,
+    io: Io,
+) -> tokio::sync::mpsc::Receiver<(Listed, Result<Vec<u8>, StoreError>)> {
     use futures::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
     rt.spawn(async move {
@@ -195,14 +208,32 @@ fn prefetch(rt: &tokio::runtime::Runtime, store: Store, todo: Vec<Listed>, io: I
 /// Runs a job whose sink is stored frames: styles what is new or changed, skips what is done,
 /// removes what lost its input, then writes the manifest. `stop` stops it (frames already
 /// written stay, with their records: a rerun continues from there).
-pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopToken, report: &mut RunReport) -> Result<Finished, JobError> {
-    let (Source::StoredFrames { store: input, prefix: in_prefix, .. }, Sink::StoredFrames { store: output, prefix: out_prefix }) = (&job.source, &job.sink) else {
-        return Err(JobError::Usage(format!("{} cannot be written as frames to {}", job.source.name(), job.sink.name())));
+pub fn run(
+    job: &Job,
+    env: &Env,
+    observe: &Observe,
+    log: &FrameLog,
+    stop: &StopToken,
+    report: &mut RunReport,
+) -> Result<Finished, JobError> {
+    let (
+        Source::StoredFrames { store: input, prefix: in_prefix, .. },
+        Sink::StoredFrames { store: output, prefix: out_prefix },
+    ) = (&job.source, &job.sink)
+    else {
+        return Err(JobError::Usage(format!(
+            "{} cannot be written as frames to {}",
+            job.source.name(),
+            job.sink.name()
+        )));
     };
     let (input, output) = (input.store(), output.store());
     let (in_prefix, out_prefix) = (folder(in_prefix), folder(out_prefix));
     if input.url() == output.url() && in_prefix == out_prefix {
-        let reason = format!("the output {} is the input: refusing to write styled frames over their originals", prefix_url(&output, &out_prefix));
+        let reason = format!(
+            "the output {} is the input: refusing to write styled frames over their originals",
+            prefix_url(&output, &out_prefix)
+        );
         return Err(JobError::refused(PoisonCode::InvalidEvent, reason));
     }
     let t0 = Instant::now();
@@ -221,7 +252,10 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
     let plan = Plan::make(&io, &input, &in_prefix, &output, &out_prefix, &style_key, env.limits.max_prefix_frames)?;
     let frames = plan.frames;
     let Some(todo) = plan.todo else {
-        let entries = frames.iter().map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" }).collect();
+        let entries = frames
+            .iter()
+            .map(|f| FrameEntry { name: f.name.clone(), action: Action::Skipped, why: "sequence complete" })
+            .collect();
         report.entries = Some(entries);
         report.secs.stage = t0.elapsed().as_secs_f64();
         return Ok(Finished::AlreadyDone { output: job.sink.name() });
@@ -380,17 +414,32 @@ struct Todo {
 impl Plan {
     /// Lists the input frames, the output frames, their records and the manifest; plans
     /// (frames × style) − done.
-    fn make(io: &Io, input: &Store, in_prefix: &str, output: &Store, out_prefix: &str, style_key: &str, max_frames: usize) -> Result<Plan, JobError> {
+    fn make(
+        io: &Io,
+        input: &Store,
+        in_prefix: &str,
+        output: &Store,
+        out_prefix: &str,
+        style_key: &str,
+        max_frames: usize,
+    ) -> Result<Plan, JobError> {
         let listed = io.blocking("list input", || input.list_with_meta(in_prefix)).map_err(JobError::read)?;
         let frames: Vec<Listed> = stage::frames_under(listed, in_prefix)
             .into_iter()
             .map(|(key, meta)| Listed { name: key.name().to_string(), key, meta })
             .collect();
         if frames.is_empty() {
-            return Err(JobError::refused(PoisonCode::MissingInput, format!("no PNG/JPEG frames under {}", prefix_url(input, in_prefix))));
+            return Err(JobError::refused(
+                PoisonCode::MissingInput,
+                format!("no PNG/JPEG frames under {}", prefix_url(input, in_prefix)),
+            ));
         }
         if frames.len() > max_frames {
-            let reason = format!("{} holds {} frames, over the limit of {max_frames}", prefix_url(input, in_prefix), frames.len());
+            let reason = format!(
+                "{} holds {} frames, over the limit of {max_frames}",
+                prefix_url(input, in_prefix),
+                frames.len()
+            );
             return Err(JobError::refused(PoisonCode::OversizedInput, reason));
         }
         let listed_out = io.blocking("list output", || output.list_with_meta(out_prefix)).map_err(JobError::read)?;
@@ -411,9 +460,13 @@ impl Plan {
 
         // A complete sequence: the manifest says so, and the listings agree.
         if manifest_listed {
-            let manifest = io.blocking("read manifest", || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES)).map_err(JobError::read)?;
+            let manifest = io
+                .blocking("read manifest", || output.get_bytes(&manifest_key, MAX_MANIFEST_BYTES))
+                .map_err(JobError::read)?;
             if let Ok(m) = serde_json::from_slice::<SequenceManifest>(&manifest) {
-                if is_complete(&m, style_key, &frames, &outputs) && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n)) {
+                if is_complete(&m, style_key, &frames, &outputs)
+                    && record_names.iter().all(|n| frames.iter().any(|f| &f.name == n))
+                {
                     return Ok(Plan { frames, todo: None });
                 }
             }
@@ -559,7 +612,8 @@ impl Reader {
                 if !wanted {
                     // Same bytes under a new ETag: keep the output, remember the ETag.
                     if let Some(r) = self.records.get(&f.name) {
-                        let fresh = FrameRecord { input_etag: f.meta.etag.clone(), input_size: f.meta.size, ..r.clone() };
+                        let fresh =
+                            FrameRecord { input_etag: f.meta.etag.clone(), input_size: f.meta.size, ..r.clone() };
                         self.write_record(&fresh)?;
                         if let Ok(mut s) = self.shared.lock() {
                             s.made.insert(f.name.clone(), fresh);
@@ -573,9 +627,18 @@ impl Reader {
             let index = self.next_index;
             self.next_index += 1;
             if let Ok(mut s) = self.shared.lock() {
-                s.pending.insert(index, Pending { name: f.name.clone(), sha256: sha, meta: f.meta.clone(), form: still.form });
+                s.pending.insert(
+                    index,
+                    Pending { name: f.name.clone(), sha256: sha, meta: f.meta.clone(), form: still.form },
+                );
             }
-            return Ok(Some(Frame { index, pts: index as i64, duration: 1, image: still.rgb, timing: Default::default() }));
+            return Ok(Some(Frame {
+                index,
+                pts: index as i64,
+                duration: 1,
+                image: still.rgb,
+                timing: Default::default(),
+            }));
         }
         Ok(None)
     }
@@ -583,7 +646,9 @@ impl Reader {
     fn write_record(&self, r: &FrameRecord) -> Result<(), JobError> {
         let key = record_key(&self.out_prefix, &r.name).map_err(JobError::write)?;
         let bytes = serde_json::to_vec(r).map_err(|e| JobError::Other(e.to_string()))?;
-        self.io.blocking("write record", || self.output.put_bytes_atomic(&key, bytes.clone())).map_err(JobError::write)?;
+        self.io
+            .blocking("write record", || self.output.put_bytes_atomic(&key, bytes.clone()))
+            .map_err(JobError::write)?;
         Ok(())
     }
 }
@@ -647,7 +712,8 @@ impl StoreSink {
             return Err(JobError::Other(format!("styled frame {} has no input on record", frame.index)));
         };
         let styled = RgbFrame::new(frame.image.width, frame.image.height, frame.image.data.clone());
-        let bytes = encode_still(&styled, &p.form, self.jpeg_quality).map_err(|e| JobError::Other(format!("{}: {e}", p.name)))?;
+        let bytes = encode_still(&styled, &p.form, self.jpeg_quality)
+            .map_err(|e| JobError::Other(format!("{}: {e}", p.name)))?;
         let key = ObjectKey::parse(&format!("{}{}", self.out_prefix, p.name)).map_err(JobError::write)?;
         let rk = record_key(&self.out_prefix, &p.name).map_err(JobError::write)?;
         let record = FrameRecord {
@@ -662,7 +728,8 @@ impl StoreSink {
         };
         let json = serde_json::to_vec(&record).map_err(|e| JobError::Other(e.to_string()))?;
         // Bounded: wait (on this thread, outside the runtime) for a free upload slot.
-        let permit = self.io.rt.block_on(self.slots.clone().acquire_owned()).map_err(|e| JobError::Other(e.to_string()))?;
+        let permit =
+            self.io.rt.block_on(self.slots.clone().acquire_owned()).map_err(|e| JobError::Other(e.to_string()))?;
         let (store, shared, io) = (self.store.clone(), self.shared.clone(), self.io.clone());
         self.uploads.retain(|h| !h.is_finished());
         self.uploads.push(self.io.rt.spawn(async move {
@@ -678,7 +745,11 @@ impl StoreSink {
             if let Ok(mut s) = shared.lock() {
                 match done {
                     Ok(()) => {
-                        s.entries.push(FrameEntry { name: p.name.clone(), action: Action::Styled, why: "new or changed" });
+                        s.entries.push(FrameEntry {
+                            name: p.name.clone(),
+                            action: Action::Styled,
+                            why: "new or changed",
+                        });
                         s.made.insert(p.name, record);
                     }
                     Err(e) => {

@@ -63,9 +63,12 @@ pub fn frame_lines(report: &Report) -> Vec<u8> {
 /// Writes a job's summary and per-frame lines to `system`; a failure is logged, never fatal.
 pub fn write(system: &BlockingStore, report: &Report, workers: usize) {
     let id = &report.id;
-    let safe_id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let safe_id: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     let summary = serde_json::to_vec_pretty(&summary(report, workers)).unwrap_or_default();
-    for (name, bytes) in [(format!("logs/{safe_id}.json"), summary), (format!("logs/{safe_id}.frames.jsonl"), frame_lines(report))] {
+    for (name, bytes) in
+        [(format!("logs/{safe_id}.json"), summary), (format!("logs/{safe_id}.frames.jsonl"), frame_lines(report))]
+    {
         let written = ObjectKey::parse(&name).and_then(|k| system.put_bytes_atomic(&k, bytes));
         if let Err(e) = written {
             tracing::warn!(job = %id, error = %e, "could not write the job log");

@@ -193,6 +193,14 @@ pub struct Env {
 
 impl Env {
     pub fn new(engine: Arc<Engine>, limits: Limits, work_dir: PathBuf, owner: Option<Owner>) -> Self {
-        Self { engine, limits, work_dir, owner, retry_backoff: Duration::from_millis(500), segments: None, claims: Default::default() }
+        Self {
+            engine,
+            limits,
+            work_dir,
+            owner,
+            retry_backoff: Duration::from_millis(500),
+            segments: None,
+            claims: Default::default(),
+        }
     }
 }

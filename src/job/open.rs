@@ -67,7 +67,13 @@ pub fn is_image_output(output: &Path) -> bool {
 /// Opens one job's source and sink: a still into a still (one frame); a video or sequence into
 /// a video or a directory of frames. The output's kind is checked before the input is read
 /// where that is cheap, so a bad output name costs no decoding.
-pub fn open_ends(input: &str, output: &Path, fps: Option<Rate>, encode: &EncodeSettings, policy: &InputPolicy) -> Result<(Source, Sink), OpenError> {
+pub fn open_ends(
+    input: &str,
+    output: &Path,
+    fps: Option<Rate>,
+    encode: &EncodeSettings,
+    policy: &InputPolicy,
+) -> Result<(Source, Sink), OpenError> {
     let dir_out = is_dir_output(output);
     let kind = input_kind(input);
     if kind == InputKind::Image && !dir_out && policy == &InputPolicy::Trusted {
@@ -98,7 +104,9 @@ pub fn open_ends(input: &str, output: &Path, fps: Option<Rate>, encode: &EncodeS
         Sink::Sequence(SequenceWriter::create(output, names)?)
     } else {
         if info.frame_rate.num <= 0 {
-            return Err(MediaError::NoFrameRate { what: format!("making a video from {input}"), sidecar: FPS_SIDECAR }.into());
+            return Err(
+                MediaError::NoFrameRate { what: format!("making a video from {input}"), sidecar: FPS_SIDECAR }.into()
+            );
         }
         Sink::Video(Box::new(VideoEncoder::create(output, &info, encode, &companion)?))
     };

@@ -177,7 +177,9 @@ impl Outcome {
     /// What went wrong, for outcomes that are not a success.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Outcome::Poison { reason, .. } | Outcome::Transient { reason, .. } | Outcome::Held { reason } => Some(reason),
+            Outcome::Poison { reason, .. } | Outcome::Transient { reason, .. } | Outcome::Held { reason } => {
+                Some(reason)
+            }
             _ => None,
         }
     }
@@ -251,7 +253,10 @@ impl OutcomeKind {
     /// Whether the job ended without its output and will not be retried: not succeeded,
     /// already done, or handed back to the queue.
     pub const fn is_failure(self) -> bool {
-        !matches!(self, OutcomeKind::Succeeded | OutcomeKind::AlreadyDone | OutcomeKind::Planned | OutcomeKind::HandedBack)
+        !matches!(
+            self,
+            OutcomeKind::Succeeded | OutcomeKind::AlreadyDone | OutcomeKind::Planned | OutcomeKind::HandedBack
+        )
     }
 }
 
@@ -274,7 +279,10 @@ mod tests {
             assert!(seen.insert(s), "{s} twice");
         }
         let labels: std::collections::BTreeSet<_> = OutcomeKind::ALL.iter().map(|k| k.metric_label()).collect();
-        assert_eq!(labels.into_iter().collect::<Vec<_>>(), ["already_done", "failed", "interrupted", "planned", "retried", "succeeded"]);
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            ["already_done", "failed", "interrupted", "planned", "retried", "succeeded"]
+        );
     }
 
     #[test]

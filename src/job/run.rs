@@ -147,7 +147,8 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, stop: &StopToken) -> Report 
         Ok(Finished::Planned { output, segments }) => Outcome::Planned { output: output.clone(), segments: *segments },
         Err(e) => e.outcome(&report.input, staging.as_deref()),
     };
-    if report.outcome.kind().is_failure() || matches!(report.outcome, Outcome::Transient { .. } | Outcome::Held { .. }) {
+    if report.outcome.kind().is_failure() || matches!(report.outcome, Outcome::Transient { .. } | Outcome::Held { .. })
+    {
         report.publish.clear();
     }
     if let Ok(Finished::Done { frames, .. }) = &result {
@@ -203,7 +204,8 @@ fn run_file(
     let progress = observe.progress(source.info().frames, log);
     tracing::info!(job = %job.id, input = %report.input, style = %job.style.name, output = %report.output, "job started");
     let started = Instant::now();
-    let mut work = dataflow::Job::new(Some((source, sink, progress)), job.style.desc.clone(), job.style.weights.clone());
+    let mut work =
+        dataflow::Job::new(Some((source, sink, progress)), job.style.desc.clone(), job.style.weights.clone());
     work.stop = stop.clone();
     let frames = env.engine.submit(work).wait();
     report.secs.style = started.elapsed().as_secs_f64();

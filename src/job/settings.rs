@@ -21,7 +21,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { encode: EncodeSettings::default(), jpeg_quality: 90, precision: Precision::default(), network: "transformnet-tf".into() }
+        Self {
+            encode: EncodeSettings::default(),
+            jpeg_quality: 90,
+            precision: Precision::default(),
+            network: "transformnet-tf".into(),
+        }
     }
 }
 

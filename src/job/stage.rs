@@ -85,7 +85,9 @@ pub fn stage<'a>(job: &Job, env: &'a Env) -> Result<Staged<'a>, JobError> {
                 secs: t0.elapsed().as_secs_f64(),
             }))
         }
-        (Source::StoredVideo { .. } | Source::StoredFrames { .. }, Sink::StoredVideo { store, key }) => stage_stored(job, env, store, key, t0),
+        (Source::StoredVideo { .. } | Source::StoredFrames { .. }, Sink::StoredVideo { store, key }) => {
+            stage_stored(job, env, store, key, t0)
+        }
         (source, sink) => Err(JobError::Usage(format!("{} cannot be written to {}", source.name(), sink.name()))),
     }
 }
@@ -94,36 +96,53 @@ pub fn stage<'a>(job: &Job, env: &'a Env) -> Result<Staged<'a>, JobError> {
 fn check_local(input: &str, output: &Path) -> Result<(), JobError> {
     let path = Path::new(input);
     if !path.exists() && !crate::media::sequence::is_pattern(input) {
-        return Err(crate::media::MediaError::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() }.into());
+        return Err(crate::media::MediaError::Read {
+            path: path.to_path_buf(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }
+        .into());
     }
     if crate::media::policy::same_file(path, output) {
-        return Err(crate::media::MediaError::SameFile { input: path.to_path_buf(), output: output.to_path_buf() }.into());
+        return Err(
+            crate::media::MediaError::SameFile { input: path.to_path_buf(), output: output.to_path_buf() }.into()
+        );
     }
     Ok(())
 }
 
 /// A stored input to a stored video: its metadata and limits, the done check, the room on the
 /// local disk, the download.
-fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: &ObjectKey, t0: Instant) -> Result<Staged<'a>, JobError> {
+fn stage_stored<'a>(
+    job: &Job,
+    env: &'a Env,
+    out_store: &BlockingStore,
+    output: &ObjectKey,
+    t0: Instant,
+) -> Result<Staged<'a>, JobError> {
     let limits = &env.limits;
     // Cheap checks of a stored input first: a missing or oversized one costs no disk.
     let video_meta = match &job.source {
         Source::StoredVideo { store, key } => {
             let meta = store.head(key).map_err(JobError::read)?;
             let Some(meta) = meta else {
-                return Err(JobError::refused(PoisonCode::MissingInput, format!("{} does not exist", store.store().url_of(key))));
+                return Err(JobError::refused(
+                    PoisonCode::MissingInput,
+                    format!("{} does not exist", store.store().url_of(key)),
+                ));
             };
             if meta.size > limits.max_input_bytes {
                 let reason = format!("{key} is {} bytes, over the limit of {}", meta.size, limits.max_input_bytes);
                 return Err(JobError::refused(PoisonCode::OversizedInput, reason));
             }
-            staging::check_room(&env.work_dir, meta.size, limits.staging_factor, limits.staging_margin_bytes).map_err(|r| no_room(key.as_str(), r))?;
+            staging::check_room(&env.work_dir, meta.size, limits.staging_factor, limits.staging_margin_bytes)
+                .map_err(|r| no_room(key.as_str(), r))?;
             Some(meta)
         }
         _ => None,
     };
     let claim = Claim::take(env, output.as_str())?;
-    let dir = staging::create(&env.work_dir).map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
+    let dir = staging::create(&env.work_dir)
+        .map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
     let listed = match &job.source {
         Source::StoredFrames { store, prefix, fps } => Some(list_frames(store, prefix, *fps, env)?),
         _ => None,
@@ -142,7 +161,8 @@ fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: 
     if let Some(owner) = &env.owner {
         remove_stale_partials(out_store, owner, output);
     }
-    let ext = Path::new(output.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let ext =
+        Path::new(output.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let local_out = dir.path().join(format!("output.{ext}"));
     let mut to_cut = None;
     let (local_in, fps) = match (&job.source, listed) {
@@ -153,10 +173,19 @@ fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: 
             (local.display().to_string(), None)
         }
         (Source::StoredFrames { store, .. }, Some(l)) => {
-            let cut = env.segments.as_ref().is_some_and(|s| s.segment_secs > 0.0 && l.frames.len() as f64 > s.segment_secs * l.fps.as_f64());
+            let cut = env
+                .segments
+                .as_ref()
+                .is_some_and(|s| s.segment_secs > 0.0 && l.frames.len() as f64 > s.segment_secs * l.fps.as_f64());
             if cut {
                 // Only the first frame, for the size: each segment job downloads its own.
-                let first = dir.path().join(format!("first.{}", Path::new(l.frames[0].name()).extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()));
+                let first = dir.path().join(format!(
+                    "first.{}",
+                    Path::new(l.frames[0].name())
+                        .extension()
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ));
                 store.download(&l.frames[0], &first).map_err(JobError::read)?;
                 let still = crate::media::image::read_rgb_within(&first, Some(&env.limits.media))?;
                 to_cut = Some(FramesToCut { frames: l.frames, fps: l.fps, size: (still.width, still.height) });
@@ -169,7 +198,16 @@ fn stage_stored<'a>(job: &Job, env: &'a Env, out_store: &BlockingStore, output: 
         _ => (String::new(), None),
     };
     let secs = t0.elapsed().as_secs_f64();
-    Ok(Staged::Ready(Ready { local_in, local_out, fps, input_meta: Some(meta), dir: Some(dir), claim: Some(claim), to_cut, secs }))
+    Ok(Staged::Ready(Ready {
+        local_in,
+        local_out,
+        fps,
+        input_meta: Some(meta),
+        dir: Some(dir),
+        claim: Some(claim),
+        to_cut,
+        secs,
+    }))
 }
 
 /// A frame prefix to cut into segments rather than download.
@@ -207,7 +245,10 @@ fn list_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, env: &Env
     }
     let max = env.limits.max_prefix_frames;
     if frames.len() > max {
-        return Err(JobError::refused(PoisonCode::OversizedInput, format!("{prefix} holds {} frames, over the limit of {max}", frames.len())));
+        return Err(JobError::refused(
+            PoisonCode::OversizedInput,
+            format!("{prefix} holds {} frames, over the limit of {max}", frames.len()),
+        ));
     }
     let total: u64 = frames.iter().map(|(_, m)| m.size).sum();
     staging::check_room(&env.work_dir, total, 1.0, env.limits.staging_margin_bytes).map_err(|r| match r {
@@ -233,7 +274,8 @@ fn list_frames(store: &BlockingStore, prefix: &str, fps: Option<Rate>, env: &Env
         }
     };
     let Some(fps) = fps else {
-        let reason = format!("frames under {prefix} need a frame rate: an fps in the event or route, or {prefix}fps.txt");
+        let reason =
+            format!("frames under {prefix} need a frame rate: an fps in the event or route, or {prefix}fps.txt");
         return Err(JobError::refused(PoisonCode::InvalidEvent, reason));
     };
     let meta = Meta { size, etag: Some(format!("frames-{:x}", hasher.finalize())), last_modified: chrono::Utc::now() };

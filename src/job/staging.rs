@@ -50,7 +50,10 @@ pub fn clean(work_dir: &Path) -> usize {
         let stale = match File::open(path.join(LOCK)) {
             // Held by nobody if we can take it; dropping the file releases it again.
             Ok(f) => rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok(),
-            Err(_) => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60)),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60)),
         };
         if stale && std::fs::remove_dir_all(&path).is_ok() {
             tracing::info!(dir = %path.display(), "removed a staging directory left by a stopped run");
@@ -79,10 +82,15 @@ pub fn check_room(dir: &Path, input_bytes: u64, factor: f64, margin_bytes: u64) 
     let total = st.f_blocks.saturating_mul(st.f_frsize);
     let free = st.f_bavail.saturating_mul(st.f_frsize);
     if need > total {
-        return Err(NoRoom::Never(format!("needs {need} bytes of local disk, more than the work directory's file system holds ({total} bytes)")));
+        return Err(NoRoom::Never(format!(
+            "needs {need} bytes of local disk, more than the work directory's file system holds ({total} bytes)"
+        )));
     }
     if need.saturating_add(margin_bytes) > free {
-        return Err(NoRoom::Now(format!("needs {} bytes of local disk, {free} free now", need.saturating_add(margin_bytes))));
+        return Err(NoRoom::Now(format!(
+            "needs {} bytes of local disk, {free} free now",
+            need.saturating_add(margin_bytes)
+        )));
     }
     Ok(())
 }

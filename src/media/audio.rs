@@ -5,9 +5,9 @@
 
 use std::ptr;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::ffi;
 use ffmpeg::packet::{Mut, Ref};
+use ffmpeg_next as ffmpeg;
 
 /// Bit rate of re-encoded audio.
 const BIT_RATE: i64 = 128_000;
@@ -71,7 +71,11 @@ impl AudioTranscoder {
         let ecodec = if id == ffi::AVCodecID::AV_CODEC_ID_OPUS {
             let name = c"libopus";
             let c = ffi::avcodec_find_encoder_by_name(name.as_ptr());
-            if c.is_null() { ffi::avcodec_find_encoder(id) } else { c }
+            if c.is_null() {
+                ffi::avcodec_find_encoder(id)
+            } else {
+                c
+            }
         } else {
             ffi::avcodec_find_encoder(id)
         };
@@ -82,7 +86,11 @@ impl AudioTranscoder {
         t.enc = ffi::avcodec_alloc_context3(ecodec);
         let in_rate = (*t.dec).sample_rate;
         let rate = pick_rate((*ecodec).supported_samplerates, in_rate);
-        let fmt = if (*ecodec).sample_fmts.is_null() { ffi::AVSampleFormat::AV_SAMPLE_FMT_FLTP } else { *(*ecodec).sample_fmts };
+        let fmt = if (*ecodec).sample_fmts.is_null() {
+            ffi::AVSampleFormat::AV_SAMPLE_FMT_FLTP
+        } else {
+            *(*ecodec).sample_fmts
+        };
         let channels = (*t.dec).ch_layout.nb_channels.clamp(1, 2);
         ffi::av_channel_layout_default(&mut (*t.enc).ch_layout, channels);
         (*t.enc).sample_rate = rate;
@@ -160,7 +168,9 @@ impl AudioTranscoder {
                 }
             }
             let mut out = Vec::new();
-            while ffi::av_audio_fifo_size(self.fifo) >= self.frame_size || (end && ffi::av_audio_fifo_size(self.fifo) > 0) {
+            while ffi::av_audio_fifo_size(self.fifo) >= self.frame_size
+                || (end && ffi::av_audio_fifo_size(self.fifo) > 0)
+            {
                 let n = ffi::av_audio_fifo_size(self.fifo).min(self.frame_size);
                 let mut f = ffi::av_frame_alloc();
                 (*f).nb_samples = n;
@@ -193,7 +203,14 @@ impl AudioTranscoder {
         let channels = (*self.enc).ch_layout.nb_channels;
         let mut buf: *mut *mut u8 = ptr::null_mut();
         let mut linesize = 0;
-        let r = ffi::av_samples_alloc_array_and_samples(&mut buf, &mut linesize, channels, cap.max(1), (*self.enc).sample_fmt, 0);
+        let r = ffi::av_samples_alloc_array_and_samples(
+            &mut buf,
+            &mut linesize,
+            channels,
+            cap.max(1),
+            (*self.enc).sample_fmt,
+            0,
+        );
         if r < 0 {
             return Err(err("allocating audio samples", r));
         }

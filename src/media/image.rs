@@ -20,7 +20,11 @@ pub fn read_rgb(path: &Path) -> Result<RgbFrame, MediaError> {
 pub fn read_rgb_within(path: &Path, limits: Option<&MediaLimits>) -> Result<RgbFrame, MediaError> {
     let bytes = std::fs::read(path).map_err(|e| MediaError::Read { path: path.to_path_buf(), source: e })?;
     let decode = |reason: String| MediaError::Decode { path: path.to_path_buf(), reason };
-    let reader = || ImageReader::new(std::io::Cursor::new(bytes.as_slice())).with_guessed_format().map_err(|e| decode(e.to_string()));
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
+            .with_guessed_format()
+            .map_err(|e| decode(e.to_string()))
+    };
     match reader()?.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         Some(f) => return Err(decode(format!("{f:?} is not supported"))),
@@ -90,7 +94,8 @@ pub struct Still {
 /// the header's size is checked before the pixels are decoded.
 pub fn decode_still(bytes: &[u8], name: &Path, limits: Option<&MediaLimits>) -> Result<Still, MediaError> {
     let decode = |reason: String| MediaError::Decode { path: name.to_path_buf(), reason };
-    let reader = || ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode(e.to_string()));
+    let reader =
+        || ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| decode(e.to_string()));
     let format = match reader()?.format() {
         Some(ImageFormat::Png) => StillFormat::Png,
         Some(ImageFormat::Jpeg) => StillFormat::Jpeg,
@@ -122,9 +127,12 @@ pub fn encode_still(styled: &RgbFrame, form: &StillForm, jpeg_quality: u8) -> Re
     if styled.data.len() != pixels * 3 {
         return Err(format!("a {w}x{h} picture needs {} bytes, got {}", pixels * 3, styled.data.len()));
     }
-    let bad_alpha = |n: usize| format!("the alpha plane has {n} samples for a {w}x{h} picture (turned by its orientation?)");
+    let bad_alpha =
+        |n: usize| format!("the alpha plane has {n} samples for a {w}x{h} picture (turned by its orientation?)");
     let img = match (&form.alpha, form.sixteen_bit) {
-        (None, false) => DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, styled.data.clone()).ok_or("bad RGB buffer")?),
+        (None, false) => {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, styled.data.clone()).ok_or("bad RGB buffer")?)
+        }
         (None, true) => {
             let data: Vec<u16> = styled.data.iter().map(|&v| v as u16 * 257).collect();
             DynamicImage::ImageRgb16(image::ImageBuffer::from_raw(w, h, data).ok_or("bad RGB16 buffer")?)
@@ -162,7 +170,9 @@ pub fn encode_still(styled: &RgbFrame, form: &StillForm, jpeg_quality: u8) -> Re
     };
     let mut out = Vec::new();
     match form.format {
-        StillFormat::Png => img.write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png).map_err(|e| e.to_string())?,
+        StillFormat::Png => {
+            img.write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png).map_err(|e| e.to_string())?
+        }
         StillFormat::Jpeg => {
             let q = jpeg_quality.clamp(1, 100);
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q);

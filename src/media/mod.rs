@@ -84,7 +84,8 @@ pub(crate) const DIR_MODE: u32 = 0o777;
 pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = output_builder(FILE_MODE).prefix(".stylestream-").suffix(".partial").tempfile_in(dir).map_err(plain_io)?;
+    let mut tmp =
+        output_builder(FILE_MODE).prefix(".stylestream-").suffix(".partial").tempfile_in(dir).map_err(plain_io)?;
     tmp.write_all(data).map_err(plain_io)?;
     tmp.as_file().sync_all().map_err(plain_io)?;
     tmp.persist(path).map_err(|e| plain_io(e.error))?;

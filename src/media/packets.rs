@@ -15,8 +15,8 @@ use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::media::Type;
+use ffmpeg_next as ffmpeg;
 
 use super::policy::{open_input, InputPolicy, MediaLimits};
 use super::video_in::{init, rate, ToRgb};
@@ -58,7 +58,9 @@ impl StreamParams {
             } else {
                 std::slice::from_raw_parts(raw.extradata, raw.extradata_size as usize).to_vec()
             };
-            let name = |ptr: *const std::os::raw::c_char| (!ptr.is_null()).then(|| std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned());
+            let name = |ptr: *const std::os::raw::c_char| {
+                (!ptr.is_null()).then(|| std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned())
+            };
             Self {
                 codec: name(ffmpeg::ffi::avcodec_get_name(raw.codec_id)).unwrap_or_default(),
                 width: raw.width.max(0) as u32,
@@ -75,7 +77,12 @@ impl StreamParams {
     }
 
     /// The parameters of an encoder's stream, in `time_base`.
-    fn of_encoder(params: &ffmpeg::codec::Parameters, time_base: ffmpeg::Rational, frame_rate: Rate, tags: ColourTags) -> Self {
+    fn of_encoder(
+        params: &ffmpeg::codec::Parameters,
+        time_base: ffmpeg::Rational,
+        frame_rate: Rate,
+        tags: ColourTags,
+    ) -> Self {
         // SAFETY: as in `of`.
         unsafe {
             let raw = &*params.as_ptr();
@@ -84,7 +91,9 @@ impl StreamParams {
             } else {
                 std::slice::from_raw_parts(raw.extradata, raw.extradata_size as usize).to_vec()
             };
-            let name = |ptr: *const std::os::raw::c_char| (!ptr.is_null()).then(|| std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned());
+            let name = |ptr: *const std::os::raw::c_char| {
+                (!ptr.is_null()).then(|| std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned())
+            };
             Self {
                 codec: name(ffmpeg::ffi::avcodec_get_name(raw.codec_id)).unwrap_or_default(),
                 width: raw.width.max(0) as u32,
@@ -234,10 +243,16 @@ pub fn scan(path: &Path, policy: &InputPolicy) -> Result<Scan, MediaError> {
 /// Copies the packets of the best video stream of `path` whose decode-order positions fall in
 /// each of `ranges` (which may overlap) into one blob each, `dir/<i>.run`, in one pass over
 /// the file. Returns each blob's path and packets.
-pub fn split(path: &Path, policy: &InputPolicy, ranges: &[Range<usize>], dir: &Path) -> Result<Vec<(PathBuf, Vec<PacketInfo>)>, MediaError> {
+pub fn split(
+    path: &Path,
+    policy: &InputPolicy,
+    ranges: &[Range<usize>],
+    dir: &Path,
+) -> Result<Vec<(PathBuf, Vec<PacketInfo>)>, MediaError> {
     init();
     let mut input = open_input(path, policy)?;
-    let index = input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?.index();
+    let index =
+        input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?.index();
     let write_err = |p: &Path, e: std::io::Error| MediaError::Write { path: p.to_path_buf(), reason: e.to_string() };
     let mut outs = Vec::with_capacity(ranges.len());
     for i in 0..ranges.len() {
@@ -330,7 +345,13 @@ unsafe impl Send for RunDecoder {}
 impl RunDecoder {
     /// Opens the run `blob` with `index`, to emit the `frames` frames with pts in `range`;
     /// `limits` are checked against the stream and every frame.
-    pub fn open(blob: &Path, index: &RunIndex, range: Range<i64>, frames: u64, limits: Option<&MediaLimits>) -> Result<Self, MediaError> {
+    pub fn open(
+        blob: &Path,
+        index: &RunIndex,
+        range: Range<i64>,
+        frames: u64,
+        limits: Option<&MediaLimits>,
+    ) -> Result<Self, MediaError> {
         init();
         let bad = |reason: String| MediaError::Decode { path: blob.to_path_buf(), reason };
         let params = &index.params;
@@ -344,7 +365,8 @@ impl RunDecoder {
             return Err(bad(format!("unknown codec {:?}", params.codec)));
         }
         // SAFETY: `desc` is a valid static descriptor.
-        let codec = ffmpeg::decoder::find(unsafe { (*desc).id }.into()).ok_or_else(|| bad(format!("no decoder for {}", params.codec)))?;
+        let codec = ffmpeg::decoder::find(unsafe { (*desc).id }.into())
+            .ok_or_else(|| bad(format!("no decoder for {}", params.codec)))?;
         let mut ctx = ffmpeg::codec::context::Context::new_with_codec(codec);
         let extradata = unhex(&params.extradata).ok_or_else(|| bad("the run's extradata is not hex".into()))?;
         // SAFETY: setting plain fields of a context that is not opened yet; the extradata is
@@ -368,7 +390,11 @@ impl RunDecoder {
                 (*raw).max_pixels = l.decoder_max_pixels();
             }
         }
-        ctx.set_threading(ffmpeg::threading::Config { kind: ffmpeg::threading::Type::Frame, count: 0, ..Default::default() });
+        ctx.set_threading(ffmpeg::threading::Config {
+            kind: ffmpeg::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
         let decoder = ctx.decoder().video().map_err(|e| bad(e.to_string()))?;
         let reader = RunReader::open(blob, index)?;
         Ok(Self {
@@ -396,7 +422,10 @@ impl RunDecoder {
         loop {
             match self.decoder.receive_frame(&mut decoded) {
                 Ok(()) => {
-                    let pts = decoded.timestamp().or(decoded.pts()).ok_or_else(|| bad(&self.blob, "a frame without a timestamp".into()))?;
+                    let pts = decoded
+                        .timestamp()
+                        .or(decoded.pts())
+                        .ok_or_else(|| bad(&self.blob, "a frame without a timestamp".into()))?;
                     if !self.range.contains(&pts) {
                         continue;
                     }
@@ -404,12 +433,24 @@ impl RunDecoder {
                         l.check_size(&self.blob, decoded.width(), decoded.height())?;
                     }
                     if (decoded.width(), decoded.height()) != (self.info.width, self.info.height) {
-                        let reason = format!("a frame of {}x{} in a {}x{} stream", decoded.width(), decoded.height(), self.info.width, self.info.height);
+                        let reason = format!(
+                            "a frame of {}x{} in a {}x{} stream",
+                            decoded.width(),
+                            decoded.height(),
+                            self.info.width,
+                            self.info.height
+                        );
                         return Err(bad(&self.blob, reason));
                     }
                     let data = self.rgb.convert(&decoded, &self.blob)?;
                     let image = RgbFrame::new(self.info.width, self.info.height, data);
-                    let frame = Frame { index: self.next, pts, duration: decoded.packet().duration, image, timing: Default::default() };
+                    let frame = Frame {
+                        index: self.next,
+                        pts,
+                        duration: decoded.packet().duration,
+                        image,
+                        timing: Default::default(),
+                    };
                     self.next += 1;
                     return Ok(Some(frame));
                 }
@@ -435,7 +476,9 @@ impl RunDecoder {
             }
         }
         match self.info.frames {
-            Some(n) if self.next != n => Err(MediaError::Truncated { path: self.blob.clone(), declared: n, decoded: self.next }),
+            Some(n) if self.next != n => {
+                Err(MediaError::Truncated { path: self.blob.clone(), declared: n, decoded: self.next })
+            }
             _ => Ok(None),
         }
     }
@@ -454,10 +497,24 @@ pub struct RunWriter {
 impl RunWriter {
     /// Encodes frames of `info` with `settings` into `blob`; `global_header`: the headers go to
     /// the index (for a container that wants them out of band).
-    pub fn create(blob: &Path, info: &SourceInfo, settings: &EncodeSettings, tags: ColourTags, global_header: bool) -> Result<Self, MediaError> {
+    pub fn create(
+        blob: &Path,
+        info: &SourceInfo,
+        settings: &EncodeSettings,
+        tags: ColourTags,
+        global_header: bool,
+    ) -> Result<Self, MediaError> {
         let encoder = FrameEncoder::create(blob, info, settings, tags, global_header)?;
-        let file = File::create(blob).map_err(|e| MediaError::Write { path: blob.to_path_buf(), reason: e.to_string() })?;
-        Ok(Self { encoder, blob: blob.to_path_buf(), file: BufWriter::new(file), packets: Vec::new(), frame_rate: info.frame_rate, tags })
+        let file =
+            File::create(blob).map_err(|e| MediaError::Write { path: blob.to_path_buf(), reason: e.to_string() })?;
+        Ok(Self {
+            encoder,
+            blob: blob.to_path_buf(),
+            file: BufWriter::new(file),
+            packets: Vec::new(),
+            frame_rate: info.frame_rate,
+            tags,
+        })
     }
 
     pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
@@ -468,7 +525,9 @@ impl RunWriter {
     fn append(&mut self, packets: Vec<ffmpeg::Packet>) -> Result<(), MediaError> {
         for p in packets {
             let data = p.data().unwrap_or_default();
-            self.file.write_all(data).map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
+            self.file
+                .write_all(data)
+                .map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
             self.packets.push(PacketInfo {
                 pts: p.pts().unwrap_or(i64::MIN),
                 dts: p.dts().unwrap_or(i64::MIN),
@@ -485,8 +544,12 @@ impl RunWriter {
         let last = self.encoder.flush()?;
         self.append(last)?;
         self.file.flush().map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
-        self.file.get_ref().sync_all().map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
-        let params = StreamParams::of_encoder(&self.encoder.parameters(), self.encoder.time_base(), self.frame_rate, self.tags);
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
+        let params =
+            StreamParams::of_encoder(&self.encoder.parameters(), self.encoder.time_base(), self.frame_rate, self.tags);
         Ok(RunIndex { params, packets: self.packets })
     }
 }
@@ -509,14 +572,24 @@ pub fn joined_dts(packets: &[PacketInfo], delay: usize) -> Vec<i64> {
         [a, b, ..] => (b - a).max(1),
         _ => packets.first().map_or(1, |p| p.duration.max(1)),
     };
-    (0..packets.len()).map(|i| if i >= delay { pts[i - delay] } else { pts.first().copied().unwrap_or(0) - (delay - i) as i64 * step }).collect()
+    (0..packets.len())
+        .map(
+            |i| if i >= delay { pts[i - delay] } else { pts.first().copied().unwrap_or(0) - (delay - i) as i64 * step },
+        )
+        .collect()
 }
 
 /// Joins runs of one encoder's output (same parameters) into one container at `out`, in
 /// order, with the companion's audio copied as a single encode would (see `Muxer`); decode
 /// timestamps are set across the whole stream (`joined_dts`). `params` are those of the
 /// stream as an encoder opened with the runs' settings describes it: every run must match them.
-pub fn join(out: &Path, runs: &[(PathBuf, RunIndex)], info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<u64, MediaError> {
+pub fn join(
+    out: &Path,
+    runs: &[(PathBuf, RunIndex)],
+    info: &SourceInfo,
+    settings: &EncodeSettings,
+    companion: &Companion,
+) -> Result<u64, MediaError> {
     let bad = |reason: String| MediaError::Write { path: out.to_path_buf(), reason };
     let setup = MuxerSetup::open(out, companion)?;
     // The stream's parameters come from an encoder opened as the segments' were: its
@@ -526,7 +599,10 @@ pub fn join(out: &Path, runs: &[(PathBuf, RunIndex)], info: &SourceInfo, setting
     let expected = StreamParams::of_encoder(&reference.parameters(), reference.time_base(), info.frame_rate, tags);
     for (i, (_, r)) in runs.iter().enumerate() {
         if r.params != expected {
-            return Err(bad(format!("segment {i} was encoded with other parameters ({:?}) than the stream's ({:?})", r.params, expected)));
+            return Err(bad(format!(
+                "segment {i} was encoded with other parameters ({:?}) than the stream's ({:?})",
+                r.params, expected
+            )));
         }
     }
     let all: Vec<PacketInfo> = runs.iter().flat_map(|(_, r)| r.packets.iter().copied()).collect();

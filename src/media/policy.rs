@@ -104,7 +104,11 @@ impl MediaLimits {
     /// Refuses a duration over the limit.
     pub fn check_duration(&self, path: &Path, secs: f64) -> Result<(), MediaError> {
         if secs > self.max_duration_secs {
-            return Err(MediaError::TooLong { path: path.to_path_buf(), secs, max_duration_secs: self.max_duration_secs });
+            return Err(MediaError::TooLong {
+                path: path.to_path_buf(),
+                secs,
+                max_duration_secs: self.max_duration_secs,
+            });
         }
         Ok(())
     }
@@ -134,7 +138,10 @@ impl InputPolicy {
 pub(crate) fn ffmpeg_path(path: &Path) -> Result<&str, MediaError> {
     match path.to_str() {
         Some(s) if !s.contains('\0') => Ok(s),
-        _ => Err(MediaError::Decode { path: path.to_path_buf(), reason: "ffmpeg cannot open a file name that is not UTF-8".into() }),
+        _ => Err(MediaError::Decode {
+            path: path.to_path_buf(),
+            reason: "ffmpeg cannot open a file name that is not UTF-8".into(),
+        }),
     }
 }
 
@@ -143,7 +150,10 @@ pub(crate) fn ffmpeg_path(path: &Path) -> Result<&str, MediaError> {
 pub(crate) fn open_input(path: &Path, policy: &InputPolicy) -> Result<ffmpeg::format::context::Input, MediaError> {
     super::video_in::init();
     let name = ffmpeg_path(path)?;
-    let not_readable = |e: ffmpeg::Error| MediaError::Decode { path: path.to_path_buf(), reason: format!("not a readable video or image ({e})") };
+    let not_readable = |e: ffmpeg::Error| MediaError::Decode {
+        path: path.to_path_buf(),
+        reason: format!("not a readable video or image ({e})"),
+    };
     let InputPolicy::Restricted(_) = policy else {
         return ffmpeg::format::input(&name).map_err(not_readable);
     };
@@ -153,10 +163,13 @@ pub(crate) fn open_input(path: &Path, policy: &InputPolicy) -> Result<ffmpeg::fo
     // mov data references to other files: off by default in ffmpeg; stated, not assumed.
     opts.set("enable_drefs", "0");
     // `file:` makes the name a plain file name whatever it contains (no `proto:` prefix).
-    let input = ffmpeg::format::input_with_dictionary(&format!("file:{name}"), opts).map_err(|e| match probe_format(path) {
-        Some(format) if !demuxer_allowed(&format) => MediaError::ContainerNotAllowed { path: path.to_path_buf(), format },
-        _ => not_readable(e),
-    })?;
+    let input =
+        ffmpeg::format::input_with_dictionary(&format!("file:{name}"), opts).map_err(|e| match probe_format(path) {
+            Some(format) if !demuxer_allowed(&format) => {
+                MediaError::ContainerNotAllowed { path: path.to_path_buf(), format }
+            }
+            _ => not_readable(e),
+        })?;
     // The allowlist again, on what actually opened.
     let format = input.format().name().to_string();
     if !demuxer_allowed(&format) {

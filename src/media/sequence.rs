@@ -70,7 +70,8 @@ impl SequenceReader {
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let middle = name.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
-                    let n = (!middle.is_empty() && middle.chars().all(|c| c.is_ascii_digit())).then(|| middle.parse().ok())??;
+                    let n = (!middle.is_empty() && middle.chars().all(|c| c.is_ascii_digit()))
+                        .then(|| middle.parse().ok())??;
                     Some((n, e.path()))
                 })
                 .collect();
@@ -79,7 +80,11 @@ impl SequenceReader {
         } else {
             let dir = PathBuf::from(spec);
             let entries = std::fs::read_dir(&dir).map_err(|e| MediaError::Read { path: dir.clone(), source: e })?;
-            let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && p.file_name().is_some_and(|n| is_frame_name(&n.to_string_lossy()))).collect();
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.file_name().is_some_and(|n| is_frame_name(&n.to_string_lossy())))
+                .collect();
             files.sort();
             (dir, files)
         };
@@ -124,7 +129,10 @@ impl SequenceReader {
         if (image.width, image.height) != (self.info.width, self.info.height) {
             return Err(MediaError::Decode {
                 path: path.clone(),
-                reason: format!("is {}x{}, the sequence started at {}x{}", image.width, image.height, self.info.width, self.info.height),
+                reason: format!(
+                    "is {}x{}, the sequence started at {}x{}",
+                    image.width, image.height, self.info.width, self.info.height
+                ),
             });
         }
         let i = self.next as u64;
@@ -167,7 +175,11 @@ impl SequenceWriter {
             _ => Path::new("."),
         };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "frames".into());
-        let tmp = super::output_builder(super::DIR_MODE).prefix(&format!(".{name}.")).suffix(".partial").tempdir_in(parent).map_err(|e| err(super::plain_io(e).to_string()))?;
+        let tmp = super::output_builder(super::DIR_MODE)
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempdir_in(parent)
+            .map_err(|e| err(super::plain_io(e).to_string()))?;
         Ok(Self { dir: dir.to_path_buf(), tmp: Some(tmp), names })
     }
 

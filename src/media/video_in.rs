@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::media::Type;
 use ffmpeg::software::scaling;
+use ffmpeg_next as ffmpeg;
 
 use super::policy::{open_input, InputPolicy, MediaLimits};
 use super::MediaError;
-use crate::frame::{Frame, RgbFrame, Rate, SourceInfo};
+use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
 
 /// Initialises ffmpeg once and keeps its own logging quiet: our errors say what went wrong.
 pub fn init() {
@@ -65,8 +65,13 @@ impl ToRgb {
     pub(super) fn convert(&mut self, f: &ffmpeg::frame::Video, path: &Path) -> Result<Vec<u8>, MediaError> {
         let (w, h) = (f.width(), f.height());
         if self.scaler.is_none() {
-            let mut s = scaling::Context::get(f.format(), w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR)
-                .map_err(|e| MediaError::Decode { path: path.to_path_buf(), reason: format!("pixel format {:?}: {e}", f.format()) })?;
+            let mut s =
+                scaling::Context::get(f.format(), w, h, Pixel::RGB24, w, h, scaling::Flags::BILINEAR).map_err(|e| {
+                    MediaError::Decode {
+                        path: path.to_path_buf(),
+                        reason: format!("pixel format {:?}: {e}", f.format()),
+                    }
+                })?;
             set_colorspace(&mut s, f.color_space(), f.color_range() == ffmpeg::color::Range::JPEG, true);
             self.scaler = Some(Scaler(s));
         }
@@ -130,7 +135,8 @@ impl VideoDecoder {
         }
         let limits = policy.limits().cloned();
         let input = open_input(path, policy)?;
-        let stream = input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?;
+        let stream =
+            input.streams().best(Type::Video).ok_or_else(|| MediaError::NoVideo { path: path.to_path_buf() })?;
         let index = stream.index();
         let bad = |e: ffmpeg::Error| MediaError::Decode { path: path.to_path_buf(), reason: e.to_string() };
         if let Some(l) = &limits {
@@ -140,7 +146,11 @@ impl VideoDecoder {
             l.check_size(path, w.max(0) as u32, h.max(0) as u32)?;
         }
         let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(bad)?;
-        ctx.set_threading(ffmpeg::threading::Config { kind: ffmpeg::threading::Type::Frame, count: 0, ..Default::default() });
+        ctx.set_threading(ffmpeg::threading::Config {
+            kind: ffmpeg::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
         if let Some(l) = &limits {
             // The decoder refuses to allocate a bigger frame, whatever the headers said.
             // SAFETY: setting a plain field of a context that is not opened yet.
@@ -165,12 +175,22 @@ impl VideoDecoder {
             ((est.is_finite() && est >= 1.0).then(|| est.round() as u64), false)
         };
         if decoder.width() == 0 || decoder.height() == 0 {
-            return Err(MediaError::Decode { path: path.to_path_buf(), reason: "the video stream has no frame size".into() });
+            return Err(MediaError::Decode {
+                path: path.to_path_buf(),
+                reason: "the video stream has no frame size".into(),
+            });
         }
         if let Some(l) = &limits {
             check_headers(path, &input, index, decoder.width(), decoder.height(), frames, l)?;
         }
-        let info = SourceInfo { width: decoder.width(), height: decoder.height(), time_base, frame_rate, frames, frames_exact };
+        let info = SourceInfo {
+            width: decoder.width(),
+            height: decoder.height(),
+            time_base,
+            frame_rate,
+            frames,
+            frames_exact,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             input,
@@ -270,7 +290,8 @@ impl VideoDecoder {
             l.check_duration(&self.path, (pts - first) as f64 * self.info.time_base.as_f64())?;
         }
         let duration = f.packet().duration;
-        let frame = Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data), timing: Default::default() };
+        let frame =
+            Frame { index: self.next, pts, duration, image: RgbFrame::new(w, h, data), timing: Default::default() };
         self.next += 1;
         Ok(frame)
     }

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::media::Type;
 use ffmpeg::software::scaling;
+use ffmpeg_next as ffmpeg;
 
 use super::audio::AudioTranscoder;
 use super::policy::{ffmpeg_path, muxer_for, open_input, InputPolicy, MediaLimits, ALLOWED_PROTOCOLS};
@@ -131,11 +131,18 @@ impl FrameEncoder {
     /// An encoder for frames of `info`'s size and time base with `settings`; `global_header`:
     /// the codec headers go out of band (extradata), as mp4/mov/mkv want. `path` names the
     /// output in errors.
-    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, tags: ColourTags, global_header: bool) -> Result<Self, MediaError> {
+    pub fn create(
+        path: &Path,
+        info: &SourceInfo,
+        settings: &EncodeSettings,
+        tags: ColourTags,
+        global_header: bool,
+    ) -> Result<Self, MediaError> {
         init();
-        let codec = ffmpeg::encoder::find_by_name(&settings.codec)
-            .filter(|c| c.medium() == Type::Video)
-            .ok_or_else(|| out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec)))?;
+        let codec =
+            ffmpeg::encoder::find_by_name(&settings.codec).filter(|c| c.medium() == Type::Video).ok_or_else(|| {
+                out_err(path, format!("unknown video encoder `{}` (see `ffmpeg -encoders`)", settings.codec))
+            })?;
         let (w, h) = (info.width, info.height);
         let formats: Vec<Pixel> = codec.video().ok().and_then(|v| v.formats()).map(|f| f.collect()).unwrap_or_default();
         let even = w % 2 == 0 && h % 2 == 0;
@@ -149,7 +156,8 @@ impl FrameEncoder {
             Pixel::YUV420P
         };
         let enc_tb = ffmpeg::Rational::new(info.time_base.num, info.time_base.den);
-        let mut ctx = ffmpeg::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| out_err(path, e))?;
+        let mut ctx =
+            ffmpeg::codec::context::Context::new_with_codec(codec).encoder().video().map_err(|e| out_err(path, e))?;
         ctx.set_width(w);
         ctx.set_height(h);
         ctx.set_format(pix);
@@ -175,8 +183,10 @@ impl FrameEncoder {
             }
             _ => ctx.set_global_quality((settings.crf as i32).max(1) * ffmpeg::ffi::FF_QP2LAMBDA),
         }
-        let encoder = ctx.open_with(opts).map_err(|e| out_err(path, format!("cannot open encoder {}: {e}", settings.codec)))?;
-        let mut scaler = scaling::Context::get(Pixel::RGB24, w, h, pix, w, h, scaling::Flags::BICUBIC).map_err(|e| out_err(path, e))?;
+        let encoder =
+            ctx.open_with(opts).map_err(|e| out_err(path, format!("cannot open encoder {}: {e}", settings.codec)))?;
+        let mut scaler = scaling::Context::get(Pixel::RGB24, w, h, pix, w, h, scaling::Flags::BICUBIC)
+            .map_err(|e| out_err(path, e))?;
         set_colorspace(&mut scaler, tags.matrix(), tags.full_range, false);
         Ok(Self {
             encoder,
@@ -204,7 +214,10 @@ impl FrameEncoder {
     pub fn encode(&mut self, frame: &Frame) -> Result<Vec<ffmpeg::Packet>, MediaError> {
         let img = &frame.image;
         if (img.width, img.height) != (self.width, self.height) {
-            let reason = format!("frame {} is {}x{}, expected {}x{}", frame.index, img.width, img.height, self.width, self.height);
+            let reason = format!(
+                "frame {} is {}x{}, expected {}x{}",
+                frame.index, img.width, img.height, self.width, self.height
+            );
             return Err(out_err(&self.path, reason));
         }
         let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, img.width, img.height);
@@ -217,7 +230,9 @@ impl FrameEncoder {
         self.scaler.0.run(&rgb, &mut self.frame).map_err(|e| out_err(&self.path, e))?;
         self.frame.set_pts(Some(frame.pts));
         self.durations.insert(frame.pts, frame.duration);
-        self.encoder.send_frame(&self.frame).map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
+        self.encoder
+            .send_frame(&self.frame)
+            .map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
         Ok(self.drain())
     }
 
@@ -309,10 +324,16 @@ impl MuxerSetup {
 
     /// Declares the video stream (its parameters, packets in `time_base`, `frame_rate`), then
     /// the companion's audio streams; writes the header.
-    pub fn start(mut self, params: &ffmpeg::codec::Parameters, time_base: ffmpeg::Rational, frame_rate: Rate) -> Result<Muxer, MediaError> {
+    pub fn start(
+        mut self,
+        params: &ffmpeg::codec::Parameters,
+        time_base: ffmpeg::Rational,
+        frame_rate: Rate,
+    ) -> Result<Muxer, MediaError> {
         let path = self.path.clone();
         let global_header = self.global_header();
-        let mut ost = self.output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(&path, e))?;
+        let mut ost =
+            self.output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(&path, e))?;
         ost.set_parameters(params.clone());
         // SAFETY: clearing the codec tag of the new stream's own parameters: the muxer picks one.
         unsafe {
@@ -339,17 +360,27 @@ impl MuxerSetup {
                 }
                 let id = s.parameters().id();
                 // SAFETY: querying a valid output format with a codec id.
-                let holds = unsafe { ffmpeg::ffi::avformat_query_codec(format_ptr, id.into(), ffmpeg::ffi::FF_COMPLIANCE_NORMAL) } == 1;
+                let holds = unsafe {
+                    ffmpeg::ffi::avformat_query_codec(format_ptr, id.into(), ffmpeg::ffi::FF_COMPLIANCE_NORMAL)
+                } == 1;
                 let route = if holds {
                     AudioRoute::Copy
                 } else {
                     // SAFETY: the parameters and the output format are valid for this call.
                     let t = unsafe { AudioTranscoder::new(s.parameters().as_ptr(), format_ptr, global_header) }
                         .map_err(|e| out_err(&path, format!("audio stream {}: {e}", s.index())))?;
-                    tracing::warn!("audio stream {} ({id:?}) cannot be stored in .{}: re-encoding it with {}", s.index(), self.ext, t.encoder_name);
+                    tracing::warn!(
+                        "audio stream {} ({id:?}) cannot be stored in .{}: re-encoding it with {}",
+                        s.index(),
+                        self.ext,
+                        t.encoder_name
+                    );
                     AudioRoute::Transcode(Box::new(t))
                 };
-                let mut ost = self.output.add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None)).map_err(|e| out_err(&path, e))?;
+                let mut ost = self
+                    .output
+                    .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
+                    .map_err(|e| out_err(&path, e))?;
                 match &route {
                     AudioRoute::Copy => {
                         ost.set_parameters(s.parameters());
@@ -490,7 +521,12 @@ fn out_err(path: &Path, reason: impl std::fmt::Display) -> MediaError {
 
 impl VideoEncoder {
     /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
-    pub fn create(path: &Path, info: &SourceInfo, settings: &EncodeSettings, companion: &Companion) -> Result<Self, MediaError> {
+    pub fn create(
+        path: &Path,
+        info: &SourceInfo,
+        settings: &EncodeSettings,
+        companion: &Companion,
+    ) -> Result<Self, MediaError> {
         let setup = MuxerSetup::open(path, companion)?;
         let encoder = FrameEncoder::create(path, info, settings, setup.colour_tags(), setup.global_header())?;
         let muxer = setup.start(&encoder.parameters(), encoder.time_base(), info.frame_rate)?;

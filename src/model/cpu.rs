@@ -34,7 +34,13 @@ fn source(v: i64, n: i64, padding: Padding) -> Option<i64> {
     match padding {
         Padding::Same => (0..n).contains(&v).then_some(v),
         Padding::Reflect => {
-            let r = if v < 0 { -v } else if v >= n { 2 * (n - 1) - v } else { v };
+            let r = if v < 0 {
+                -v
+            } else if v >= n {
+                2 * (n - 1) - v
+            } else {
+                v
+            };
             Some(r.clamp(0, n - 1))
         }
     }
@@ -101,11 +107,7 @@ pub fn conv_transpose2d(x: &Tensor, w: &[f32], bias: Option<&[f32]>, layer: &Lay
             }
         }
     }
-    let data = y
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v + bias.map_or(0.0, |b| b[i % cout] as f64)) as f32)
-        .collect();
+    let data = y.iter().enumerate().map(|(i, v)| (v + bias.map_or(0.0, |b| b[i % cout] as f64)) as f32).collect();
     Tensor { h: oh, w: ow, c: cout, data }
 }
 
@@ -136,7 +138,9 @@ pub fn add(x: &mut Tensor, other: &Tensor) {
 pub fn output_transform(x: &Tensor, t: &OutputTransform) -> Tensor {
     let f = |v: f32| match t {
         OutputTransform::Tanh { scale, offset } => ((v as f64).tanh() * *scale as f64 + *offset as f64) as f32,
-        OutputTransform::Sigmoid { scale, offset } => ((1.0 / (1.0 + (-(v as f64)).exp())) * *scale as f64 + *offset as f64) as f32,
+        OutputTransform::Sigmoid { scale, offset } => {
+            ((1.0 / (1.0 + (-(v as f64)).exp())) * *scale as f64 + *offset as f64) as f32
+        }
         OutputTransform::Linear { scale, offset } => (v as f64 * *scale as f64 + *offset as f64) as f32,
         OutputTransform::Clamp => v,
     };

@@ -9,8 +9,7 @@ use super::ModelError;
 /// The TensorFlow variant used by the shared pretrained models.
 pub const TRANSFORMNET_TF: &str = include_str!("../../pipelines/networks/transformnet-tf.toml");
 /// The PyTorch / ONNX-model-zoo variant.
-pub const TRANSFORMNET_TORCH: &str =
-    include_str!("../../pipelines/networks/transformnet-torch.toml");
+pub const TRANSFORMNET_TORCH: &str = include_str!("../../pipelines/networks/transformnet-torch.toml");
 
 /// A whole network: input conventions, layers in execution order, output transform.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -183,20 +182,16 @@ impl Layer {
 impl NetworkDescription {
     /// Parses and validates a description.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let desc: Self = toml::from_str(text).map_err(|e| ModelError::Description {
-            origin: origin.to_string(),
-            reason: e.to_string(),
-        })?;
+        let desc: Self = toml::from_str(text)
+            .map_err(|e| ModelError::Description { origin: origin.to_string(), reason: e.to_string() })?;
         desc.validate(origin)?;
         Ok(desc)
     }
 
     /// Reads a description file.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ModelError::Read { path: path.to_path_buf(), source: e })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
@@ -218,7 +213,10 @@ impl NetworkDescription {
         if !self.input_scale.is_finite() || self.input_scale <= 0.0 {
             return Err(bad(format!("input_scale = {} must be a positive number", self.input_scale)));
         }
-        if let OutputTransform::Tanh { scale, offset } | OutputTransform::Sigmoid { scale, offset } | OutputTransform::Linear { scale, offset } = self.output {
+        if let OutputTransform::Tanh { scale, offset }
+        | OutputTransform::Sigmoid { scale, offset }
+        | OutputTransform::Linear { scale, offset } = self.output
+        {
             if !scale.is_finite() || !offset.is_finite() {
                 return Err(bad("output scale and offset must be finite".into()));
             }
@@ -251,9 +249,7 @@ impl NetworkDescription {
             if !(1..=2).contains(&l.stride) || !(1..=2).contains(&l.upsample) {
                 return Err(bad(format!("layer `{name}`: stride and upsample must be 1 or 2")));
             }
-            if l.op == Op::ConvTranspose
-                && (l.stride != 2 || l.padding != Padding::Same || l.upsample != 1)
-            {
+            if l.op == Op::ConvTranspose && (l.stride != 2 || l.padding != Padding::Same || l.upsample != 1) {
                 return Err(bad(format!(
                     "layer `{name}`: conv_transpose supports stride 2, padding \"same\", no upsample"
                 )));
@@ -271,15 +267,9 @@ impl NetworkDescription {
             scale = (scale.0 / g, scale.1 / g);
             if let Some(r) = &l.residual {
                 match seen.iter().find(|(n, _, _)| n == r) {
-                    None => {
-                        return Err(bad(format!(
-                            "layer `{name}`: residual `{r}` is not an earlier layer"
-                        )))
-                    }
+                    None => return Err(bad(format!("layer `{name}`: residual `{r}` is not an earlier layer"))),
                     Some((_, c, s)) if *c != l.out_channels || *s != scale => {
-                        return Err(bad(format!(
-                            "layer `{name}`: residual `{r}` has a different shape"
-                        )))
+                        return Err(bad(format!("layer `{name}`: residual `{r}` has a different shape")))
                     }
                     _ => {}
                 }

@@ -70,6 +70,11 @@ pub fn load_path(path: &Path, network: &str, shared: Option<&Arc<NetworkDescript
 }
 
 /// `resolve` then `load_path`.
-pub fn load(model: &str, dir: Option<&Path>, network: &str, shared: Option<&Arc<NetworkDescription>>) -> Result<Model, ModelError> {
+pub fn load(
+    model: &str,
+    dir: Option<&Path>,
+    network: &str,
+    shared: Option<&Arc<NetworkDescription>>,
+) -> Result<Model, ModelError> {
     load_path(&resolve(model, dir)?, network, shared)
 }

@@ -31,7 +31,9 @@ pub enum ModelError {
     Onnx { path: PathBuf, source: onnx::OnnxError },
     #[error("{path}: tensor `{tensor}` should be {expected}, found {found}")]
     TensorShape { path: PathBuf, tensor: String, expected: String, found: String },
-    #[error("model `{name}` not found: no such file, and no {name}.safetensors or {name}.onnx in {searched} \
-(set STYLESTREAM_MODELS_DIR, `stylestream models fetch NAME`, or see README.md for where to get models)")]
+    #[error(
+        "model `{name}` not found: no such file, and no {name}.safetensors or {name}.onnx in {searched} \
+(set STYLESTREAM_MODELS_DIR, `stylestream models fetch NAME`, or see README.md for where to get models)"
+    )]
     NotFound { name: String, searched: String },
 }

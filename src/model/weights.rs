@@ -22,19 +22,14 @@ pub struct Weights {
 impl Weights {
     /// Reads a safetensors file and checks every tensor the description names.
     pub fn load(path: &Path, desc: &NetworkDescription) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Read { path: path.to_path_buf(), source: e })?;
         Self::from_bytes(&bytes, path, desc)
     }
 
     /// Parses safetensors bytes; `origin` names them in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path, desc: &NetworkDescription) -> Result<Self, ModelError> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
-            path: origin.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| ModelError::Safetensors { path: origin.to_path_buf(), reason: e.to_string() })?;
         let mut tensors = HashMap::new();
         let mut take = |name: &str, shape: &[usize]| -> Result<(), ModelError> {
             if tensors.contains_key(name) {
@@ -53,11 +48,8 @@ impl Weights {
                     found: format!("{:?} {:?}", t.dtype(), t.shape()),
                 });
             }
-            let values: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values: Vec<f32> =
+                t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(ModelError::TensorShape {
                     path: origin.to_path_buf(),
@@ -85,10 +77,7 @@ impl Weights {
     }
 
     /// Builds weights from named tensors (tests, random networks); checks them like a file.
-    pub fn from_tensors(
-        tensors: HashMap<String, Vec<f32>>,
-        desc: &NetworkDescription,
-    ) -> Result<Self, ModelError> {
+    pub fn from_tensors(tensors: HashMap<String, Vec<f32>>, desc: &NetworkDescription) -> Result<Self, ModelError> {
         Self::from_memory(tensors, desc, Path::new("<memory>"), String::new())
     }
 

@@ -25,7 +25,12 @@ impl BlockingStore {
             .thread_name("store-io")
             .enable_all()
             .build()
-            .map_err(|source| StoreError::Local { op: "start runtime", url: store.url().to_string(), path: ".".into(), source })?;
+            .map_err(|source| StoreError::Local {
+                op: "start runtime",
+                url: store.url().to_string(),
+                path: ".".into(),
+                source,
+            })?;
         Ok(BlockingStore { store: std::sync::RwLock::new(store), rt })
     }
 

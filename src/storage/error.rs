@@ -128,7 +128,11 @@ fn error_chain_text(e: &dyn std::error::Error) -> String {
 pub(crate) fn http_status(text: &str) -> Option<u16> {
     let rest = &text[text.find("status code: ")? + "status code: ".len()..];
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    if digits.len() == 3 { digits.parse().ok() } else { None }
+    if digits.len() == 3 {
+        digits.parse().ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -143,16 +147,29 @@ mod tests {
     fn classifies_backend_errors() {
         let url = || "az://c/k".to_string();
         let transient = |e| StoreError::backend("get", url(), e).is_transient();
-        assert!(transient(generic("Error performing GET: Server returned non-2xx status code: 503 Service Unavailable: busy")));
+        assert!(transient(generic(
+            "Error performing GET: Server returned non-2xx status code: 503 Service Unavailable: busy"
+        )));
         assert!(transient(generic("Error performing GET: Server returned non-2xx status code: 429 Too Many Requests")));
-        assert!(transient(generic("Error performing GET http://127.0.0.1:1/x in 1.2s, after 3 retries: error sending request")));
+        assert!(transient(generic(
+            "Error performing GET http://127.0.0.1:1/x in 1.2s, after 3 retries: error sending request"
+        )));
         assert!(!transient(generic("Server returned non-2xx status code: 400 Bad Request: InvalidHeaderValue")));
-        let nf = StoreError::backend("get", url(), object_store::Error::NotFound { path: "k".into(), source: "404".into() });
+        let nf =
+            StoreError::backend("get", url(), object_store::Error::NotFound { path: "k".into(), source: "404".into() });
         assert!(nf.is_not_found() && !nf.is_transient());
         assert_eq!(nf.to_string(), "get az://c/k: no such object");
-        let denied = StoreError::backend("put", url(), object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() });
+        let denied = StoreError::backend(
+            "put",
+            url(),
+            object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() },
+        );
         assert!(matches!(denied, StoreError::Denied { .. }) && !denied.is_transient());
-        let exists = StoreError::backend("copy", url(), object_store::Error::AlreadyExists { path: "k".into(), source: "409".into() });
+        let exists = StoreError::backend(
+            "copy",
+            url(),
+            object_store::Error::AlreadyExists { path: "k".into(), source: "409".into() },
+        );
         assert!(!exists.is_transient());
         assert_eq!(http_status("x status code: 404 Not Found"), Some(404));
         assert_eq!(http_status("no status here"), None);
@@ -165,7 +182,9 @@ mod tests {
         for e in [
             auth(object_store::Error::PermissionDenied { path: "k".into(), source: "403 AuthorizationFailure".into() }),
             auth(object_store::Error::Unauthenticated { path: "k".into(), source: "401".into() }),
-            auth(generic("Error performing PUT: Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch")),
+            auth(generic(
+                "Error performing PUT: Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch",
+            )),
             StoreError::Credentials { path: "/etc/creds.env".into(), reason: "No such file or directory".into() },
         ] {
             assert!(e.is_auth_failure() && !e.is_transient() && !e.is_not_found(), "{e:?}");
@@ -182,7 +201,12 @@ mod tests {
 
     #[test]
     fn local_errors_out_of_room_or_time_are_transient() {
-        let local = |e: std::io::Error| StoreError::Local { op: "download", url: "s3://b/k".into(), path: "/work/k".into(), source: e };
+        let local = |e: std::io::Error| StoreError::Local {
+            op: "download",
+            url: "s3://b/k".into(),
+            path: "/work/k".into(),
+            source: e,
+        };
         // The errno a write gets on a full disk or an exhausted quota (Linux values).
         for errno in [28 /* ENOSPC */, 122 /* EDQUOT */, 4 /* EINTR */, 16 /* EBUSY */] {
             let e = local(std::io::Error::from_raw_os_error(errno));

@@ -121,7 +121,8 @@ fn check(key: &str, allow_partial: bool) -> Result<(), String> {
 /// Byte index of the first `%XX` (two hex digits) in `s`.
 fn percent_escape(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    (0..b.len().saturating_sub(2)).find(|&i| b[i] == b'%' && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+    (0..b.len().saturating_sub(2))
+        .find(|&i| b[i] == b'%' && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -137,7 +138,8 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_keys() {
-        for k in ["a", "in/talk.mp4", "out/2024-05-01/clip [1080p] 50%.mp4", ".hidden", "a..b/c.d", "ünïcode/名前.mkv"] {
+        for k in ["a", "in/talk.mp4", "out/2024-05-01/clip [1080p] 50%.mp4", ".hidden", "a..b/c.d", "ünïcode/名前.mkv"]
+        {
             assert_eq!(ObjectKey::parse(k).unwrap().as_str(), k);
         }
         let k = ObjectKey::parse("x/y/out.mp4").unwrap();

@@ -101,8 +101,8 @@ impl Manifest {
 
     /// Parses a manifest, refusing other schema versions; `url` names it in errors.
     pub fn from_json(bytes: &[u8], url: &str) -> Result<Manifest, StoreError> {
-        let m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| StoreError::Manifest { url: url.to_string(), reason: e.to_string() })?;
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Manifest { url: url.to_string(), reason: e.to_string() })?;
         if !(1..=MANIFEST_SCHEMA).contains(&m.schema) {
             return Err(StoreError::Manifest {
                 url: url.to_string(),
@@ -144,7 +144,9 @@ impl Store {
         settings: &BTreeMap<String, String>,
     ) -> Result<bool, StoreError> {
         match self.read_manifest(output_key).await {
-            Ok(Some(m)) if m.is_complete_for(input_etag, model_sha256, settings) && m.output_key == output_key.as_str() => {
+            Ok(Some(m))
+                if m.is_complete_for(input_etag, model_sha256, settings) && m.output_key == output_key.as_str() =>
+            {
                 match self.head(output_key).await? {
                     Some(out) if out.size == m.output_size => Ok(true),
                     other => {
@@ -172,14 +174,27 @@ mod tests {
     #[test]
     fn matching_rules() {
         let k = ObjectKey::parse("out/a.mp4").unwrap();
-        let meta = |etag: Option<&str>| Meta { size: 10, etag: etag.map(str::to_string), last_modified: chrono::Utc::now() };
-        let set = |crf: &str| BTreeMap::from([("codec".to_string(), "libx264".to_string()), ("crf".to_string(), crf.to_string())]);
-        let m = Manifest::new(&ObjectKey::parse("in/a.mp4").unwrap(), &meta(Some("\"e1\"")), "ABCD", "transformnet-tf", 3, &k, &meta(None)).with_settings(set("18"));
+        let meta =
+            |etag: Option<&str>| Meta { size: 10, etag: etag.map(str::to_string), last_modified: chrono::Utc::now() };
+        let set = |crf: &str| {
+            BTreeMap::from([("codec".to_string(), "libx264".to_string()), ("crf".to_string(), crf.to_string())])
+        };
+        let m = Manifest::new(
+            &ObjectKey::parse("in/a.mp4").unwrap(),
+            &meta(Some("\"e1\"")),
+            "ABCD",
+            "transformnet-tf",
+            3,
+            &k,
+            &meta(None),
+        )
+        .with_settings(set("18"));
         assert!(m.is_complete_for("\"e1\"", "abcd", &set("18")));
         assert!(!m.is_complete_for("\"e2\"", "abcd", &set("18")));
         assert!(!m.is_complete_for("\"e1\"", "abce", &set("18")));
         assert!(!m.is_complete_for("\"e1\"", "abcd", &set("23")), "other settings are another job");
-        let no_etag = Manifest::new(&ObjectKey::parse("in/a.mp4").unwrap(), &meta(None), "abcd", "n", 3, &k, &meta(None));
+        let no_etag =
+            Manifest::new(&ObjectKey::parse("in/a.mp4").unwrap(), &meta(None), "abcd", "n", 3, &k, &meta(None));
         assert!(!no_etag.is_complete_for("", "abcd", &BTreeMap::new()));
         let back = Manifest::from_json(&m.to_json(), "u").unwrap();
         assert_eq!(back, m);

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 pub use blocking::BlockingStore;
 pub use error::StoreError;
 pub use key::{ObjectKey, MAX_KEY_BYTES};
-pub use manifest::{Manifest, MANIFEST_SUFFIX, MANIFEST_SCHEMA};
+pub use manifest::{Manifest, MANIFEST_SCHEMA, MANIFEST_SUFFIX};
 pub use open::Backend;
 pub use upload::Upload;
 
@@ -210,13 +210,19 @@ impl Store {
     /// version downloaded).
     pub async fn download(&self, key: &ObjectKey, local_path: &FsPath) -> Result<Meta, StoreError> {
         let url = self.url_of(key);
-        let local = |path: &FsPath, source| StoreError::Local { op: "download", url: url.clone(), path: path.to_path_buf(), source };
+        let local = |path: &FsPath, source| StoreError::Local {
+            op: "download",
+            url: url.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
         let dir = match local_path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
         let name = local_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let got = self.inner.get(&self.path(key)?).await.map_err(|e| StoreError::backend("download", url.clone(), e))?;
+        let got =
+            self.inner.get(&self.path(key)?).await.map_err(|e| StoreError::backend("download", url.clone(), e))?;
         let meta = Meta::from(&got.meta);
         tokio::fs::create_dir_all(&dir).await.map_err(|e| local(&dir, e))?;
         let tmp = tempfile::Builder::new()
@@ -255,7 +261,8 @@ impl Store {
     /// under `key`, or the complete new one. Returns the new object's metadata.
     pub async fn upload_atomic(&self, local_path: &FsPath, key: &ObjectKey) -> Result<Meta, StoreError> {
         let url = self.url_of(key);
-        let local = |source| StoreError::Local { op: "upload", url: url.clone(), path: local_path.to_path_buf(), source };
+        let local =
+            |source| StoreError::Local { op: "upload", url: url.clone(), path: local_path.to_path_buf(), source };
         let mut file = tokio::fs::File::open(local_path).await.map_err(local)?;
         let expected = file.metadata().await.map_err(local)?.len();
         let mut upload = self.begin_upload(key).await?;
@@ -331,7 +338,8 @@ impl Store {
 
     /// As [`Store::list`], with each object's metadata (size, etag), sorted by key.
     pub async fn list_with_meta(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
-        let mut found: Vec<(ObjectKey, Meta)> = self.list_meta(prefix).await?.into_iter().filter(|(k, _)| !k.is_partial()).collect();
+        let mut found: Vec<(ObjectKey, Meta)> =
+            self.list_meta(prefix).await?.into_iter().filter(|(k, _)| !k.is_partial()).collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
@@ -339,7 +347,8 @@ impl Store {
     /// Upload temporaries under `prefix` with their metadata, oldest first, for cleaning up
     /// after crashed uploads (`delete` them when older than any upload could take).
     pub async fn list_partials(&self, prefix: &str) -> Result<Vec<(ObjectKey, Meta)>, StoreError> {
-        let mut found: Vec<(ObjectKey, Meta)> = self.list_meta(prefix).await?.into_iter().filter(|(k, _)| k.is_partial()).collect();
+        let mut found: Vec<(ObjectKey, Meta)> =
+            self.list_meta(prefix).await?.into_iter().filter(|(k, _)| k.is_partial()).collect();
         found.sort_by_key(|(_, m)| m.last_modified);
         Ok(found)
     }
@@ -357,7 +366,9 @@ impl Store {
             let m = item.map_err(|e| StoreError::backend("list", url.clone(), e))?;
             match self.key_of(&m.location) {
                 Some(k) => out.push((k, Meta::from(&m))),
-                None => tracing::warn!(url = %url, name = %m.location, "skipping an object whose name is not a valid key"),
+                None => {
+                    tracing::warn!(url = %url, name = %m.location, "skipping an object whose name is not a valid key")
+                }
             }
         }
         Ok(out)
@@ -387,7 +398,9 @@ impl Store {
             Some(copier) if size > self.options.multipart_copy_threshold_bytes => {
                 copier.copy(&from_path, &to_path, size, &self.options, &url).await?;
             }
-            _ => self.inner.copy(&from_path, &to_path).await.map_err(|e| StoreError::backend("rename (copy)", url, e))?,
+            _ => {
+                self.inner.copy(&from_path, &to_path).await.map_err(|e| StoreError::backend("rename (copy)", url, e))?
+            }
         }
         match self.inner.delete(&from_path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

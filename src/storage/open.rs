@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::{HttpConnector, ReqwestConnector};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::client::{HttpConnector, ReqwestConnector};
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::key::ObjectKey;
@@ -67,9 +67,13 @@ pub(crate) fn open(url: &str, options: &StoreOptions, vars: &[(String, String)])
             }
             let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
             if host.contains('@') || host.contains(':') {
-                return Err(bad("no user, password or port allowed: credentials come from the environment or a credentials file"));
+                return Err(bad(
+                    "no user, password or port allowed: credentials come from the environment or a credentials file",
+                ));
             }
-            if host.is_empty() || !host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+            if host.is_empty()
+                || !host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
                 return Err(bad("the container/bucket name must be lowercase letters, digits, '-' or '.'"));
             }
             let prefix = path.trim_end_matches('/');
@@ -206,9 +210,19 @@ mod tests {
     fn credentials_file_lines() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("creds.env");
-        std::fs::write(&f, "# azure\nexport AZURE_STORAGE_ACCOUNT_NAME=acct\nAZURE_STORAGE_SAS_TOKEN=\"sv=1&sig=x=\"\n\n").unwrap();
+        std::fs::write(
+            &f,
+            "# azure\nexport AZURE_STORAGE_ACCOUNT_NAME=acct\nAZURE_STORAGE_SAS_TOKEN=\"sv=1&sig=x=\"\n\n",
+        )
+        .unwrap();
         let vars = read_credentials_file(&f).unwrap();
-        assert_eq!(vars, [("AZURE_STORAGE_ACCOUNT_NAME".into(), "acct".into()), ("AZURE_STORAGE_SAS_TOKEN".into(), "sv=1&sig=x=".into())]);
+        assert_eq!(
+            vars,
+            [
+                ("AZURE_STORAGE_ACCOUNT_NAME".into(), "acct".into()),
+                ("AZURE_STORAGE_SAS_TOKEN".into(), "sv=1&sig=x=".into())
+            ]
+        );
         std::fs::write(&f, "oops\n").unwrap();
         assert!(read_credentials_file(&f).unwrap_err().to_string().contains("line 1: expected KEY=VALUE"));
     }

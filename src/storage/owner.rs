@@ -17,7 +17,8 @@ pub fn new_instance_id(configured: Option<&str>) -> String {
             format!("{}-{}-{:08x}", host.trim(), std::process::id(), fastrand::u32(..))
         }
     };
-    let id: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(64).collect();
+    let id: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(64).collect();
     if id.is_empty() {
         format!("instance-{:08x}", fastrand::u32(..))
     } else {

@@ -49,7 +49,14 @@ impl S3Copier {
     /// Copies `from` (`size` bytes) to `to` in parts of `multipart_copy_part_size_bytes`,
     /// `max_parts_in_flight` at a time. On failure the multipart upload is aborted (best
     /// effort) and `to` is as it was.
-    pub async fn copy(&self, from: &Path, to: &Path, size: u64, options: &StoreOptions, url: &str) -> Result<(), StoreError> {
+    pub async fn copy(
+        &self,
+        from: &Path,
+        to: &Path,
+        size: u64,
+        options: &StoreOptions,
+        url: &str,
+    ) -> Result<(), StoreError> {
         let err = |e| StoreError::backend("multipart copy", url.to_string(), e);
         let upload_id = self.s3.create_multipart(to).await.map_err(err)?;
         let parts = part_ranges(size, options.multipart_copy_part_size_bytes);
@@ -116,13 +123,15 @@ impl S3Copier {
         let generic = |text: String| object_store::Error::Generic { store: "S3", source: text.into() };
         let source = format!("/{}/{}", self.bucket, encode_key(from.as_ref()));
         let range = format!("bytes={first}-{last}");
-        let header = |v: &str| HeaderValue::from_str(v).map_err(|e| generic(format!("UploadPartCopy header {v:?}: {e}")));
+        let header =
+            |v: &str| HeaderValue::from_str(v).map_err(|e| generic(format!("UploadPartCopy header {v:?}: {e}")));
         let (source_value, range_value) = (header(&source)?, header(&range)?);
         let signing = SignedUrlOptions::new()
             .with_query([("partNumber", number.to_string()), ("uploadId", upload_id.clone())])
             .with_signed_header(http::HeaderName::from_static("x-amz-copy-source"), source_value.clone())
             .with_signed_header(http::HeaderName::from_static("x-amz-copy-source-range"), range_value.clone());
-        let signed = self.s3.signed_url_opts(http::Method::PUT, to, Duration::from_secs(SIGNATURE_SECS), &signing).await?;
+        let signed =
+            self.s3.signed_url_opts(http::Method::PUT, to, Duration::from_secs(SIGNATURE_SECS), &signing).await?;
         let request = http::Request::builder()
             .method(http::Method::PUT)
             .uri(signed.as_str())
@@ -132,13 +141,14 @@ impl S3Copier {
             .body(HttpRequestBody::empty())
             .map_err(|e| generic(format!("UploadPartCopy request: {e}")))?;
         let what = format!("UploadPartCopy part {number} ({range}) of {to}");
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| generic(format!("Error performing {what}: {e}")))?;
+        let response =
+            self.http.execute(request).await.map_err(|e| generic(format!("Error performing {what}: {e}")))?;
         let status = response.status();
-        let body = response.into_body().bytes().await.map_err(|e| generic(format!("Error reading the answer to {what}: {e}")))?;
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| generic(format!("Error reading the answer to {what}: {e}")))?;
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let source = format!("{what}: Server returned non-2xx status code: {status}: {}", text.trim()).into();
@@ -178,7 +188,13 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let len = xml[start..].find(&format!("</{tag}>"))?;
     let raw = &xml[start..start + len];
-    Some(raw.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    Some(
+        raw.replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
 }
 
 #[cfg(test)]

@@ -27,7 +27,11 @@ pub struct Upload {
 
 impl Upload {
     pub(crate) async fn begin(store: Store, key: ObjectKey) -> Result<Upload, StoreError> {
-        let owner = store.options().owner.as_deref().filter(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let owner = store
+            .options()
+            .owner
+            .as_deref()
+            .filter(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         let temp_name = match owner {
             Some(o) => format!(".{}.{:016x}~{o}{PARTIAL_SUFFIX}", key.name(), fastrand::u64(..)),
             None => format!(".{}.{:016x}{PARTIAL_SUFFIX}", key.name(), fastrand::u64(..)),
@@ -67,7 +71,10 @@ impl Upload {
         let max = self.store.options().max_parts_in_flight.max(1);
         let url = self.store.url_of(&self.temp);
         let Some(writer) = self.writer.as_mut() else {
-            return Err(StoreError::InvalidKey { key: self.temp.to_string(), reason: "upload already finished".into() });
+            return Err(StoreError::InvalidKey {
+                key: self.temp.to_string(),
+                reason: "upload already finished".into(),
+            });
         };
         writer.wait_for_capacity(max).await.map_err(|e| StoreError::backend("upload", url, e))?;
         writer.write(data);
@@ -81,7 +88,10 @@ impl Upload {
     pub async fn commit(mut self) -> Result<Meta, StoreError> {
         let url = self.store.url_of(&self.temp);
         let Some(writer) = self.writer.take() else {
-            return Err(StoreError::InvalidKey { key: self.temp.to_string(), reason: "upload already finished".into() });
+            return Err(StoreError::InvalidKey {
+                key: self.temp.to_string(),
+                reason: "upload already finished".into(),
+            });
         };
         // `finish` aborts the multipart upload itself when a part or the completion fails.
         writer.finish().await.map_err(|e| StoreError::backend("upload", url, e))?;
@@ -92,7 +102,9 @@ impl Upload {
         let final_url = self.store.url_of(&self.key);
         match self.store.head(&self.key).await? {
             Some(meta) if meta.size == self.written => Ok(meta),
-            Some(meta) => Err(StoreError::Incomplete { op: "upload", url: final_url, expected: self.written, got: meta.size }),
+            Some(meta) => {
+                Err(StoreError::Incomplete { op: "upload", url: final_url, expected: self.written, got: meta.size })
+            }
             None => Err(StoreError::NotFound { op: "upload (after rename)", url: final_url }),
         }
     }
@@ -112,7 +124,9 @@ impl Upload {
     async fn remove_temp(&self) {
         match self.store.inner().delete(&self.temp_path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!(url = %self.store.url_of(&self.temp), error = %e, "removing an upload temporary failed"),
+            Err(e) => {
+                tracing::warn!(url = %self.store.url_of(&self.temp), error = %e, "removing an upload temporary failed")
+            }
         }
     }
 }

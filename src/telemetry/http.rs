@@ -110,7 +110,8 @@ pub fn serve_http(opts: HttpOptions, metrics: Metrics, board: JobBoard) -> Resul
     if opts.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         return Err(HttpError::Options { field: "token", why: "must not be empty (leave it unset for no token)" });
     }
-    let listener = std::net::TcpListener::bind(&opts.addr).map_err(|source| HttpError::Bind { addr: opts.addr.clone(), source })?;
+    let listener = std::net::TcpListener::bind(&opts.addr)
+        .map_err(|source| HttpError::Bind { addr: opts.addr.clone(), source })?;
     let bound = listener.local_addr().map_err(HttpError::Start)?;
     listener.set_nonblocking(true).map_err(HttpError::Start)?;
     let state = AppState { metrics, board, token: opts.token.map(Arc::from), stall_secs: opts.stall_secs };
@@ -223,7 +224,9 @@ async fn jobs(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return denied;
     }
     match serde_json::to_string(&s.board.snapshot()) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], json).into_response(),
+        Ok(json) => {
+            ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], json).into_response()
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the jobs: {e}\n")),
     }
 }
@@ -272,9 +275,14 @@ async fn cancel(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<St
 /// (`cancels == false`) go on.
 fn authorize(token: Option<&str>, headers: &HeaderMap, cancels: bool) -> Result<(), Response> {
     let Some(token) = token else {
-        return if cancels { Err(text(StatusCode::FORBIDDEN, "cancelling over HTTP needs a token\n".to_string())) } else { Ok(()) };
+        return if cancels {
+            Err(text(StatusCode::FORBIDDEN, "cancelling over HTTP needs a token\n".to_string()))
+        } else {
+            Ok(())
+        };
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         None => {
             let mut r = text(StatusCode::UNAUTHORIZED, "this needs Authorization: Bearer <token>\n".to_string());
@@ -293,7 +301,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// A plain-text response.
 fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")], body).into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")], body)
+        .into_response()
 }
 
 #[cfg(test)]
@@ -394,9 +403,15 @@ mod tests {
     #[test]
     fn options_are_checked() {
         let bad = HttpOptions { addr: "127.0.0.1:0".into(), token: Some(" ".into()), stall_secs: 60.0 };
-        assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Options { field: "token", .. })));
+        assert!(matches!(
+            serve_http(bad, Metrics::new().unwrap(), JobBoard::new()),
+            Err(HttpError::Options { field: "token", .. })
+        ));
         let bad = HttpOptions { addr: "127.0.0.1:0".into(), token: None, stall_secs: 0.0 };
-        assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Options { field: "stall_secs", .. })));
+        assert!(matches!(
+            serve_http(bad, Metrics::new().unwrap(), JobBoard::new()),
+            Err(HttpError::Options { field: "stall_secs", .. })
+        ));
         let bad = HttpOptions { addr: "no-such-host.invalid:1".into(), token: None, stall_secs: 1.0 };
         assert!(matches!(serve_http(bad, Metrics::new().unwrap(), JobBoard::new()), Err(HttpError::Bind { .. })));
         assert!(!format!("{:?}", HttpOptions { token: Some("s3cret".into()), ..Default::default() }).contains("s3cret"));

@@ -166,7 +166,15 @@ impl JobBoard {
     }
 
     /// A job starts that is a segment of cut video `video` (when `Some`): shown as part of it.
-    pub fn started_part(&self, id: &str, video: Option<&str>, input: &str, style: &str, output: &str, total_frames: Option<u64>) {
+    pub fn started_part(
+        &self,
+        id: &str,
+        video: Option<&str>,
+        input: &str,
+        style: &str,
+        output: &str,
+        total_frames: Option<u64>,
+    ) {
         let now = Instant::now();
         let mut b = self.lock();
         b.running.retain(|r| r.job.id != id);
@@ -253,7 +261,12 @@ impl JobBoard {
             .iter()
             .filter_map(|r| {
                 let video = r.part_of.clone()?;
-                Some(PartProgress { video, id: r.job.id.clone(), frames_done: r.job.frames_done, frames: r.job.total_frames })
+                Some(PartProgress {
+                    video,
+                    id: r.job.id.clone(),
+                    frames_done: r.job.frames_done,
+                    frames: r.job.total_frames,
+                })
             })
             .collect()
     }
@@ -342,7 +355,11 @@ impl JobBoard {
                     let seconds = now.saturating_duration_since(r.started).as_secs_f64();
                     let steady = r.first_progress.map_or(0.0, |(t, f0)| {
                         let secs = now.saturating_duration_since(t).as_secs_f64();
-                        if secs >= 1.0 { fps(r.job.frames_done.saturating_sub(f0), secs) } else { 0.0 }
+                        if secs >= 1.0 {
+                            fps(r.job.frames_done.saturating_sub(f0), secs)
+                        } else {
+                            0.0
+                        }
                     });
                     JobInProgress { seconds, fps: steady, ..r.job.clone() }
                 })

@@ -181,9 +181,14 @@ impl Families {
             jobs_total: d.counter_by("stylestream_jobs_total", "Jobs ended, by outcome.")?,
             frames_total: d.counter("stylestream_frames_total", "Frames styled and written.")?,
             messages_total: d.counter("stylestream_messages_total", "Broker deliveries received.")?,
-            dead_lettered_total: d.counter_by("stylestream_dead_lettered_total", "Messages sent to the dead-letter queue, by reason.")?,
-            stage_seconds: d.histogram_by("stylestream_stage_seconds", "Duration of a job's stages (wait, download, style, upload).")?,
-            gpu_busy_seconds_total: d.counter("stylestream_gpu_busy_seconds_total", "Time the workers' GPUs spent styling frames.")?,
+            dead_lettered_total: d
+                .counter_by("stylestream_dead_lettered_total", "Messages sent to the dead-letter queue, by reason.")?,
+            stage_seconds: d.histogram_by(
+                "stylestream_stage_seconds",
+                "Duration of a job's stages (wait, download, style, upload).",
+            )?,
+            gpu_busy_seconds_total: d
+                .counter("stylestream_gpu_busy_seconds_total", "Time the workers' GPUs spent styling frames.")?,
             queue_depth: d.gauge("stylestream_queue_depth", "Messages ready in the job queue.")?,
             queue_lag_seconds: d.gauge("stylestream_queue_lag_seconds", "Age of the oldest job waiting.")?,
             jobs_in_flight: d.gauge("stylestream_jobs_in_flight", "Jobs being processed now.")?,
@@ -191,18 +196,28 @@ impl Families {
                 "stylestream_retries_total",
                 "Jobs sent back through a retry queue, by cause (store, disk, credentials, other).",
             )?,
-            trouble: d.gauge_by("stylestream_trouble", "1 while a cause of retries persists (store, disk, credentials), else 0.")?,
+            trouble: d.gauge_by(
+                "stylestream_trouble",
+                "1 while a cause of retries persists (store, disk, credentials), else 0.",
+            )?,
             gpu_device_opens_total: d.counter(
                 "stylestream_gpu_device_opens_total",
                 "GPU devices opened (more than one per worker means the device was lost and reopened).",
             )?,
-            frames_per_second: d.gauge("stylestream_frames_per_second", "Frames styled per second over the last minute, all jobs together.")?,
+            frames_per_second: d.gauge(
+                "stylestream_frames_per_second",
+                "Frames styled per second over the last minute, all jobs together.",
+            )?,
             jobs_cancelled_total: d.counter(
                 "stylestream_jobs_cancelled_total",
                 "Cancellations asked for over HTTP (DELETE /jobs/<id>) that found their job.",
             )?,
-            segments_total: d.counter("stylestream_segments_total", "Segments of cut videos styled and committed by this instance.")?,
-            stitches_total: d.counter("stylestream_stitches_total", "Cut videos stitched into their output by this instance.")?,
+            segments_total: d.counter(
+                "stylestream_segments_total",
+                "Segments of cut videos styled and committed by this instance.",
+            )?,
+            stitches_total: d
+                .counter("stylestream_stitches_total", "Cut videos stitched into their output by this instance.")?,
         })
     }
 }
@@ -233,7 +248,14 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let families = Families::new(&registry)?;
-        Ok(Self { inner: Arc::new(Inner { registry, families, ready: AtomicBool::new(false), troubles: Mutex::new(BTreeMap::new()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                registry,
+                families,
+                ready: AtomicBool::new(false),
+                troubles: Mutex::new(BTreeMap::new()),
+            }),
+        })
     }
 
     /// The name and type (`counter`, `gauge`, `histogram`) of every metric registered.
@@ -396,7 +418,8 @@ mod tests {
         assert!(!panels.is_empty());
         let declared = all_recorded().declared();
         assert_eq!(declared.len(), 16, "{declared:?}");
-        let histograms: Vec<String> = declared.iter().filter(|(_, k)| k == "histogram").map(|(n, _)| n.clone()).collect();
+        let histograms: Vec<String> =
+            declared.iter().filter(|(_, k)| k == "histogram").map(|(n, _)| n.clone()).collect();
         let mut used = Vec::new();
         for p in panels {
             let targets = p["targets"].as_array().expect("targets");
@@ -413,7 +436,12 @@ mod tests {
         }
         let unknown: Vec<&String> = used.iter().filter(|n| !declared.iter().any(|(d, _)| d == *n)).collect();
         assert!(unknown.is_empty(), "the dashboard queries metrics that Metrics does not register: {unknown:?}");
-        for name in ["stylestream_queue_lag_seconds", "stylestream_jobs_in_flight", "stylestream_gpu_device_opens_total", "stylestream_stage_seconds"] {
+        for name in [
+            "stylestream_queue_lag_seconds",
+            "stylestream_jobs_in_flight",
+            "stylestream_gpu_device_opens_total",
+            "stylestream_stage_seconds",
+        ] {
             assert!(used.iter().any(|u| u == name), "the dashboard shows no {name}");
         }
     }

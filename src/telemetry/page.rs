@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn an_empty_board_renders_every_section() {
         let page = render_status_page(&JobBoard::new().snapshot(), &Ok(()), &Err("broker: not consuming".into()));
-        for s in ["No job in progress.", "No job finished yet.", "No recent failure.", "<svg", "broker: not consuming"] {
+        for s in ["No job in progress.", "No job finished yet.", "No recent failure.", "<svg", "broker: not consuming"]
+        {
             assert!(page.contains(s), "{s}: {page}");
         }
     }

@@ -69,7 +69,17 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Self { mode, total, done: 0, start: Instant::now(), last_json: None, first: None, bar, log: None, observer: None }
+        Self {
+            mode,
+            total,
+            done: 0,
+            start: Instant::now(),
+            last_json: None,
+            first: None,
+            bar,
+            log: None,
+            observer: None,
+        }
     }
 
     /// Also keeps a record of every frame written in `log`.

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, documented by Microsoft).
-pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 pub const AZURITE_ADDR: &str = "127.0.0.1:10000";
 
 /// Starts Azurite with the project's script (idempotent, safe from parallel test binaries).
@@ -64,7 +65,6 @@ pub fn create_container(name: &str) {
     assert!(response.starts_with("HTTP/1.1 201"), "creating container {name} failed:\n{response}");
 }
 
-
 /// An account SAS token for Azurite's account (blob service; containers and objects; read,
 /// write, delete, list, add, create) that expires at `expiry`, signed with the well-known key
 /// (signed-version 2020-08-04: the string to sign has no encryption scope line).
@@ -79,6 +79,7 @@ pub fn account_sas(expiry: chrono::DateTime<chrono::Utc>) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&b64.decode(AZURITE_KEY).unwrap()).unwrap();
     mac.update(to_sign.as_bytes());
     let sig = b64.encode(mac.finalize().into_bytes());
-    let enc = |s: &str| s.replace('%', "%25").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D").replace(':', "%3A");
+    let enc =
+        |s: &str| s.replace('%', "%25").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D").replace(':', "%3A");
     format!("sv={version}&ss={services}&srt={resource_types}&sp={permissions}&se={}&sig={}", enc(&se), enc(&sig))
 }

@@ -6,7 +6,11 @@ use std::process::Command;
 /// Runs `ffmpeg -nostdin -v error -y ARGS` and returns its stdout; panics with ffmpeg's message
 /// if it fails.
 pub fn ffmpeg(args: &[&str]) -> Vec<u8> {
-    let o = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-y"]).args(args).output().expect("the ffmpeg CLI is required");
+    let o = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("the ffmpeg CLI is required");
     assert!(o.status.success(), "ffmpeg {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     o.stdout
 }
@@ -91,7 +95,15 @@ impl Clip {
 pub fn png_frames(dir: &Path, count: u32, (w, h): (u32, u32)) {
     std::fs::create_dir_all(dir).unwrap();
     let pattern = dir.join("%03d.png");
-    ffmpeg(&["-f", "lavfi", "-i", &format!("testsrc2=size={w}x{h}:rate=25"), "-frames:v", &count.to_string(), pattern.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={w}x{h}:rate=25"),
+        "-frames:v",
+        &count.to_string(),
+        pattern.to_str().unwrap(),
+    ]);
 }
 
 /// Deterministic pseudo-random RGB8 pixels, `w`x`h`.

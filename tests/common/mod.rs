@@ -88,7 +88,11 @@ pub fn stderr(o: &Output) -> String {
 /// Files in `dir` whose name contains `partial` (the implementation's temporaries).
 pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).map(|e| e.path()).collect(),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .map(|e| e.path())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -109,7 +113,17 @@ pub fn assert_clean_failure(o: &Output, what: &str, output: &Path) {
 /// Video frames ffprobe counts by decoding the first video stream (0 when it cannot).
 pub fn probe_frames(path: &Path) -> u64 {
     let o = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
@@ -145,5 +159,10 @@ pub fn skip(why: &str) {
 /// Resident memory of a process, KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -55,7 +55,10 @@ pub fn create_bucket(name: &str) {
     conn.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"), "creating bucket {name} failed:\n{response}");
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        "creating bucket {name} failed:\n{response}"
+    );
 }
 
 /// Incomplete multipart uploads in `bucket` (ListMultipartUploads), as `(key, upload id)`.
@@ -73,6 +76,11 @@ pub fn multipart_uploads(bucket: &str) -> Vec<(String, String)> {
     response
         .split("<Upload>")
         .skip(1)
-        .map(|u| (between(u, "<Key>", "</Key>").unwrap_or_default(), between(u, "<UploadId>", "</UploadId>").unwrap_or_default()))
+        .map(|u| {
+            (
+                between(u, "<Key>", "</Key>").unwrap_or_default(),
+                between(u, "<UploadId>", "</UploadId>").unwrap_or_default(),
+            )
+        })
         .collect()
 }

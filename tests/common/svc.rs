@@ -19,7 +19,6 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-
 /// Extra lines for each section of a test service's config.
 #[derive(Default, Clone)]
 pub struct Extra {
@@ -86,7 +85,17 @@ impl Svc {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let work_dir = dir.path().to_path_buf();
-        let mut svc = Self { dir, queue: unique("ss-test"), config: PathBuf::new(), metrics: 0, child: None, log: PathBuf::new(), env: Vec::new(), work_dir, _serial: Some(guard) };
+        let mut svc = Self {
+            dir,
+            queue: unique("ss-test"),
+            config: PathBuf::new(),
+            metrics: 0,
+            child: None,
+            log: PathBuf::new(),
+            env: Vec::new(),
+            work_dir,
+            _serial: Some(guard),
+        };
         svc.configure(media, &extra);
         svc
     }
@@ -97,12 +106,25 @@ impl Svc {
         let dir = tempfile::tempdir().unwrap();
         let work_dir = dir.path().join("work");
         std::fs::create_dir_all(&work_dir).unwrap();
-        let text = std::fs::read_to_string(&first.config).unwrap().replace(&format!("work_dir = \"{}\"", first.work_dir.display()), &format!("work_dir = \"{}\"", work_dir.display()));
+        let text = std::fs::read_to_string(&first.config).unwrap().replace(
+            &format!("work_dir = \"{}\"", first.work_dir.display()),
+            &format!("work_dir = \"{}\"", work_dir.display()),
+        );
         let config = dir.path().join("service.toml");
         std::fs::write(&config, text).unwrap();
         let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.path().join(format!("{name}.log"));
-        Self { dir, queue: first.queue.clone(), config, metrics, child: None, log, env: first.env.clone(), work_dir, _serial: None }
+        Self {
+            dir,
+            queue: first.queue.clone(),
+            config,
+            metrics,
+            child: None,
+            log,
+            env: first.env.clone(),
+            work_dir,
+            _serial: None,
+        }
     }
 
     fn configure(&mut self, media: &str, extra: &Extra) {
@@ -132,7 +154,11 @@ impl Svc {
         }
         self.config = self.dir.path().join("service.toml");
         // The system store: a local directory unless the extra storage lines name one.
-        let system = if extra.storage.lines().any(|l| l.trim_start().starts_with("system ")) { String::new() } else { format!("system = \"file://{d}/system\"\n") };
+        let system = if extra.storage.lines().any(|l| l.trim_start().starts_with("system ")) {
+            String::new()
+        } else {
+            format!("system = \"file://{d}/system\"\n")
+        };
         std::fs::write(
             &self.config,
             format!(
@@ -170,7 +196,15 @@ impl Svc {
     /// Starts the service without waiting for it.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = stylestream_command(&["serve", "--config", self.config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{}", self.metrics), "--log-format", "json"]);
+        let mut cmd = stylestream_command(&[
+            "serve",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", self.metrics),
+            "--log-format",
+            "json",
+        ]);
         cmd.env("STYLESTREAM_AMQP_URL", AMQP).env("AZURE_STORAGE_USE_EMULATOR", "true").stderr(Stdio::from(log));
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -211,7 +245,9 @@ impl Svc {
     /// The value of one metric line (`name{labels}`), 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.metrics();
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// SIGTERM, then wait for the exit; returns whether it exited successfully.
@@ -288,7 +324,12 @@ pub fn publish_raw(queue: &str, body: &[u8]) {
     runtime().block_on(async {
         let ch = channel().await;
         ch.confirm_select(Default::default()).await.unwrap();
-        let c = ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default()).await.unwrap().await.unwrap();
+        let c = ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert!(c.is_ack());
     });
 }
@@ -298,7 +339,14 @@ pub fn ready(queue: &str) -> u32 {
     runtime().block_on(async {
         let ch = channel().await;
         // Passive declares must repeat the arguments of quorum queues: read via a purge-free get count.
-        match ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await {
+        match ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+        {
             Ok(q) => q.message_count(),
             Err(_) => u32::MAX,
         }
@@ -357,8 +405,9 @@ pub fn count_files(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
     std::fs::read_dir(dir).map(|r| r.flatten().filter(|e| pred(&e.file_name().to_string_lossy())).count()).unwrap_or(0)
 }
 
-
 /// An S3 `ObjectCreated:Put` notification of `key` in `bucket` (one record).
 pub fn s3_created(bucket: &str, key: &str) -> String {
-    format!(r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#)
+    format!(
+        r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"{bucket}"}},"object":{{"key":"{key}"}}}}}}]}}"#
+    )
 }

@@ -96,7 +96,9 @@ impl Jobs {
     pub(super) fn cancel_over_http(&mut self, board: &crate::telemetry::JobBoard) {
         let (cancel_tx, cancel_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let known = self.known.clone();
-        board.set_canceller(Arc::new(move |id: &str| known.lock().map(|k| k.contains(id)).unwrap_or(false) && cancel_tx.send(id.to_string()).is_ok()));
+        board.set_canceller(Arc::new(move |id: &str| {
+            known.lock().map(|k| k.contains(id)).unwrap_or(false) && cancel_tx.send(id.to_string()).is_ok()
+        }));
         self.cancel_rx = Some(cancel_rx);
     }
 
@@ -106,10 +108,14 @@ impl Jobs {
     }
 }
 
-
 /// Connects, consumes until shutdown, and reconnects (with backoff) when the broker goes away or
 /// closes the channel. Jobs in progress keep running while it reconnects.
-pub(super) async fn consume_forever(config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
+pub(super) async fn consume_forever(
+    config: &ServiceConfig,
+    tel: &Telemetry,
+    jobs: &mut Jobs,
+    shutdown: &StopToken,
+) -> Result<(), ServiceError> {
     let url = config.broker_url();
     let mut backoff = Duration::from_millis(500);
     let mut first = true;
@@ -148,7 +154,13 @@ pub(super) async fn consume_forever(config: &ServiceConfig, tel: &Telemetry, job
 /// One `select!` over deliveries, control messages, job outcomes and a clock (timeouts,
 /// shutdown, metrics); never waits on styling. Returns `Ok` once drained after shutdown, `Err`
 /// when the channel fails.
-async fn consume(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, jobs: &mut Jobs, shutdown: &StopToken) -> Result<(), ServiceError> {
+async fn consume(
+    broker: &Broker,
+    config: &ServiceConfig,
+    tel: &Telemetry,
+    jobs: &mut Jobs,
+    shutdown: &StopToken,
+) -> Result<(), ServiceError> {
     let tag = format!("stylestream-{}", std::process::id());
     let mut deliveries = if jobs.draining_since.is_none() { Some(broker.consume(&tag).await?) } else { None };
     let mut control = broker.control(&format!("{tag}-control")).await?;
@@ -243,7 +255,13 @@ async fn next_delivery(d: &mut Option<broker::Deliveries>) -> Option<Result<Deli
 
 impl Jobs {
     /// Parses a delivery into its jobs; poison is dead-lettered and empty events acked at once.
-    async fn admit(&mut self, broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: Delivery) -> Result<(), ServiceError> {
+    async fn admit(
+        &mut self,
+        broker: &Broker,
+        config: &ServiceConfig,
+        tel: &Telemetry,
+        d: Delivery,
+    ) -> Result<(), ServiceError> {
         tel.metrics.messages_total.inc();
         if event::is_control(d.data()) {
             // On the job queue by mistake: apply it here, and pass it on to every instance.
@@ -270,13 +288,18 @@ impl Jobs {
                     Some(Duration::from_secs(now.saturating_sub(t)))
                 });
                 let since = waited.and_then(|w| Instant::now().checked_sub(w)).unwrap_or_else(Instant::now);
-                self.messages.insert(msg, Message { delivery: d, pending: n, outcomes: Vec::new(), publish: Vec::new() });
+                self.messages
+                    .insert(msg, Message { delivery: d, pending: n, outcomes: Vec::new(), publish: Vec::new() });
                 for (i, request) in requests.into_iter().enumerate() {
                     let id = request.id(&if n == 1 { base.clone() } else { format!("{base}-{i}") });
                     // A cut video cancelled here before this part arrived.
-                    let cancelled = self.cancelled.remove(&id).is_some() || request.plan().is_some_and(|p| self.cancelled.contains_key(p));
+                    let cancelled = self.cancelled.remove(&id).is_some()
+                        || request.plan().is_some_and(|p| self.cancelled.contains_key(p));
                     if cancelled {
-                        self.record_outcome(msg, Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")));
+                        self.record_outcome(
+                            msg,
+                            Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")),
+                        );
                         continue;
                     }
                     self.waiting.push_back(Waiting { msg, id, request, since });
@@ -309,7 +332,9 @@ impl Jobs {
                     };
                     (input, r.style.clone(), output)
                 }
-                Request::Segment { plan, index } => (format!("segment {index} of {plan}"), String::new(), String::new()),
+                Request::Segment { plan, index } => {
+                    (format!("segment {index} of {plan}"), String::new(), String::new())
+                }
                 Request::Stitch { plan } => (format!("the segments of {plan}"), String::new(), String::new()),
             };
             tel.board.started_part(&w.id, plan_of.as_deref(), &input, &style, &output, None);
@@ -319,7 +344,10 @@ impl Jobs {
             });
             match spawned {
                 Ok(_) => {
-                    self.active.insert(key, Active { msg: w.msg, id: w.id, plan: plan_of.clone(), stop, started: Instant::now() });
+                    self.active.insert(
+                        key,
+                        Active { msg: w.msg, id: w.id, plan: plan_of.clone(), stop, started: Instant::now() },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "could not start a job thread");
@@ -403,7 +431,10 @@ impl Jobs {
         self.waiting = kept.into();
         for w in gone {
             found = true;
-            self.record_outcome(w.msg, Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")));
+            self.record_outcome(
+                w.msg,
+                Outcome::poison(PoisonCode::Cancelled, format!("job {id} was cancelled before it started")),
+            );
         }
         if !found {
             self.cancelled.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
@@ -441,7 +472,14 @@ impl Jobs {
 }
 
 /// Settles a delivery by the worst outcome of its jobs.
-async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &Delivery, outcomes: &[Outcome], publish: &[Vec<u8>]) -> Result<(), ServiceError> {
+async fn settle(
+    broker: &Broker,
+    config: &ServiceConfig,
+    tel: &Telemetry,
+    d: &Delivery,
+    outcomes: &[Outcome],
+    publish: &[Vec<u8>],
+) -> Result<(), ServiceError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     // What the jobs hand on (segment jobs, a due stitch) is confirmed before the message goes:
     // a crash or a broker failure in between redelivers it, and the plan or the manifests make
@@ -461,14 +499,20 @@ async fn settle(broker: &Broker, config: &ServiceConfig, tel: &Telemetry, d: &De
     } else if outcomes.iter().any(|o| matches!(o, Outcome::Interrupted)) {
         // Shutdown: back to the queue at once, for another instance.
         d.nack_requeue().await?;
-    } else if let Some((cause, reason)) = outcomes.iter().find_map(|o| Some((o.cause()?, o.error().unwrap_or_default()))) {
+    } else if let Some((cause, reason)) =
+        outcomes.iter().find_map(|o| Some((o.cause()?, o.error().unwrap_or_default())))
+    {
         let state = broker::RetryState::of(d);
         // Credentials do not spend the retry budget: the job waits for them.
         let held = cause == Cause::Credentials;
-        let first_failure = if held { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
+        let first_failure =
+            if held { state.first_failure_unix_ms } else { Some(state.first_failure_unix_ms.unwrap_or(now_ms)) };
         let budget = config.broker.retry_budget_secs;
         if !held && state.failing_for_secs(now_ms) > budget {
-            let why = format!("still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}", state.failing_for_secs(now_ms));
+            let why = format!(
+                "still failing after {:.0} s of retries (retry_budget_secs = {budget}): {reason}",
+                state.failing_for_secs(now_ms)
+            );
             dead_letter(broker, tel, d, PoisonCode::RetryBudgetSpent, &why).await?;
         } else {
             let delay = broker.retry_later(d, state.attempts, first_failure, reason).await?;
@@ -491,7 +535,13 @@ fn record(metrics: &Metrics, o: &Outcome) {
     metrics.jobs_total.inc(o.kind());
 }
 
-async fn dead_letter(broker: &Broker, tel: &Telemetry, d: &Delivery, code: PoisonCode, reason: &str) -> Result<(), ServiceError> {
+async fn dead_letter(
+    broker: &Broker,
+    tel: &Telemetry,
+    d: &Delivery,
+    code: PoisonCode,
+    reason: &str,
+) -> Result<(), ServiceError> {
     tracing::error!(reason = code.as_str(), error = %reason, "message dead-lettered");
     broker.dead_letter(d.data(), code.as_str(), reason).await?;
     tel.metrics.dead_lettered_total.inc(code);
@@ -508,4 +558,3 @@ fn message_id(d: &Delivery) -> String {
     let h = Sha256::digest(d.data());
     format!("msg-{}", h.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
 }
-

@@ -65,7 +65,11 @@ impl Ctx {
             staging_factor: s.staging_factor,
             staging_margin_bytes: s.staging_margin_bytes,
         };
-        let owner = Owner { instance_id: instance_id.clone(), system: system.clone(), heartbeat: Duration::from_secs_f64(s.heartbeat_secs) };
+        let owner = Owner {
+            instance_id: instance_id.clone(),
+            system: system.clone(),
+            heartbeat: Duration::from_secs_f64(s.heartbeat_secs),
+        };
         let mut env = Env::new(engine, limits, work_dir, Some(owner));
         env.segments = Some(job::segments::SegmentOptions {
             segment_secs: s.segment_secs,
@@ -129,9 +133,13 @@ impl Ctx {
         let interval = self.env.owner.as_ref().map_or(Duration::from_secs(15), |o| o.heartbeat);
         let mut flying: BTreeMap<String, u64> = BTreeMap::new();
         for k in system.list("instances/").unwrap_or_default() {
-            let fresh = system.head(&k).ok().flatten().is_some_and(|m| chrono::Utc::now().signed_duration_since(m.last_modified).to_std().is_ok_and(|age| age < interval * 3));
+            let fresh = system.head(&k).ok().flatten().is_some_and(|m| {
+                chrono::Utc::now().signed_duration_since(m.last_modified).to_std().is_ok_and(|age| age < interval * 3)
+            });
             let body = if fresh { system.get_bytes(&k, 1 << 20).ok() } else { None };
-            let parts = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| serde_json::from_value::<Vec<crate::telemetry::jobs::PartProgress>>(v["parts"].clone()).ok());
+            let parts = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| {
+                serde_json::from_value::<Vec<crate::telemetry::jobs::PartProgress>>(v["parts"].clone()).ok()
+            });
             for p in parts.unwrap_or_default() {
                 *flying.entry(p.video).or_default() += p.frames_done;
             }
@@ -181,11 +189,15 @@ impl Ctx {
     /// Reports a job's passing troubles to the metrics and `/readyz`, and clears those that its
     /// outcome shows are over.
     fn note_troubles(&self, outcome: &Outcome) {
-        let worked = matches!(outcome, Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Planned { .. } | Outcome::Poison { .. });
+        let worked = matches!(
+            outcome,
+            Outcome::Done { .. } | Outcome::AlreadyDone { .. } | Outcome::Planned { .. } | Outcome::Poison { .. }
+        );
         match outcome {
             Outcome::Held { reason } => {
                 self.credentials_refused.store(true, Ordering::SeqCst);
-                self.metrics.set_trouble(Cause::Credentials, Some(format!("the store refuses the credentials: {reason}")));
+                self.metrics
+                    .set_trouble(Cause::Credentials, Some(format!("the store refuses the credentials: {reason}")));
             }
             _ if worked => {
                 self.credentials_refused.store(false, Ordering::SeqCst);
@@ -195,7 +207,9 @@ impl Ctx {
         }
         for cause in [Cause::Store, Cause::Disk] {
             match outcome {
-                Outcome::Transient { cause: c, reason } if *c == cause => self.metrics.set_trouble(cause, Some(reason.clone())),
+                Outcome::Transient { cause: c, reason } if *c == cause => {
+                    self.metrics.set_trouble(cause, Some(reason.clone()))
+                }
                 _ if worked => self.metrics.set_trouble(cause, None),
                 _ => {}
             }
@@ -205,14 +219,18 @@ impl Ctx {
     /// The weights of style `name`: `<models dir>/<name>.safetensors`, loaded once.
     fn model(&self, name: &str) -> Result<Arc<Weights>, Outcome> {
         event::check_style(name).map_err(|e| Outcome::poison(PoisonCode::UnknownStyle, e.to_string()))?;
-        let mut models = self.models.lock().map_err(|_| Outcome::transient(Cause::Other, "the model cache is unusable"))?;
+        let mut models =
+            self.models.lock().map_err(|_| Outcome::transient(Cause::Other, "the model cache is unusable"))?;
         if let Some(w) = models.get(name) {
             return Ok(w.clone());
         }
         // The one loader, confined to the models directory: a checked bare name, never a path.
         let path = self.config.models.dir.join(format!("{name}.safetensors"));
         if !path.is_file() {
-            return Err(Outcome::poison(PoisonCode::UnknownStyle, format!("no style {name:?}: {} does not exist", path.display())));
+            return Err(Outcome::poison(
+                PoisonCode::UnknownStyle,
+                format!("no style {name:?}: {} does not exist", path.display()),
+            ));
         }
         let m = crate::model::load::load_path(&path, &self.config.models.network, Some(&self.desc))
             .map_err(|e| Outcome::poison(PoisonCode::UnknownStyle, e.to_string()))?;
@@ -230,8 +248,12 @@ impl Ctx {
             Input::Object(k) => {
                 let k = key(k)?;
                 // The container: a known one from the key's extension, else mp4. Never event text.
-                let ext = Path::new(k.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok()).unwrap_or_else(|| "mp4".into());
-                let stem = Path::new(k.name()).file_stem().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                let ext = Path::new(k.name())
+                    .extension()
+                    .and_then(|e| event::map_format(&e.to_string_lossy()).ok())
+                    .unwrap_or_else(|| "mp4".into());
+                let stem =
+                    Path::new(k.name()).file_stem().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
                 (Source::StoredVideo { store: self.media.clone(), key: k }, stem, ext)
             }
             Input::Prefix(p) => {
@@ -247,13 +269,21 @@ impl Ctx {
         };
         let sink = match &request.output {
             Output::Object(o) => Sink::StoredVideo { store: self.media.clone(), key: key(o)? },
-            Output::Prefix(p) => Sink::StoredVideo { store: self.media.clone(), key: key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))? },
+            Output::Prefix(p) => Sink::StoredVideo {
+                store: self.media.clone(),
+                key: key(&format!("{p}{stem}.{}.{}", request.style, ext.trim_start_matches('.')))?,
+            },
             Output::Frames(p) => {
                 if !matches!(source, Source::StoredFrames { .. }) {
-                    return Err(Outcome::poison(PoisonCode::InvalidEvent, "`output_frames_prefix` needs an `input_prefix` of frames"));
+                    return Err(Outcome::poison(
+                        PoisonCode::InvalidEvent,
+                        "`output_frames_prefix` needs an `input_prefix` of frames",
+                    ));
                 }
                 key(p.trim_end_matches('/')).map_err(|o| match o {
-                    Outcome::Poison { code, reason } => Outcome::poison(code, format!("output_frames_prefix: {reason}")),
+                    Outcome::Poison { code, reason } => {
+                        Outcome::poison(code, format!("output_frames_prefix: {reason}"))
+                    }
                     o => o,
                 })?;
                 Sink::StoredFrames { store: self.media.clone(), prefix: p.clone() }
@@ -262,7 +292,10 @@ impl Ctx {
         if let Sink::StoredVideo { key, .. } = &sink {
             let out_ext = Path::new(key.name()).extension().and_then(|e| event::map_format(&e.to_string_lossy()).ok());
             if out_ext.is_none() {
-                return Err(Outcome::poison(PoisonCode::InvalidEvent, format!("{key}: the output must end in .{}", event::FORMATS.join(", ."))));
+                return Err(Outcome::poison(
+                    PoisonCode::InvalidEvent,
+                    format!("{key}: the output must end in .{}", event::FORMATS.join(", .")),
+                ));
             }
         }
         let s = &self.config.service;
@@ -286,30 +319,47 @@ impl Ctx {
     /// index is read from the plan, which must exist.
     fn part(&self, id: String, plan_id: &str, index: Option<u32>) -> Result<Job, Outcome> {
         let system = &self.system;
-        let plan = job::segments::read_plan(system, plan_id).map_err(|e| job::JobError::read(e).outcome(plan_id, None))?;
+        let plan =
+            job::segments::read_plan(system, plan_id).map_err(|e| job::JobError::read(e).outcome(plan_id, None))?;
         let Some(plan) = plan else {
             // A video stopped (and cleaned up) before this part came: what stopped it.
             if let Ok(Some(s)) = job::segments::read_stopped(system, plan_id) {
-                return Err(Outcome::poison(s.code(), format!("video {plan_id} was {}: nothing is published", s.reason)));
+                return Err(Outcome::poison(
+                    s.code(),
+                    format!("video {plan_id} was {}: nothing is published", s.reason),
+                ));
             }
             return Err(Outcome::poison(PoisonCode::UnknownPlan, format!("no plan {plan_id:?} in the system store")));
         };
         let weights = self.model(&plan.style)?;
         if weights.sha256 != plan.model_sha256 {
-            return Err(Outcome::poison(PoisonCode::UnknownStyle, format!("style {} changed since video {plan_id} was planned", plan.style)));
+            return Err(Outcome::poison(
+                PoisonCode::UnknownStyle,
+                format!("style {} changed since video {plan_id} was planned", plan.style),
+            ));
         }
         let style = Style { name: plan.style.clone(), desc: self.desc.clone(), weights };
         let settings = plan.settings();
-        let output = ObjectKey::parse(&plan.output).map_err(|e| Outcome::poison(PoisonCode::InvalidKey, e.to_string()))?;
+        let output =
+            ObjectKey::parse(&plan.output).map_err(|e| Outcome::poison(PoisonCode::InvalidKey, e.to_string()))?;
         let plan = Arc::new(plan);
         let (source, sink) = match index {
             Some(i) => {
                 if i as usize >= plan.segments.len() {
-                    return Err(Outcome::poison(PoisonCode::InvalidEvent, format!("plan {plan_id} has {} segments, not {}", plan.segments.len(), i + 1)));
+                    return Err(Outcome::poison(
+                        PoisonCode::InvalidEvent,
+                        format!("plan {plan_id} has {} segments, not {}", plan.segments.len(), i + 1),
+                    ));
                 }
-                (Source::Segment { plan: plan.clone(), index: i, media: self.media.clone() }, Sink::Segment { plan: plan.id.clone(), index: i })
+                (
+                    Source::Segment { plan: plan.clone(), index: i, media: self.media.clone() },
+                    Sink::Segment { plan: plan.id.clone(), index: i },
+                )
             }
-            None => (Source::Segments { plan: plan.clone(), media: self.media.clone() }, Sink::StoredVideo { store: self.media.clone(), key: output }),
+            None => (
+                Source::Segments { plan: plan.clone(), media: self.media.clone() },
+                Sink::StoredVideo { store: self.media.clone(), key: output },
+            ),
         };
         Ok(Job { id, source, sink, style, settings })
     }
@@ -379,6 +429,7 @@ fn resolver(gpu: crate::model::gpu::GpuOptions) -> job::segments::Resolve {
             *held = Some(crate::model::gpu::GpuContext::new(&gpu).map_err(|e| e.to_string())?);
         }
         let ctx = held.as_ref().ok_or_else(|| "no planning device".to_string())?;
-        crate::model::gpu::NetworkPlan::resolve_choice(ctx, &style.desc, &style.weights, width, height).map_err(|e| e.to_string())
+        crate::model::gpu::NetworkPlan::resolve_choice(ctx, &style.desc, &style.weights, width, height)
+            .map_err(|e| e.to_string())
     })
 }

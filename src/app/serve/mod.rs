@@ -52,7 +52,11 @@ pub struct Telemetry {
 
 /// Runs the service with the configuration at `config_path` until `shutdown` (SIGTERM, Ctrl-C)
 /// and the drain that follows; `metrics_addr` overrides `service.metrics_addr`.
-pub fn serve(config_path: &std::path::Path, metrics_addr: Option<String>, shutdown: &StopToken) -> Result<(), ServiceError> {
+pub fn serve(
+    config_path: &std::path::Path,
+    metrics_addr: Option<String>,
+    shutdown: &StopToken,
+) -> Result<(), ServiceError> {
     let config = ServiceConfig::load(config_path)?;
     let metrics = Metrics::new().map_err(|e| ServiceError::Setup(format!("metrics: {e}")))?;
     let tel = Telemetry { metrics, board: JobBoard::new() };

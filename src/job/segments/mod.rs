@@ -209,7 +209,15 @@ pub struct SegmentOptions {
 }
 
 /// Resolves (`style`, frame width, height) to the precision and forced kernel set to run.
-pub type Resolve = Arc<dyn Fn(&crate::job::Style, u32, u32) -> Result<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice), String> + Send + Sync>;
+pub type Resolve = Arc<
+    dyn Fn(
+            &crate::job::Style,
+            u32,
+            u32,
+        ) -> Result<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice), String>
+        + Send
+        + Sync,
+>;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {

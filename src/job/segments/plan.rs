@@ -134,7 +134,8 @@ pub fn cut(scan: &Scan, segment_secs: f64) -> Result<Vec<(std::ops::Range<usize>
         let last_shown = p.iter().rposition(|x| x.pts < t1).map_or(next, |i| i + 1);
         let range = c..next.max(last_shown);
         let frames = p.iter().filter(|x| x.pts >= t0 && x.pts < t1).count() as u64;
-        let segment = PlannedSegment { index: k as u32, first_frame, frames, start_pts: t0, end_pts: t1, frame_keys: Vec::new() };
+        let segment =
+            PlannedSegment { index: k as u32, first_frame, frames, start_pts: t0, end_pts: t1, frame_keys: Vec::new() };
         first_frame += frames;
         out.push((range, segment));
     }
@@ -156,15 +157,22 @@ pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions) -> Result<Pla
     let local = Path::new(&ready.local_in);
     let scan = packets::scan(local, &policy)?;
     let tb = scan.params.time_base().as_f64();
-    let span = scan.packets.iter().map(|p| p.pts + p.duration.max(1)).max().unwrap_or(0) - scan.packets.iter().map(|p| p.pts).min().unwrap_or(0);
+    let span = scan.packets.iter().map(|p| p.pts + p.duration.max(1)).max().unwrap_or(0)
+        - scan.packets.iter().map(|p| p.pts).min().unwrap_or(0);
     if (span as f64) * tb <= opts.segment_secs {
-        return Ok(Planned::Whole { why: format!("it is not longer than service.segment_secs ({} s)", opts.segment_secs) });
+        return Ok(Planned::Whole {
+            why: format!("it is not longer than service.segment_secs ({} s)", opts.segment_secs),
+        });
     }
     let cuts = match cut(&scan, opts.segment_secs) {
         Ok(c) => c,
         Err(why) => return Ok(Planned::Whole { why }),
     };
-    let dir = ready.dir.as_ref().map(|d| d.path().join("runs")).ok_or_else(|| JobError::Other("planning needs a staging directory".into()))?;
+    let dir = ready
+        .dir
+        .as_ref()
+        .map(|d| d.path().join("runs"))
+        .ok_or_else(|| JobError::Other("planning needs a staging directory".into()))?;
     std::fs::create_dir_all(&dir).map_err(|e| JobError::Disk(format!("{}: {e}", dir.display())))?;
     let ranges: Vec<_> = cuts.iter().map(|(r, _)| r.clone()).collect();
     let runs = packets::split(local, &policy, &ranges, &dir)?;
@@ -173,7 +181,9 @@ pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions) -> Result<Pla
         let index = RunIndex { params: scan.params.clone(), packets: infos.clone() };
         system.upload_atomic(blob, &keys.input_run(i as u32).map_err(JobError::write)?).map_err(JobError::write)?;
         let json = serde_json::to_vec(&index).map_err(|e| JobError::Other(e.to_string()))?;
-        system.put_bytes_atomic(&keys.input_index(i as u32).map_err(JobError::write)?, json).map_err(JobError::write)?;
+        system
+            .put_bytes_atomic(&keys.input_index(i as u32).map_err(JobError::write)?, json)
+            .map_err(JobError::write)?;
         let _ = std::fs::remove_file(blob);
     }
     let segments: Vec<PlannedSegment> = cuts.into_iter().map(|(_, s)| s).collect();
@@ -204,7 +214,9 @@ pub fn plan_frames(
     }
     let per = (opts.segment_secs * fps.as_f64()).ceil().max(1.0) as usize;
     if frames.len() <= per {
-        return Ok(Planned::Whole { why: format!("it is not longer than service.segment_secs ({} s)", opts.segment_secs) });
+        return Ok(Planned::Whole {
+            why: format!("it is not longer than service.segment_secs ({} s)", opts.segment_secs),
+        });
     }
     let segments: Vec<PlannedSegment> = frames
         .chunks(per)
@@ -282,7 +294,8 @@ fn new_plan(
 /// The precision and kernel set the video's frames run with (on this instance's GPU, at the
 /// video's frame size), so every replica styles them the same way.
 fn resolve(opts: &SegmentOptions, job: &Job, width: u32, height: u32) -> Result<(Precision, KernelChoice), JobError> {
-    (opts.resolve)(&job.style, width, height).map_err(|e| JobError::Other(format!("resolving the precision and kernels to plan with: {e}")))
+    (opts.resolve)(&job.style, width, height)
+        .map_err(|e| JobError::Other(format!("resolving the precision and kernels to plan with: {e}")))
 }
 
 /// Writes the plan (after its inputs: a plan that exists has them) and lists its messages.
@@ -298,7 +311,11 @@ fn write_plan(system: &BlockingStore, plan: &SegmentPlan) -> Result<Planned, Job
 /// (duplicates are harmless). A plan of another input version or output is replaced.
 fn reuse(system: &BlockingStore, job: &Job, etag: Option<&str>) -> Result<Option<Planned>, JobError> {
     let Some(plan) = super::read_plan(system, &job.id).map_err(JobError::read)? else { return Ok(None) };
-    if plan.input == job.source.name() && plan.input_etag.as_deref() == etag && plan.output == job.sink.name() && plan.model_sha256 == job.style.weights.sha256 {
+    if plan.input == job.source.name()
+        && plan.input_etag.as_deref() == etag
+        && plan.output == job.sink.name()
+        && plan.model_sha256 == job.style.weights.sha256
+    {
         let messages = plan.segments.iter().map(|s| segment_message(&plan.id, s.index)).collect();
         return Ok(Some(Planned::Plan { plan: Box::new(plan), messages }));
     }
@@ -360,8 +377,24 @@ mod tests {
     fn open_gops_take_the_next_gops_leading_pictures_as_context() {
         // Decode order: I0 P3 B1 B2 | I6 B4 B5 P9 B7 B8 | ... (B4, B5 lead the second GOP: shown
         // before I6, decoded after it).
-        let order = [(0, true), (3, false), (1, false), (2, false), (6, true), (4, false), (5, false), (9, false), (7, false), (8, false), (10, false)];
-        let packets: Vec<PacketInfo> = order.iter().enumerate().map(|(i, &(pts, key))| PacketInfo { pts, dts: i as i64 - 1, duration: 1, key, size: 1 }).collect();
+        let order = [
+            (0, true),
+            (3, false),
+            (1, false),
+            (2, false),
+            (6, true),
+            (4, false),
+            (5, false),
+            (9, false),
+            (7, false),
+            (8, false),
+            (10, false),
+        ];
+        let packets: Vec<PacketInfo> = order
+            .iter()
+            .enumerate()
+            .map(|(i, &(pts, key))| PacketInfo { pts, dts: i as i64 - 1, duration: 1, key, size: 1 })
+            .collect();
         let c = cut(&scan(packets), 0.2).unwrap();
         assert_eq!(c[0].1.start_pts, 0);
         assert_eq!(c[1].1.start_pts, 6);

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::plan::{file_sha256, PlannedSegment, SegmentPlan};
-use super::{committed, now_ms, read_segment, read_stopped, stitch_message, write_stopped, Keys, SegmentManifest, SegmentOptions, SEGMENT_MANIFEST_SCHEMA};
+use super::{
+    committed, now_ms, read_segment, read_stopped, stitch_message, write_stopped, Keys, SegmentManifest,
+    SegmentOptions, SEGMENT_MANIFEST_SCHEMA,
+};
 use crate::dataflow::{self, PipelineError};
 use crate::frame::{Frame, SourceInfo};
 use crate::job::run::{Finished, Observe, Report};
@@ -33,13 +36,20 @@ pub fn check_stopped(system: &BlockingStore, plan: &SegmentPlan) -> Result<(), J
     }
     if plan.timed_out(now_ms()) {
         write_stopped(system, &plan.id, PoisonCode::TimedOut).map_err(JobError::write)?;
-        return Err(JobError::refused(PoisonCode::TimedOut, format!("video {} ran longer than service.job_timeout_secs: nothing is published", plan.id)));
+        return Err(JobError::refused(
+            PoisonCode::TimedOut,
+            format!("video {} ran longer than service.job_timeout_secs: nothing is published", plan.id),
+        ));
     }
     Ok(())
 }
 
 /// The stitch message, when every segment is committed and the output is not there yet.
-pub fn stitch_due(opts: &SegmentOptions, media: &BlockingStore, plan: &SegmentPlan) -> Result<Option<Vec<u8>>, JobError> {
+pub fn stitch_due(
+    opts: &SegmentOptions,
+    media: &BlockingStore,
+    plan: &SegmentPlan,
+) -> Result<Option<Vec<u8>>, JobError> {
     let done = committed(&opts.system, plan).map_err(JobError::read)?;
     if done.len() < plan.segments.len() {
         return Ok(None);
@@ -52,13 +62,22 @@ pub fn stitch_due(opts: &SegmentOptions, media: &BlockingStore, plan: &SegmentPl
 }
 
 /// Runs segment `index` of `plan` (the job's source and sink say which).
-pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopToken, report: &mut Report) -> Result<Finished, JobError> {
+pub fn run(
+    job: &Job,
+    env: &Env,
+    observe: &Observe,
+    log: &FrameLog,
+    stop: &StopToken,
+    report: &mut Report,
+) -> Result<Finished, JobError> {
     let (Source::Segment { plan, index, media }, Sink::Segment { .. }) = (&job.source, &job.sink) else {
         return Err(JobError::Usage("a segment job reads a segment and writes a segment".into()));
     };
     let opts = env.segments.as_ref().ok_or_else(|| JobError::Usage("segments are off on this instance".into()))?;
     let system = &opts.system;
-    let segment = plan.segments.get(*index as usize).ok_or_else(|| JobError::refused(PoisonCode::InvalidEvent, format!("plan {} has no segment {index}", plan.id)))?;
+    let segment = plan.segments.get(*index as usize).ok_or_else(|| {
+        JobError::refused(PoisonCode::InvalidEvent, format!("plan {} has no segment {index}", plan.id))
+    })?;
     let t0 = Instant::now();
     check_stopped(system, plan)?;
     let output = format!("segment {index} of {}", plan.id);
@@ -66,7 +85,8 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
         report.publish.extend(stitch_due(opts, media, plan)?);
         return Ok(Finished::AlreadyDone { output });
     }
-    let dir = staging::create(&env.work_dir).map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
+    let dir = staging::create(&env.work_dir)
+        .map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
     let source = stage_input(system, media, plan, segment, dir.path(), &env.limits.media)?;
     report.secs.stage = t0.elapsed().as_secs_f64();
     if let Some(why) = stop.reason() {
@@ -75,12 +95,17 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
     // The output run, encoded as the plan says, headers out of band as the container wants.
     let blob = dir.path().join("output.run");
     let info = source.info().clone();
-    let writer = RunWriter::create(&blob, &info, &plan.settings().encode, plan.stream.colour_tags(), plan.global_header)?;
+    let writer =
+        RunWriter::create(&blob, &info, &plan.settings().encode, plan.stream.colour_tags(), plan.global_header)?;
     let index_slot: Arc<Mutex<Option<RunIndex>>> = Default::default();
     let sink = RunSink { writer: Some(writer), index: index_slot.clone() };
     let progress = observe.progress(Some(segment.frames), log);
     let started = Instant::now();
-    let mut work = dataflow::Job::new(Some((media::Source::Other(source), media::Sink::Other(Box::new(sink)), progress)), job.style.desc.clone(), job.style.weights.clone());
+    let mut work = dataflow::Job::new(
+        Some((media::Source::Other(source), media::Sink::Other(Box::new(sink)), progress)),
+        job.style.desc.clone(),
+        job.style.weights.clone(),
+    );
     work.stop = stop.clone();
     work.gpu = Some((plan.precision, plan.kernels));
     let handle = env.engine.submit(work);
@@ -101,7 +126,11 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
         let reason = format!("segment {index} of {} gave {frames} frames, its plan says {}", plan.id, segment.frames);
         return Err(JobError::refused(PoisonCode::CorruptInput, reason));
     }
-    let run = index_slot.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| JobError::Other("the segment's run has no index".into()))?;
+    let run = index_slot
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or_else(|| JobError::Other("the segment's run has no index".into()))?;
     // Commit: the run, then its manifest (which is what marks the segment done) — unless the
     // video was stopped meanwhile.
     check_stopped(system, plan)?;
@@ -122,7 +151,11 @@ pub fn run(job: &Job, env: &Env, observe: &Observe, log: &FrameLog, stop: &StopT
         run_sha256: sha,
         run,
         instance: opts.instance.clone(),
-        seconds: crate::job::run::Secs { stage: report.secs.stage, style: report.secs.style, commit: t.elapsed().as_secs_f64() },
+        seconds: crate::job::run::Secs {
+            stage: report.secs.stage,
+            style: report.secs.style,
+            commit: t.elapsed().as_secs_f64(),
+        },
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     let json = serde_json::to_vec(&manifest).map_err(|e| JobError::Other(e.to_string()))?;
@@ -147,17 +180,28 @@ fn stage_input(
         let mut files = Vec::with_capacity(segment.frame_keys.len());
         for (i, k) in segment.frame_keys.iter().enumerate() {
             let key = ObjectKey::parse(k).map_err(JobError::read)?;
-            let ext = Path::new(key.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+            let ext =
+                Path::new(key.name()).extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
             let local = dir.join(format!("{i:08}.{ext}"));
             media.download(&key, &local).map_err(JobError::read)?;
             files.push(local);
         }
         let info = plan.stream.info(Some(segment.frames));
-        return Ok(Box::new(FramesSource { files, next: 0, first_pts: segment.start_pts, info, limits: limits.clone() }));
+        return Ok(Box::new(FramesSource {
+            files,
+            next: 0,
+            first_pts: segment.start_pts,
+            info,
+            limits: limits.clone(),
+        }));
     }
     let blob = dir.join("input.run");
-    let index_bytes = system.get_bytes(&keys.input_index(segment.index).map_err(JobError::read)?, 64 << 20).map_err(JobError::read)?;
-    let index: RunIndex = serde_json::from_slice(&index_bytes).map_err(|e| JobError::refused(PoisonCode::CorruptInput, format!("segment {} input index: {e}", segment.index)))?;
+    let index_bytes = system
+        .get_bytes(&keys.input_index(segment.index).map_err(JobError::read)?, 64 << 20)
+        .map_err(JobError::read)?;
+    let index: RunIndex = serde_json::from_slice(&index_bytes).map_err(|e| {
+        JobError::refused(PoisonCode::CorruptInput, format!("segment {} input index: {e}", segment.index))
+    })?;
     system.download(&keys.input_run(segment.index).map_err(JobError::read)?, &blob).map_err(JobError::read)?;
     let decoder = RunDecoder::open(&blob, &index, segment.start_pts..segment.end_pts, segment.frames, Some(limits))?;
     Ok(Box::new(RunSource(decoder)))
@@ -194,7 +238,8 @@ impl FrameSource for FramesSource {
         let Some(path) = self.files.get(self.next) else { return Ok(None) };
         let image = media::image::read_rgb_within(path, Some(&self.limits))?;
         if (image.width, image.height) != (self.info.width, self.info.height) {
-            let reason = format!("is {}x{}, the video is {}x{}", image.width, image.height, self.info.width, self.info.height);
+            let reason =
+                format!("is {}x{}, the video is {}x{}", image.width, image.height, self.info.width, self.info.height);
             return Err(MediaError::Decode { path: path.clone(), reason });
         }
         let i = self.next as u64;

@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use super::plan::{file_sha256, SegmentPlan};
-use super::{committed, read_segment, remove_plan, Keys, SegmentManifest};
 use super::segment::check_stopped;
+use super::{committed, read_segment, remove_plan, Keys, SegmentManifest};
 use crate::job::run::{Finished, Report};
 use crate::job::stage::Claim;
 use crate::job::staging;
@@ -39,13 +39,21 @@ pub fn run(job: &Job, env: &Env, report: &mut Report) -> Result<Finished, JobErr
     if done.len() < plan.segments.len() {
         // Early or duplicate: the last segment to commit asks again.
         tracing::info!(plan = %plan.id, committed = done.len(), segments = plan.segments.len(), "stitch not due yet");
-        return Ok(Finished::AlreadyDone { output: format!("{} (stitch not due: {} of {} segments committed)", plan.output, done.len(), plan.segments.len()) });
+        return Ok(Finished::AlreadyDone {
+            output: format!(
+                "{} (stitch not due: {} of {} segments committed)",
+                plan.output,
+                done.len(),
+                plan.segments.len()
+            ),
+        });
     }
     let _claim = Claim::take(env, output.as_str())?;
     if let Some(owner) = &env.owner {
         crate::job::stage::remove_stale_partials(media, owner, &output);
     }
-    let dir = staging::create(&env.work_dir).map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
+    let dir = staging::create(&env.work_dir)
+        .map_err(|e| JobError::Disk(format!("staging directory in {}: {e}", env.work_dir.display())))?;
     let keys = Keys::new(&plan.id);
     // The segments' runs, each checked against its manifest.
     let mut runs = Vec::with_capacity(plan.segments.len());
@@ -53,13 +61,19 @@ pub fn run(job: &Job, env: &Env, report: &mut Report) -> Result<Finished, JobErr
     for s in &plan.segments {
         let m = read_segment(system, &plan.id, s.index).map_err(JobError::read)?;
         let Some(m) = m else {
-            return Err(JobError::Busy(format!("segment {} of {} is gone: another stitch may have finished", s.index, plan.id)));
+            return Err(JobError::Busy(format!(
+                "segment {} of {} is gone: another stitch may have finished",
+                s.index, plan.id
+            )));
         };
         let blob = dir.path().join(format!("{}.run", s.index));
         system.download(&keys.output_run(s.index).map_err(JobError::read)?, &blob).map_err(JobError::read)?;
         let sha = file_sha256(&blob).map_err(|e| JobError::Disk(e.to_string()))?;
         if sha != m.run_sha256 || m.frames != s.frames {
-            return Err(JobError::refused(PoisonCode::CorruptInput, format!("segment {} of {}: its run does not match its manifest", s.index, plan.id)));
+            return Err(JobError::refused(
+                PoisonCode::CorruptInput,
+                format!("segment {} of {}: its run does not match its manifest", s.index, plan.id),
+            ));
         }
         runs.push((blob, m.run.clone()));
         manifests.push(m);
@@ -89,7 +103,8 @@ pub fn run(job: &Job, env: &Env, report: &mut Report) -> Result<Finished, JobErr
     let out_meta = media.upload_atomic(&local_out, &output).map_err(JobError::write)?;
     let input_key = ObjectKey::parse(plan.input.trim_end_matches('/')).map_err(JobError::write)?;
     let in_meta = Meta { size: plan.input_size, etag: plan.input_etag.clone(), last_modified: chrono::Utc::now() };
-    let manifest = Manifest::new(&input_key, &in_meta, &plan.model_sha256, &plan.network, frames, &output, &out_meta).with_settings(identity);
+    let manifest = Manifest::new(&input_key, &in_meta, &plan.model_sha256, &plan.network, frames, &output, &out_meta)
+        .with_settings(identity);
     media.write_manifest(&manifest).map_err(JobError::write)?;
     report.secs.commit = t.elapsed().as_secs_f64();
     // The video's job log: under the parent job's id, in place of its plan's.

@@ -26,14 +26,7 @@ pub enum GpuError {
     #[error(
         "a {width}x{height} frame needs a {need_mib:.1} MiB buffer for `{tensor}`, but adapter `{adapter}` allows {limit_mib:.1} MiB"
     )]
-    FrameTooLarge {
-        width: u32,
-        height: u32,
-        tensor: String,
-        need_mib: f64,
-        limit_mib: f64,
-        adapter: String,
-    },
+    FrameTooLarge { width: u32, height: u32, tensor: String, need_mib: f64, limit_mib: f64, adapter: String },
     #[error("frame size {width}x{height} is invalid: {reason}")]
     FrameSize { width: u32, height: u32, reason: String },
     #[error("GPU error in {context}: {reason}")]

@@ -107,7 +107,12 @@ impl SelfCheck {
 
 /// The storage precision of a plan on `ctx`: `Precision::F32` and `F16` as asked (f16 only on a
 /// device with SHADER_F16), `Auto` by `auto`.
-pub(super) fn resolve(ctx: &GpuContext, asked: Precision, desc: &NetworkDescription, weights: &Weights) -> Result<StoragePrecision, GpuError> {
+pub(super) fn resolve(
+    ctx: &GpuContext,
+    asked: Precision,
+    desc: &NetworkDescription,
+    weights: &Weights,
+) -> Result<StoragePrecision, GpuError> {
     match asked {
         Precision::F32 => Ok(StoragePrecision::F32),
         Precision::F16 if ctx.f16 => Ok(StoragePrecision::F16),
@@ -142,7 +147,11 @@ fn auto(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Resul
 
 /// Runs one fixed pseudo-random 64x48 frame through an f32 and an f16 plan of the network
 /// and compares their 8-bit outputs. Needs a device with SHADER_F16 (`has_f16`).
-pub(super) fn f16_self_check(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<SelfCheck, GpuError> {
+pub(super) fn f16_self_check(
+    ctx: &GpuContext,
+    desc: &NetworkDescription,
+    weights: &Weights,
+) -> Result<SelfCheck, GpuError> {
     if !ctx.f16 {
         return Err(GpuError::NoF16 { adapter: ctx.adapter.to_string() });
     }

@@ -171,7 +171,14 @@ pub enum KernelSetError {
         "kernels `{variant}` need {need_bytes} bytes of workgroup memory and {need_invocations} invocations per workgroup; \
          adapter `{adapter}` has {have_bytes} and {have_invocations}"
     )]
-    Workgroup { variant: &'static str, need_bytes: u32, need_invocations: u32, adapter: String, have_bytes: u32, have_invocations: u32 },
+    Workgroup {
+        variant: &'static str,
+        need_bytes: u32,
+        need_invocations: u32,
+        adapter: String,
+        have_bytes: u32,
+        have_invocations: u32,
+    },
 }
 
 /// Whether the device can run `v`: subgroups where it needs them, and for the tiled GEMM the
@@ -182,7 +189,8 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), KernelSetError> {
     }
     if let Some((tm, tn)) = v.tile() {
         let limits = ctx.device.limits();
-        let (have_bytes, have_invocations) = (limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup);
+        let (have_bytes, have_invocations) =
+            (limits.max_compute_workgroup_storage_size, limits.max_compute_invocations_per_workgroup);
         if have_bytes < TILED_WORKGROUP_BYTES || have_invocations < tm * tn / 16 {
             return Err(KernelSetError::Workgroup {
                 variant: v.name(),
@@ -309,7 +317,8 @@ pub(super) fn choose(
         return Ok((*v, Source::Cached));
     }
     let path = cache_path();
-    if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant))) {
+    if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant)))
+    {
         if candidates(ctx).contains(&v) {
             tracing::info!(variant = v.name(), key = %key, "kernels from the choice cache");
             memo.insert(key, v);
@@ -352,7 +361,11 @@ fn time_candidates(
             Some(r) => {
                 let d = level_diff(r, &out);
                 if d.max_levels > MAX_LEVELS {
-                    tracing::warn!(variant = v.name(), max_levels = d.max_levels, "kernel candidate differs from the first: left out");
+                    tracing::warn!(
+                        variant = v.name(),
+                        max_levels = d.max_levels,
+                        "kernel candidate differs from the first: left out"
+                    );
                     continue;
                 }
             }

@@ -103,7 +103,13 @@ impl Const {
             Data::I(v) => Ok(v.clone()),
             Data::F(v) => v
                 .iter()
-                .map(|&x| if x.fract() == 0.0 && x.abs() < 9e15 { Ok(x as i64) } else { Err(FoldError::NotWhole { what, value: x }) })
+                .map(|&x| {
+                    if x.fract() == 0.0 && x.abs() < 9e15 {
+                        Ok(x as i64)
+                    } else {
+                        Err(FoldError::NotWhole { what, value: x })
+                    }
+                })
                 .collect(),
         }
     }
@@ -128,7 +134,10 @@ pub fn element_count(dims: &[i64]) -> Result<usize, FoldError> {
     let mut n = 1usize;
     for &d in dims {
         let d = usize::try_from(d).map_err(|_| FoldError::NegativeDimension(d))?;
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| FoldError::TooLarge { dims: dims.to_vec() })?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| FoldError::TooLarge { dims: dims.to_vec() })?;
     }
     Ok(n)
 }
@@ -152,13 +161,21 @@ pub fn decode(t: &Tensor<'_>) -> Result<Const, FoldError> {
             if raw.len() != n * 8 {
                 return Err(mismatch(raw.len() / 8));
             }
-            Data::F(raw.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect())
+            Data::F(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                    .collect(),
+            )
         }
         (data_type::INT64, Some(raw)) => {
             if raw.len() != n * 8 {
                 return Err(mismatch(raw.len() / 8));
             }
-            Data::I(raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+            Data::I(
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
+            )
         }
         (data_type::INT32, Some(raw)) => {
             if raw.len() != n * 4 {
@@ -168,11 +185,15 @@ pub fn decode(t: &Tensor<'_>) -> Result<Const, FoldError> {
         }
         (data_type::FLOAT, None) if t.float_data.len() == n => Data::F(t.float_data.clone()),
         (data_type::FLOAT, None) => return Err(mismatch(t.float_data.len())),
-        (data_type::DOUBLE, None) if t.double_data.len() == n => Data::F(t.double_data.iter().map(|&v| v as f32).collect()),
+        (data_type::DOUBLE, None) if t.double_data.len() == n => {
+            Data::F(t.double_data.iter().map(|&v| v as f32).collect())
+        }
         (data_type::DOUBLE, None) => return Err(mismatch(t.double_data.len())),
         (data_type::INT64, None) if t.int64_data.len() == n => Data::I(t.int64_data.clone()),
         (data_type::INT64, None) => return Err(mismatch(t.int64_data.len())),
-        (data_type::INT32, None) if t.int32_data.len() == n => Data::I(t.int32_data.iter().map(|&v| v as i64).collect()),
+        (data_type::INT32, None) if t.int32_data.len() == n => {
+            Data::I(t.int32_data.iter().map(|&v| v as i64).collect())
+        }
         (data_type::INT32, None) => return Err(mismatch(t.int32_data.len())),
         (other, _) => return Err(FoldError::ElementType(other)),
     };
@@ -307,7 +328,8 @@ fn take(c: &Const, axis: usize, index: &[usize]) -> Result<Const, FoldError> {
 /// Evaluates one constant-foldable node whose inputs are all constants (`None`: absent
 /// optional input). `opset` picks attribute or input forms.
 pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Const, FoldError> {
-    let input = |i: usize| -> Result<&Const, FoldError> { inputs.get(i).copied().flatten().ok_or(FoldError::MissingInput(i)) };
+    let input =
+        |i: usize| -> Result<&Const, FoldError> { inputs.get(i).copied().flatten().ok_or(FoldError::MissingInput(i)) };
     let op = node.op_type.as_str();
     match op {
         "Constant" => {
@@ -371,7 +393,11 @@ pub fn eval(node: &Node<'_>, inputs: &[Option<&Const>], opset: i64) -> Result<Co
                 .iter()
                 .map(|&i| {
                     let j = if i < 0 { i + d } else { i };
-                    if (0..d).contains(&j) { Ok(j as usize) } else { Err(FoldError::GatherIndex { index: i, len: d }) }
+                    if (0..d).contains(&j) {
+                        Ok(j as usize)
+                    } else {
+                        Err(FoldError::GatherIndex { index: i, len: d })
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = take(c, axis, &index)?;

@@ -213,9 +213,9 @@ fn push_f32(out: &mut Vec<f32>, v: &Value<'_>, at: usize) -> Result<(), OnnxErro
 fn push_f64(out: &mut Vec<f64>, v: &Value<'_>, at: usize) -> Result<(), OnnxError> {
     match v {
         Value::Fixed64(x) => out.push(f64::from_bits(*x)),
-        Value::Bytes(b) if b.len() % 8 == 0 => out.extend(
-            b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
-        ),
+        Value::Bytes(b) if b.len() % 8 == 0 => {
+            out.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+        }
         _ => return Err(wire(at, "a repeated double")),
     }
     Ok(())
@@ -269,9 +269,15 @@ fn parse_graph(bytes: &[u8], base: usize) -> Result<Graph<'_>, OnnxError> {
             11 | 12 => {
                 let (b, base) = message(&v, at)?;
                 let vi = parse_value_info(b, base)?;
-                if n == 11 { g.inputs.push(vi) } else { g.outputs.push(vi) }
+                if n == 11 {
+                    g.inputs.push(vi)
+                } else {
+                    g.outputs.push(vi)
+                }
             }
-            15 => return Err(OnnxError::Protobuf { offset: at, reason: "sparse initializers are not supported".into() }),
+            15 => {
+                return Err(OnnxError::Protobuf { offset: at, reason: "sparse initializers are not supported".into() })
+            }
             _ => {}
         }
     }

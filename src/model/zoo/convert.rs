@@ -13,7 +13,8 @@ use crate::model::{onnx, NetworkDescription, Weights};
 pub fn convert(input: &Path, output: &Path, description: &Path) -> Result<NetworkDescription, ZooError> {
     let (desc, weights) = onnx::load(input)?;
     write_safetensors(&desc, &weights, output)?;
-    let text = toml::to_string_pretty(&desc).map_err(|e| ZooError::Serialize { path: description.to_path_buf(), reason: e.to_string() })?;
+    let text = toml::to_string_pretty(&desc)
+        .map_err(|e| ZooError::Serialize { path: description.to_path_buf(), reason: e.to_string() })?;
     let header = format!(
         "# Imported from {} (sha256 {}) by `stylestream models convert`.\n# Weights: {}\n",
         input.display(),
@@ -38,12 +39,15 @@ fn write_safetensors(desc: &NetworkDescription, weights: &Weights, output: &Path
         }
     }
     shapes.dedup_by(|a, b| a.0 == b.0);
-    let bytes: Vec<Vec<u8>> = shapes.iter().map(|(name, _)| weights.get(name).iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> =
+        shapes.iter().map(|(name, _)| weights.get(name).iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let bad = |reason: String| ZooError::Serialize { path: output.to_path_buf(), reason };
     let views = shapes
         .iter()
         .zip(&bytes)
-        .map(|((name, shape), data)| TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v)).map_err(|e| bad(e.to_string())))
+        .map(|((name, shape), data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.clone(), v)).map_err(|e| bad(e.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let meta = HashMap::from([
         ("source_sha256".to_string(), weights.sha256.clone()),

@@ -41,7 +41,10 @@ pub fn download(url: &str, sha256: &str, dest: &Path, progress: bool) -> Result<
     let (_, body) = response.into_parts();
     let total = body.content_length();
     if total.is_some_and(|t| t > MAX_DOWNLOAD_BYTES) {
-        return Err(fail(format!("the server announces {} bytes, more than the {MAX_DOWNLOAD_BYTES} limit", total.unwrap_or(0))));
+        return Err(fail(format!(
+            "the server announces {} bytes, more than the {MAX_DOWNLOAD_BYTES} limit",
+            total.unwrap_or(0)
+        )));
     }
     let mut reader = body.into_with_config().limit(MAX_DOWNLOAD_BYTES).reader();
     let stem = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());

@@ -47,11 +47,21 @@ pub struct ZooModel {
     pub bytes: u64,
 }
 
-const ZOO_BASE: &str = "https://github.com/onnx/models/raw/main/validated/vision/style_transfer/fast_neural_style/model/";
+const ZOO_BASE: &str =
+    "https://github.com/onnx/models/raw/main/validated/vision/style_transfer/fast_neural_style/model/";
 
 macro_rules! zoo {
     ($name:literal, $sha:expr) => {
-        ZooModel { name: $name, url: concat!("https://github.com/onnx/models/raw/main/validated/vision/style_transfer/fast_neural_style/model/", $name, "-9.onnx"), sha256: $sha, bytes: 6_728_029 }
+        ZooModel {
+            name: $name,
+            url: concat!(
+                "https://github.com/onnx/models/raw/main/validated/vision/style_transfer/fast_neural_style/model/",
+                $name,
+                "-9.onnx"
+            ),
+            sha256: $sha,
+            bytes: 6_728_029,
+        }
     };
 }
 
@@ -78,9 +88,7 @@ pub fn zoo_model(name: &str) -> Option<&'static ZooModel> {
 
 /// `--dir`, else `$STYLESTREAM_MODELS_DIR`.
 pub fn models_dir(dir: Option<&Path>) -> Result<PathBuf, ZooError> {
-    dir.map(Path::to_path_buf)
-        .or_else(crate::model::load::env_dir)
-        .ok_or(ZooError::NoDir)
+    dir.map(Path::to_path_buf).or_else(crate::model::load::env_dir).ok_or(ZooError::NoDir)
 }
 
 /// A model file found in the models directory.
@@ -120,7 +128,11 @@ pub fn summary(desc: &NetworkDescription) -> String {
     let deconvs = desc.layers.len() - convs;
     let residuals = desc.layers.iter().filter(|l| l.residual.is_some()).count();
     let reflect = desc.layers.iter().any(|l| l.padding == crate::model::description::Padding::Reflect);
-    let up = if deconvs > 0 { format!("{deconvs} conv-transpose") } else { format!("{} upsample+conv", desc.layers.iter().filter(|l| l.upsample > 1).count()) };
+    let up = if deconvs > 0 {
+        format!("{deconvs} conv-transpose")
+    } else {
+        format!("{} upsample+conv", desc.layers.iter().filter(|l| l.upsample > 1).count())
+    };
     let output = match desc.output {
         crate::model::description::OutputTransform::Tanh { scale, offset } => format!("tanh*{scale}+{offset}"),
         crate::model::description::OutputTransform::Sigmoid { scale, offset } => format!("sigmoid*{scale}+{offset}"),
@@ -159,7 +171,8 @@ pub fn load_any(path: &Path) -> Result<(NetworkDescription, Weights, String), Mo
             }
         }
     }
-    Err(first_err.unwrap_or(ModelError::Description { origin: path.display().to_string(), reason: "no description".into() }))
+    Err(first_err
+        .unwrap_or(ModelError::Description { origin: path.display().to_string(), reason: "no description".into() }))
 }
 
 /// Every `.onnx` and `.safetensors` file in `dir`, by name, with what could be read of it.
@@ -174,7 +187,16 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>, ZooError> {
             _ => continue,
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut item = Listed { name, path: path.clone(), format: format.into(), network: None, summary: None, parameters: None, flops_per_pixel: None, error: None };
+        let mut item = Listed {
+            name,
+            path: path.clone(),
+            format: format.into(),
+            network: None,
+            summary: None,
+            parameters: None,
+            flops_per_pixel: None,
+            error: None,
+        };
         match load_any(&path) {
             Ok((desc, _, network)) => {
                 item.network = Some(network);
@@ -208,7 +230,9 @@ pub fn print_list(dir: &Path, items: &[Listed], out: &mut impl std::io::Write) -
                 f,
                 m.summary.as_deref().unwrap_or("")
             )?,
-            (err, _, _) => writeln!(out, "  {:<16} {:<11} unusable: {}", m.name, m.format, err.as_deref().unwrap_or("?"))?,
+            (err, _, _) => {
+                writeln!(out, "  {:<16} {:<11} unusable: {}", m.name, m.format, err.as_deref().unwrap_or("?"))?
+            }
         }
     }
     Ok(())

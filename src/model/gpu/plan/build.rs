@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 
 use super::norm::NormScratch;
 use super::slots::assign_slots;
-use super::{storage, staging, tensor_bytes, NetworkPlan, Step, TensorRef, Timing, Window};
+use super::{staging, storage, tensor_bytes, NetworkPlan, Step, TensorRef, Timing, Window};
 use crate::model::description::{Activation, NetworkDescription, Op, Shape};
 use crate::model::geometry::working_size;
 use crate::model::gpu::context::GpuContext;
@@ -295,7 +295,12 @@ impl<'a> Builder<'a> {
 
     /// Splits `rows` output rows into the fewest equal bands whose windows (as computed by
     /// `windows(r0, r1)`, in bytes) all fit one binding.
-    pub(super) fn bands(&self, rows: u32, what: &str, windows: impl Fn(u32, u32) -> Vec<u64>) -> Result<Vec<(u32, u32)>, GpuError> {
+    pub(super) fn bands(
+        &self,
+        rows: u32,
+        what: &str,
+        windows: impl Fn(u32, u32) -> Vec<u64>,
+    ) -> Result<Vec<(u32, u32)>, GpuError> {
         for n in 1..=rows.max(1) {
             let h = rows.div_ceil(n);
             let bands: Vec<(u32, u32)> = (0..rows).step_by(h as usize).map(|r0| (r0, (r0 + h).min(rows))).collect();

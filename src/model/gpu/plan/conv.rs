@@ -5,8 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::build::Builder;
-use super::{entry, storage};
 use super::norm::NormScratch;
+use super::{entry, storage};
 use crate::model::description::{Activation, Layer, NetworkDescription, Op, Padding, Shape};
 use crate::model::gpu::kernels::{Kernel, Overrides};
 use crate::model::gpu::precision::StoragePrecision;
@@ -63,7 +63,14 @@ impl Builder<'_> {
                     let m = match layer.padding {
                         Padding::Same if !(0..virt).contains(&v) => continue,
                         Padding::Same => v,
-                        Padding::Reflect => (if v < 0 { -v } else if v >= virt { 2 * (virt - 1) - v } else { v }).clamp(0, virt - 1),
+                        Padding::Reflect => (if v < 0 {
+                            -v
+                        } else if v >= virt {
+                            2 * (virt - 1) - v
+                        } else {
+                            v
+                        })
+                        .clamp(0, virt - 1),
                     };
                     lo = lo.min(m / up);
                     hi = hi.max(m / up);
@@ -108,7 +115,8 @@ impl Builder<'_> {
         // Winograd F(2, 3) along the row.
         let slide = kernel == Kernel::Conv2dSubgroup && l.stride == 1;
         let wino = slide && !narrow && l.kernel == 3;
-        let blocked_weights = if wino { blocked_wino(l, weights.get(&l.weight)) } else { blocked(l, weights.get(&l.weight)) };
+        let blocked_weights =
+            if wino { blocked_wino(l, weights.get(&l.weight)) } else { blocked(l, weights.get(&l.weight)) };
         // The subgroup kernels read their weights from a texture, the others from a storage
         // buffer (f16 in f16 plans).
         let label = format!("{} weights", l.name);
@@ -207,17 +215,17 @@ impl Builder<'_> {
         let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow;
         let mut overrides: Overrides = match l.op {
             Op::Conv => vec![
-                    ("K", l.kernel as f64),
-                    ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
-                    ("STRIDE", l.stride as f64),
-                    ("UPSAMPLE", l.upsample as f64),
-                    ("NORM_IN", pending.is_some() as u32 as f64),
-                    ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
-                    // 3 input channels (only a first layer: one group, its 4th channel padding)
-                    // or a narrow block of 3 output channels: the padding's products skipped.
-                    ("IN3", (l.in_channels == 3) as u32 as f64),
-                    ("OUT3", (narrow && l.out_channels == 3) as u32 as f64),
-                ],
+                ("K", l.kernel as f64),
+                ("REFLECT", (l.padding == Padding::Reflect) as u32 as f64),
+                ("STRIDE", l.stride as f64),
+                ("UPSAMPLE", l.upsample as f64),
+                ("NORM_IN", pending.is_some() as u32 as f64),
+                ("NORM_RELU", pending.as_ref().is_some_and(|(_, relu)| *relu) as u32 as f64),
+                // 3 input channels (only a first layer: one group, its 4th channel padding)
+                // or a narrow block of 3 output channels: the padding's products skipped.
+                ("IN3", (l.in_channels == 3) as u32 as f64),
+                ("OUT3", (narrow && l.out_channels == 3) as u32 as f64),
+            ],
             Op::ConvTranspose => vec![("K", l.kernel as f64)],
         };
         if kernel == Kernel::Conv2dSubgroup {

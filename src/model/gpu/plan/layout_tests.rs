@@ -20,8 +20,22 @@ macro_rules! layout {
 fn rust_layouts() -> Vec<Layout> {
     vec![
         layout!(ConvParams {
-            in_w, in_h, in_c, in_row0, out_w, out_h, out_c, out_row0,
-            band_rows, in_shift, out_shift, oc_blocks, pad_top, pad_left, stats_base, tile_w,
+            in_w,
+            in_h,
+            in_c,
+            in_row0,
+            out_w,
+            out_h,
+            out_c,
+            out_row0,
+            band_rows,
+            in_shift,
+            out_shift,
+            oc_blocks,
+            pad_top,
+            pad_left,
+            stats_base,
+            tile_w,
         }),
         layout!(StatsParams { channels, pixels, chunk_pixels, chunk_base, shift }),
         layout!(FinalizeParams { channels, chunks, eps }),
@@ -62,7 +76,13 @@ fn rust_parameter_structs_match_the_shaders_uniform_structs() {
                 .find(|(f, _)| *f == member)
                 .map(|(_, o)| *o)
                 .unwrap_or_else(|| panic!("{}: {name}.{member} has no Rust field", k.file_name()));
-            assert_eq!(m.offset as usize, offset, "{}: {name}.{member} at {} in WGSL, {offset} in Rust", k.file_name(), m.offset);
+            assert_eq!(
+                m.offset as usize,
+                offset,
+                "{}: {name}.{member} at {} in WGSL, {offset} in Rust",
+                k.file_name(),
+                m.offset
+            );
             seen.push(member);
             checked += 1;
         }
@@ -83,6 +103,7 @@ fn a_moved_field_is_caught() {
     let (_, _, fields) = rust_layouts().into_iter().find(|(n, _, _)| *n == "ApplyParams").unwrap();
     let ty = module.types.iter().find(|(_, t)| t.name.as_deref() == Some("ApplyParams")).unwrap().1;
     let naga::TypeInner::Struct { members, .. } = &ty.inner else { panic!() };
-    let agree = members.iter().all(|m| fields.iter().any(|(f, o)| Some(*f) == m.name.as_deref() && *o == m.offset as usize));
+    let agree =
+        members.iter().all(|m| fields.iter().any(|(f, o)| Some(*f) == m.name.as_deref() && *o == m.offset as usize));
     assert!(!agree);
 }

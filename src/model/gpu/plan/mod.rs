@@ -133,7 +133,13 @@ fn tensor_bytes(len: u64, precision: StoragePrecision) -> u64 {
 impl NetworkPlan {
     /// Builds the whole network for frames of `width x height`, with the device's precision and
     /// kernel choice.
-    pub fn new(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights, width: u32, height: u32) -> Result<Self, GpuError> {
+    pub fn new(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, GpuError> {
         Self::new_as(ctx, desc, weights, width, height, (ctx.precision, ctx.kernels))
     }
 
@@ -167,7 +173,9 @@ impl NetworkPlan {
         precision: StoragePrecision,
         variant: Variant,
     ) -> Result<Self, GpuError> {
-        scoped(&ctx.device, "building the network plan", || Self::build(ctx, desc, weights, width, height, precision, variant))?
+        scoped(&ctx.device, "building the network plan", || {
+            Self::build(ctx, desc, weights, width, height, precision, variant)
+        })?
     }
 
     /// What a plan of `width x height` would run on this device with the device's choice:
@@ -188,7 +196,11 @@ impl NetworkPlan {
     /// Runs one fixed pseudo-random 64x48 frame through an f32 and an f16 plan of the network
     /// and compares their 8-bit outputs. Needs a device with SHADER_F16 (`has_f16`). The check
     /// `Precision::Auto` makes (see `precision`).
-    pub fn f16_self_check(ctx: &GpuContext, desc: &NetworkDescription, weights: &Weights) -> Result<SelfCheck, GpuError> {
+    pub fn f16_self_check(
+        ctx: &GpuContext,
+        desc: &NetworkDescription,
+        weights: &Weights,
+    ) -> Result<SelfCheck, GpuError> {
         super::precision::f16_self_check(ctx, desc, weights)
     }
 
@@ -216,7 +228,6 @@ impl NetworkPlan {
     pub fn dispatch_count(&self) -> usize {
         self.steps.iter().map(|s| s.dispatches.len()).sum()
     }
-
 }
 
 fn storage(device: &wgpu::Device, label: &str, size: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {

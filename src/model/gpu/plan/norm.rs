@@ -57,9 +57,7 @@ impl NormScratch {
                 + (t.shape.h as u64 * t.shape.w as u64).div_ceil(STATS_CHUNK_PIXELS as u64);
             most = most.max(chunks * t.shape.c as u64 * 16);
         }
-        Self {
-            partials: storage(device, "norm partials", most, wgpu::BufferUsages::empty()),
-        }
+        Self { partials: storage(device, "norm partials", most, wgpu::BufferUsages::empty()) }
     }
 }
 
@@ -84,7 +82,12 @@ impl Builder<'_> {
         };
         let params = self.uniform(&FinalizeParams { channels: s.c, chunks, eps, _pad: 0 });
         // Each layer has its own coefficients: a deferred norm is read by the next layer.
-        let coef = storage(self.device(), &format!("{} norm coefficients", l.name), s.c as u64 * 8, wgpu::BufferUsages::empty());
+        let coef = storage(
+            self.device(),
+            &format!("{} norm coefficients", l.name),
+            s.c as u64 * 8,
+            wgpu::BufferUsages::empty(),
+        );
         let (sbuf, hbuf) = (self.init("norm scale", scale), self.init("norm shift", shift));
         let groups = vec![(
             vec![
@@ -112,7 +115,14 @@ impl Builder<'_> {
             let w = self.window(t, r0, r1);
             let pixels = (r1 - r0) * s.w;
             let chunks = pixels.div_ceil(STATS_CHUNK_PIXELS);
-            let params = self.uniform(&StatsParams { channels: s.c, pixels, chunk_pixels: STATS_CHUNK_PIXELS, chunk_base, shift: w.shift, _pad: [0; 3] });
+            let params = self.uniform(&StatsParams {
+                channels: s.c,
+                pixels,
+                chunk_pixels: STATS_CHUNK_PIXELS,
+                chunk_base,
+                shift: w.shift,
+                _pad: [0; 3],
+            });
             chunk_base += chunks;
             keep.push((params, w, chunks));
         }
@@ -136,13 +146,26 @@ impl Builder<'_> {
     }
 
     /// Activation and residual without a norm: fixed coefficients.
-    pub(super) fn apply(&mut self, index: usize, l: &Layer, a: &[f32], b: &[f32], residual: Option<TensorRef>) -> Result<(), GpuError> {
+    pub(super) fn apply(
+        &mut self,
+        index: usize,
+        l: &Layer,
+        a: &[f32],
+        b: &[f32],
+        residual: Option<TensorRef>,
+    ) -> Result<(), GpuError> {
         let coef: Vec<f32> = a.iter().zip(b).flat_map(|(a, b)| [*a, *b]).collect();
         let buf = self.init("identity coefficients", &coef);
         self.apply_coef(index, l, &buf, residual)
     }
 
-    pub(super) fn apply_coef(&mut self, index: usize, l: &Layer, coef: &wgpu::Buffer, residual: Option<TensorRef>) -> Result<(), GpuError> {
+    pub(super) fn apply_coef(
+        &mut self,
+        index: usize,
+        l: &Layer,
+        coef: &wgpu::Buffer,
+        residual: Option<TensorRef>,
+    ) -> Result<(), GpuError> {
         let t = self.tensors[index + 1];
         let s = t.shape;
         let bands = self.bands(s.h, &l.name, |r0, r1| {
@@ -157,13 +180,19 @@ impl Builder<'_> {
             let w = self.window(t, r0, r1);
             let rw = residual.map(|r| self.window(r, r0, r1));
             let count = (r1 - r0) * s.w * s.c;
-            let params = self.uniform(&ApplyParams { channels: s.c, count, shift: w.shift, residual_shift: rw.as_ref().map_or(0, |w| w.shift) });
+            let params = self.uniform(&ApplyParams {
+                channels: s.c,
+                count,
+                shift: w.shift,
+                residual_shift: rw.as_ref().map_or(0, |w| w.shift),
+            });
             keep.push((params, w, rw, count));
         }
         // Without a residual the residual binding is a tiny placeholder.
         let placeholder = self.init("no residual", &[0.0; 4]);
         // Four channels per invocation where the channels come in fours (all but RGB outputs).
-        let (kernel, per) = if s.c.is_multiple_of(4) { (Kernel::InstanceNormApply4, 4) } else { (Kernel::InstanceNormApply, 1) };
+        let (kernel, per) =
+            if s.c.is_multiple_of(4) { (Kernel::InstanceNormApply4, 4) } else { (Kernel::InstanceNormApply, 1) };
         let mut groups = Vec::new();
         for (params, w, rw, count) in &keep {
             let res = match (residual, rw) {
@@ -171,7 +200,12 @@ impl Builder<'_> {
                 _ => placeholder.as_entire_binding(),
             };
             groups.push((
-                vec![entry(0, params.as_entire_binding()), entry(1, coef.as_entire_binding()), entry(2, self.binding(t, w)), entry(3, res)],
+                vec![
+                    entry(0, params.as_entire_binding()),
+                    entry(1, coef.as_entire_binding()),
+                    entry(2, self.binding(t, w)),
+                    entry(3, res),
+                ],
                 fold((count / per).div_ceil(WG_1D)),
             ));
         }

@@ -21,7 +21,14 @@ pub(super) struct PackParams {
 }
 
 impl Builder<'_> {
-    pub(super) fn pack(&mut self, transform: &OutputTransform, out_f32: &wgpu::Buffer, out_rgb: &wgpu::Buffer, width: u32, height: u32) {
+    pub(super) fn pack(
+        &mut self,
+        transform: &OutputTransform,
+        out_f32: &wgpu::Buffer,
+        out_rgb: &wgpu::Buffer,
+        width: u32,
+        height: u32,
+    ) {
         let t = *self.tensors.last().unwrap_or(&self.tensors[0]);
         // FUNC of to_rgb8.wgsl: 0 none, 1 tanh, 2 sigmoid.
         let (func, scale, offset) = match transform {
@@ -30,7 +37,15 @@ impl Builder<'_> {
             OutputTransform::Linear { scale, offset } => (0, *scale, *offset),
             OutputTransform::Clamp => (0, 1.0, 0.0),
         };
-        let params = self.uniform(&PackParams { src_w: t.shape.w, dst_w: width, dst_h: height, _pad0: 0, scale, offset, _pad1: [0; 2] });
+        let params = self.uniform(&PackParams {
+            src_w: t.shape.w,
+            dst_w: width,
+            dst_h: height,
+            _pad0: 0,
+            scale,
+            offset,
+            _pad1: [0; 2],
+        });
         let w = self.window(t, 0, t.shape.h);
         let entries = vec![
             entry(0, params.as_entire_binding()),

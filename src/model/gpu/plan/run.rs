@@ -133,7 +133,9 @@ impl NetworkPlan {
         let raw = self.read(&stage, bytes as usize)?;
         let n = t.shape.len();
         match self.precision {
-            StoragePrecision::F16 => Ok(raw.chunks_exact(2).take(n).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+            StoragePrecision::F16 => {
+                Ok(raw.chunks_exact(2).take(n).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+            }
             StoragePrecision::F32 => Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec()),
         }
     }

@@ -30,7 +30,10 @@ impl Builder {
     pub(super) fn clip(&mut self, node: &Node<'_>, args: &[Option<&Val>]) -> Result<Val, OnnxError> {
         let a = activation(node, args)?;
         let (lo, hi) = if self.opset < 11 {
-            (attr(node, "min").and_then(|a| a.f).unwrap_or(f32::MIN) as f64, attr(node, "max").and_then(|a| a.f).unwrap_or(f32::MAX) as f64)
+            (
+                attr(node, "min").and_then(|a| a.f).unwrap_or(f32::MIN) as f64,
+                attr(node, "max").and_then(|a| a.f).unwrap_or(f32::MAX) as f64,
+            )
         } else {
             let get = |i, what| -> Result<Option<f64>, OnnxError> {
                 Ok(optional_constant(node, args, i, what)?.and_then(|c| c.uniform()))
@@ -53,7 +56,9 @@ impl Builder {
                 let idx = self.open_layer(node, &a)?;
                 Sym::Out { idx, stage: self.state[idx].stage, func: Func::None, scale: mul, offset: add }
             }
-            Sym::Out { idx, stage, func, scale, offset } => Sym::Out { idx, stage, func, scale: scale * mul, offset: offset * mul + add },
+            Sym::Out { idx, stage, func, scale, offset } => {
+                Sym::Out { idx, stage, func, scale: scale * mul, offset: offset * mul + add }
+            }
             _ => return Err(bad(node, "only the network's output may be transformed here")),
         };
         Ok(Val::A(Act { sym, ..a }))
@@ -67,7 +72,9 @@ impl Builder {
         };
         match (x, y) {
             (Val::A(a), Val::A(b)) if op == "Add" => self.residual(node, *a, *b),
-            (Val::A(_), Val::A(_)) => Err(bad(node, format!("{op} of two activations is not supported (only a residual Add)"))),
+            (Val::A(_), Val::A(_)) => {
+                Err(bad(node, format!("{op} of two activations is not supported (only a residual Add)")))
+            }
             (Val::A(a), Val::C(c)) | (Val::C(c), Val::A(a)) => {
                 let const_first = matches!(x, Val::C(_));
                 let a = *a;
@@ -91,7 +98,11 @@ impl Builder {
                     let conv_stage = l.norm.is_none() && l.activation == Activation::None && l.residual.is_none();
                     let r = c.dims.len();
                     let per_channel = c.len() == 1
-                        || ((3..=4).contains(&r) && c.dims[r - 3] == oc && c.dims[r - 2] == 1 && c.dims[r - 1] == 1 && c.len() == oc);
+                        || ((3..=4).contains(&r)
+                            && c.dims[r - 3] == oc
+                            && c.dims[r - 2] == 1
+                            && c.dims[r - 1] == 1
+                            && c.len() == oc);
                     if (op == "Add" || (op == "Sub" && !const_first)) && conv_stage && per_channel {
                         let idx = self.open_layer(node, &a)?;
                         let sign = if op == "Sub" { -1.0 } else { 1.0 };
@@ -106,7 +117,10 @@ impl Builder {
                     }
                 }
                 let Some(v) = c.uniform().filter(|v| v.is_finite()) else {
-                    return Err(bad(node, format!("{op} by a per-channel or per-pixel constant is only supported as a conv bias")));
+                    return Err(bad(
+                        node,
+                        format!("{op} by a per-channel or per-pixel constant is only supported as a conv bias"),
+                    ));
                 };
                 match (op, const_first) {
                     ("Mul", _) => self.output_op(node, a, v, 0.0),

@@ -16,14 +16,20 @@ impl Builder {
             Sym::Src(s) => (s, 1, None),
             Sym::Pre { src, upsample, pad } => (src, upsample, pad),
             Sym::Out { .. } => {
-                return Err(bad(node, "reads an output transform (Tanh/Mul/Add/Clip) between layers, which is not supported"))
+                return Err(bad(
+                    node,
+                    "reads an output transform (Tanh/Mul/Add/Clip) between layers, which is not supported",
+                ))
             }
         };
         match src {
             Src::Input { .. } if self.layers.is_empty() => {}
             Src::Input { .. } => return Err(bad(node, "reads the network input, but only the first layer may")),
             Src::Layer { idx, .. } if idx + 1 != self.layers.len() => {
-                return Err(bad(node, "its input is not the previous layer's output (branching graphs are not supported)"))
+                return Err(bad(
+                    node,
+                    "its input is not the previous layer's output (branching graphs are not supported)",
+                ))
             }
             Src::Layer { idx, stage } => {
                 if self.state[idx].crop.is_some() {
@@ -49,7 +55,10 @@ impl Builder {
     /// Common checks of Conv and ConvTranspose attributes; returns (kernel, stride).
     pub(super) fn conv_attrs(&self, node: &Node<'_>, w: &Const) -> Result<(u32, u32), OnnxError> {
         if w.dims.len() != 4 || w.dims[2] != w.dims[3] || w.dims[2].is_multiple_of(2) || w.dims[2] > 11 {
-            return Err(bad(node, format!("weights of shape {:?}: square odd 2-D kernels up to 11 are supported", w.dims)));
+            return Err(bad(
+                node,
+                format!("weights of shape {:?}: square odd 2-D kernels up to 11 are supported", w.dims),
+            ));
         }
         if attr_i(node, "group").unwrap_or(1) != 1 {
             return Err(bad(node, "grouped convolutions are not supported"));
@@ -68,7 +77,12 @@ impl Builder {
         Ok((w.dims[2] as u32, s as u32))
     }
 
-    pub(super) fn bias(&self, node: &Node<'_>, args: &[Option<&Val>], oc: usize) -> Result<Option<Vec<f32>>, OnnxError> {
+    pub(super) fn bias(
+        &self,
+        node: &Node<'_>,
+        args: &[Option<&Val>],
+        oc: usize,
+    ) -> Result<Option<Vec<f32>>, OnnxError> {
         match optional_constant(node, args, 2, "bias")? {
             None => Ok(None),
             Some(b) if b.len() == oc => Ok(Some(b.as_f32())),
@@ -76,7 +90,14 @@ impl Builder {
         }
     }
 
-    pub(super) fn push_layer(&mut self, node: &Node<'_>, mut layer: Layer, weight: Vec<f32>, bias: Option<Vec<f32>>, src: Src) -> usize {
+    pub(super) fn push_layer(
+        &mut self,
+        node: &Node<'_>,
+        mut layer: Layer,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        src: Src,
+    ) -> usize {
         let name = self.layer_name(node);
         layer.name = name.clone();
         layer.weight = format!("{name}.weight");
@@ -172,7 +193,10 @@ impl Builder {
             Some(_) => (out(n_h), out(n_w)),
             None => {
                 let t = conv_pads;
-                ((a.shape[2] + t[0] + t[2] - k as i64) / s as i64 + 1, (a.shape[3] + t[1] + t[3] - k as i64) / s as i64 + 1)
+                (
+                    (a.shape[2] + t[0] + t[2] - k as i64) / s as i64 + 1,
+                    (a.shape[3] + t[1] + t[3] - k as i64) / s as i64 + 1,
+                )
             }
         };
         let (dh, dw) = (layer.out_dim((n_h / up as i64) as u32) as i64, layer.out_dim((n_w / up as i64) as u32) as i64);
@@ -236,7 +260,10 @@ impl Builder {
         let idx = self.push_layer(node, layer, weight, bias, src);
         self.state[idx].crop = crop;
         let extra = if crop.is_some() { e } else { 0 };
-        Ok(Val::A(Act { shape: [1, oc as i64, 2 * h + extra, 2 * w2 + extra], sym: Sym::Src(Src::Layer { idx, stage: 0 }) }))
+        Ok(Val::A(Act {
+            shape: [1, oc as i64, 2 * h + extra, 2 * w2 + extra],
+            sym: Sym::Src(Src::Layer { idx, stage: 0 }),
+        }))
     }
 
     /// A Slice of an activation: only the crop of a ConvTranspose to 2H x 2W.
@@ -248,8 +275,10 @@ impl Builder {
         let Some((th, tw)) = self.state[idx].crop.filter(|_| self.current(idx, stage)) else {
             return Err(bad(node, "a Slice of the image is only supported as the crop after a ConvTranspose"));
         };
-        let consts: Vec<Option<&Const>> = args.iter().map(|a| a.and_then(|v| if let Val::C(c) = v { Some(c) } else { None })).collect();
-        let (starts, ends, axes, steps) = fold::slice_args(node, &consts, self.opset).map_err(|e| unfoldable(node, e))?;
+        let consts: Vec<Option<&Const>> =
+            args.iter().map(|a| a.and_then(|v| if let Val::C(c) = v { Some(c) } else { None })).collect();
+        let (starts, ends, axes, steps) =
+            fold::slice_args(node, &consts, self.opset).map_err(|e| unfoldable(node, e))?;
         let mut kept = a.shape.map(|d| (0..d as usize).collect::<Vec<_>>());
         for k in 0..starts.len() {
             let ax = axes.as_ref().map_or(k as i64, |x| x[k]);
@@ -258,11 +287,19 @@ impl Builder {
                 return Err(bad(node, format!("axis {ax} out of range")));
             }
             let step = steps.as_ref().map_or(1, |s| s[k]);
-            kept[ax as usize] = fold::slice_indices(a.shape[ax as usize], starts[k], ends[k], step).map_err(|e| unfoldable(node, e))?;
+            kept[ax as usize] =
+                fold::slice_indices(a.shape[ax as usize], starts[k], ends[k], step).map_err(|e| unfoldable(node, e))?;
         }
         let prefix = |v: &Vec<usize>, n: i64| v.len() as i64 == n && v.iter().enumerate().all(|(i, &x)| i == x);
-        if !(prefix(&kept[0], a.shape[0]) && prefix(&kept[1], a.shape[1]) && prefix(&kept[2], th) && prefix(&kept[3], tw)) {
-            return Err(bad(node, format!("this Slice does not keep the top-left {th}x{tw} of the ConvTranspose output")));
+        if !(prefix(&kept[0], a.shape[0])
+            && prefix(&kept[1], a.shape[1])
+            && prefix(&kept[2], th)
+            && prefix(&kept[3], tw))
+        {
+            return Err(bad(
+                node,
+                format!("this Slice does not keep the top-left {th}x{tw} of the ConvTranspose output"),
+            ));
         }
         self.state[idx].crop = None;
         Ok(self.bump(idx, [a.shape[0], a.shape[1], th, tw]))

@@ -36,10 +36,34 @@ mod pad_resize;
 
 /// Operators the importer understands; any other is refused before anything else is done.
 pub const SUPPORTED_OPS: &[&str] = &[
-    "Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization", "Relu", "Add", "Sub", "Mul",
-    "Div", "Pad", "Upsample", "Resize", "Tanh", "Clip", "Sigmoid", "Shape", "Gather", "Cast",
-    "Unsqueeze", "Squeeze", "Concat", "Constant", "ConstantOfShape", "Slice", "Floor", "Ceil",
-    "Identity", "Dropout",
+    "Conv",
+    "ConvTranspose",
+    "InstanceNormalization",
+    "BatchNormalization",
+    "Relu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pad",
+    "Upsample",
+    "Resize",
+    "Tanh",
+    "Clip",
+    "Sigmoid",
+    "Shape",
+    "Gather",
+    "Cast",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Slice",
+    "Floor",
+    "Ceil",
+    "Identity",
+    "Dropout",
 ];
 
 /// Input size used for symbolic dimensions when evaluating shape arithmetic.
@@ -88,9 +112,19 @@ type PrePad = Option<(PadMode, [i64; 4])>;
 enum Sym {
     Src(Src),
     /// The input of a conv to come: `src` upsampled, then padded (top, left, bottom, right).
-    Pre { src: Src, upsample: u32, pad: PrePad },
+    Pre {
+        src: Src,
+        upsample: u32,
+        pad: PrePad,
+    },
     /// `func(layer idx) * scale + offset`: the network's output transform so far.
-    Out { idx: usize, stage: u32, func: Func, scale: f64, offset: f64 },
+    Out {
+        idx: usize,
+        stage: u32,
+        func: Func,
+        scale: f64,
+        offset: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +158,8 @@ struct Builder {
 }
 
 /// The reason given for a node that reads a layer's output after another op changed it.
-const EARLIER_STATE: &str = "its input is an earlier state of a layer that was used elsewhere (branching graphs are not supported)";
+const EARLIER_STATE: &str =
+    "its input is an earlier state of a layer that was used elsewhere (branching graphs are not supported)";
 
 /// An error about one node.
 fn bad(node: &Node<'_>, reason: impl Into<String>) -> OnnxError {
@@ -154,7 +189,11 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
         .map(|(_, v)| *v)
         .ok_or_else(|| OnnxError::Opset("the model imports no opset of the default ONNX domain".into()))?;
     if !OPSETS.contains(&opset) {
-        return Err(OnnxError::Opset(format!("opset {opset} is not supported ({}..={})", OPSETS.start(), OPSETS.end())));
+        return Err(OnnxError::Opset(format!(
+            "opset {opset} is not supported ({}..={})",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
     }
     let unsupported: Vec<String> = graph
         .nodes
@@ -174,7 +213,8 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
         let c = fold::decode(t).map_err(|e| OnnxError::Tensor { name: t.name.clone(), source: Box::new(e) })?;
         values.insert(t.name.as_str(), Val::C(c));
     }
-    let inputs: Vec<&proto::ValueInfo> = graph.inputs.iter().filter(|i| !values.contains_key(i.name.as_str())).collect();
+    let inputs: Vec<&proto::ValueInfo> =
+        graph.inputs.iter().filter(|i| !values.contains_key(i.name.as_str())).collect();
     let [input] = inputs.as_slice() else {
         return Err(OnnxError::Graph(format!(
             "the graph must have exactly one input that is not an initializer (an RGB image), it has {}",
@@ -182,7 +222,10 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
         )));
     };
     if input.elem_type != proto::data_type::FLOAT {
-        return Err(OnnxError::Graph(format!("input `{}` has element type {}; float is required", input.name, input.elem_type)));
+        return Err(OnnxError::Graph(format!(
+            "input `{}` has element type {}; float is required",
+            input.name, input.elem_type
+        )));
     }
     let dims = input.dims.clone().unwrap_or_else(|| vec![None; 4]);
     if dims.len() != 4 || !matches!(dims[0], None | Some(1)) || !matches!(dims[1], None | Some(3)) {
@@ -200,11 +243,21 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
         Val::A(Act { shape: [1, 3, probe(dims[2]), probe(dims[3])], sym: Sym::Src(Src::Input { scale: 1.0 }) }),
     );
     let [output] = graph.outputs.as_slice() else {
-        return Err(OnnxError::Graph(format!("the graph must have exactly one output, it has {}", graph.outputs.len())));
+        return Err(OnnxError::Graph(format!(
+            "the graph must have exactly one output, it has {}",
+            graph.outputs.len()
+        )));
     };
 
     let order = order::topological_order(graph, &values)?;
-    let mut b = Builder { opset, layers: Vec::new(), state: Vec::new(), tensors: HashMap::new(), input_scale: None, names: HashSet::new() };
+    let mut b = Builder {
+        opset,
+        layers: Vec::new(),
+        state: Vec::new(),
+        tensors: HashMap::new(),
+        input_scale: None,
+        names: HashSet::new(),
+    };
     for i in order {
         let node = &graph.nodes[i];
         let args: Vec<Option<&Val>> =
@@ -251,9 +304,7 @@ pub fn import(model: &proto::Model<'_>) -> Result<Imported, OnnxError> {
         output: transform,
         layers: b.layers,
     };
-    description
-        .validate("the imported ONNX graph")
-        .map_err(|e| OnnxError::Graph(e.to_string()))?;
+    description.validate("the imported ONNX graph").map_err(|e| OnnxError::Graph(e.to_string()))?;
     Ok(Imported { description, tensors: b.tensors, opset, producer: model.producer_name.clone(), declared_size })
 }
 
@@ -270,7 +321,12 @@ fn constant<'v>(node: &Node<'_>, args: &[Option<&'v Val>], i: usize, what: &str)
     }
 }
 
-fn optional_constant<'v>(node: &Node<'_>, args: &[Option<&'v Val>], i: usize, what: &str) -> Result<Option<&'v Const>, OnnxError> {
+fn optional_constant<'v>(
+    node: &Node<'_>,
+    args: &[Option<&'v Val>],
+    i: usize,
+    what: &str,
+) -> Result<Option<&'v Const>, OnnxError> {
     match args.get(i).copied().flatten() {
         Some(Val::C(c)) if c.is_empty() => Ok(None),
         Some(Val::C(c)) => Ok(Some(c)),
@@ -294,7 +350,9 @@ impl Builder {
     /// The layer an op may extend: the newest state of a layer no conv has read yet.
     fn open_layer(&self, node: &Node<'_>, a: &Act) -> Result<usize, OnnxError> {
         match a.sym {
-            Sym::Src(Src::Layer { idx, stage }) if self.current(idx, stage) && self.state[idx].crop.is_none() => Ok(idx),
+            Sym::Src(Src::Layer { idx, stage }) if self.current(idx, stage) && self.state[idx].crop.is_none() => {
+                Ok(idx)
+            }
             Sym::Src(Src::Layer { idx, .. }) if self.state[idx].crop.is_some() => {
                 Err(bad(node, "a ConvTranspose output must first be cropped to 2H x 2W"))
             }

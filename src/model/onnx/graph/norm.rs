@@ -49,7 +49,11 @@ impl Builder {
         let c = l.out_channels as usize;
         let get = |i, what| -> Result<Vec<f64>, OnnxError> {
             let v = constant(node, args, i, what)?.as_f64();
-            if v.len() == c { Ok(v) } else { Err(bad(node, format!("{what} must have {c} values"))) }
+            if v.len() == c {
+                Ok(v)
+            } else {
+                Err(bad(node, format!("{what} must have {c} values")))
+            }
         };
         let (scale, b, mean, var) = (get(1, "scale")?, get(2, "B")?, get(3, "mean")?, get(4, "var")?);
         let eps = attr(node, "epsilon").and_then(|a| a.f).unwrap_or(1e-5) as f64;

@@ -13,7 +13,10 @@ pub(super) fn topological_order(graph: &proto::Graph<'_>, known: &HashMap<&str, 
     for (i, n) in graph.nodes.iter().enumerate() {
         for o in n.outputs.iter().filter(|o| !o.is_empty()) {
             if known.contains_key(o.as_str()) || producer.insert(o.as_str(), i).is_some() {
-                return Err(OnnxError::Graph(format!("value `{o}` is produced more than once (node `{}`)", node_name(n))));
+                return Err(OnnxError::Graph(format!(
+                    "value `{o}` is produced more than once (node `{}`)",
+                    node_name(n)
+                )));
             }
         }
     }
@@ -48,7 +51,8 @@ pub(super) fn topological_order(graph: &proto::Graph<'_>, known: &HashMap<&str, 
         }
     }
     if order.len() < graph.nodes.len() {
-        let stuck = (0..graph.nodes.len()).find(|&i| indegree[i] > 0).map_or(String::new(), |i| node_name(&graph.nodes[i]));
+        let stuck =
+            (0..graph.nodes.len()).find(|&i| indegree[i] > 0).map_or(String::new(), |i| node_name(&graph.nodes[i]));
         return Err(OnnxError::Graph(format!("the graph has a cycle (through node `{stuck}`)")));
     }
     Ok(order)

@@ -16,7 +16,8 @@ impl Builder {
         };
         let mode = attr_s(node, "mode").unwrap_or_else(|| "constant".into());
         let (pads, value) = if self.opset < 11 {
-            let p = attr_ints(node, "pads").or_else(|| attr_ints(node, "paddings")).ok_or_else(|| bad(node, "no pads"))?;
+            let p =
+                attr_ints(node, "pads").or_else(|| attr_ints(node, "paddings")).ok_or_else(|| bad(node, "no pads"))?;
             (p, attr(node, "value").and_then(|a| a.f).unwrap_or(0.0) as f64)
         } else {
             let p = constant(node, args, 1, "pads")?.as_i64("pads").map_err(|e| unfoldable(node, e))?;
@@ -42,17 +43,33 @@ impl Builder {
             };
             (p, v)
         };
-        if pads.len() != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || pads.iter().any(|&p| !(0..=64).contains(&p)) {
-            return Err(bad(node, format!("pads {pads:?}: only non-negative padding of height and width (up to 64) is supported")));
+        if pads.len() != 8
+            || pads[0] != 0
+            || pads[1] != 0
+            || pads[4] != 0
+            || pads[5] != 0
+            || pads.iter().any(|&p| !(0..=64).contains(&p))
+        {
+            return Err(bad(
+                node,
+                format!("pads {pads:?}: only non-negative padding of height and width (up to 64) is supported"),
+            ));
         }
         let mode = match mode.as_str() {
             "reflect" => PadMode::Reflect,
             "constant" if value == 0.0 => PadMode::Zero,
             "constant" => return Err(bad(node, format!("constant padding with {value} (only 0 is supported)"))),
-            other => return Err(bad(node, format!("{other} padding is not supported by the kernels (reflect and zero are)"))),
+            other => {
+                return Err(bad(
+                    node,
+                    format!("{other} padding is not supported by the kernels (reflect and zero are)"),
+                ))
+            }
         };
         let p = [pads[2], pads[3], pads[6], pads[7]];
-        if mode == PadMode::Reflect && (p[0] >= a.shape[2] || p[2] >= a.shape[2] || p[1] >= a.shape[3] || p[3] >= a.shape[3]) {
+        if mode == PadMode::Reflect
+            && (p[0] >= a.shape[2] || p[2] >= a.shape[2] || p[1] >= a.shape[3] || p[3] >= a.shape[3])
+        {
             return Err(bad(node, "reflection pads must be smaller than the image"));
         }
         let shape = [a.shape[0], a.shape[1], a.shape[2] + p[0] + p[2], a.shape[3] + p[1] + p[3]];
@@ -121,7 +138,9 @@ impl Builder {
             v
         };
         if target != [1.0, 1.0, 2.0, 2.0] {
-            let why = format!("scales {target:?}{axes_note} at {h}x{w}: only nearest 2x upsampling of height and width is supported");
+            let why = format!(
+                "scales {target:?}{axes_note} at {h}x{w}: only nearest 2x upsampling of height and width is supported"
+            );
             return Err(bad(node, why));
         }
         Ok(Val::A(Act { shape: [a.shape[0], a.shape[1], 2 * h, 2 * w], sym: Sym::Pre { src, upsample: 2, pad: None } }))
@@ -145,8 +164,20 @@ fn nearest_is_repeat(ctm: &str, nearest: &str) -> bool {
             let r = match nearest {
                 "floor" => x.floor(),
                 "ceil" => x.ceil(),
-                "round_prefer_floor" => if x.fract() == 0.5 { x.floor() } else { x.round() },
-                "round_prefer_ceil" => if x.fract() == 0.5 { x.ceil() } else { x.round() },
+                "round_prefer_floor" => {
+                    if x.fract() == 0.5 {
+                        x.floor()
+                    } else {
+                        x.round()
+                    }
+                }
+                "round_prefer_ceil" => {
+                    if x.fract() == 0.5 {
+                        x.ceil()
+                    } else {
+                        x.round()
+                    }
+                }
                 _ => return false,
             };
             r.clamp(0.0, n_in - 1.0) == (i / 2.0).floor()
