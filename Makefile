@@ -58,6 +58,8 @@ SKIP_LOG := $(CURDIR)/target/skipped.txt
 test: export STYLESTREAM_SKIP_LOG := $(SKIP_LOG)
 test: deps pydeps services
 	@mkdir -p target && rm -f $(SKIP_LOG)
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
 	cargo test --benches
 	cargo test --doc
 	cargo test --lib --bins --tests

@@ -75,9 +75,11 @@ struct Parts {
     prose: String,
 }
 
+/// A fenced code block: its language and its text.
+type Block = (String, String);
+
 fn parts(text: &str) -> Parts {
-    let (mut blocks, mut prose, mut open): (Vec<(String, String)>, String, Option<(String, String)>) =
-        (vec![], String::new(), None);
+    let (mut blocks, mut prose, mut open): (Vec<Block>, String, Option<Block>) = (vec![], String::new(), None);
     for line in text.lines() {
         let fence = line.trim_start().strip_prefix("```");
         match (&mut open, fence) {

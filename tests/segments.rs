@@ -132,7 +132,7 @@ fn instance_of(svc: &Svc) -> String {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["fields"]["instance"].as_str().map(str::to_string))
-        .last()
+        .next_back()
         .expect("the instance logs its id")
 }
 

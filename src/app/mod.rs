@@ -19,30 +19,54 @@ use crate::media::MediaError;
 use crate::model::gpu::GpuError;
 use crate::model::{ModelError, NetworkDescription, Weights};
 
-/// Everything that can end a command, each with the thing that is wrong named.
+/// Everything that can end a command, each with the thing that is wrong named. The errors of
+/// the layers below are boxed: a command's error is small to pass around, whatever they hold.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     #[error(transparent)]
-    Gpu(#[from] GpuError),
+    Gpu(Box<GpuError>),
     #[error(transparent)]
-    Media(#[from] MediaError),
+    Media(Box<MediaError>),
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(Box<PipelineError>),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(Box<crate::config::ConfigError>),
     #[error(transparent)]
-    Service(#[from] serve::ServiceError),
+    Service(Box<serve::ServiceError>),
     #[error(transparent)]
-    Zoo(#[from] crate::model::zoo::ZooError),
+    Zoo(Box<crate::model::zoo::ZooError>),
     #[error(transparent)]
-    Job(#[from] JobError),
+    Job(Box<JobError>),
     #[error(transparent)]
-    Store(#[from] crate::storage::StoreError),
+    Store(Box<crate::storage::StoreError>),
     #[error("{0}")]
     Usage(String),
 }
+
+/// `From` each layer's error, boxed.
+macro_rules! app_error_from {
+    ($($variant:ident($error:ty)),* $(,)?) => {
+        $(impl From<$error> for AppError {
+            fn from(e: $error) -> Self {
+                AppError::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+app_error_from!(
+    Model(ModelError),
+    Gpu(GpuError),
+    Media(MediaError),
+    Pipeline(PipelineError),
+    Config(crate::config::ConfigError),
+    Service(serve::ServiceError),
+    Zoo(crate::model::zoo::ZooError),
+    Job(JobError),
+    Store(crate::storage::StoreError),
+);
 
 /// The description and checked weights named on the command line (a path, or a name in
 /// `$STYLESTREAM_MODELS_DIR`). An `.onnx` model carries its own description (its graph);

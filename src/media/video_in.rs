@@ -44,7 +44,7 @@ pub(super) fn set_colorspace(s: &mut scaling::Context, space: ffmpeg::color::Spa
         ffmpeg::color::Space::SMPTE240M => ffi::SWS_CS_SMPTE240M,
         ffmpeg::color::Space::BT2020NCL | ffmpeg::color::Space::BT2020CL => ffi::SWS_CS_BT2020,
         _ => ffi::SWS_CS_DEFAULT,
-    } as i32;
+    };
     // SAFETY: plain calls on a valid context; the coefficient table is static in swscale.
     unsafe {
         let coefs = ffi::sws_getCoefficients(cs);

@@ -220,7 +220,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn jobs(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(s.token.as_deref(), &headers, false) {
+    if let Some(denied) = refusal(s.token.as_deref(), &headers, false) {
         return denied;
     }
     match serde_json::to_string(&s.board.snapshot()) {
@@ -232,7 +232,7 @@ async fn jobs(State(s): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn status_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(s.token.as_deref(), &headers, false) {
+    if let Some(denied) = refusal(s.token.as_deref(), &headers, false) {
         return denied;
     }
     let html = render_status_page(&s.board.snapshot(), &s.board.health(s.stall_secs), &s.metrics.readiness());
@@ -250,7 +250,7 @@ async fn status_page(State(s): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 async fn cancel(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(denied) = authorize(s.token.as_deref(), &headers, true) {
+    if let Some(denied) = refusal(s.token.as_deref(), &headers, true) {
         return denied;
     }
     // The canceller is the service's code: run it off the runtime that answers the probes.
@@ -271,15 +271,11 @@ async fn cancel(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<St
     }
 }
 
-/// `Ok` when the request may go on: with a token, it must carry it; without one, only reads
-/// (`cancels == false`) go on.
-fn authorize(token: Option<&str>, headers: &HeaderMap, cancels: bool) -> Result<(), Response> {
+/// The refusal of a request that may not go on, `None` when it may: with a token, it must
+/// carry it; without one, only reads (`cancels == false`) go on.
+fn refusal(token: Option<&str>, headers: &HeaderMap, cancels: bool) -> Option<Response> {
     let Some(token) = token else {
-        return if cancels {
-            Err(text(StatusCode::FORBIDDEN, "cancelling over HTTP needs a token\n".to_string()))
-        } else {
-            Ok(())
-        };
+        return cancels.then(|| text(StatusCode::FORBIDDEN, "cancelling over HTTP needs a token\n".to_string()));
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -287,10 +283,10 @@ fn authorize(token: Option<&str>, headers: &HeaderMap, cancels: bool) -> Result<
         None => {
             let mut r = text(StatusCode::UNAUTHORIZED, "this needs Authorization: Bearer <token>\n".to_string());
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
-        Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(text(StatusCode::FORBIDDEN, "wrong token\n".to_string())),
+        Some(given) if same(given.trim().as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(text(StatusCode::FORBIDDEN, "wrong token\n".to_string())),
     }
 }
 

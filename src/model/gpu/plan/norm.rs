@@ -126,7 +126,7 @@ impl Builder<'_> {
             chunk_base += chunks;
             keep.push((params, w, chunks));
         }
-        let vec4 = s.c % 4 == 0;
+        let vec4 = s.c.is_multiple_of(4);
         let placeholder = self.placeholder.clone();
         for (params, w, chunks) in &keep {
             let x4 = if vec4 { self.binding(t, w) } else { placeholder.as_entire_binding() };

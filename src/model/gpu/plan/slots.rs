@@ -19,23 +19,23 @@ pub(super) fn assign_slots(desc: &NetworkDescription, shapes: &[Shape]) -> Vec<u
             last_use[j + 1] = last_use[j + 1].max(i);
         }
     }
-    let mut slot_of = vec![0usize; n];
     // occupant[s]: the tensor currently in slot s.
     let mut occupant: Vec<usize> = Vec::new();
-    for t in 0..n {
-        // Tensor t is written by layer t - 1 (the input by the upload, "layer -1").
-        let free = occupant.iter().position(|&o| t >= 1 && last_use[o] < t - 1);
-        let s = match free {
-            Some(s) => s,
-            None => {
-                occupant.push(t);
-                occupant.len() - 1
-            }
-        };
-        occupant[s] = t;
-        slot_of[t] = s;
-    }
-    slot_of
+    (0..n)
+        .map(|t| {
+            // Tensor t is written by layer t - 1 (the input by the upload, "layer -1").
+            let free = occupant.iter().position(|&o| t >= 1 && last_use[o] < t - 1);
+            let s = match free {
+                Some(s) => s,
+                None => {
+                    occupant.push(t);
+                    occupant.len() - 1
+                }
+            };
+            occupant[s] = t;
+            s
+        })
+        .collect()
 }
 
 #[cfg(test)]
