@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::kernels::PipelineCache;
 use super::precision::Precision;
+use super::KernelChoice;
 use super::GpuError;
 
 /// How to pick and configure the device.
@@ -75,6 +76,9 @@ pub struct GpuContext {
     pub(super) f16: bool,
     /// A CPU adapter (lavapipe, WARP, ...): `Precision::Auto` means f32 there.
     pub(super) cpu: bool,
+    /// The device has EXPERIMENTAL_COOPERATIVE_MATRIX (and SUBGROUP) enabled for the `coop`
+    /// kernels: their subgroup size; or why not (see `coop::probe`).
+    pub(super) coop: Result<u32, String>,
 }
 
 /// Devices opened by this process (a long-lived service opens one per worker, once).
@@ -136,6 +140,27 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        // The cooperative-matrix kernels (the `coop` set): only where a plan may choose them (f16,
+        // kernels auto, timed or coop) and the adapter has what they need (`coop::probe`).
+        let coop = if matches!(opts.kernels, KernelChoice::Auto | KernelChoice::Timed | KernelChoice::Coop) {
+            super::coop::probe(&adapter, f16)
+        } else {
+            Err(format!("--kernels {} asks for another set", opts.kernels.name()))
+        };
+        let experimental_features = match &coop {
+            Ok(_) => {
+                features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;
+                // SAFETY: wgpu's experimental features may hold bugs with undefined behaviour. Only
+                // EXPERIMENTAL_COOPERATIVE_MATRIX is requested, only on an adapter that offers it
+                // with the shape our kernels use, and a plan uses those kernels only after its
+                // self-check agrees with the f16 path (`coop::usable`).
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            }
+            Err(why) => {
+                tracing::debug!(adapter = %info, reason = %why, "no cooperative-matrix kernels");
+                wgpu::ExperimentalFeatures::disabled()
+            }
+        };
         // Everything the adapter offers, not WebGPU's defaults: frames need the largest
         // buffers there are, and tiled kernels the real workgroup memory (16 KiB by default,
         // 32 KiB on lavapipe, 48 KiB on NVIDIA).
@@ -145,7 +170,7 @@ impl GpuContext {
                 label: Some("stylestream"),
                 required_features: features,
                 required_limits,
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features,
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -162,7 +187,11 @@ impl GpuContext {
         if let Some(cap) = opts.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
-        tracing::info!(adapter = %info, max_binding_mib = max_binding as f64 / 1048576.0, subgroups, "GPU device ready");
+        let coop_subgroup = coop.as_ref().ok().copied();
+        tracing::info!(
+            adapter = %info, max_binding_mib = max_binding as f64 / 1048576.0, subgroups, ?coop_subgroup,
+            "GPU device ready"
+        );
         Ok(Self {
             device,
             queue,
@@ -178,6 +207,7 @@ impl GpuContext {
             precision: opts.precision,
             f16,
             cpu,
+            coop,
         })
     }
 
@@ -209,6 +239,12 @@ impl GpuContext {
     /// Whether the device has SHADER_F16 enabled (the adapter has it and f32 was not forced).
     pub fn has_f16(&self) -> bool {
         self.f16
+    }
+
+    /// The subgroup size the cooperative-matrix kernels (`--kernels coop`) run with on this
+    /// device, or why the device cannot run them.
+    pub fn coop(&self) -> Result<u32, &str> {
+        self.coop.as_ref().copied().map_err(String::as_str)
     }
 
     /// Whether per-kernel timestamps are being recorded.

@@ -18,6 +18,11 @@ pub enum Kernel {
     /// `conv_transpose2d` sharing weights across a subgroup, one row and column parity per
     /// workgroup.
     ConvTranspose2dSubgroup,
+    /// Implicit GEMM on cooperative matrices (f16 16x16x16, f32 accumulation) for the 3 x 3
+    /// layers, stride 1 and 2. f16 only; feature EXPERIMENTAL_COOPERATIVE_MATRIX.
+    Conv2dCoop,
+    /// `conv_transpose2d` as four phase GEMMs (taps 2x2, 2x1, 1x2, 1x1) on cooperative matrices.
+    ConvTranspose2dCoop,
     InstanceNormStats,
     InstanceNormFinalize,
     InstanceNormApply,
@@ -30,12 +35,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::Conv2d,
         Kernel::Conv2dSubgroup,
         Kernel::Conv2dTiled,
         Kernel::ConvTranspose2d,
         Kernel::ConvTranspose2dSubgroup,
+        Kernel::Conv2dCoop,
+        Kernel::ConvTranspose2dCoop,
         Kernel::InstanceNormStats,
         Kernel::InstanceNormFinalize,
         Kernel::InstanceNormApply,
@@ -51,6 +58,8 @@ impl Kernel {
             Kernel::Conv2dTiled => "conv2d_tiled",
             Kernel::ConvTranspose2d => "conv_transpose2d",
             Kernel::ConvTranspose2dSubgroup => "conv_transpose2d_subgroup",
+            Kernel::Conv2dCoop => "conv2d_coop",
+            Kernel::ConvTranspose2dCoop => "conv_transpose2d_coop",
             Kernel::InstanceNormStats => "instance_norm_stats",
             Kernel::InstanceNormFinalize => "instance_norm_finalize",
             Kernel::InstanceNormApply => "instance_norm_apply",
@@ -65,30 +74,56 @@ impl Kernel {
         format!("{}.wgsl", self.name())
     }
 
-    /// Whether the shader needs the SUBGROUP feature.
+    /// Whether the shader shares values across a subgroup (subgroupBroadcast; feature SUBGROUP).
     pub fn needs_subgroups(self) -> bool {
         matches!(self, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup)
     }
 
-    /// The op prelude the kernel is joined with (`shaders/conv_common.wgsl` for the
-    /// convolutions), if any.
-    pub fn op_prelude(self) -> Option<&'static str> {
+    /// Whether the shader multiplies cooperative matrices (features
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX and, for `@builtin(subgroup_id)`, SUBGROUP).
+    pub fn needs_coop(self) -> bool {
+        matches!(self, Kernel::Conv2dCoop | Kernel::ConvTranspose2dCoop)
+    }
+
+    /// The precisions the kernel is loaded at: both, but f16 only for the cooperative-matrix
+    /// kernels (their operands are f16 matrices).
+    pub fn precisions(self) -> &'static [StoragePrecision] {
+        if self.needs_coop() {
+            &[StoragePrecision::F16]
+        } else {
+            &StoragePrecision::ALL
+        }
+    }
+
+    /// The directive prelude joined first, before the precision prelude (WGSL directives come
+    /// before every declaration): `shaders/coop_enable.wgsl` for the cooperative-matrix kernels.
+    pub fn directive_prelude(self) -> Option<&'static str> {
+        self.needs_coop().then_some(COOP_ENABLE)
+    }
+
+    /// The op preludes the kernel is joined with, in order: `shaders/conv_common.wgsl` for the
+    /// convolutions, then `shaders/gemm_coop.wgsl` for the cooperative-matrix ones.
+    pub fn op_preludes(self) -> &'static [&'static str] {
         match self {
             Kernel::Conv2d
             | Kernel::Conv2dSubgroup
             | Kernel::Conv2dTiled
             | Kernel::ConvTranspose2d
-            | Kernel::ConvTranspose2dSubgroup => Some(CONV_PRELUDE),
-            _ => None,
+            | Kernel::ConvTranspose2dSubgroup => &[CONV_PRELUDE],
+            Kernel::Conv2dCoop | Kernel::ConvTranspose2dCoop => &[CONV_PRELUDE, GEMM_COOP_PRELUDE],
+            _ => &[],
         }
     }
 
-    /// What is compiled at `precision`: the precision prelude (first: the f16 one starts with
-    /// its `enable f16;` directive), the op prelude where there is one, then the kernel's own
-    /// file, joined by plain concatenation.
+    /// What is compiled at `precision`: the directive prelude where there is one, the precision
+    /// prelude (the f16 one starts with its `enable f16;` directive), the op preludes, then the
+    /// kernel's own file, joined by plain concatenation.
     pub fn module_source(self, precision: StoragePrecision) -> String {
-        let parts = [Some(precision.prelude()), self.op_prelude(), Some(self.source())];
-        parts.into_iter().flatten().collect::<Vec<_>>().join("\n")
+        let mut parts: Vec<&str> = self.directive_prelude().into_iter().collect();
+        parts.push(precision.prelude());
+        parts.extend(self.op_preludes());
+        parts.push(self.source());
+        parts.join("\n")
     }
 
     /// The kernel's own file, `shaders/<name>.wgsl`.
@@ -99,6 +134,8 @@ impl Kernel {
             Kernel::Conv2dTiled => include_str!("../../../shaders/conv2d_tiled.wgsl"),
             Kernel::ConvTranspose2d => include_str!("../../../shaders/conv_transpose2d.wgsl"),
             Kernel::ConvTranspose2dSubgroup => include_str!("../../../shaders/conv_transpose2d_subgroup.wgsl"),
+            Kernel::Conv2dCoop => include_str!("../../../shaders/conv2d_coop.wgsl"),
+            Kernel::ConvTranspose2dCoop => include_str!("../../../shaders/conv_transpose2d_coop.wgsl"),
             Kernel::InstanceNormStats => include_str!("../../../shaders/instance_norm_stats.wgsl"),
             Kernel::InstanceNormFinalize => include_str!("../../../shaders/instance_norm_finalize.wgsl"),
             Kernel::InstanceNormApply => include_str!("../../../shaders/instance_norm_apply.wgsl"),
@@ -114,6 +151,17 @@ impl Kernel {
 pub const CONV_PRELUDE: &str = include_str!("../../../shaders/conv_common.wgsl");
 /// Its file in `shaders/`.
 pub const CONV_PRELUDE_FILE: &str = "conv_common.wgsl";
+/// The implicit GEMM on cooperative matrices shared by `conv2d_coop` and `conv_transpose2d_coop`
+/// (tiles, depth loop, weights loader, epilogue): valid WGSL after `coop_enable`, the f16
+/// precision prelude and `conv_common`, given the two functions each kernel defines.
+pub const GEMM_COOP_PRELUDE: &str = include_str!("../../../shaders/gemm_coop.wgsl");
+/// Its file in `shaders/`.
+pub const GEMM_COOP_PRELUDE_FILE: &str = "gemm_coop.wgsl";
+/// The `enable wgpu_cooperative_matrix;` directive, joined first for the cooperative-matrix
+/// kernels.
+pub const COOP_ENABLE: &str = include_str!("../../../shaders/coop_enable.wgsl");
+/// Its file in `shaders/`.
+pub const COOP_ENABLE_FILE: &str = "coop_enable.wgsl";
 
 /// Override constants of one specialisation, as (name, value) in a fixed order.
 pub(super) type Overrides = Vec<(&'static str, f64)>;

@@ -2,6 +2,7 @@
 //! per-(model, frame size) plan. The only module of the crate that touches wgpu.
 
 mod context;
+mod coop;
 mod kernels;
 mod plan;
 mod precision;
@@ -9,7 +10,10 @@ mod select;
 mod weights;
 
 pub use context::{devices_opened, AdapterSummary, GpuContext, GpuOptions};
-pub use kernels::{Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE};
+pub use coop::{COOP_TOLERANCE, COOP_WORKGROUP_BYTES};
+pub use kernels::{
+    Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE, COOP_ENABLE, COOP_ENABLE_FILE, GEMM_COOP_PRELUDE, GEMM_COOP_PRELUDE_FILE,
+};
 pub use plan::{FrameOutput, KernelTime, NetworkPlan};
 pub use precision::{level_diff, Precision, SelfCheck, StoragePrecision, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 pub use select::{cache_path as kernel_cache_path, KernelChoice, KernelSetError, Source as VariantSource, Variant};

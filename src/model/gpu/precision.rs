@@ -103,6 +103,11 @@ impl SelfCheck {
     pub fn passes(&self) -> bool {
         self.max_levels <= F16_MAX_LEVELS && self.mean_levels <= F16_MEAN_LEVELS
     }
+
+    /// Within `bound` (its largest and mean differences), e.g. `COOP_TOLERANCE`.
+    pub fn within(&self, bound: &SelfCheck) -> bool {
+        self.max_levels <= bound.max_levels && self.mean_levels <= bound.mean_levels
+    }
 }
 
 /// The storage precision of a plan on `ctx`: `Precision::F32` and `F16` as asked (f16 only on a

@@ -10,12 +10,19 @@
 //! stylestream version, model, size, precision), so later runs skip the timing.
 //! `KernelChoice::Auto` (the default) is the fixed default set on CPU adapters — CI output does
 //! not change, and no time goes to timing a CPU — and `Timed` on GPUs.
+//!
+//! `Variant::Coop` (cooperative matrices, f16 only) is a candidate only in f16 plans on a device
+//! that can run it and whose self-check passed (`coop::usable`), and is checked against the f32
+//! path within `COOP_TOLERANCE` before it is timed. Asked for by name where it is not usable,
+//! it falls back to the default set with a warning that says why (`Source::Fallback`); asked for
+//! in an f32 plan it is an error.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::coop::{self, COOP_TOLERANCE};
 use super::plan::{noise_frame, NetworkPlan};
 use super::precision::{level_diff, StoragePrecision};
 use super::{GpuContext, GpuError};
@@ -38,10 +45,15 @@ pub enum Variant {
     /// `tiled` with 128 x 64 tiles (512 invocations: each weight reused by 128 pixels).
     #[serde(rename = "tiled-128x64")]
     Tiled128x64,
+    /// The 3x3 layers and the transposed convs as implicit GEMMs on cooperative matrices
+    /// (`conv2d_coop`, `conv_transpose2d_coop`: f16 16x16x16, f32 accumulation), the 9x9 ones on
+    /// the subgroup kernels where the device has subgroups, else plain; norm fused. f16 only.
+    Coop,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    /// Every set; `Coop` last (the first candidate timed is the reference of the others).
+    pub const ALL: [Variant; 8] = [
         Variant::Subgroup,
         Variant::SubgroupUnfused,
         Variant::Plain,
@@ -49,6 +61,7 @@ impl Variant {
         Variant::Tiled,
         Variant::Tiled32x32,
         Variant::Tiled128x64,
+        Variant::Coop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +73,7 @@ impl Variant {
             Variant::Tiled => "tiled",
             Variant::Tiled32x32 => "tiled-32x32",
             Variant::Tiled128x64 => "tiled-128x64",
+            Variant::Coop => "coop",
         }
     }
 
@@ -86,7 +100,12 @@ impl Variant {
 
     /// Instance norm fused into the convolutions.
     pub fn fused_norm(self) -> bool {
-        matches!(self, Variant::Subgroup | Variant::Plain) || self.tiled()
+        matches!(self, Variant::Subgroup | Variant::Plain | Variant::Coop) || self.tiled()
+    }
+
+    /// The convolutions as GEMMs on cooperative matrices (f16 plans only).
+    pub fn coop(self) -> bool {
+        self == Variant::Coop
     }
 
     fn from_name(name: &str) -> Option<Variant> {
@@ -114,6 +133,8 @@ pub enum KernelChoice {
     #[value(name = "tiled-128x64")]
     #[serde(rename = "tiled-128x64")]
     Tiled128x64,
+    /// Cooperative matrices (f16 only; falls back to the default set where unusable).
+    Coop,
 }
 
 impl KernelChoice {
@@ -128,6 +149,7 @@ impl KernelChoice {
             KernelChoice::Tiled => "tiled",
             KernelChoice::Tiled32x32 => "tiled-32x32",
             KernelChoice::Tiled128x64 => "tiled-128x64",
+            KernelChoice::Coop => "coop",
         }
     }
 
@@ -141,6 +163,7 @@ impl KernelChoice {
             Variant::Tiled => KernelChoice::Tiled,
             Variant::Tiled32x32 => KernelChoice::Tiled32x32,
             Variant::Tiled128x64 => KernelChoice::Tiled128x64,
+            Variant::Coop => KernelChoice::Coop,
         }
     }
 
@@ -154,6 +177,7 @@ impl KernelChoice {
             KernelChoice::Tiled => Some(Variant::Tiled),
             KernelChoice::Tiled32x32 => Some(Variant::Tiled32x32),
             KernelChoice::Tiled128x64 => Some(Variant::Tiled128x64),
+            KernelChoice::Coop => Some(Variant::Coop),
         }
     }
 }
@@ -179,6 +203,10 @@ pub enum KernelSetError {
         have_bytes: u32,
         have_invocations: u32,
     },
+    #[error("kernels `coop` are f16 only: use --precision f16 (or auto) with them")]
+    CoopNeedsF16,
+    #[error("kernels `coop` cannot run on adapter `{adapter}`: {reason}")]
+    NoCoop { adapter: String, reason: String },
 }
 
 /// Whether the device can run `v`: subgroups where it needs them, and for the tiled GEMM the
@@ -186,6 +214,9 @@ pub enum KernelSetError {
 fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), KernelSetError> {
     if v.subgroups() && !ctx.subgroups {
         return Err(KernelSetError::NoSubgroups { variant: v.name(), adapter: ctx.adapter.to_string() });
+    }
+    if let (true, Err(reason)) = (v.coop(), &ctx.coop) {
+        return Err(KernelSetError::NoCoop { adapter: ctx.adapter.to_string(), reason: reason.clone() });
     }
     if let Some((tm, tn)) = v.tile() {
         let limits = ctx.device.limits();
@@ -205,9 +236,28 @@ fn runs_on(ctx: &GpuContext, v: Variant) -> Result<(), KernelSetError> {
     Ok(())
 }
 
-/// The variants this device can run (at either precision: every kernel loads at both).
-fn candidates(ctx: &GpuContext) -> Vec<Variant> {
-    Variant::ALL.into_iter().filter(|&v| runs_on(ctx, v).is_ok()).collect()
+/// The variants a plan at `precision` may use on this device: every set it can run (each loads
+/// at both precisions) but `Coop`, which only where `coop::usable` says so (f16 plans; the log
+/// says why not).
+fn candidates(
+    ctx: &GpuContext,
+    desc: &NetworkDescription,
+    weights: &Weights,
+    precision: StoragePrecision,
+) -> Vec<Variant> {
+    let coop = || match (ctx.coop.is_ok(), coop::usable(ctx, desc, weights, precision)) {
+        (_, Ok(())) => true,
+        (false, Err(_)) => false,
+        (true, Err(why)) => {
+            tracing::warn!(adapter = %ctx.adapter, reason = %why, "kernels coop left out of the candidates");
+            false
+        }
+    };
+    let mut out: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| !v.coop() && runs_on(ctx, v).is_ok()).collect();
+    if precision == StoragePrecision::F16 && coop() {
+        out.push(Variant::Coop);
+    }
+    out
 }
 
 /// The variant of today's defaults: subgroups where the device has them, fused unless
@@ -230,6 +280,9 @@ pub enum Source {
     Timed,
     /// From this process's earlier decision or the disk cache.
     Cached,
+    /// The set asked for cannot be used here (`coop` without cooperative matrices, or whose
+    /// self-check failed): the default set instead, with a warning that says why.
+    Fallback,
 }
 
 /// Decisions taken in this process: every plan (every worker) with the same key gets the same.
@@ -302,6 +355,22 @@ pub(super) fn choose(
     height: u32,
     precision: StoragePrecision,
 ) -> Result<(Variant, Source), GpuError> {
+    if kernels == super::KernelChoice::Coop {
+        if precision != StoragePrecision::F16 {
+            return Err(KernelSetError::CoopNeedsF16.into());
+        }
+        return Ok(match coop::usable(ctx, desc, weights, precision) {
+            Ok(()) => (Variant::Coop, Source::Forced),
+            Err(why) => {
+                let v = default_variant(ctx);
+                tracing::warn!(
+                    adapter = %ctx.adapter, reason = %why,
+                    "kernels coop cannot be used: {} kernels instead", v.name()
+                );
+                (v, Source::Fallback)
+            }
+        });
+    }
     if let Some(v) = kernels.forced() {
         runs_on(ctx, v)?;
         return Ok((v, Source::Forced));
@@ -319,7 +388,7 @@ pub(super) fn choose(
     let path = cache_path();
     if let Some(v) = path.as_deref().and_then(|p| read_cache(p).get(&key).and_then(|e| Variant::from_name(&e.variant)))
     {
-        if candidates(ctx).contains(&v) {
+        if candidates(ctx, desc, weights, precision).contains(&v) {
             tracing::info!(variant = v.name(), key = %key, "kernels from the choice cache");
             memo.insert(key, v);
             return Ok((v, Source::Cached));
@@ -336,11 +405,14 @@ pub(super) fn choose(
 }
 
 /// Largest 8-bit difference a candidate may show against the first one (sums in another
-/// order round differently; a wrong kernel is off by far more).
+/// order round differently; a wrong kernel is off by far more). The `coop` candidate is held to
+/// `COOP_TOLERANCE` against the f32 path instead (its operands, normalised inputs included, are
+/// f16).
 const MAX_LEVELS: u8 = 2;
 
-/// Builds each candidate at the real size, checks it against the first, times two frames after
-/// a warm-up (which compiles the pipelines), and returns the fastest and every time.
+/// Builds each candidate at the real size, checks it against the first (`coop` against the f32
+/// path), times two frames after a warm-up (which compiles the pipelines), and returns the
+/// fastest and every time.
 fn time_candidates(
     ctx: &GpuContext,
     desc: &NetworkDescription,
@@ -353,10 +425,31 @@ fn time_candidates(
     let mut reference: Option<Vec<u8>> = None;
     let mut times = BTreeMap::new();
     let mut best: Option<(Variant, f64)> = None;
-    for v in candidates(ctx) {
+    for v in candidates(ctx, desc, weights, precision) {
         let plan = NetworkPlan::with_variant(ctx, desc, weights, width, height, precision, v)?;
         let out = plan.run(&frame)?.rgb;
         match &reference {
+            _ if v.coop() => {
+                let full = NetworkPlan::with_variant(
+                    ctx,
+                    desc,
+                    weights,
+                    width,
+                    height,
+                    StoragePrecision::F32,
+                    default_variant(ctx),
+                )?;
+                let d = level_diff(&full.run(&frame)?.rgb, &out);
+                if !d.within(&COOP_TOLERANCE) {
+                    tracing::warn!(
+                        variant = v.name(),
+                        max_levels = d.max_levels,
+                        mean_levels = d.mean_levels,
+                        "kernel candidate differs from the f32 path by more than COOP_TOLERANCE: left out"
+                    );
+                    continue;
+                }
+            }
             None => reference = Some(out),
             Some(r) => {
                 let d = level_diff(r, &out);
@@ -416,6 +509,7 @@ mod tests {
         // Every tile fits those arrays: 2 x TM x 4 input vec4s (1,024) and 2 x 16 x TN / 4
         // weight vec4s (512), with TM and TN multiples of 16.
         let tiled: Vec<_> = Variant::ALL.into_iter().filter_map(Variant::tile).collect();
+        assert!(Variant::Coop.fused_norm() && Variant::Coop.coop() && !Variant::Coop.tiled());
         assert_eq!(tiled.len(), 3);
         for (tm, tn) in tiled {
             assert!(tm % 16 == 0 && tn % 16 == 0, "{tm}x{tn}");

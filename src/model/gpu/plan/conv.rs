@@ -1,5 +1,6 @@
 //! The convolution op (`conv2d`, `conv2d_subgroup`, `conv2d_tiled`, `conv_transpose2d`,
-//! `conv_transpose2d_subgroup`): its parameter struct, the rows each
+//! `conv_transpose2d_subgroup`, and the cooperative-matrix GEMMs `conv2d_coop`,
+//! `conv_transpose2d_coop` whose geometry is in `coop`): its parameter struct, the rows each
 //! output band reads, the kernel and entry point per layer and its dispatch geometry.
 
 use bytemuck::{Pod, Zeroable};
@@ -103,12 +104,17 @@ impl Builder<'_> {
         let narrow = narrow(l);
         // The tiled implicit GEMM (tile TM x TN) takes the K x K layers with 16k input channels.
         let tile = self.variant.tile().filter(|_| l.op == Op::Conv && !narrow && is.c % 16 == 0);
-        let kernel = match l.op {
-            Op::Conv if tile.is_some() => Kernel::Conv2dTiled,
-            Op::Conv if self.variant.subgroups() => Kernel::Conv2dSubgroup,
-            Op::Conv => Kernel::Conv2d,
-            Op::ConvTranspose if self.variant.subgroups() => Kernel::ConvTranspose2dSubgroup,
-            Op::ConvTranspose => Kernel::ConvTranspose2d,
+        // The cooperative-matrix GEMMs take the layers they fit; the others run on the subgroup
+        // kernels where the device has subgroups (plain ones elsewhere).
+        let coop = self.coop_gemm(l, is);
+        let subgroups = self.variant.subgroups() || (self.variant.coop() && self.ctx.subgroups);
+        let kernel = match (l.op, coop) {
+            (_, Some(g)) => g.kernel,
+            (Op::Conv, None) if tile.is_some() => Kernel::Conv2dTiled,
+            (Op::Conv, None) if subgroups => Kernel::Conv2dSubgroup,
+            (Op::Conv, None) => Kernel::Conv2d,
+            (Op::ConvTranspose, None) if subgroups => Kernel::ConvTranspose2dSubgroup,
+            (Op::ConvTranspose, None) => Kernel::ConvTranspose2d,
         };
         // The subgroup kernel slides a window of input pixels along each kernel row (its narrow
         // tile, stride 1 only, is then 16 pixels wide, not 32); the wide 3 x 3 stride-1 ones take
@@ -139,8 +145,11 @@ impl Builder<'_> {
             let (a, b) = Self::input_rows(l, is, r0, r1);
             vec![self.window(tin, a, b).size, self.window(tout, r0, r1).size]
         })?;
-        // The wide subgroup kernel computes its output's norm statistics in its epilogue.
-        let epilogue = kernel == Kernel::Conv2dSubgroup && !narrow && l.norm.is_some() && self.variant.fused_norm();
+        // The wide subgroup kernel and the GEMMs compute their output's norm statistics in their
+        // epilogue.
+        let epilogue = (kernel == Kernel::Conv2dSubgroup && !narrow || coop.is_some())
+            && l.norm.is_some()
+            && self.variant.fused_norm();
         let cols = match l.op {
             Op::Conv => os.w.div_ceil(pxn),
             Op::ConvTranspose => os.w.div_ceil(2).div_ceil(pxn),
@@ -157,14 +166,15 @@ impl Builder<'_> {
         // The subgroup kernels return at once from a subgroup with no row in the band.
         let idle_exit = matches!(kernel, Kernel::Conv2dSubgroup | Kernel::ConvTranspose2dSubgroup);
         let tw = tile_width(cols, os.h.div_ceil(row_split), idle_exit);
-        let workgroups = |rows: u32| match tile {
-            Some((tm, tn)) => {
+        let workgroups = |r0: u32, r1: u32| match (coop, tile) {
+            (Some(g), _) => g.workgroups(os, r0, r1),
+            (None, Some((tm, tn))) => {
                 // TM-pixel tiles over x (and z past 65,535 of them), TN-channel tiles over y.
-                let tiles = (rows * os.w).div_ceil(tm);
+                let tiles = ((r1 - r0) * os.w).div_ceil(tm);
                 let x = tiles.min(65_535);
                 [x, os.c.div_ceil(tn), tiles.div_ceil(x)]
             }
-            None => [cols.div_ceil(tw), rows.div_ceil(row_split).div_ceil(64 / tw), z],
+            (None, None) => [cols.div_ceil(tw), (r1 - r0).div_ceil(row_split).div_ceil(64 / tw), z],
         };
         let mut groups = Vec::new();
         let mut params_bufs = Vec::new();
@@ -193,13 +203,16 @@ impl Builder<'_> {
                 }),
                 win,
                 wout,
-                r1 - r0,
+                (r0, r1),
             ));
-            let [x, y, _] = workgroups(r1 - r0);
-            stats_base += x * y;
+            let [x, y, z] = workgroups(r0, r1);
+            // The subgroup kernel's partials are per workgroup (x, y), the GEMMs' per pixel
+            // tile (x, z).
+            stats_base += if coop.is_some() { x * z } else { x * y };
         }
-        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`).
-        let chunks = 8 * stats_base;
+        // One partial per 8 invocations (see conv2d_subgroup.wgsl `write_stats`), or two per
+        // pixel tile of the GEMMs (gemm_coop.wgsl `partials`).
+        let chunks = if coop.is_some() { 2 * stats_base } else { 8 * stats_base };
         let stats = if epilogue {
             let bytes = chunks as u64 * os.c as u64 * 16;
             storage(self.device(), &format!("{} norm partials", l.name), bytes, wgpu::BufferUsages::empty())
@@ -212,7 +225,7 @@ impl Builder<'_> {
             (true, false) => "main_narrow",
             (false, _) => "main",
         };
-        let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow;
+        let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow || coop.is_some();
         let mut overrides: Overrides = match l.op {
             Op::Conv => vec![
                 ("K", l.kernel as f64),
@@ -234,7 +247,10 @@ impl Builder<'_> {
         if let Some((tm, tn)) = tile {
             overrides.extend([("TM", tm as f64), ("TN", tn as f64)]);
         }
-        for (params, win, wout, rows) in &params_bufs {
+        if let Some(g) = coop {
+            overrides.extend([("SG", g.subgroup as f64), ("TK", g.tk as f64), ("STATS", epilogue as u32 as f64)]);
+        }
+        for (params, win, wout, (r0, r1)) in &params_bufs {
             groups.push((
                 vec![
                     entry(0, params.as_entire_binding()),
@@ -250,7 +266,7 @@ impl Builder<'_> {
                 .chain((l.op == Op::Conv).then(|| entry(5, norm_in.as_entire_binding())))
                 .chain(with_stats.then(|| entry(6, stats.as_entire_binding())))
                 .collect(),
-                workgroups(*rows),
+                workgroups(*r0, *r1),
             ));
         }
         self.push_entry(format!("{}:{}", l.name, kernel.name()), kernel, entry_point, &overrides, groups);

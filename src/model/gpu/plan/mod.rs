@@ -26,6 +26,7 @@
 
 mod build;
 mod conv;
+mod coop;
 #[cfg(test)]
 mod layout_tests;
 mod norm;
