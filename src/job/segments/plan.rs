@@ -64,6 +64,10 @@ pub struct SegmentPlan {
     pub created_ms: i64,
     /// The whole video's deadline (ms since the epoch; 0: none).
     pub deadline_ms: i64,
+    /// Seconds the parent job spent before the plan was written: its checks, the download, the
+    /// scan and the cut, the segment inputs' uploads.
+    #[serde(default)]
+    pub planning_secs: f64,
 }
 
 impl SegmentPlan {
@@ -148,6 +152,7 @@ pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions) -> Result<Pla
     let Source::StoredVideo { key: input, .. } = &job.source else {
         return Ok(Planned::Whole { why: "only stored videos and frame prefixes are cut".into() });
     };
+    let started = std::time::Instant::now();
     let system = &opts.system;
     let etag = ready.input_meta.as_ref().and_then(|m| m.etag.clone());
     if let Some(existing) = reuse(system, job, etag.as_deref())? {
@@ -189,7 +194,9 @@ pub fn plan_video(job: &Job, ready: &Ready, opts: &SegmentOptions) -> Result<Pla
     let segments: Vec<PlannedSegment> = cuts.into_iter().map(|(_, s)| s).collect();
     let global_header = matches!(job.sink.name().rsplit('.').next(), Some("mp4" | "mov" | "mkv" | "m4v" | "webm"));
     let choice = resolve(opts, job, scan.params.width, scan.params.height)?;
-    let plan = new_plan(job, input.as_str(), false, ready, etag, scan.params, global_header, segments, opts, choice);
+    let mut plan =
+        new_plan(job, input.as_str(), false, ready, etag, scan.params, global_header, segments, opts, choice);
+    plan.planning_secs = ready.secs + started.elapsed().as_secs_f64();
     write_plan(system, &plan)
 }
 
@@ -207,6 +214,7 @@ pub fn plan_frames(
     let Source::StoredFrames { prefix, .. } = &job.source else {
         return Ok(Planned::Whole { why: "not a frame prefix".into() });
     };
+    let started = std::time::Instant::now();
     let system = &opts.system;
     let etag = ready.input_meta.as_ref().and_then(|m| m.etag.clone());
     if let Some(existing) = reuse(system, job, etag.as_deref())? {
@@ -247,7 +255,8 @@ pub fn plan_frames(
     };
     let global_header = true;
     let choice = resolve(opts, job, size.0, size.1)?;
-    let plan = new_plan(job, prefix, true, ready, etag, stream, global_header, segments, opts, choice);
+    let mut plan = new_plan(job, prefix, true, ready, etag, stream, global_header, segments, opts, choice);
+    plan.planning_secs = ready.secs + started.elapsed().as_secs_f64();
     write_plan(system, &plan)
 }
 
@@ -288,6 +297,7 @@ fn new_plan(
         segments,
         created_ms: created,
         deadline_ms: if opts.timeout_secs > 0.0 { created + (opts.timeout_secs * 1000.0) as i64 } else { 0 },
+        planning_secs: 0.0,
     }
 }
 

@@ -134,7 +134,7 @@ fn segment_log(plan: &SegmentPlan, manifests: &[SegmentManifest]) -> serde_json:
             })
         })
         .collect();
-    serde_json::json!({ "plan": plan.id, "count": plan.segments.len(), "segments": list })
+    serde_json::json!({ "plan": plan.id, "count": plan.segments.len(), "planning_secs": plan.planning_secs, "segments": list })
 }
 
 /// Whether `system` holds a plan's objects for `id` (for clean-up checks in tests and logs).
