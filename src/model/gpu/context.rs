@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::kernels::PipelineCache;
 use super::precision::Precision;
-use super::KernelChoice;
 use super::GpuError;
+use super::KernelChoice;
 
 /// How to pick and configure the device.
 #[derive(Debug, Clone, Default)]

@@ -65,7 +65,9 @@ pub(super) fn probe(adapter: &wgpu::Adapter, f16: bool) -> Result<u32, String> {
         return Err(format!("its subgroup size is {min}..{max}; the kernels need one size, 32 or 64"));
     }
     let limits = adapter.limits();
-    if limits.max_compute_workgroup_storage_size < COOP_WORKGROUP_BYTES || limits.max_compute_invocations_per_workgroup < 4 * min {
+    if limits.max_compute_workgroup_storage_size < COOP_WORKGROUP_BYTES
+        || limits.max_compute_invocations_per_workgroup < 4 * min
+    {
         return Err(format!(
             "the kernels need {COOP_WORKGROUP_BYTES} bytes of workgroup memory and {} invocations; it has {} and {}",
             4 * min,

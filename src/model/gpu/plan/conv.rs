@@ -147,7 +147,7 @@ impl Builder<'_> {
         })?;
         // The wide subgroup kernel and the GEMMs compute their output's norm statistics in their
         // epilogue.
-        let epilogue = (kernel == Kernel::Conv2dSubgroup && !narrow || coop.is_some())
+        let epilogue = ((kernel == Kernel::Conv2dSubgroup && !narrow) || coop.is_some())
             && l.norm.is_some()
             && self.variant.fused_norm();
         let cols = match l.op {
@@ -225,7 +225,7 @@ impl Builder<'_> {
             (true, false) => "main_narrow",
             (false, _) => "main",
         };
-        let with_stats = kernel == Kernel::Conv2dSubgroup && !narrow || coop.is_some();
+        let with_stats = (kernel == Kernel::Conv2dSubgroup && !narrow) || coop.is_some();
         let mut overrides: Overrides = match l.op {
             Op::Conv => vec![
                 ("K", l.kernel as f64),

@@ -6,7 +6,7 @@ use super::conv::ConvParams;
 use super::norm::{ApplyParams, FinalizeParams, StatsParams};
 use super::pack::PackParams;
 use super::unpack::UnpackParams;
-use crate::model::gpu::{Kernel, StoragePrecision};
+use crate::model::gpu::Kernel;
 
 /// (Rust struct name, size, named fields with their offsets).
 type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -50,8 +50,8 @@ fn rust_parameter_structs_match_the_shaders_uniform_structs() {
     let layouts = rust_layouts();
     let mut checked = 0;
     for k in Kernel::ALL {
-        // The uniform structs are the same at both precisions: f32 is checked.
-        let module = naga::front::wgsl::parse_str(&k.module_source(StoragePrecision::F32))
+        // The uniform structs are the same at both precisions: the first the kernel loads at.
+        let module = naga::front::wgsl::parse_str(&k.module_source(k.precisions()[0]))
             .unwrap_or_else(|e| panic!("{}: {e}", k.file_name()));
         let uniform = module
             .global_variables
