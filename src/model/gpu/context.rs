@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::kernels::PipelineCache;
 use super::precision::Precision;
 use super::GpuError;
-use super::KernelChoice;
 
 /// How to pick and configure the device.
 #[derive(Debug, Clone, Default)]
@@ -140,13 +139,10 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
-        // The cooperative-matrix kernels (the `coop` set): only where a plan may choose them (f16,
-        // kernels auto, timed or coop) and the adapter has what they need (`coop::probe`).
-        let coop = if matches!(opts.kernels, KernelChoice::Auto | KernelChoice::Timed | KernelChoice::Coop) {
-            super::coop::probe(&adapter, f16)
-        } else {
-            Err(format!("--kernels {} asks for another set", opts.kernels.name()))
-        };
+        // The cooperative-matrix kernels (the `coop` set): where f16 is in use and the adapter has
+        // what they need (`coop::probe`), whatever this device's own kernel choice (a plan may
+        // ask for another: `NetworkPlan::new_as`).
+        let coop = super::coop::probe(&adapter, f16);
         let experimental_features = match &coop {
             Ok(_) => {
                 features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;

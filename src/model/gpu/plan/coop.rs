@@ -29,7 +29,7 @@ impl Builder<'_> {
     /// channels and the transposed convolutions, where the input channels are a multiple of 16.
     pub(super) fn coop_gemm(&self, l: &Layer, input: Shape) -> Option<CoopGemm> {
         let subgroup = *self.ctx.coop.as_ref().ok()?;
-        if !self.variant.coop() || self.precision != StoragePrecision::F16 || input.c % 16 != 0 {
+        if !self.variant.coop() || self.precision != StoragePrecision::F16 || !input.c.is_multiple_of(16) {
             return None;
         }
         let kernel = match l.op {
@@ -37,7 +37,7 @@ impl Builder<'_> {
             Op::Conv => return None,
             Op::ConvTranspose => Kernel::ConvTranspose2dCoop,
         };
-        Some(CoopGemm { kernel, subgroup, tk: if input.c % 32 == 0 { 32 } else { 16 } })
+        Some(CoopGemm { kernel, subgroup, tk: if input.c.is_multiple_of(32) { 32 } else { 16 } })
     }
 }
 
