@@ -372,9 +372,36 @@ fn parse_rate(s: &str) -> Result<crate::frame::Rate, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Without --video, bench times a plan directly (upload, GPU, readback of a synthetic \
+frame), not through the engine: the device, not the pipeline around it. With --video, it styles the video \
+end to end through the engine and reports the end-to-end rate (e2e_fps), the network's rate on up to 64 of \
+the video's frames held in memory (model_fps), what the pipeline carries with the network replaced by a \
+copy on the CPU (ceiling_fps), and the wall time of every stage (decode, conversion in, upload, GPU, \
+readback, conversion out, encode, mux) with the one that limits. `--model none` runs only that copy.\n\n\
+Examples:\n  stylestream bench --model udnie --size 1280x720 --frames 10\n  \
+stylestream bench --video talk.mp4 --model udnie --preset superfast --crf 20 --json\n  \
+stylestream bench --video talk.mp4 --model none")]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Style this video end to end through the engine and report its rates and stage table
+    /// (see below). `--model none`: the network is replaced by a copy on the CPU.
+    #[arg(long, value_name = "INPUT")]
+    pub video: Option<PathBuf>,
+    /// With --video: where the styled video goes [default: a temporary file, removed].
+    #[arg(long, short = 'o', value_name = "OUTPUT", requires = "video")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub encode: EncodeArgs,
+    /// With --video: frames in flight between decode, GPU and encode (as `stylize`).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_frames_in_flight: usize,
+    /// With --video: consecutive frames styled with one GPU submission (as `stylize`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub frames_per_batch: u64,
+    /// With --video: dataflow workers, each with its own device (as `stylize`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
     /// Frame size, WIDTHxHEIGHT.
     #[arg(long, default_value = "640x360", value_parser = parse_size)]
     pub size: (u32, u32),

@@ -38,13 +38,20 @@ fn main() -> ExitCode {
     );
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize::stylize(args, &shutdown),
-        Command::Bench(args) => app::bench::bench(args).map(|report| {
-            let mut stdout = std::io::stdout();
-            let _ = app::bench::print_bench(&report, &mut stdout);
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            }
-        }),
+        Command::Bench(args) => match &args.video {
+            Some(video) => app::bench_video::bench_video(args, video).map(|report| {
+                let _ = app::bench_video::print(&report, &mut std::io::stdout());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+            }),
+            None => app::bench::bench(args).map(|report| {
+                let _ = app::bench::print_bench(&report, &mut std::io::stdout());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+            }),
+        },
         Command::Batch(args) => app::batch::batch(args, &shutdown).map(|s| {
             if !args.run.quiet {
                 eprintln!("batch: {} styled, {} already done, {} failed", s.styled, s.already_done, s.failed);

@@ -707,3 +707,64 @@ fn memory_stays_flat_with_video_length() {
         "peak RSS grows with length: 20 frames {rss_short} KiB, 200 frames {rss_long} KiB"
     );
 }
+
+/// `bench --video`: the end-to-end, model-only and ceiling rates and the stage table, as JSON;
+/// its output (with -o) is a complete video with the input's timestamps.
+#[test]
+fn bench_video_reports_its_rates_and_stages_and_writes_a_complete_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("clip.mp4");
+    Clip::new(12).audio().write(&input);
+    let out = dir.path().join("styled.mp4");
+    let o = stylestream(&[
+        "bench",
+        "--video",
+        s(&input),
+        "--model",
+        "udnie",
+        "-o",
+        s(&out),
+        "--preset",
+        "superfast",
+        "--crf",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let r: Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
+    for key in ["e2e_fps", "model_fps", "ceiling_fps"] {
+        assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
+    }
+    assert!(
+        r["ceiling_fps"].as_f64().unwrap() > r["e2e_fps"].as_f64().unwrap(),
+        "a copy is not faster than the network: {r}"
+    );
+    assert_eq!((r["frames"].as_u64(), r["model_frames"].as_u64()), (Some(12), Some(12)));
+    assert_eq!(
+        (r["encoder"]["codec"].as_str(), r["encoder"]["preset"].as_str(), r["encoder"]["crf"].as_u64()),
+        (Some("libx264"), Some("superfast"), Some(20))
+    );
+    let stages: Vec<(String, f64)> = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap().to_string(), s["secs"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["decode", "convert_in", "upload", "gpu", "readback", "convert_out", "encode", "mux"]);
+    for busy in ["decode", "convert_in", "gpu", "convert_out", "encode", "mux"] {
+        assert!(stages.iter().any(|(n, t)| n == busy && *t > 0.0), "{busy} took no time: {r}");
+    }
+    assert!(["decode", "worker", "encode"].contains(&r["limiting_thread"].as_str().unwrap()), "{r}");
+    assert!(stdout.contains("limits"), "no table before the JSON line: {stdout}");
+    assert_eq!(video_pts(&out), video_pts(&input));
+    // The network replaced by a copy: no GPU, the same stages.
+    let o = stylestream(&["bench", "--video", s(&input), "--model", "none", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim_end().lines().last().unwrap()).unwrap();
+    assert_eq!(r["model"], "none");
+    assert_eq!(r["e2e_fps"], r["ceiling_fps"]);
+    let o = stylestream(&["bench", "--model", "none"]);
+    assert!(!o.status.success() && stderr(&o).contains("--video"), "{}", stderr(&o));
+}

@@ -58,6 +58,9 @@ pub struct SecondPlan {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
+    if args.model.model == "none" {
+        return Err(AppError::Usage("--model none (the network replaced by a copy) needs --video".into()));
+    }
     let (desc, weights) = load_model(&args.model)?;
     let (width, height) = args.size;
     let opts = GpuOptions {

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_video;
 pub mod cancel;
 pub mod models;
 pub mod serve;

@@ -49,10 +49,10 @@ enum ToEncoder {
 /// A job as one worker receives it.
 struct Admission {
     id: u64,
-    desc: Arc<NetworkDescription>,
+    network: Option<(Arc<NetworkDescription>, Arc<Weights>)>,
+    clock: crate::telemetry::stages::Clock,
     /// The job's own precision and kernel choice, if it has one.
     choice: Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>,
-    weights: Arc<Weights>,
     stop: StopToken,
     errors: ErrorSlot,
     /// Only to the worker that decodes and encodes (worker 0 of process 0).
@@ -158,9 +158,9 @@ impl Engine {
         for (local, sender) in senders.iter().enumerate() {
             let admission = Admission {
                 id,
-                desc: job.desc.clone(),
+                network: job.network.clone(),
+                clock: job.clock.clone(),
                 choice: job.gpu,
-                weights: job.weights.clone(),
                 stop: job.stop.clone(),
                 errors: errors.clone(),
                 ends: if local == 0 { ends.take() } else { None },
@@ -295,8 +295,8 @@ fn admit(
     let to_encoder: Rc<RefCell<Option<SyncSender<ToEncoder>>>> = Rc::new(RefCell::new(None));
     let sent = Rc::new(Cell::new(0u64));
     let spec = StylizeSpec {
-        desc: a.desc.clone(),
-        weights: a.weights.clone(),
+        network: a.network.clone(),
+        clock: a.clock.clone(),
         gpu: opts.gpu.clone(),
         frames_per_batch: opts.frames_per_batch,
         retries: opts.retries,
@@ -329,10 +329,12 @@ fn admit(
                 }
             });
     });
-    let Some((mut source, sink, progress)) = a.ends else {
+    let Some((mut source, mut sink, progress)) = a.ends else {
         drop(input); // this worker feeds nothing
         return a.done.map(|d| Running { id: a.id, probe, feed: None, to_encoder, done: Some(d) });
     };
+    source.set_clock(a.clock.clone());
+    sink.set_clock(a.clock.clone());
     let (to_feed, decoded) = sync_channel::<Frame>(cap);
     let (to_sink, from_sink) = sync_channel::<ToEncoder>(cap);
     *to_encoder.borrow_mut() = Some(to_sink);

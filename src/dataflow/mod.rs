@@ -110,18 +110,26 @@ impl DataflowOptions {
 pub struct Job {
     /// The source, sink and progress; `None` on processes other than 0.
     pub ends: Option<(Source, Sink, Progress)>,
-    pub desc: Arc<NetworkDescription>,
-    pub weights: Arc<Weights>,
+    /// The network that styles the frames; `None`: a copy on the CPU in its place (what the
+    /// pipeline around the network can carry: `bench --video --model none`).
+    pub network: Option<(Arc<NetworkDescription>, Arc<Weights>)>,
     /// Stops this job alone (cancel, timeout); nothing is published then.
     pub stop: StopToken,
     /// The precision and kernel set this job's frames are styled with, when they must not be
     /// the engine's own choice (a segment styles as its video's plan says).
     pub gpu: Option<(crate::model::gpu::Precision, crate::model::gpu::KernelChoice)>,
+    /// Where the job's stages count their time, when it is measured.
+    pub clock: crate::telemetry::stages::Clock,
 }
 
 impl Job {
     pub fn new(ends: Option<(Source, Sink, Progress)>, desc: Arc<NetworkDescription>, weights: Arc<Weights>) -> Self {
-        Self { ends, desc, weights, stop: StopToken::new(), gpu: None }
+        Self { ends, network: Some((desc, weights)), stop: StopToken::new(), gpu: None, clock: None }
+    }
+
+    /// A job whose frames are copied on the CPU instead of styled (no GPU involved).
+    pub fn copying(ends: Option<(Source, Sink, Progress)>) -> Self {
+        Self { ends, network: None, stop: StopToken::new(), gpu: None, clock: None }
     }
 }
 

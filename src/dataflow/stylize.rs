@@ -4,6 +4,7 @@
 //! worker — batch `b`'s attempt `a` goes to worker `(b + a) mod workers` — up to `retries`
 //! times; after that the job fails with the frame range named, and nothing is published.
 
+use crate::telemetry::stages::{timed, Step};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,8 +38,10 @@ pub enum Work {
 /// What the Stylize stages need to know; the same on every worker.
 #[derive(Clone)]
 pub struct StylizeSpec {
-    pub desc: Arc<NetworkDescription>,
-    pub weights: Arc<Weights>,
+    /// The network; `None`: frames are copied on the CPU instead.
+    pub network: Option<(Arc<NetworkDescription>, Arc<Weights>)>,
+    /// Where GPU time is counted, when measured.
+    pub clock: crate::telemetry::stages::Clock,
     pub gpu: GpuOptions,
     pub frames_per_batch: u64,
     pub retries: u32,
@@ -74,6 +77,10 @@ impl WorkerGpu {
     /// Styles a batch of frames of one size with one GPU submission.
     fn run(&mut self, spec: &StylizeSpec, images: &[&RgbFrame]) -> Result<Vec<RgbFrame>, GpuError> {
         let Some(first) = images.first() else { return Ok(Vec::new()) };
+        let Some((desc, weights)) = &spec.network else {
+            // No network: a copy on the CPU in its place (no device is opened).
+            return Ok(timed(&spec.clock, Step::Gpu, || images.iter().map(|i| (*i).clone()).collect()));
+        };
         if self.ctx.is_none() {
             // More workers than adapters: wrap around.
             let count = GpuContext::adapters().len().max(1);
@@ -84,7 +91,7 @@ impl WorkerGpu {
             self.ctx = Some(ctx);
         }
         let Some(ctx) = self.ctx.as_ref() else { unreachable!("set above") };
-        let key = (spec.weights.sha256.clone(), first.width, first.height, spec.choice);
+        let key = (weights.sha256.clone(), first.width, first.height, spec.choice);
         self.tick += 1;
         if !self.plans.contains_key(&key) {
             // Plans are cached per (model, size) across jobs; the least recently used goes
@@ -97,15 +104,15 @@ impl WorkerGpu {
             }
             tracing::debug!(worker = self.worker, width = first.width, height = first.height, "building a plan");
             let plan = match spec.choice {
-                Some(choice) => NetworkPlan::new_as(ctx, &spec.desc, &spec.weights, first.width, first.height, choice)?,
-                None => NetworkPlan::new(ctx, &spec.desc, &spec.weights, first.width, first.height)?,
+                Some(choice) => NetworkPlan::new_as(ctx, desc, weights, first.width, first.height, choice)?,
+                None => NetworkPlan::new(ctx, desc, weights, first.width, first.height)?,
             };
             self.plans.insert(key.clone(), (plan, self.tick));
         }
         let Some((plan, used)) = self.plans.get_mut(&key) else { unreachable!("inserted above") };
         *used = self.tick;
         let data: Vec<&[u8]> = images.iter().map(|i| i.data.as_slice()).collect();
-        let out = plan.run_batch(&data)?;
+        let out = timed(&spec.clock, Step::Gpu, || plan.run_batch(&data))?;
         Ok(out.into_iter().map(|rgb| RgbFrame::new(first.width, first.height, rgb)).collect())
     }
 }

@@ -122,6 +122,13 @@ impl Source {
         }
     }
 
+    /// Counts decode and conversion time into `clock` (videos; other sources are not measured).
+    pub fn set_clock(&mut self, clock: crate::telemetry::stages::Clock) {
+        if let Source::Video(v) = self {
+            v.set_clock(clock);
+        }
+    }
+
     pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
         match self {
             Source::Still(s) => s.next_frame(),
@@ -141,6 +148,13 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Counts conversion, encoding and muxing time into `clock` (videos; others are not measured).
+    pub fn set_clock(&mut self, clock: crate::telemetry::stages::Clock) {
+        if let Sink::Video(v) = self {
+            v.set_clock(clock);
+        }
+    }
+
     pub fn write(&mut self, frame: &Frame) -> Result<(), MediaError> {
         match self {
             Sink::Still(s) => s.write(frame),

@@ -10,6 +10,7 @@ use ffmpeg_next as ffmpeg;
 use super::policy::{open_input, InputPolicy, MediaLimits};
 use super::MediaError;
 use crate::frame::{Frame, Rate, RgbFrame, SourceInfo};
+use crate::telemetry::stages::{timed, Clock, Step};
 
 /// Initialises ffmpeg once and keeps its own logging quiet: our errors say what went wrong.
 pub fn init() {
@@ -75,16 +76,32 @@ impl ToRgb {
             set_colorspace(&mut s, f.color_space(), f.color_range() == ffmpeg::color::Range::JPEG, true);
             self.scaler = Some(Scaler(s));
         }
-        let mut rgb = ffmpeg::frame::Video::empty();
-        if let Some(s) = self.scaler.as_mut() {
-            s.0.run(f, &mut rgb).map_err(|e| MediaError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
-        }
-        // Rows are padded to the stride: copy them one by one.
-        let (stride, row) = (rgb.stride(0), w as usize * 3);
-        let plane = rgb.data(0);
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&plane[y * stride..y * stride + row]);
+        // Straight into the frame's own packed rows: no intermediate frame, no copy.
+        let row = w as usize * 3;
+        let mut data = vec![0u8; row * h as usize];
+        let Some(s) = self.scaler.as_mut() else { return Ok(data) };
+        // SAFETY: the source planes are the decoded frame's (valid for its height and
+        // strides); the destination is one packed RGB plane of `row * h` bytes, which is what
+        // a context made for `w x h` RGB24 output writes.
+        let done = unsafe {
+            let src = &*f.as_ptr();
+            let dst = [data.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
+            let stride = [row as i32, 0, 0, 0];
+            ffmpeg::ffi::sws_scale(
+                s.0.as_mut_ptr(),
+                src.data.as_ptr() as *const *const u8,
+                src.linesize.as_ptr(),
+                0,
+                h as i32,
+                dst.as_ptr(),
+                stride.as_ptr(),
+            )
+        };
+        if done != h as i32 {
+            return Err(MediaError::Decode {
+                path: path.to_path_buf(),
+                reason: format!("converting to RGB gave {done} of {h} rows"),
+            });
         }
         Ok(data)
     }
@@ -108,6 +125,8 @@ pub struct VideoDecoder {
     first_pts: Option<i64>,
     /// Limits of a restricted open, enforced again on every frame decoded.
     limits: Option<MediaLimits>,
+    /// Where decode and conversion time is counted, when measured.
+    clock: Clock,
 }
 
 impl VideoDecoder {
@@ -203,6 +222,7 @@ impl VideoDecoder {
             last_pts: None,
             first_pts: None,
             limits,
+            clock: None,
         })
     }
 
@@ -210,12 +230,24 @@ impl VideoDecoder {
         &self.info
     }
 
+    /// Counts decode and conversion time into `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
     /// The next frame in presentation order, or `None` at the end of the stream.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        let started = std::time::Instant::now();
         let mut decoded = ffmpeg::frame::Video::empty();
         loop {
             match self.decoder.receive_frame(&mut decoded) {
-                Ok(()) => return self.convert(&decoded).map(Some),
+                Ok(()) => {
+                    if let Some(c) = &self.clock {
+                        c.add(Step::Decode, started.elapsed());
+                    }
+                    let clock = self.clock.clone();
+                    return timed(&clock, Step::ConvertIn, || self.convert(&decoded)).map(Some);
+                }
                 Err(ffmpeg::Error::Eof) => return self.end(),
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {}
                 Err(e) => return Err(self.decode_error(e)),

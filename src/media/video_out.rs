@@ -19,6 +19,7 @@ use super::policy::{ffmpeg_path, muxer_for, open_input, InputPolicy, MediaLimits
 use super::video_in::{init, set_colorspace, Scaler};
 use super::MediaError;
 use crate::frame::{Frame, Rate, SourceInfo};
+use crate::telemetry::stages::{timed, Clock, Step};
 
 /// How to encode the video stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +126,8 @@ pub struct FrameEncoder {
     path: PathBuf,
     width: u32,
     height: u32,
+    /// Where conversion and encoding time is counted, when measured.
+    clock: Clock,
 }
 
 impl FrameEncoder {
@@ -170,6 +173,13 @@ impl FrameEncoder {
         if global_header {
             ctx.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
         }
+        // As many encoder threads as the encoder picks for this machine (libx264: 1.5 per core),
+        // as the ffmpeg command line does; libavcodec's default is one.
+        ctx.set_threading(ffmpeg::threading::Config {
+            kind: ffmpeg::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
         let mut opts = ffmpeg::Dictionary::new();
         let crf = settings.crf.to_string();
         match settings.codec.as_str() {
@@ -197,7 +207,13 @@ impl FrameEncoder {
             path: path.to_path_buf(),
             width: w,
             height: h,
+            clock: None,
         })
+    }
+
+    /// Counts conversion and encoding time into `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// The time base of the packets' timestamps (the source's).
@@ -220,26 +236,58 @@ impl FrameEncoder {
             );
             return Err(out_err(&self.path, reason));
         }
-        let mut rgb = ffmpeg::frame::Video::new(Pixel::RGB24, img.width, img.height);
-        let stride = rgb.stride(0);
-        let row = img.width as usize * 3;
-        let plane = rgb.data_mut(0);
-        for y in 0..img.height as usize {
-            plane[y * stride..y * stride + row].copy_from_slice(&img.data[y * row..(y + 1) * row]);
-        }
-        self.scaler.0.run(&rgb, &mut self.frame).map_err(|e| out_err(&self.path, e))?;
+        let clock = self.clock.clone();
+        timed(&clock, Step::ConvertOut, || -> Result<(), MediaError> {
+            // Straight from the frame's packed rows into the encoder's planes: no copy between.
+            let row = img.width as usize * 3;
+            if img.data.len() < row * img.height as usize {
+                return Err(out_err(
+                    &self.path,
+                    format!("frame {} holds {} bytes, not {}", frame.index, img.data.len(), row * img.height as usize),
+                ));
+            }
+            // SAFETY: the source is one packed RGB plane of `row * height` bytes (checked
+            // above), which a context made for this size of RGB24 input reads; the destination
+            // planes are this encoder's own frame, allocated for the context's output.
+            let done = unsafe {
+                let src = [img.data.as_ptr(), std::ptr::null(), std::ptr::null(), std::ptr::null()];
+                let stride = [row as i32, 0, 0, 0];
+                let dst = &mut *self.frame.as_mut_ptr();
+                ffmpeg::ffi::sws_scale(
+                    self.scaler.0.as_mut_ptr(),
+                    src.as_ptr(),
+                    stride.as_ptr(),
+                    0,
+                    img.height as i32,
+                    dst.data.as_ptr(),
+                    dst.linesize.as_ptr(),
+                )
+            };
+            if done != img.height as i32 {
+                return Err(out_err(
+                    &self.path,
+                    format!("converting frame {} gave {done} of {} rows", frame.index, img.height),
+                ));
+            }
+            Ok(())
+        })?;
         self.frame.set_pts(Some(frame.pts));
         self.durations.insert(frame.pts, frame.duration);
-        self.encoder
-            .send_frame(&self.frame)
-            .map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
-        Ok(self.drain())
+        timed(&clock, Step::Encode, || {
+            self.encoder
+                .send_frame(&self.frame)
+                .map_err(|e| out_err(&self.path, format!("encoding frame {}: {e}", frame.index)))?;
+            Ok(self.drain())
+        })
     }
 
     /// Flushes the encoder: the last packets.
     pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>, MediaError> {
-        self.encoder.send_eof().map_err(|e| out_err(&self.path, e))?;
-        Ok(self.drain())
+        let clock = self.clock.clone();
+        timed(&clock, Step::Encode, || {
+            self.encoder.send_eof().map_err(|e| out_err(&self.path, e))?;
+            Ok(self.drain())
+        })
     }
 
     fn drain(&mut self) -> Vec<ffmpeg::Packet> {
@@ -269,6 +317,8 @@ pub struct Muxer {
     ost_time_bases: Vec<ffmpeg::Rational>,
     tmp: tempfile::TempPath,
     path: PathBuf,
+    /// Where muxing time is counted, when measured.
+    clock: Clock,
 }
 
 /// A muxer whose streams are being declared.
@@ -414,14 +464,28 @@ impl MuxerSetup {
         // The muxer may have changed the time bases: read them back.
         let ost_time_bases: Vec<ffmpeg::Rational> = self.output.streams().map(|s| s.time_base()).collect();
         let ost_tb = ost_time_bases[0];
-        Ok(Muxer { output: self.output, video_tb: time_base, ost_tb, audio, ost_time_bases, tmp: self.tmp, path })
+        Ok(Muxer {
+            output: self.output,
+            video_tb: time_base,
+            ost_tb,
+            audio,
+            ost_time_bases,
+            tmp: self.tmp,
+            path,
+            clock: None,
+        })
     }
 }
 
 impl Muxer {
     /// Writes one video packet (timestamps in the time base given to `start`), and before it
     /// the audio up to its time.
-    pub fn write_video(&mut self, mut packet: ffmpeg::Packet) -> Result<(), MediaError> {
+    pub fn write_video(&mut self, packet: ffmpeg::Packet) -> Result<(), MediaError> {
+        let clock = self.clock.clone();
+        timed(&clock, Step::Mux, || self.write_video_now(packet))
+    }
+
+    fn write_video_now(&mut self, mut packet: ffmpeg::Packet) -> Result<(), MediaError> {
         packet.set_stream(0);
         packet.rescale_ts(self.video_tb, self.ost_tb);
         let until = packet.dts().or(packet.pts());
@@ -499,7 +563,8 @@ impl Muxer {
 
     /// Writes the remaining audio and the trailer, and renames the file into place.
     pub fn finish(mut self) -> Result<(), MediaError> {
-        self.write_audio_until(None)?;
+        let clock = self.clock.clone();
+        timed(&clock, Step::Mux, || self.write_audio_until(None))?;
         self.output.write_trailer().map_err(|e| out_err(&self.path, e))?;
         let path = self.path.clone();
         drop(self.output);
@@ -520,6 +585,12 @@ fn out_err(path: &Path, reason: impl std::fmt::Display) -> MediaError {
 }
 
 impl VideoEncoder {
+    /// Counts conversion, encoding and muxing time into `clock`.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.encoder.set_clock(clock.clone());
+        self.muxer.clock = clock;
+    }
+
     /// Creates the temporary output and its streams; nothing appears at `path` until `finish`.
     pub fn create(
         path: &Path,

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod page;
 pub mod progress;
+pub mod stages;
 
 pub use http::{serve_http, HttpError, HttpOptions};
 pub use jobs::{BoardSnapshot, Canceller, FinishedJob, JobBoard, JobInProgress};
