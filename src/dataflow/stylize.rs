@@ -1,6 +1,9 @@
 //! `Stylize`: frames are spread over the workers in batches of `frames_per_batch` consecutive
 //! frames, and each worker styles a batch on its own GPU device with one submission (a plan is
-//! built on the first frame of each size). A batch whose styling fails is retried on another
+//! built on the first frame of each size). Each worker keeps up to three batches on the GPU at
+//! once (`NetworkPlan::submit`, collected in order), so the upload of the next batch and the
+//! readback of the previous one overlap with the styling of the current one instead of
+//! blocking the worker while the GPU runs. A batch whose styling fails is retried on another
 //! worker — batch `b`'s attempt `a` goes to worker `(b + a) mod workers` — up to `retries`
 //! times; after that the job fails with the frame range named, and nothing is published.
 
@@ -9,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use timely::dataflow::channels::pact::Exchange;
 
 use timely::dataflow::operators::{Capability, Operator};
@@ -18,7 +21,7 @@ use timely::dataflow::Stream;
 use super::ErrorSlot;
 use super::PipelineError;
 use crate::frame::{Frame, RgbFrame};
-use crate::model::gpu::{GpuContext, GpuError, GpuOptions, NetworkPlan};
+use crate::model::gpu::{GpuContext, GpuError, GpuOptions, InFlight, NetworkPlan};
 use crate::model::{NetworkDescription, Weights};
 
 /// A frame on its way through the GPU stages.
@@ -74,12 +77,15 @@ impl WorkerGpu {
         Rc::new(RefCell::new(Self { worker: index, gpu, ctx: None, plans: Default::default(), tick: 0 }))
     }
 
-    /// Styles a batch of frames of one size with one GPU submission.
-    fn run(&mut self, spec: &StylizeSpec, images: &[&RgbFrame]) -> Result<Vec<RgbFrame>, GpuError> {
-        let Some(first) = images.first() else { return Ok(Vec::new()) };
+    /// Starts styling a batch of frames of one size with one GPU submission (see
+    /// `NetworkPlan::submit`); without a network the frames are copied on the CPU at once.
+    fn submit(&mut self, spec: &StylizeSpec, images: &[&RgbFrame]) -> Result<Submitted, GpuError> {
+        let Some(first) = images.first() else { return Ok(Submitted::Done(Vec::new())) };
         let Some((desc, weights)) = &spec.network else {
             // No network: a copy on the CPU in its place (no device is opened).
-            return Ok(timed(&spec.clock, Step::Gpu, || images.iter().map(|i| (*i).clone()).collect()));
+            return Ok(Submitted::Done(timed(&spec.clock, Step::Gpu, || {
+                images.iter().map(|i| (*i).clone()).collect()
+            })));
         };
         if self.ctx.is_none() {
             // More workers than adapters: wrap around.
@@ -112,8 +118,41 @@ impl WorkerGpu {
         let Some((plan, used)) = self.plans.get_mut(&key) else { unreachable!("inserted above") };
         *used = self.tick;
         let data: Vec<&[u8]> = images.iter().map(|i| i.data.as_slice()).collect();
-        let out = timed(&spec.clock, Step::Gpu, || plan.run_batch(&data))?;
-        Ok(out.into_iter().map(|rgb| RgbFrame::new(first.width, first.height, rgb)).collect())
+        let flight = plan.submit(&data)?;
+        if let Some(clock) = &spec.clock {
+            clock.add(Step::Upload, flight.upload);
+            clock.add(Step::Gpu, flight.submit);
+        }
+        Ok(Submitted::Flying { flight, width: first.width, height: first.height })
+    }
+}
+
+/// A batch handed to the GPU: finished already (a CPU copy), or in flight.
+enum Submitted {
+    Done(Vec<RgbFrame>),
+    Flying { flight: InFlight, width: u32, height: u32 },
+}
+
+impl Submitted {
+    /// Whether collecting would not wait (a device error counts as done: collecting reports it).
+    fn is_done(&mut self) -> bool {
+        match self {
+            Submitted::Done(_) => true,
+            Submitted::Flying { flight, .. } => flight.is_done().unwrap_or(true),
+        }
+    }
+
+    /// The styled frames, waiting for the GPU if need be (the wait counts as GPU time, the
+    /// copy out and repack as readback).
+    fn collect(self, clock: &crate::telemetry::stages::Clock) -> Result<Vec<RgbFrame>, GpuError> {
+        match self {
+            Submitted::Done(images) => Ok(images),
+            Submitted::Flying { mut flight, width, height } => {
+                timed(clock, Step::Gpu, || flight.wait())?;
+                let out = timed(clock, Step::Readback, || flight.read())?;
+                Ok(out.into_iter().map(|rgb| RgbFrame::new(width, height, rgb)).collect())
+            }
+        }
     }
 }
 
@@ -124,30 +163,55 @@ type PlanKey = (String, u32, u32, Option<(crate::model::gpu::Precision, crate::m
 const MAX_PLANS: usize = 4;
 
 /// One attempt at styling a batch of consecutive frames (in order, all of one size), which has
-/// failed `attempts` times before. The whole batch succeeds or fails together.
-fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, attempts: u32) -> Vec<Work> {
-    let (Some(first), Some(last)) = (frames.first(), frames.last()) else { return Vec::new() };
-    let (first, last) = (first.index, last.index);
+/// failed `attempts` times before, on its way: submitted, not yet collected. The whole batch
+/// succeeds or fails together.
+struct Attempt {
+    frames: Vec<Frame>,
+    attempts: u32,
+    started: std::time::Instant,
+    result: Result<Submitted, String>,
+}
+
+impl Attempt {
+    fn is_done(&mut self) -> bool {
+        self.result.as_mut().map_or(true, Submitted::is_done)
+    }
+}
+
+/// Starts an attempt: the batch is submitted (a batch whose frame size changes midway, which
+/// is rare, is styled frame by frame at once).
+fn begin(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, attempts: u32) -> Attempt {
+    let started = std::time::Instant::now();
     let injected =
         spec.fail_frame.is_some_and(|(k, n)| frames.iter().any(|f| f.index == k) && (n == 0 || attempts < n));
     let same_size =
         frames.windows(2).all(|w| (w[0].image.width, w[0].image.height) == (w[1].image.width, w[1].image.height));
-    let started = std::time::Instant::now();
-    let count = frames.len().max(1) as f32;
     let result = if injected {
         Err("injected failure".to_string())
     } else if !same_size {
-        // Sizes change mid-batch (rare): one submission per frame.
         frames
             .iter()
-            .map(|f| gpu.borrow_mut().run(spec, &[&f.image]).map(|mut v| v.remove(0)))
+            .map(|f| {
+                let one = gpu.borrow_mut().submit(spec, &[&f.image])?;
+                one.collect(&spec.clock).map(|mut v| v.remove(0))
+            })
             .collect::<Result<Vec<_>, _>>()
+            .map(Submitted::Done)
             .map_err(|e| e.to_string())
     } else {
         let images: Vec<&RgbFrame> = frames.iter().map(|f| &f.image).collect();
-        gpu.borrow_mut().run(spec, &images).map_err(|e| e.to_string())
+        gpu.borrow_mut().submit(spec, &images).map_err(|e| e.to_string())
     };
-    match result {
+    Attempt { frames, attempts, started, result }
+}
+
+/// Ends an attempt: waits for its frames and passes them on styled, or failed with the reason.
+fn finish(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, a: Attempt) -> Vec<Work> {
+    let Attempt { frames, attempts, started, result } = a;
+    let (Some(first), Some(last)) = (frames.first(), frames.last()) else { return Vec::new() };
+    let (first, last) = (first.index, last.index);
+    let count = frames.len().max(1) as f32;
+    match result.and_then(|s| s.collect(&spec.clock).map_err(|e| e.to_string())) {
         Ok(images) => {
             let timing = crate::frame::FrameTiming {
                 worker: gpu.borrow().worker as u32,
@@ -171,6 +235,13 @@ fn attempt(gpu: &RefCell<WorkerGpu>, spec: &StylizeSpec, frames: Vec<Frame>, att
     }
 }
 
+/// Batches a worker keeps on the GPU at once: while one is styled, the next is uploaded and the
+/// one before is read back and repacked.
+const IN_FLIGHT_BATCHES: usize = 3;
+
+/// How soon a worker with batches in flight looks at them again when nothing else wakes it.
+const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The GPU stages of the dataflow.
 pub trait Stylize<'scope> {
     /// Styles every frame, retries failures on other workers, and passes on styled frames;
@@ -192,11 +263,16 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
     ) -> Stream<'scope, u64, Vec<Frame>> {
         let batch = spec.frames_per_batch.max(1);
         let (first_spec, first_gpu) = (spec.clone(), gpu.clone());
+        let scope = self.scope();
         // Frames of batch b (indices b*batch ..) meet on one worker and are styled together
         // once the batch is whole or the frontier says no more of it can come (the video's end).
+        // Up to IN_FLIGHT_BATCHES batches are on the GPU at once; each keeps its capability
+        // until it is collected.
         let mut work =
-            self.unary_frontier(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, _info| {
+            self.unary_frontier(Exchange::new(move |f: &Frame| f.index / batch), "Stylize", move |_cap, info| {
+                let activator = scope.activator_for(info.address.clone());
                 let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Frame>)> = BTreeMap::new();
+                let mut flying: VecDeque<(Capability<u64>, Attempt)> = VecDeque::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, frames| {
                         let Some(cap) = cap.retain_least(output.output_index()) else { return };
@@ -218,7 +294,20 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                     for b in ready {
                         let Some((cap, mut frames)) = pending.remove(&b) else { continue };
                         frames.sort_by_key(|f| f.index);
-                        output.session(&cap).give_iterator(attempt(&first_gpu, &first_spec, frames, 0).into_iter());
+                        // The ring is full: the oldest batch is collected first.
+                        while flying.len() >= IN_FLIGHT_BATCHES {
+                            let Some((cap, a)) = flying.pop_front() else { break };
+                            output.session(&cap).give_iterator(finish(&first_gpu, &first_spec, a).into_iter());
+                        }
+                        flying.push_back((cap, begin(&first_gpu, &first_spec, frames, 0)));
+                    }
+                    // Batches the GPU has finished meanwhile, in the order they went in.
+                    while flying.front_mut().is_some_and(|(_, a)| a.is_done()) {
+                        let Some((cap, a)) = flying.pop_front() else { break };
+                        output.session(&cap).give_iterator(finish(&first_gpu, &first_spec, a).into_iter());
+                    }
+                    if !flying.is_empty() {
+                        activator.activate_after(IN_FLIGHT_POLL);
                     }
                 }
             });
@@ -246,7 +335,8 @@ impl<'scope> Stylize<'scope> for Stream<'scope, u64, Vec<Frame>> {
                         }
                         for ((_, attempts), mut frames) in failed {
                             frames.sort_by_key(|f| f.index);
-                            session.give_iterator(attempt(&gpu, &spec, frames, attempts).into_iter());
+                            session
+                                .give_iterator(finish(&gpu, &spec, begin(&gpu, &spec, frames, attempts)).into_iter());
                         }
                     });
                 }

@@ -14,7 +14,7 @@ pub use coop::{COOP_TOLERANCE, COOP_WORKGROUP_BYTES};
 pub use kernels::{
     Kernel, CONV_PRELUDE, CONV_PRELUDE_FILE, COOP_ENABLE, COOP_ENABLE_FILE, GEMM_COOP_PRELUDE, GEMM_COOP_PRELUDE_FILE,
 };
-pub use plan::{FrameOutput, KernelTime, NetworkPlan};
+pub use plan::{FrameOutput, InFlight, KernelTime, NetworkPlan};
 pub use precision::{level_diff, Precision, SelfCheck, StoragePrecision, F16_MAX_LEVELS, F16_MEAN_LEVELS};
 pub use select::{cache_path as kernel_cache_path, KernelChoice, KernelSetError, Source as VariantSource, Variant};
 

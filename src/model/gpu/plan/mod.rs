@@ -32,6 +32,7 @@ mod layout_tests;
 mod norm;
 mod pack;
 mod run;
+pub use run::InFlight;
 mod slots;
 mod unpack;
 
@@ -110,7 +111,8 @@ pub struct NetworkPlan {
     /// The kernel set, and how it was chosen.
     variant: (Variant, VariantSource),
     /// Per-frame upload and readback buffers of batched runs, grown to the largest batch seen.
-    batch_io: std::sync::Mutex<Vec<BatchIo>>,
+    /// Buffers of batches not in flight (`submit` takes them, `InFlight::read` gives them back).
+    batch_io: std::sync::Arc<std::sync::Mutex<Vec<BatchIo>>>,
 }
 
 /// One frame's own buffers in a batch: its RGB8 upload and its readback.

@@ -2,7 +2,8 @@
 //! batch, a prefix of the network up to a layer), and the per-kernel timestamps.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{scoped, staging, tensor_bytes, BatchIo, FrameOutput, KernelTime, NetworkPlan, Step, Timing};
 use crate::model::gpu::precision::StoragePrecision;
@@ -47,29 +48,43 @@ impl NetworkPlan {
         })?;
         let pixels = self.width as usize * self.height as usize;
         let bytes = self.read(&self.staging_rgb, pixels * 4)?;
-        out.rgb = bytes.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        out.rgb = rgba_to_rgb(&bytes);
         if values {
             out.values = bytemuck::cast_slice::<u8, f32>(&self.read(&self.staging_f32, pixels * 12)?).to_vec();
         }
         Ok(out)
     }
 
-    /// Styles several frames with one GPU submission: each frame is uploaded to a buffer of its
-    /// own, the whole network is recorded once per frame in one command buffer, and all results
-    /// are read back after a single wait. Returns RGB8 per frame, in order. Amortises the
-    /// submit/wait round trip over the batch; a failure fails the whole batch.
+    /// Styles several frames with one GPU submission and waits for them: `submit` then
+    /// `InFlight::collect`. Returns RGB8 per frame, in order; a failure fails the whole batch.
     pub fn run_batch(&self, frames: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
-        if frames.len() <= 1 {
+        if frames.len() == 1 {
             return frames.iter().map(|f| self.run(f).map(|o| o.rgb)).collect();
         }
+        self.submit(frames)?.collect()
+    }
+
+    /// Starts styling a batch and returns at once: each frame is uploaded to a buffer of its
+    /// own, the whole network is recorded once per frame in one command buffer, submitted, and
+    /// its results are asked to be mapped. `InFlight::collect` waits for them and repacks them.
+    ///
+    /// Batches run on the GPU in the order they were submitted (they share the activations,
+    /// and the queue orders them), so a caller that submits batch n + 1 before it collects
+    /// batch n overlaps the upload of n + 1 and the readback of n - 1 with the styling of n.
+    /// The buffers of a batch come from a pool that grows to the number of frames in flight.
+    pub fn submit(&self, frames: &[&[u8]]) -> Result<InFlight, GpuError> {
         for f in frames {
             self.check_input(f)?;
         }
-        let mut io = self.batch_io.lock().map_err(|_| GpuError::Device {
-            context: "running a batch".into(),
-            reason: "an earlier batch panicked".into(),
-        })?;
         let pixels = self.width as u64 * self.height as u64;
+        let mut io = {
+            let mut pool = self.batch_io.lock().map_err(|_| GpuError::Device {
+                context: "submitting a batch".into(),
+                reason: "an earlier batch panicked".into(),
+            })?;
+            let keep = pool.len().saturating_sub(frames.len());
+            pool.split_off(keep)
+        };
         while io.len() < frames.len() {
             io.push(BatchIo {
                 input: self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -81,7 +96,9 @@ impl NetworkPlan {
                 staging: staging(&self.device, "batch staging rgb8", pixels * 4),
             });
         }
-        self.scoped("running a batch of frames", || {
+        let started = Instant::now();
+        let mut recorded = started;
+        let submission = self.scoped("submitting a batch of frames", || {
             let mut enc = self.device.create_command_encoder(&Default::default());
             for (f, io) in frames.iter().zip(io.iter()) {
                 self.queue.write_buffer(&io.input, 0, &padded(f));
@@ -89,11 +106,32 @@ impl NetworkPlan {
                 self.encode(&mut enc, self.steps.len(), None);
                 enc.copy_buffer_to_buffer(&self.out_rgb, 0, &io.staging, 0, pixels * 4);
             }
-            self.queue.submit([enc.finish()]);
+            let commands = enc.finish();
+            recorded = Instant::now();
+            self.queue.submit([commands])
         })?;
-        let buffers: Vec<&wgpu::Buffer> = io.iter().take(frames.len()).map(|b| &b.staging).collect();
-        let bytes = self.read_all(&buffers, pixels as usize * 4)?;
-        Ok(bytes.into_iter().map(|b| b.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()).collect())
+        let submitted = Instant::now();
+        let mapped = io
+            .iter()
+            .map(|b| {
+                let (tx, rx) = mpsc::channel();
+                b.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+                    let _ = tx.send(r);
+                });
+                rx
+            })
+            .collect();
+        Ok(InFlight {
+            device: self.device.clone(),
+            submission,
+            io,
+            pool: self.batch_io.clone(),
+            mapped,
+            ready: 0,
+            bytes: pixels as usize * 4,
+            upload: recorded - started,
+            submit: submitted - recorded,
+        })
     }
 
     /// Per-kernel GPU times of the last `run_profiled` frame, when timestamps are on.
@@ -219,4 +257,115 @@ fn padded(rgb: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         v.resize(rgb.len() + pad, 0);
         std::borrow::Cow::Owned(v)
     }
+}
+
+/// A submitted batch whose results have not been read yet (`NetworkPlan::submit`). Dropping it
+/// without collecting gives its buffers up (the GPU finishes the work regardless).
+pub struct InFlight {
+    device: wgpu::Device,
+    /// Waited for alone: a later batch already submitted keeps running.
+    submission: wgpu::SubmissionIndex,
+    io: Vec<BatchIo>,
+    pool: Arc<Mutex<Vec<BatchIo>>>,
+    /// One per frame: the staging buffer's map result.
+    mapped: Vec<mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>>,
+    /// How many of `mapped` have answered.
+    ready: usize,
+    /// RGBA8 bytes per frame.
+    bytes: usize,
+    /// Time `submit` spent copying the frames in and recording the commands.
+    pub upload: Duration,
+    /// Time `queue.submit` itself took: next to nothing on a GPU; on a CPU driver that runs the
+    /// commands as they are submitted (lavapipe), the network.
+    pub submit: Duration,
+}
+
+impl InFlight {
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.io.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.io.is_empty()
+    }
+
+    /// Whether the GPU has finished the batch, without waiting.
+    pub fn is_done(&mut self) -> Result<bool, GpuError> {
+        self.device.poll(wgpu::PollType::Poll).map_err(|e| read_error(e.to_string()))?;
+        self.answered(false)
+    }
+
+    /// Waits until the GPU has finished the batch.
+    pub fn wait(&mut self) -> Result<(), GpuError> {
+        if self.answered(false)? {
+            return Ok(());
+        }
+        let this = wgpu::PollType::Wait { submission_index: Some(self.submission.clone()), timeout: None };
+        self.device.poll(this).map_err(|e| read_error(e.to_string()))?;
+        // The submission is complete and its map callbacks have run.
+        self.answered(true).map(|_| ())
+    }
+
+    /// Counts the map results that have arrived (`block`: wait for the next one); an error
+    /// in any of them fails the batch.
+    fn answered(&mut self, block: bool) -> Result<bool, GpuError> {
+        while let Some(rx) = self.mapped.get(self.ready) {
+            let got = if block {
+                Some(rx.recv().map_err(|e| read_error(e.to_string()))?)
+            } else {
+                match rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(e) => return Err(read_error(e.to_string())),
+                }
+            };
+            match got {
+                Some(r) => {
+                    r.map_err(|e| read_error(e.to_string()))?;
+                    self.ready += 1;
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits for the batch and returns RGB8 per frame, in order; the buffers go back to the
+    /// plan's pool.
+    pub fn collect(mut self) -> Result<Vec<Vec<u8>>, GpuError> {
+        self.wait()?;
+        self.read()
+    }
+
+    /// Reads a finished batch (`wait` or `is_done` first): RGBA8 repacked to RGB8.
+    pub fn read(mut self) -> Result<Vec<Vec<u8>>, GpuError> {
+        if !self.answered(false)? {
+            return Err(read_error("the batch is not finished".into()));
+        }
+        let mut out = Vec::with_capacity(self.io.len());
+        for b in &self.io {
+            let view = b.staging.get_mapped_range(..).map_err(|e| read_error(e.to_string()))?;
+            out.push(rgba_to_rgb(&view[..self.bytes]));
+            drop(view);
+            b.staging.unmap();
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.append(&mut self.io);
+        }
+        Ok(out)
+    }
+}
+
+fn read_error(reason: String) -> GpuError {
+    GpuError::Device { context: "reading results back".into(), reason }
+}
+
+/// RGBA8 to RGB8: the alpha byte of every pixel dropped.
+fn rgba_to_rgb(rgba: &[u8]) -> Vec<u8> {
+    let mut rgb = vec![0u8; rgba.len() / 4 * 3];
+    for (d, s) in rgb.chunks_exact_mut(3).zip(rgba.chunks_exact(4)) {
+        d.copy_from_slice(&s[..3]);
+    }
+    rgb
 }
