@@ -6,7 +6,8 @@
 # ROUNDS times in this script, each round timed from the publish of the job to the commit of
 # its output (its manifest). Prints the medians, their ratio, and the overheads as a share of
 # the styling time (plan and cut, segment downloads, the stitch), read from the video's job log;
-# writes $OUT/segments.json.
+# writes $OUT/segments.json. Last, the video stream's size at the default CRF (18, medium)
+# against one encoder's on the same clip.
 #
 #   scripts/bench_segments.sh              (SECS=20 SEGMENT=2 ROUNDS=3 SIZE=256x144 STYLE=udnie)
 #
@@ -102,6 +103,12 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 stop one; stop two; trap - EXIT
 
+# The size a segmented output costs: the same clip through one encoder (`stylize`, the
+# service's default CRF 18 and preset medium), against the stitched output of round 1.
+"$BIN" stylize "$OUT/clip.mp4" -o "$OUT/single.mp4" --model "$MODELS/$STYLE.safetensors" --crf 18 --preset medium --quiet
+vbytes() { ffprobe -v error -select_streams v:0 -show_entries packet=size -of csv=p=0 "$1" | paste -sd+ | bc; }
+echo "$(vbytes "$OUT/single.mp4") $(vbytes "$OUT/two/media/out/r1.mp4")" > "$OUT/sizes.txt"
+
 python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/segments.json"
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -121,7 +128,9 @@ def overheads(name):
                        "segments": seg["count"], "instances": len({s["instance"] for s in seg["segments"]})})
     return shares
 one, two = statistics.median(times["one"]), statistics.median(times["two"])
-print(json.dumps({"rounds": rounds, "one_instance_s": times["one"], "two_instances_s": times["two"],
+single, segmented = (int(v) for v in open(f"{out}/sizes.txt").read().split())
+print(json.dumps({"video_bytes_single_encoder": single, "video_bytes_segmented": segmented,
+                  "segmented_vs_single": segmented / single, "rounds": rounds, "one_instance_s": times["one"], "two_instances_s": times["two"],
                   "median_one_s": one, "median_two_s": two, "speedup": one / two,
                   "overheads_one": overheads("one"), "overheads_two": overheads("two")}, indent=1))
 EOF
