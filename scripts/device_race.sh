@@ -5,8 +5,11 @@
 #   scripts/device_race.sh BIN MODELS_DIR     race, tuning and tables (into $OUT, default /tmp/device-race)
 #   scripts/device_race.sh --tables OUT       the tables again from OUT's raw results
 #
-# BIN is a stylestream binary (with LD_LIBRARY_PATH set for its ffmpeg libraries, see
-# shared/STACK.md), MODELS_DIR holds udnie.safetensors and golden/. Both sides are timed the
+# BIN is `stylestream-gpu` (bench and adapters only; it needs no ffmpeg library, so it travels
+# in the same call: `cargo build --release --bin stylestream-gpu`, ~12 MB, ~3 MB xz-compressed;
+# copy target/release/stylestream-gpu, udnie.safetensors and golden/input_256x144.png and
+# udnie_256x144.png into a git-ignored folder of the repo and name it in `carry`), or the full
+# stylestream binary. MODELS_DIR holds udnie.safetensors and golden/. Both sides are timed the
 # same way: host 8-bit frame in, host 8-bit frame out, batch 1, steady state (after warm-up),
 # one frame at a time; and kernel-only (stylestream: the sum of its per-kernel timestamp
 # queries over one frame; PyTorch: CUDA events around the forward pass on a device-resident
@@ -23,7 +26,7 @@
 # and their debug logs with the per-step GPU times, torch.jsonl, tune/*.json, kernels.json).
 # DEVICE=cpu checks the script itself on a machine without a GPU (lavapipe and PyTorch on the
 # CPU; without PyTorch installed its columns say n/a): e.g.
-#   DEVICE=cpu SIZES=64x48 TUNE_SIZES=64x48 FRAMES=1 scripts/device_race.sh target/debug/stylestream ../shared/models
+#   DEVICE=cpu SIZES=64x48 TUNE_SIZES=64x48 FRAMES=1 scripts/device_race.sh target/release/stylestream-gpu ../shared/models
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
@@ -214,8 +217,8 @@ fi
 for cfg in "f32 auto" "f16 auto" "f16 coop"; do
   set -- $cfg
   png="$OUT/udnie_256x144_$1_$2.png"
-  "$BIN" stylize "$MODELS/golden/input_256x144.png" -o "$png" --model "$MODELS/udnie.safetensors" \
-    --precision "$1" --kernels "$2" 2>>"$OUT/stderr.txt" | tail -2
+  "$BIN" bench --image "$MODELS/golden/input_256x144.png" --save "$png" --model "$MODELS/udnie.safetensors" \
+    --frames 1 --precision "$1" --kernels "$2" 2>>"$OUT/stderr.txt" | tail -2
   "$PY" - "$png" "$MODELS/golden/udnie_256x144.png" "$1 --kernels $2" <<'PY' 2>&1 | tee -a "$OUT/stylestream_check.txt"
 import subprocess, sys
 def rgb(path):  # 8-bit RGB bytes: pillow, else ffmpeg

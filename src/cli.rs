@@ -403,8 +403,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub workers: usize,
     /// Frame size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "640x360", value_parser = parse_size)]
+    #[arg(long, default_value = "640x360", value_parser = parse_size, conflicts_with = "image")]
     pub size: (u32, u32),
+    /// Time this PNG/JPEG still (at its own size) instead of a synthetic test card.
+    #[arg(long, value_name = "STILL", conflicts_with = "video")]
+    pub image: Option<PathBuf>,
+    /// Write the styled frame (the test card, or --image) to this PNG/JPEG, to check it.
+    #[arg(long, value_name = "OUTPUT", conflicts_with = "video")]
+    pub save: Option<PathBuf>,
     /// Frames to time (after one untimed warm-up frame, which compiles the kernels).
     #[arg(long, default_value_t = 5)]
     pub frames: u32,

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         _ => false,
     };
     let serving = matches!(cli.command, Command::Serve(_));
-    init_logging(
+    stylestream::telemetry::init_logging(
         if quiet {
             "error"
         } else if serving && cli.log == "warn" {
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         } else {
             &cli.log
         },
-        cli.log_format,
+        cli.log_format == LogFormat::Json,
     );
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize::stylize(args, &shutdown),
@@ -97,18 +97,6 @@ fn limit_malloc_arenas() {
         // SAFETY: mallopt only sets an allocator parameter, before any other thread exists.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => {
-            builder.without_time().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
         }
     }
 }

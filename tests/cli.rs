@@ -430,3 +430,54 @@ fn a_hostfile_with_a_public_address_is_refused_without_allow_public_cluster() {
     assert_clean_failure(&r, "8.8.8.8:7412", &out);
     assert!(stderr(&r).contains("--allow-public-cluster"), "{}", stderr(&r));
 }
+
+/// `stylestream-gpu`, the binary that travels to a lent GPU on its own: `bench --image --save`
+/// styles the golden still as the golden says, other commands are refused, and it loads none
+/// of ffmpeg's libraries (the full binary does).
+#[test]
+fn the_gpu_binary_benches_a_still_matching_golden_and_needs_no_ffmpeg_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("udnie.png");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stylestream-gpu"))
+            .args(args)
+            .env("STYLESTREAM_MODELS_DIR", models_dir())
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .output()
+            .unwrap()
+    };
+    let input = golden("input_64x48.png");
+    let out = run(&[
+        "bench",
+        "--model",
+        "udnie",
+        "--image",
+        input.to_str().unwrap(),
+        "--save",
+        saved.to_str().unwrap(),
+        "--frames",
+        "1",
+        "--precision",
+        "f32",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(64), Some(48)));
+    let got = stylestream::media::image::read_rgb(&saved).unwrap();
+    let want = stylestream::media::image::read_rgb(&golden("udnie_64x48.png")).unwrap();
+    let level = got.data.iter().zip(&want.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(got.data.len() == want.data.len() && level <= 1, "saved frame differs from golden by {level} levels");
+
+    let refused = run(&["stylize", input.to_str().unwrap(), "-o", "x.png", "--model", "udnie"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("only `bench`"), "{}", stderr(&refused));
+
+    let libs = |bin: &str| {
+        let o = std::process::Command::new("ldd").arg(bin).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(!libs(env!("CARGO_BIN_EXE_stylestream-gpu")).contains("libav"));
+    assert!(libs(env!("CARGO_BIN_EXE_stylestream")).contains("libavcodec"), "the oracle: ldd lists libav* when used");
+}

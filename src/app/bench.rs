@@ -62,7 +62,12 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         return Err(AppError::Usage("--model none (the network replaced by a copy) needs --video".into()));
     }
     let (desc, weights) = load_model(&args.model)?;
-    let (width, height) = args.size;
+    // The frame: a still of the user's (its size wins), else a synthetic test card.
+    let frame = match &args.image {
+        Some(path) => crate::media::image::read_rgb(path)?,
+        None => RgbFrame::test_card(args.size.0, args.size.1),
+    };
+    let (width, height) = (frame.width, frame.height);
     let opts = GpuOptions {
         adapter: args.model.adapter,
         timestamps: true,
@@ -74,7 +79,6 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
         ..Default::default()
     };
     let ctx = GpuContext::new(&opts)?;
-    let frame = RgbFrame::test_card(width, height);
     let t0 = Instant::now();
     let plan = NetworkPlan::new(&ctx, &desc, &weights, width, height)?;
     let plan_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -100,8 +104,12 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     } else {
         None
     };
-    // One more frame, with timestamps, for the per-kernel breakdown (not in the timing above).
-    plan.run_profiled(&frame.data)?;
+    // One more frame, with timestamps, for the per-kernel breakdown (not in the timing above);
+    // it is the frame `--save` writes.
+    let profiled = plan.run_profiled(&frame.data)?;
+    if let Some(path) = &args.save {
+        crate::media::image::write_rgb(path, &RgbFrame::new(width, height, profiled.rgb))?;
+    }
     let kernels = plan.kernel_times()?.unwrap_or_default();
     let pipelines = ctx.pipeline_count();
     let second_plan = match args.second_plan {
