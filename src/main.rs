@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use stylestream::app;
 use stylestream::cli::{Cli, Command, LogFormat};
-use stylestream::model::gpu::GpuContext;
 use stylestream::stop::{StopReason, StopToken};
 
 fn main() -> ExitCode {
@@ -39,18 +38,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Stylize(args) => app::stylize::stylize(args, &shutdown),
         Command::Bench(args) => match &args.video {
-            Some(video) => app::bench_video::bench_video(args, video).map(|report| {
-                let _ = app::bench_video::print(&report, &mut std::io::stdout());
-                if args.json {
-                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
-                }
-            }),
-            None => app::bench::bench(args).map(|report| {
-                let _ = app::bench::print_bench(&report, &mut std::io::stdout());
-                if args.json {
-                    println!("{}", serde_json::to_string(&report).unwrap_or_default());
-                }
-            }),
+            Some(video) => app::bench_video::bench_video_command(args, video),
+            None => app::bench::bench_command(args),
         },
         Command::Batch(args) => app::batch::batch(args, &shutdown).map(|s| {
             if !args.run.quiet {
@@ -63,24 +52,12 @@ fn main() -> ExitCode {
         Command::Submit(args) => app::submit::submit(args),
         Command::Cancel(args) => app::cancel::cancel(args),
         Command::Models(cmd) => app::models::models(cmd),
-        Command::Adapters => {
-            let adapters = GpuContext::adapters();
-            if adapters.is_empty() {
-                eprintln!("no GPU adapters found");
-            }
-            for (i, a) in adapters.iter().enumerate() {
-                println!("{i}: {a} [{}]", a.driver);
-            }
-            Ok(())
-        }
+        Command::Adapters => app::adapters(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: wgpu and others nest multi-line causes into their messages.
-            let text = e.to_string();
-            let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            eprintln!("error: {}", parts.join(" | "));
+            eprintln!("{}", app::error_line(&e));
             ExitCode::FAILURE
         }
     }

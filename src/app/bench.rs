@@ -166,6 +166,17 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, AppError> {
     })
 }
 
+/// `stylestream bench` (without `--video`): the report as a table, and as one JSON line under
+/// `--json`.
+pub fn bench_command(args: &BenchArgs) -> Result<(), AppError> {
+    let report = bench(args)?;
+    let _ = print_bench(&report, &mut std::io::stdout());
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// Human-readable bench report.
 pub fn print_bench(r: &BenchReport, out: &mut impl std::io::Write) -> std::io::Result<()> {
     writeln!(out, "adapter      {}{}", r.adapter, if r.subgroups { ", subgroup kernels" } else { ", plain kernels" })?;

@@ -62,6 +62,7 @@ pub struct Encoder {
 }
 
 /// One timed run: its frames, its rate after the first frame, its stages.
+#[derive(Clone)]
 struct Run {
     frames: u64,
     fps: f64,
@@ -113,7 +114,7 @@ pub fn bench_video(args: &BenchArgs, input: &Path) -> Result<VideoBenchReport, A
         let (source, sink) = video(&out("ceiling"))?;
         run(&engine, source, sink, None)?
     } else {
-        Run { frames: e2e.frames, fps: e2e.fps, secs: e2e.secs, stages: e2e.stages.clone() }
+        e2e.clone()
     };
     // The network alone: frames decoded beforehand, held in memory, styled into nothing.
     let mut decoder = VideoDecoder::open(input)?;
@@ -215,6 +216,16 @@ impl FrameSink for NullSink {
     fn finish(self: Box<Self>) -> Result<(), MediaError> {
         Ok(())
     }
+}
+
+/// `stylestream bench --video`: the report as a table, and as one JSON line under `--json`.
+pub fn bench_video_command(args: &BenchArgs, input: &Path) -> Result<(), AppError> {
+    let report = bench_video(args, input)?;
+    let _ = print(&report, &mut std::io::stdout());
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// The report as a short table.

@@ -69,6 +69,26 @@ app_error_from!(
     Store(crate::storage::StoreError),
 );
 
+/// `stylestream adapters`: the GPUs wgpu sees, one per line, numbered as `--adapter` takes them.
+pub fn adapters() -> Result<(), AppError> {
+    let adapters = crate::model::gpu::GpuContext::adapters();
+    if adapters.is_empty() {
+        eprintln!("no GPU adapters found");
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        println!("{i}: {a} [{}]", a.driver);
+    }
+    Ok(())
+}
+
+/// An error as the one line a command prints: wgpu and others nest multi-line causes into their
+/// messages.
+pub fn error_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    format!("error: {}", parts.join(" | "))
+}
+
 /// The description and checked weights named on the command line (a path, or a name in
 /// `$STYLESTREAM_MODELS_DIR`). An `.onnx` model carries its own description (its graph);
 /// `--network` is then ignored.

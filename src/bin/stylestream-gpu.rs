@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use stylestream::app;
 use stylestream::cli::{Cli, Command, LogFormat};
-use stylestream::model::gpu::GpuContext;
 
 fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -18,18 +17,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     stylestream::telemetry::init_logging(&cli.log, cli.log_format == LogFormat::Json);
     let result = match &cli.command {
-        Command::Bench(args) if args.video.is_none() => app::bench::bench(args).map(|report| {
-            let _ = app::bench::print_bench(&report, &mut std::io::stdout());
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            }
-        }),
-        Command::Adapters => {
-            for (i, a) in GpuContext::adapters().iter().enumerate() {
-                println!("{i}: {a} [{}]", a.driver);
-            }
-            Ok(())
-        }
+        Command::Bench(args) if args.video.is_none() => app::bench::bench_command(args),
+        Command::Adapters => app::adapters(),
         _ => {
             eprintln!("error: stylestream-gpu runs only `bench` (without --video) and `adapters`; use stylestream");
             return ExitCode::from(2);
@@ -38,7 +27,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.to_string().lines().map(str::trim).collect::<Vec<_>>().join(" | "));
+            eprintln!("{}", app::error_line(&e));
             ExitCode::FAILURE
         }
     }

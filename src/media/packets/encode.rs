@@ -73,8 +73,12 @@ impl RunWriter {
             .get_ref()
             .sync_all()
             .map_err(|e| MediaError::Write { path: self.blob.clone(), reason: e.to_string() })?;
-        let params =
-            StreamParams::of_encoder(&self.encoder.parameters(), self.encoder.time_base(), self.frame_rate, self.tags);
+        let params = StreamParams::of_parameters(
+            &self.encoder.parameters(),
+            self.encoder.time_base(),
+            self.frame_rate,
+            self.tags,
+        );
         Ok(RunIndex { params, packets: self.packets })
     }
 }
@@ -121,7 +125,7 @@ pub fn join(
     // extradata must be theirs.
     let tags = runs.first().map(|(_, r)| r.params.colour_tags()).unwrap_or(setup.colour_tags());
     let reference = FrameEncoder::create(out, info, settings, tags, setup.global_header())?;
-    let expected = StreamParams::of_encoder(&reference.parameters(), reference.time_base(), info.frame_rate, tags);
+    let expected = StreamParams::of_parameters(&reference.parameters(), reference.time_base(), info.frame_rate, tags);
     for (i, (_, r)) in runs.iter().enumerate() {
         if r.params != expected {
             return Err(bad(format!(

@@ -47,43 +47,18 @@ pub struct StreamParams {
 impl StreamParams {
     /// The parameters of `stream`.
     fn of(stream: &ffmpeg::format::stream::Stream, frame_rate: Rate) -> Self {
-        let p = stream.parameters();
-        let tags = ColourTags::of(Some(stream));
-        // SAFETY: reading plain fields and the extradata (`extradata_size` bytes) of valid codec
-        // parameters, and static names from libavcodec / libavutil.
-        unsafe {
-            let raw = &*p.as_ptr();
-            let extradata = if raw.extradata.is_null() || raw.extradata_size <= 0 {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(raw.extradata, raw.extradata_size as usize).to_vec()
-            };
-            let name = |ptr: *const std::os::raw::c_char| {
-                (!ptr.is_null()).then(|| std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned())
-            };
-            Self {
-                codec: name(ffmpeg::ffi::avcodec_get_name(raw.codec_id)).unwrap_or_default(),
-                width: raw.width.max(0) as u32,
-                height: raw.height.max(0) as u32,
-                extradata: hex(&extradata),
-                profile: raw.profile,
-                level: raw.level,
-                time_base: (stream.time_base().numerator(), stream.time_base().denominator()),
-                frame_rate: (frame_rate.num, frame_rate.den),
-                colour_space: colour_space_name(tags.space).to_string(),
-                full_range: tags.full_range,
-            }
-        }
+        Self::of_parameters(&stream.parameters(), stream.time_base(), frame_rate, ColourTags::of(Some(stream)))
     }
 
-    /// The parameters of an encoder's stream, in `time_base`.
-    fn of_encoder(
+    /// The parameters of a stream or an encoder (`params`), in `time_base`, tagged `tags`.
+    fn of_parameters(
         params: &ffmpeg::codec::Parameters,
         time_base: ffmpeg::Rational,
         frame_rate: Rate,
         tags: ColourTags,
     ) -> Self {
-        // SAFETY: as in `of`.
+        // SAFETY: reading plain fields and the extradata (`extradata_size` bytes) of valid codec
+        // parameters, and static names from libavcodec / libavutil.
         unsafe {
             let raw = &*params.as_ptr();
             let extradata = if raw.extradata.is_null() || raw.extradata_size <= 0 {

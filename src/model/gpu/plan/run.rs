@@ -206,29 +206,15 @@ impl NetworkPlan {
 
     /// Maps a staging buffer, waits for the GPU, copies the first `len` bytes out.
     fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u8>, GpuError> {
-        Ok(self.read_all(&[buffer], len)?.pop().unwrap_or_default())
-    }
-
-    /// Maps several staging buffers, waits once for the GPU, copies the first `len` bytes of each.
-    fn read_all(&self, buffers: &[&wgpu::Buffer], len: usize) -> Result<Vec<Vec<u8>>, GpuError> {
-        let dev = |reason: String| GpuError::Device { context: "reading results back".into(), reason };
-        let mut pending = Vec::with_capacity(buffers.len());
-        for buffer in buffers {
-            let (tx, rx) = mpsc::channel();
-            buffer.map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r);
-            });
-            pending.push(rx);
-        }
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| dev(e.to_string()))?;
-        let mut out = Vec::with_capacity(buffers.len());
-        for (buffer, rx) in buffers.iter().zip(pending) {
-            rx.recv().map_err(|e| dev(e.to_string()))?.map_err(|e| dev(e.to_string()))?;
-            let bytes = buffer.get_mapped_range(..).map_err(|e| dev(e.to_string()))?[..len].to_vec();
-            buffer.unmap();
-            out.push(bytes);
-        }
-        Ok(out)
+        let (tx, rx) = mpsc::channel();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| read_error(e.to_string()))?;
+        rx.recv().map_err(|e| read_error(e.to_string()))?.map_err(|e| read_error(e.to_string()))?;
+        let bytes = buffer.get_mapped_range(..).map_err(|e| read_error(e.to_string()))?[..len].to_vec();
+        buffer.unmap();
+        Ok(bytes)
     }
 }
 
@@ -281,15 +267,6 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Frames in the batch.
-    pub fn len(&self) -> usize {
-        self.io.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.io.is_empty()
-    }
-
     /// Whether the GPU has finished the batch, without waiting.
     pub fn is_done(&mut self) -> Result<bool, GpuError> {
         self.device.poll(wgpu::PollType::Poll).map_err(|e| read_error(e.to_string()))?;
